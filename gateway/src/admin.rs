@@ -1,0 +1,107 @@
+//! The admin listener: `/healthz` (the process serves), `/readyz` (a valid
+//! policy is loaded and the gateway is not shutting down; the body says which
+//! policy) and `/metrics` (Prometheus text format).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::gateway::Gateway;
+use crate::http_util::{Body, full, text_response};
+
+/// Serves the admin endpoints until shutdown completes.
+pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, registry: Arc<Registry>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let (gw, registry) = (gw.clone(), registry.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let (gw, registry) = (gw.clone(), registry.clone());
+                async move { Ok::<_, Infallible>(respond(&gw, &registry, &req)) }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn respond(gw: &Gateway, registry: &Registry, req: &Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text_response(StatusCode::METHOD_NOT_ALLOWED, "GET only\n", false);
+    }
+    match req.uri().path() {
+        "/healthz" => text_response(StatusCode::OK, "ok\n", false),
+        "/readyz" => readiness(gw),
+        "/metrics" => {
+            let mut text = String::new();
+            if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+                return text_response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "metrics encoding failed\n",
+                    false,
+                );
+            }
+            let mut response = Response::new(full(text));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        _ => text_response(
+            StatusCode::NOT_FOUND,
+            "not found: try /healthz, /readyz or /metrics\n",
+            false,
+        ),
+    }
+}
+
+fn readiness(gw: &Gateway) -> Response<Body> {
+    let (status, body) = match gw.policy.loaded() {
+        _ if gw.shutdown.is_cancelled() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "reason": "shutting down"}),
+        ),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({"ready": false, "reason": "no valid policy loaded", "policyFile": gw.policy.path()}),
+        ),
+        Some(loaded) => {
+            let loaded_at = jiff::Timestamp::try_from(loaded.loaded_at)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            (
+                StatusCode::OK,
+                serde_json::json!({
+                    "ready": true,
+                    "policy": {
+                        "configuration": loaded.policy.configuration(),
+                        "proxy": loaded.policy.proxy().name(),
+                        "formatVersion": loaded.policy.format_version(),
+                        "hash": loaded.policy.hash(),
+                        "loadedAt": loaded_at,
+                    }
+                }),
+            )
+        }
+    };
+    let mut response = Response::new(full(format!("{body}\n")));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

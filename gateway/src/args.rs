@@ -1,0 +1,304 @@
+//! Command-line interface: one `Args` for the binary, flags settable from the
+//! environment (as a Deployment sets them).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args as ClapArgs, Parser, Subcommand, ValueEnum};
+
+/// egress-gateway: an explicit HTTP/HTTPS forward proxy enforcing an
+/// egress-proxy policy (PreDNS, PreREQUEST and PostRESPONSE rules), with TLS
+/// interception and one JSON decision log line per request on stdout.
+#[derive(Debug, Parser)]
+#[command(name = "egress-gateway", version, about, long_about = None)]
+pub struct Args {
+    /// Diagnostics format on stderr (decision logs are always JSON on stdout).
+    #[arg(
+        long,
+        env = "EGRESS_LOG_FORMAT",
+        value_enum,
+        default_value = "plain",
+        global = true
+    )]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Run(Box<RunArgs>),
+    /// Run the gateway on loopback with the example policy, a development CA
+    /// and a demo upstream, and print curl lines that exercise each phase.
+    Dev(DevArgs),
+    /// Check, compile or evaluate a policy file without running the gateway.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// Diagnostics log format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `run`.
+#[derive(Clone, Debug, ClapArgs)]
+pub struct RunArgs {
+    /// Policy file: the compiled policy JSON the operator writes, or the CRD YAML
+    /// documents (ProxyRuleGroup, ProxyConfiguration, optionally EgressProxy).
+    /// Reloaded when it changes; a bad version is reported and the last good one
+    /// keeps serving.
+    #[arg(long, env = "EGRESS_POLICY")]
+    pub policy: PathBuf,
+
+    /// Which EgressProxy of a YAML policy file to serve, when it holds several.
+    #[arg(long, env = "EGRESS_PROXY_NAME")]
+    pub proxy: Option<String>,
+
+    /// Address of the plain HTTP listener (clients use http://HOST:PORT as proxy).
+    #[arg(long, env = "EGRESS_HTTP_LISTEN", default_value = "0.0.0.0:1080")]
+    pub http_listen: SocketAddr,
+
+    /// Address of the HTTPS listener (clients speak TLS to the proxy:
+    /// https://HOST:PORT). Needs --tls-cert and --tls-key.
+    #[arg(long, env = "EGRESS_HTTPS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    pub https_listen: Option<SocketAddr>,
+
+    /// PEM certificate chain of the HTTPS listener (reloaded when it changes).
+    #[arg(long, env = "EGRESS_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of the HTTPS listener.
+    #[arg(long, env = "EGRESS_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Address of the admin listener: /healthz, /readyz, /metrics.
+    #[arg(long, env = "EGRESS_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
+    #[command(flatten)]
+    pub intercept: InterceptArgs,
+
+    /// Extra PEM CA bundle trusted for upstream TLS, on top of the system roots.
+    #[arg(long, env = "EGRESS_UPSTREAM_CA")]
+    pub upstream_ca: Option<PathBuf>,
+
+    /// Pin a name to addresses, like curl: NAME:PORT:ADDR[,ADDR...] (PORT may be
+    /// `*` for any port). Repeatable; comma-separated in the environment.
+    #[arg(long = "resolve", env = "EGRESS_RESOLVE", value_delimiter = ';')]
+    pub resolve: Vec<String>,
+
+    /// Name server to query (IP or IP:PORT) instead of those of /etc/resolv.conf.
+    #[arg(long, env = "EGRESS_DNS_SERVER")]
+    pub dns_server: Option<String>,
+
+    /// Time allowed for one name resolution.
+    #[arg(long, env = "EGRESS_DNS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub dns_timeout: Duration,
+
+    /// Cluster name, the value of request:SourceVpc.
+    #[arg(long, env = "EGRESS_CLUSTER_NAME", default_value = "")]
+    pub cluster_name: String,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
+    /// How often policy and certificate files are checked for changes.
+    #[arg(long, env = "EGRESS_FILE_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    pub file_poll_interval: Duration,
+}
+
+/// TLS interception material.
+#[derive(Clone, Debug, ClapArgs)]
+pub struct InterceptArgs {
+    /// PEM certificate of the sub-CA that signs intercepted leaf certificates
+    /// (needed when the policy turns interception on; reloaded when it changes).
+    #[arg(long, env = "EGRESS_INTERCEPT_CA_CERT", requires = "intercept_ca_key")]
+    pub intercept_ca_cert: Option<PathBuf>,
+
+    /// PEM private key of that sub-CA (PKCS#8, or PKCS#1 for RSA).
+    #[arg(long, env = "EGRESS_INTERCEPT_CA_KEY", requires = "intercept_ca_cert")]
+    pub intercept_ca_key: Option<PathBuf>,
+
+    /// PEM certificates above the sub-CA, up to (optionally including) the root,
+    /// served after the leaf and the sub-CA.
+    #[arg(long, env = "EGRESS_INTERCEPT_CA_CHAIN")]
+    pub intercept_ca_chain: Option<PathBuf>,
+
+    /// Most leaf certificates kept in memory (least recently used go first).
+    #[arg(long, env = "EGRESS_CERT_CACHE_SIZE", default_value_t = 10_000)]
+    pub cert_cache_size: usize,
+}
+
+/// Protection against slow, greedy or broken clients.
+#[derive(Clone, Debug, ClapArgs)]
+pub struct LimitArgs {
+    /// Most client connections open at once; more wait in the accept queue.
+    #[arg(long, env = "EGRESS_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most bytes of request line plus headers (beyond: 431).
+    #[arg(long, env = "EGRESS_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Time a client has to send a complete request head; also how long an idle
+    /// keep-alive connection is kept.
+    #[arg(long, env = "EGRESS_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Time a TLS handshake (client side or upstream) may take.
+    #[arg(long, env = "EGRESS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub handshake_timeout: Duration,
+
+    /// Time to connect to an upstream.
+    #[arg(long, env = "EGRESS_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Time a tunnel or intercepted connection may pass no bytes before it is closed.
+    #[arg(long, env = "EGRESS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// On SIGTERM/SIGINT: how long open connections may drain before they are cut.
+    /// A second signal cuts them at once.
+    #[arg(long, env = "EGRESS_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Flags of `dev`.
+#[derive(Clone, Debug, ClapArgs)]
+pub struct DevArgs {
+    /// Policy file to serve.
+    #[arg(
+        long,
+        env = "EGRESS_POLICY",
+        default_value = "examples/seed-policy.yaml"
+    )]
+    pub policy: PathBuf,
+
+    /// Where the development CA and certificates are written.
+    #[arg(long, env = "EGRESS_DEV_DIR", default_value = ".dev")]
+    pub dir: PathBuf,
+
+    /// Port of the plain HTTP listener on 127.0.0.1.
+    #[arg(long, default_value_t = 1080)]
+    pub http_port: u16,
+
+    /// Port of the HTTPS listener on 127.0.0.1.
+    #[arg(long, default_value_t = 1443)]
+    pub https_port: u16,
+
+    /// Port of the admin listener on 127.0.0.1.
+    #[arg(long, default_value_t = 9090)]
+    pub admin_port: u16,
+
+    /// Port of the demo upstream (HTTPS) on 127.0.0.1, which answers for www.example.com.
+    #[arg(long, default_value_t = 8443)]
+    pub upstream_port: u16,
+}
+
+/// `policy` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Compile a policy file and report every error (exit 1 if any).
+    Check {
+        /// CRD YAML documents or compiled policy JSON.
+        file: PathBuf,
+        /// Which EgressProxy, when the file holds several.
+        #[arg(long)]
+        proxy: Option<String>,
+    },
+    /// Compile CRD YAML documents and print the compiled policy JSON (what the
+    /// operator writes into the ConfigMap).
+    Compile {
+        /// CRD YAML documents.
+        file: PathBuf,
+        /// Which EgressProxy, when the file holds several.
+        #[arg(long)]
+        proxy: Option<String>,
+    },
+    /// Evaluate one request against a policy file and print the decision log line.
+    Eval(EvalArgs),
+}
+
+/// A request described on the command line.
+#[derive(Debug, ClapArgs)]
+pub struct EvalArgs {
+    /// Policy file (CRD YAML documents or compiled policy JSON).
+    pub file: PathBuf,
+    /// The request URL: https://host[:port]/path is a CONNECT (intercepted when the
+    /// policy says so), http://host[:port]/path an absolute-form request.
+    pub url: String,
+    /// Which EgressProxy, when the file holds several.
+    #[arg(long)]
+    pub proxy: Option<String>,
+    /// HTTP method.
+    #[arg(long, short = 'X', default_value = "GET")]
+    pub method: String,
+    /// Request header `Name: value` (repeatable).
+    #[arg(long = "header", short = 'H')]
+    pub headers: Vec<String>,
+    /// Upstream response status; the PostRESPONSE phase runs only when given.
+    #[arg(long)]
+    pub status: Option<u16>,
+    /// Upstream response header `Name: value` (repeatable).
+    #[arg(long = "response-header")]
+    pub response_headers: Vec<String>,
+    /// Destination IP (the PreREQUEST phase sees it as request:DestinationIp).
+    #[arg(long, default_value = "93.184.215.14")]
+    pub dest_ip: std::net::IpAddr,
+    /// Client address.
+    #[arg(long, default_value = "10.0.0.10:40000")]
+    pub source: SocketAddr,
+    /// Request time (RFC 3339); now when not given.
+    #[arg(long)]
+    pub time: Option<jiff::Timestamp>,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m or 1h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!(
+            "{text:?} has an unknown unit {unit:?}; use ms, s, m or h"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5 minutes").is_err());
+        assert!(parse_duration("m").is_err());
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+    }
+}

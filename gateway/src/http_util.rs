@@ -1,0 +1,248 @@
+//! HTTP pieces shared by every request path: body types, the responses the
+//! gateway itself produces, and hop-by-hop header handling.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+
+/// Every body the gateway sends or forwards.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A body with these bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// An empty body.
+pub fn empty() -> Body {
+    Empty::new().map_err(|never| match never {}).boxed()
+}
+
+/// The answer to a request the policy refuses: no rule internals, not cached,
+/// not sniffed, and the connection closes (HTTP/1).
+pub fn denied(http1: bool) -> Response<Body> {
+    text_response(
+        StatusCode::FORBIDDEN,
+        "Request denied by the egress policy.\n",
+        http1,
+    )
+}
+
+/// A plain-text answer from the gateway itself.
+pub fn text_response(status: StatusCode, text: &str, close: bool) -> Response<Body> {
+    let mut response = Response::new(full(text.to_owned()));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Headers that belong to one connection and are never forwarded (RFC 9110
+/// section 7.6.1), plus the proxy's own credentials.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether the message asks to switch protocols (WebSocket and the like).
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, and those the `Connection` header names. An
+/// upgrade keeps `Connection: upgrade` and `Upgrade`, which must reach the peer.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let upgrade = is_upgrade(headers);
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .filter(|name| !(upgrade && name == header::UPGRADE))
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Counts the bytes of a body as they pass.
+#[derive(Debug)]
+pub struct Counted<B> {
+    inner: B,
+    count: Arc<AtomicU64>,
+}
+
+impl<B> Counted<B> {
+    /// Wraps `inner`, adding to `count`.
+    pub fn new(inner: B, count: Arc<AtomicU64>) -> Counted<B> {
+        Counted { inner, count }
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Runs `on_done` once, when the body has been sent in full or dropped (the
+/// client went away): that is when a request's log line is complete.
+pub struct OnDone<B> {
+    inner: B,
+    on_done: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl<B> std::fmt::Debug for OnDone<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnDone")
+            .field("done", &self.on_done.is_none())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> OnDone<B> {
+    /// Wraps `inner`.
+    pub fn new(inner: B, on_done: impl FnOnce() + Send + Sync + 'static) -> OnDone<B> {
+        OnDone {
+            inner,
+            on_done: Some(Box::new(on_done)),
+        }
+    }
+
+    fn done(&mut self) {
+        if let Some(f) = self.on_done.take() {
+            f();
+        }
+    }
+}
+
+impl<B> Drop for OnDone<B> {
+    fn drop(&mut self) {
+        self.done();
+    }
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for OnDone<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            self.done();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_named_ones_too() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "keep-alive, x-secret".parse().expect("valid"));
+        h.insert("x-secret", "1".parse().expect("valid"));
+        h.insert("proxy-authorization", "Basic abc".parse().expect("valid"));
+        h.insert("keep-alive", "timeout=5".parse().expect("valid"));
+        h.insert("upgrade", "h2c".parse().expect("valid"));
+        h.insert("x-kept", "1".parse().expect("valid"));
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept"]);
+    }
+
+    #[test]
+    fn websocket_upgrades_keep_their_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", "Upgrade".parse().expect("valid"));
+        h.insert("upgrade", "websocket".parse().expect("valid"));
+        h.insert("sec-websocket-key", "abc".parse().expect("valid"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert!(h.contains_key("sec-websocket-key"));
+    }
+
+    #[test]
+    fn denial_is_plain_and_closes() {
+        let r = denied(true);
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert_eq!(r.headers()["content-type"], "text/plain; charset=utf-8");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(r.headers()["connection"], "close");
+        assert!(!denied(false).headers().contains_key("connection"));
+    }
+}

@@ -1,0 +1,261 @@
+//! The egress-proxy gateway: the data plane.
+//!
+//! This crate owns the network side of a policy decision: the client-facing
+//! listeners (plain HTTP and TLS to the proxy), CONNECT and absolute-form
+//! handling, name resolution, the phase pipeline ([`flow`]), TLS interception
+//! with leaf certificates minted on the fly, upstream connections with
+//! verified TLS, the decision log, metrics and the admin endpoints. What a
+//! policy *means* is the `egress-policy` crate's business; this crate must not
+//! decide anything the policy crate can decide as a pure function.
+
+pub mod admin;
+pub mod args;
+pub mod decision_log;
+pub mod dev;
+pub mod dns;
+pub mod flow;
+pub mod gateway;
+pub mod http_util;
+pub mod idle;
+pub mod metrics;
+pub mod policy_cli;
+pub mod policy_store;
+pub mod proxy;
+pub mod server;
+pub mod tls;
+pub mod tunnel;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use ipnet::IpNet;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::args::RunArgs;
+use crate::decision_log::DecisionLog;
+use crate::dns::{Pin, Resolver};
+use crate::gateway::{Gateway, Limits, Listener};
+use crate::metrics::Metrics;
+use crate::policy_store::{PolicyStore, watch_files};
+use crate::tls::ServingCert;
+use crate::tls::authority::{CaFiles, InterceptAuthority};
+
+/// Options only the `dev` command sets.
+#[derive(Clone, Debug, Default)]
+pub struct DevOptions {
+    /// Private ranges reachable on top of the policy's (the demo upstream).
+    pub private_allow: Vec<IpNet>,
+}
+
+/// Runs the gateway until SIGTERM or SIGINT (a second one stops at once).
+pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let registry = Arc::new(registry);
+
+    let policy = PolicyStore::new(args.policy.clone(), args.proxy.clone(), metrics.clone());
+    // A bad policy at start is reported; the gateway runs unready until it is fixed.
+    let initial = policy.reload().ok();
+
+    let intercept = match (
+        &args.intercept.intercept_ca_cert,
+        &args.intercept.intercept_ca_key,
+    ) {
+        (Some(cert), Some(key)) => {
+            let files = CaFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                chain: args.intercept.intercept_ca_chain.clone(),
+            };
+            let authority =
+                InterceptAuthority::load(files, args.intercept.cert_cache_size, metrics.clone())
+                    .context("the interception sub-CA cannot be used")?;
+            Some(authority)
+        }
+        _ => None,
+    };
+    if intercept.is_none()
+        && initial
+            .as_ref()
+            .is_some_and(|p| p.proxy().settings().intercept)
+    {
+        tracing::warn!(
+            "the policy turns TLS interception on but no --intercept-ca-cert/--intercept-ca-key was given: \
+             CONNECT requests to intercepted names will fail with 502"
+        );
+    }
+    let serving = match (&args.https_listen, &args.tls_cert, &args.tls_key) {
+        (Some(_), Some(cert), Some(key)) => Some(Arc::new(
+            ServingCert::load(cert, key)
+                .context("the HTTPS listener's certificate cannot be used")?,
+        )),
+        _ => None,
+    };
+    let upstream_tls = tls::upstream_client_config(args.upstream_ca.as_deref())
+        .context("upstream TLS trust cannot be set up")?;
+    let pins = args
+        .resolve
+        .iter()
+        .map(|p| p.parse::<Pin>().map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let resolver = Resolver::new(pins, args.dns_server.as_deref(), args.dns_timeout)
+        .map_err(anyhow::Error::msg)?;
+
+    let bind = |addr: SocketAddr, what: &str| {
+        let what = what.to_owned();
+        async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} ({what})"))
+        }
+    };
+    let http_listener = bind(args.http_listen, "HTTP listener").await?;
+    let https_listener = match args.https_listen {
+        Some(addr) => Some(bind(addr, "HTTPS listener").await?),
+        None => None,
+    };
+    let admin_listener = bind(args.admin_listen, "admin listener").await?;
+    let mut own_addresses = vec![http_listener.local_addr()?];
+    if let Some(l) = &https_listener {
+        own_addresses.push(l.local_addr()?);
+    }
+    own_addresses.push(admin_listener.local_addr()?);
+
+    let shutdown = CancellationToken::new();
+    let gw = Arc::new(Gateway {
+        policy,
+        resolver,
+        intercept,
+        upstream_tls,
+        log: DecisionLog::to_stdout(metrics.clone()),
+        metrics: metrics.clone(),
+        limits: Limits {
+            max_connections: args.limits.max_connections,
+            max_header_bytes: args.limits.max_header_bytes,
+            header_timeout: args.limits.header_timeout,
+            handshake_timeout: args.limits.handshake_timeout,
+            connect_timeout: args.limits.connect_timeout,
+            idle_timeout: args.limits.idle_timeout,
+            shutdown_grace: args.limits.shutdown_grace,
+        },
+        cluster_name: args.cluster_name.clone(),
+        own_addresses: own_addresses.clone(),
+        dev_private_allow: dev.private_allow,
+        tasks: TaskTracker::new(),
+        shutdown: shutdown.clone(),
+    });
+
+    start_watchers(&gw, &args, serving.clone());
+
+    let permits = Arc::new(Semaphore::new(args.limits.max_connections.max(1)));
+    let mut accept_loops = Vec::new();
+    tracing::info!(listener = "http", address = %own_addresses[0], "listening");
+    accept_loops.push(tokio::spawn(server::serve(
+        gw.clone(),
+        http_listener,
+        Listener::Http,
+        None,
+        permits.clone(),
+    )));
+    if let (Some(listener), Some(serving)) = (https_listener, serving) {
+        tracing::info!(listener = "https", address = %listener.local_addr()?, "listening");
+        let config = serving.server_config()?;
+        accept_loops.push(tokio::spawn(server::serve(
+            gw.clone(),
+            listener,
+            Listener::Https,
+            Some(config),
+            permits,
+        )));
+    }
+    tracing::info!(listener = "admin", address = %admin_listener.local_addr()?, "listening");
+    let admin = tokio::spawn(admin::serve(gw.clone(), admin_listener, registry));
+
+    wait_for_signal().await;
+    tracing::info!(grace = ?gw.limits.shutdown_grace, "shutting down: no new connections, draining open ones");
+    shutdown.cancel();
+    for accept_loop in accept_loops {
+        let _ = accept_loop.await;
+    }
+    gw.tasks.close();
+    tokio::select! {
+        _ = gw.tasks.wait() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(gw.limits.shutdown_grace) => {
+            tracing::warn!(open = gw.tasks.len(), "grace period over: cutting open connections");
+        }
+        _ = wait_for_signal() => tracing::warn!(open = gw.tasks.len(), "second signal: cutting open connections"),
+    }
+    admin.abort();
+    Ok(())
+}
+
+/// Reloads the policy, the sub-CA and the serving certificate when their files change.
+fn start_watchers(gw: &Arc<Gateway>, args: &RunArgs, serving: Option<Arc<ServingCert>>) {
+    let interval = args.file_poll_interval;
+    let watched_gw = gw.clone();
+    watch_files(
+        vec![args.policy.clone()],
+        interval,
+        gw.shutdown.clone(),
+        move || {
+            let _ = watched_gw.policy.reload();
+        },
+    );
+    if let Some(authority) = &gw.intercept {
+        let watched_gw = gw.clone();
+        watch_files(
+            authority.files().paths(),
+            interval,
+            gw.shutdown.clone(),
+            move || {
+                let Some(authority) = &watched_gw.intercept else {
+                    return;
+                };
+                match authority.reload() {
+                    Ok(subject) => {
+                        tracing::info!(%subject, "interception sub-CA reloaded; minted leaves dropped")
+                    }
+                    Err(e) => {
+                        watched_gw.metrics.tls_reload_failures.inc();
+                        tracing::error!(error = %e, "interception sub-CA rejected; the previous one keeps serving");
+                    }
+                }
+            },
+        );
+    }
+    if let (Some(serving), Some(cert), Some(key)) =
+        (serving, args.tls_cert.clone(), args.tls_key.clone())
+    {
+        let watched_gw = gw.clone();
+        watch_files(
+            vec![cert.clone(), key.clone()],
+            interval,
+            gw.shutdown.clone(),
+            move || match serving.reload(&cert, &key) {
+                Ok(()) => tracing::info!("HTTPS listener certificate reloaded"),
+                Err(e) => {
+                    watched_gw.metrics.tls_reload_failures.inc();
+                    tracing::error!(error = %e, "HTTPS listener certificate rejected; the previous one keeps serving");
+                }
+            },
+        );
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,54 @@
+//! The `egress-gateway` binary: argument parsing and wiring only.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use egress_gateway::args::{Args, Command, LogFormat};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let result = match args.command {
+        Command::Policy(command) => {
+            egress_gateway::policy_cli::run(command, &mut std::io::stdout(), &mut std::io::stderr())
+        }
+        Command::Run(run) => runtime().and_then(|rt| {
+            rt.block_on(egress_gateway::run(
+                *run,
+                egress_gateway::DevOptions::default(),
+            ))
+            .map(|()| 0)
+        }),
+        Command::Dev(dev) => {
+            runtime().and_then(|rt| rt.block_on(egress_gateway::dev::dev(dev)).map(|()| 0))
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Diagnostics on stderr; `RUST_LOG` overrides the default `info` level.
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

@@ -1,0 +1,199 @@
+//! Prometheus metrics, served on the admin listener's `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of a decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Phase that decided.
+    pub phase: &'static str,
+    /// Final action.
+    pub action: &'static str,
+    /// Rule group of the deciding rule (`default` for a phase default).
+    pub group: String,
+    /// Deciding rule (`default`, `private-destination`).
+    pub rule: String,
+}
+
+/// Labels of an error.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `downstream`, `upstream` or `internal`.
+    pub side: &'static str,
+    /// Short reason code, e.g. `dns_nxdomain`, `upstream_tls`.
+    pub reason: &'static str,
+}
+
+/// Labels of the loaded policy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PolicyLabels {
+    /// Serialized format version.
+    pub format_version: String,
+    /// Content hash.
+    pub hash: String,
+    /// ProxyConfiguration name.
+    pub configuration: String,
+}
+
+/// Labels of a listener.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `http` or `https`.
+    pub listener: &'static str,
+}
+
+/// Every metric of the gateway.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Decisions by phase, action and rule.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Failures by side and reason.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Time from request head to response head (HTTP requests, plain or intercepted).
+    pub request_seconds: Histogram,
+    /// Time to resolve a name.
+    pub dns_seconds: Histogram,
+    /// Time to connect to an upstream (TCP, plus TLS when the gateway speaks it).
+    pub upstream_connect_seconds: Histogram,
+    /// Leaf certificates found in the cache.
+    pub cert_cache_hits: Counter,
+    /// Leaf certificates minted.
+    pub cert_cache_misses: Counter,
+    /// Time to mint a leaf certificate.
+    pub cert_mint_seconds: Histogram,
+    /// Leaf certificates held.
+    pub cert_cache_size: Gauge,
+    /// The loaded policy (value 1, labels say which).
+    pub policy_info: Family<PolicyLabels, Gauge>,
+    /// Successful policy loads.
+    pub policy_reloads: Counter,
+    /// Policy loads that failed (the previous policy kept serving).
+    pub policy_reload_failures: Counter,
+    /// Certificate file loads that failed (the previous material kept serving).
+    pub tls_reload_failures: Counter,
+    /// Client connections open, by listener.
+    pub open_connections: Family<ListenerLabels, Gauge>,
+    /// CONNECT tunnels open (relayed or intercepted).
+    pub open_tunnels: Gauge,
+    /// Decision log lines dropped because stdout could not keep up.
+    pub log_lines_dropped: Counter,
+}
+
+impl Metrics {
+    /// Creates the metrics and registers them.
+    pub fn new(registry: &mut Registry) -> Metrics {
+        let latency = || Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
+        let metrics = Metrics {
+            decisions: Family::default(),
+            errors: Family::default(),
+            request_seconds: latency(),
+            dns_seconds: latency(),
+            upstream_connect_seconds: latency(),
+            cert_cache_hits: Counter::default(),
+            cert_cache_misses: Counter::default(),
+            cert_mint_seconds: latency(),
+            cert_cache_size: Gauge::default(),
+            policy_info: Family::default(),
+            policy_reloads: Counter::default(),
+            policy_reload_failures: Counter::default(),
+            tls_reload_failures: Counter::default(),
+            open_connections: Family::default(),
+            open_tunnels: Gauge::default(),
+            log_lines_dropped: Counter::default(),
+        };
+        let r = registry.sub_registry_with_prefix("egress");
+        r.register(
+            "decisions",
+            "Requests decided, by phase, final action, group and rule",
+            metrics.decisions.clone(),
+        );
+        r.register(
+            "errors",
+            "Requests that failed, by side and reason",
+            metrics.errors.clone(),
+        );
+        r.register(
+            "request_duration_seconds",
+            "Request head to response head",
+            metrics.request_seconds.clone(),
+        );
+        r.register(
+            "dns_duration_seconds",
+            "Name resolution time",
+            metrics.dns_seconds.clone(),
+        );
+        r.register(
+            "upstream_connect_duration_seconds",
+            "Upstream connection time (TCP, and TLS when intercepting)",
+            metrics.upstream_connect_seconds.clone(),
+        );
+        r.register(
+            "certificate_cache_hits",
+            "Leaf certificates found in the cache",
+            metrics.cert_cache_hits.clone(),
+        );
+        r.register(
+            "certificate_cache_misses",
+            "Leaf certificates minted",
+            metrics.cert_cache_misses.clone(),
+        );
+        r.register(
+            "certificate_mint_duration_seconds",
+            "Leaf certificate mint time",
+            metrics.cert_mint_seconds.clone(),
+        );
+        r.register(
+            "certificate_cache_size",
+            "Leaf certificates held",
+            metrics.cert_cache_size.clone(),
+        );
+        r.register(
+            "policy_info",
+            "The loaded policy",
+            metrics.policy_info.clone(),
+        );
+        r.register(
+            "policy_reloads",
+            "Policy loads that succeeded",
+            metrics.policy_reloads.clone(),
+        );
+        r.register(
+            "policy_reload_failures",
+            "Policy loads that failed; the previous policy kept serving",
+            metrics.policy_reload_failures.clone(),
+        );
+        r.register(
+            "tls_reload_failures",
+            "Certificate reloads that failed; the previous certificate kept serving",
+            metrics.tls_reload_failures.clone(),
+        );
+        r.register(
+            "open_connections",
+            "Client connections open",
+            metrics.open_connections.clone(),
+        );
+        r.register(
+            "open_tunnels",
+            "CONNECT tunnels open",
+            metrics.open_tunnels.clone(),
+        );
+        r.register(
+            "decision_log_dropped_lines",
+            "Decision log lines dropped because stdout could not keep up",
+            metrics.log_lines_dropped.clone(),
+        );
+        metrics
+    }
+
+    /// Counts an error.
+    pub fn error(&self, side: &'static str, reason: &'static str) {
+        self.errors
+            .get_or_create(&ErrorLabels { side, reason })
+            .inc();
+    }
+}

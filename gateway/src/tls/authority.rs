@@ -1,0 +1,361 @@
+//! The interception sub-CA: loaded from files (reloaded when they change),
+//! checked before use, and used to mint a leaf certificate per requested name.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use rcgen::{
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use rustls::server::ServerConfig;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::leaf_cache::{LeafCache, Lookup};
+use super::{TlsError, certified_key, load_certs, load_key, pkcs8, provider};
+use crate::metrics::Metrics;
+
+/// How long minted leaves are valid (shorter if the sub-CA expires sooner).
+const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Leaves are minted again once less than this is left.
+const LEAF_RENEW_BEFORE: Duration = Duration::from_secs(24 * 3600);
+/// Backdating absorbs clock skew between the gateway and its clients.
+const LEAF_BACKDATE: Duration = Duration::from_secs(3600);
+
+/// A loaded, checked sub-CA.
+pub struct InterceptCa {
+    issuer: Issuer<'static, KeyPair>,
+    /// The sub-CA certificate, then the certificates above it.
+    chain: Vec<CertificateDer<'static>>,
+    /// The same, as the PEM text of the files.
+    chain_pem: String,
+    not_after: SystemTime,
+    subject: String,
+}
+
+impl std::fmt::Debug for InterceptCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InterceptCa")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the sub-CA files are.
+#[derive(Clone, Debug)]
+pub struct CaFiles {
+    /// Sub-CA certificate (PEM).
+    pub cert: PathBuf,
+    /// Sub-CA private key (PEM).
+    pub key: PathBuf,
+    /// Certificates above the sub-CA (PEM), optional.
+    pub chain: Option<PathBuf>,
+}
+
+impl CaFiles {
+    /// Every file, for change polling.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.cert.clone(), self.key.clone()];
+        paths.extend(self.chain.clone());
+        paths
+    }
+}
+
+impl InterceptCa {
+    /// Loads and checks the sub-CA: a CA certificate allowed to sign
+    /// certificates, currently valid, whose key matches.
+    pub fn load(files: &CaFiles) -> Result<InterceptCa, TlsError> {
+        let cert_path = files.cert.display();
+        let cert =
+            load_certs(&files.cert)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| TlsError::NoCertificate {
+                    path: cert_path.to_string(),
+                })?;
+        let key_der: PrivatePkcs8KeyDer<'static> = pkcs8(load_key(&files.key)?, &files.key)?;
+        let (_, parsed) = X509Certificate::from_der(&cert).map_err(|e| {
+            TlsError::Unusable(format!("{cert_path} is not a valid certificate: {e}"))
+        })?;
+        let subject = parsed.subject().to_string();
+        let is_ca = parsed
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        if !is_ca {
+            return Err(TlsError::Unusable(format!(
+                "{cert_path} ({subject}) is not a CA certificate (basicConstraints CA:TRUE is missing); \
+                 interception needs a sub-CA allowed to sign certificates"
+            )));
+        }
+        if let Ok(Some(usage)) = parsed.key_usage()
+            && !usage.value.key_cert_sign()
+        {
+            return Err(TlsError::Unusable(format!(
+                "{cert_path} ({subject}) may not sign certificates (keyUsage lacks keyCertSign)"
+            )));
+        }
+        if !parsed.validity().is_valid() {
+            return Err(TlsError::Unusable(format!(
+                "{cert_path} ({subject}) is not valid now (valid from {} to {})",
+                parsed.validity().not_before,
+                parsed.validity().not_after
+            )));
+        }
+        let not_after = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(
+                u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0),
+            );
+        let key = KeyPair::try_from(&key_der).map_err(|e| TlsError::BadKey {
+            path: files.key.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        if key.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
+            return Err(TlsError::Unusable(format!(
+                "{} is not the key of {cert_path} ({subject})",
+                files.key.display()
+            )));
+        }
+        let issuer = Issuer::from_ca_cert_der(&cert, key)?;
+        let mut chain = vec![cert];
+        let mut chain_pem = std::fs::read_to_string(&files.cert).unwrap_or_default();
+        if let Some(path) = &files.chain {
+            chain.extend(load_certs(path)?);
+            chain_pem.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        }
+        Ok(InterceptCa {
+            issuer,
+            chain,
+            chain_pem,
+            not_after,
+            subject,
+        })
+    }
+
+    /// Mints a leaf for `name` (a DNS name or an IP address), served with the
+    /// sub-CA and its chain. Returns the leaf and when to mint it again.
+    pub fn mint(&self, name: &str) -> Result<(CertifiedKey, SystemTime), TlsError> {
+        let (leaf, leaf_key, not_after) = self.issue(&[name])?;
+        let mut chain = Vec::with_capacity(1 + self.chain.len());
+        chain.push(leaf.der().clone());
+        chain.extend(self.chain.iter().cloned());
+        let key = PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+        let now = SystemTime::now();
+        let renew_at = not_after
+            .checked_sub(LEAF_RENEW_BEFORE)
+            .unwrap_or(now)
+            .max(now);
+        Ok((certified_key(chain, key)?, renew_at))
+    }
+
+    /// A server certificate for `names` as PEM: (leaf then chain, key). For
+    /// the `dev` command's listener and demo upstream.
+    pub fn issue_pem(&self, names: &[&str]) -> Result<(String, String), TlsError> {
+        let (leaf, key, _) = self.issue(names)?;
+        Ok((leaf.pem() + &self.chain_pem, key.serialize_pem()))
+    }
+
+    fn issue(&self, names: &[&str]) -> Result<(rcgen::Certificate, KeyPair, SystemTime), TlsError> {
+        let now = SystemTime::now();
+        let not_after = (now + LEAF_LIFETIME).min(self.not_after);
+        let mut params = CertificateParams::default();
+        for name in names {
+            params
+                .subject_alt_names
+                .push(match name.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName((*name).try_into()?),
+                });
+        }
+        let mut dn = DistinguishedName::new();
+        // CN is limited to 64 characters; the SAN carries the real name.
+        dn.push(
+            DnType::CommonName,
+            names
+                .first()
+                .copied()
+                .unwrap_or_default()
+                .chars()
+                .take(64)
+                .collect::<String>(),
+        );
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.use_authority_key_identifier_extension = true;
+        params.not_before = offset_date_time(now - LEAF_BACKDATE);
+        params.not_after = offset_date_time(not_after);
+        let key = KeyPair::generate()?;
+        let leaf = params.signed_by(&key, &self.issuer)?;
+        Ok((leaf, key, not_after))
+    }
+
+    /// The sub-CA's subject, for logs.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+}
+
+fn offset_date_time(t: SystemTime) -> time::OffsetDateTime {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(secs).unwrap_or(0))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The sub-CA in use, the leaves it minted, and the server configuration
+/// template for intercepted connections.
+#[derive(Debug)]
+pub struct InterceptAuthority {
+    files: CaFiles,
+    ca: RwLock<Arc<InterceptCa>>,
+    cache: LeafCache,
+    template: Arc<ServerConfig>,
+    metrics: Arc<Metrics>,
+}
+
+impl InterceptAuthority {
+    /// Loads the sub-CA; the cache keeps at most `cache_size` leaves.
+    pub fn load(
+        files: CaFiles,
+        cache_size: usize,
+        metrics: Arc<Metrics>,
+    ) -> Result<InterceptAuthority, TlsError> {
+        let ca = InterceptCa::load(&files)?;
+        let mut template = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(NoCert));
+        template.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(InterceptAuthority {
+            files,
+            ca: RwLock::new(Arc::new(ca)),
+            cache: LeafCache::new(cache_size),
+            template: Arc::new(template),
+            metrics,
+        })
+    }
+
+    /// The files, for change polling.
+    pub fn files(&self) -> &CaFiles {
+        &self.files
+    }
+
+    /// Loads the files again. On success, leaves of the old sub-CA are dropped;
+    /// on error the old sub-CA stays in use.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let ca = InterceptCa::load(&self.files)?;
+        let subject = ca.subject().to_owned();
+        *self.ca.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ca);
+        self.cache.clear();
+        self.metrics.cert_cache_size.set(0);
+        Ok(subject)
+    }
+
+    /// A server configuration presenting a leaf for `name`, minted on first
+    /// use, once however many connections ask at the same time.
+    pub async fn server_config_for(&self, name: &str) -> Result<Arc<ServerConfig>, TlsError> {
+        let ca = self.ca.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let started = Instant::now();
+        let name_owned = name.to_owned();
+        let (leaf, lookup) = self
+            .cache
+            .get_or_mint(name, move || ca.mint(&name_owned))
+            .await?;
+        match lookup {
+            Lookup::Hit => {
+                self.metrics.cert_cache_hits.inc();
+            }
+            Lookup::Minted => {
+                self.metrics.cert_cache_misses.inc();
+                self.metrics
+                    .cert_mint_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        };
+        self.metrics
+            .cert_cache_size
+            .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
+        // A clone of the template shares its session cache and settings; only
+        // the certificate differs.
+        let mut config = (*self.template).clone();
+        config.cert_resolver = Arc::new(Fixed(leaf));
+        Ok(Arc::new(config))
+    }
+}
+
+#[derive(Debug)]
+struct NoCert;
+
+impl rustls::server::ResolvesServerCert for NoCert {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        None
+    }
+}
+
+#[derive(Debug)]
+struct Fixed(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for Fixed {
+    fn resolve(&self, _: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+/// Writes PEM files of a new CA for development and tests: a root and a sub-CA
+/// below it (path length 0), returning their paths and the root's PEM.
+pub fn write_dev_ca(dir: &Path) -> Result<(CaFiles, PathBuf), TlsError> {
+    std::fs::create_dir_all(dir).map_err(|source| TlsError::Read {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let write = |name: &str, contents: String| -> Result<PathBuf, TlsError> {
+        let path = dir.join(name);
+        std::fs::write(&path, contents).map_err(|source| TlsError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(path)
+    };
+    let root_key = KeyPair::generate()?;
+    let mut root_params = CertificateParams::default();
+    root_params
+        .distinguished_name
+        .push(DnType::CommonName, "egress-proxy development root CA");
+    root_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
+    root_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    root_params.not_before = offset_date_time(SystemTime::now() - LEAF_BACKDATE);
+    root_params.not_after =
+        offset_date_time(SystemTime::now() + Duration::from_secs(365 * 24 * 3600));
+    let root = root_params.self_signed(&root_key)?;
+    let root_issuer = Issuer::new(root_params, root_key);
+
+    let sub_key = KeyPair::generate()?;
+    let mut sub_params = CertificateParams::default();
+    sub_params.distinguished_name.push(
+        DnType::CommonName,
+        "egress-proxy development interception sub-CA",
+    );
+    sub_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    sub_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    sub_params.use_authority_key_identifier_extension = true;
+    sub_params.not_before = offset_date_time(SystemTime::now() - LEAF_BACKDATE);
+    sub_params.not_after =
+        offset_date_time(SystemTime::now() + Duration::from_secs(90 * 24 * 3600));
+    let sub = sub_params.signed_by(&sub_key, &root_issuer)?;
+
+    let root_path = write("root-ca.pem", root.pem())?;
+    let files = CaFiles {
+        cert: write("intercept-ca.pem", sub.pem())?,
+        key: write("intercept-ca.key", sub_key.serialize_pem())?,
+        chain: Some(write("intercept-ca-chain.pem", root.pem())?),
+    };
+    Ok((files, root_path))
+}

@@ -1,0 +1,206 @@
+//! Connections to destinations: TCP to the address the policy checked, TLS
+//! verified against the trusted roots (never skipped), HTTP/1.1 on top.
+//!
+//! Upstream HTTP connections are reused only by the client connection that
+//! opened them: a keep-alive client keeps its upstream connection, and no
+//! request ever rides on a connection opened for another client.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::{Request, StatusCode};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::gateway::{Failure, Gateway, Side};
+use crate::http_util::Body;
+
+/// Connects TCP to `ip:port` within the connect timeout, with Nagle off (small
+/// proxied writes would otherwise wait for delayed ACKs).
+pub async fn connect_tcp(gw: &Gateway, ip: IpAddr, port: u16) -> Result<TcpStream, Failure> {
+    let addr = SocketAddr::new(ip, port);
+    let started = Instant::now();
+    let stream =
+        match tokio::time::timeout(gw.limits.connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => {
+                return Err(Failure::new(
+                    Side::Upstream,
+                    "upstream_connect_timeout",
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!(
+                        "{addr} did not accept within {:?}",
+                        gw.limits.connect_timeout
+                    ),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(Failure::new(
+                    Side::Upstream,
+                    "upstream_connect",
+                    StatusCode::BAD_GATEWAY,
+                    format!("connecting to {addr}: {e}"),
+                ));
+            }
+            Ok(Ok(stream)) => stream,
+        };
+    let _ = stream.set_nodelay(true);
+    gw.metrics
+        .upstream_connect_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Ok(stream)
+}
+
+/// TLS to the destination, verifying its certificate for `name`.
+pub async fn connect_tls(
+    config: Arc<ClientConfig>,
+    timeout: Duration,
+    stream: TcpStream,
+    name: &str,
+) -> Result<TlsStream<TcpStream>, Failure> {
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| {
+        Failure::new(
+            Side::Upstream,
+            "upstream_tls",
+            StatusCode::BAD_GATEWAY,
+            format!("{name:?}: {e}"),
+        )
+    })?;
+    match tokio::time::timeout(
+        timeout,
+        TlsConnector::from(config).connect(server_name, stream),
+    )
+    .await
+    {
+        Err(_) => Err(Failure::new(
+            Side::Upstream,
+            "upstream_tls",
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("TLS handshake with {name} took longer than {timeout:?}"),
+        )),
+        Ok(Err(e)) => Err(Failure::new(
+            Side::Upstream,
+            "upstream_tls",
+            StatusCode::BAD_GATEWAY,
+            format!("TLS with {name}: {e}"),
+        )),
+        Ok(Ok(tls)) => Ok(tls),
+    }
+}
+
+/// HTTP/1.1 over an established stream; the connection task runs until the
+/// peer or the last sender goes away, and keeps upgrades (WebSocket) possible.
+pub async fn handshake<S>(stream: S) -> Result<SendRequest<Body>, Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, connection) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| {
+            Failure::new(
+                Side::Upstream,
+                "upstream_protocol",
+                StatusCode::BAD_GATEWAY,
+                e.to_string(),
+            )
+        })?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.with_upgrades().await {
+            tracing::debug!(error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+/// Idle upstream HTTP connections of one client connection, by destination.
+#[derive(Debug, Default)]
+pub struct Pool {
+    idle: Mutex<Vec<(PoolKey, SendRequest<Body>)>>,
+}
+
+/// What a pooled connection leads to: address, port, and TLS name if any.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolKey {
+    /// Address dialed.
+    pub ip: IpAddr,
+    /// Port dialed.
+    pub port: u16,
+    /// TLS server name, `None` for plain HTTP.
+    pub tls_name: Option<String>,
+}
+
+/// Idle connections kept per client connection.
+const MAX_IDLE: usize = 4;
+
+impl Pool {
+    /// An idle connection to `key` that can take a request now.
+    pub fn take(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|(_, sender)| !sender.is_closed());
+        let position = idle
+            .iter()
+            .position(|(k, sender)| k == key && sender.is_ready())?;
+        Some(idle.swap_remove(position).1)
+    }
+
+    /// Keeps a connection for later (it becomes usable once its response is read).
+    pub fn put(&self, key: PoolKey, sender: SendRequest<Body>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push((key, sender));
+    }
+}
+
+/// Sends a request on a pooled or new connection to `key`.
+pub async fn send(
+    gw: &Gateway,
+    pool: &Pool,
+    key: PoolKey,
+    request: Request<Body>,
+) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+    let mut sender = match pool.take(&key) {
+        Some(sender) => sender,
+        None => {
+            let tcp = connect_tcp(gw, key.ip, key.port).await?;
+            match &key.tls_name {
+                Some(name) => {
+                    let started = Instant::now();
+                    let tls = connect_tls(
+                        gw.upstream_tls.clone(),
+                        gw.limits.handshake_timeout,
+                        tcp,
+                        name,
+                    )
+                    .await?;
+                    gw.metrics
+                        .upstream_connect_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    handshake(tls).await?
+                }
+                None => handshake(tcp).await?,
+            }
+        }
+    };
+    let upgrade = crate::http_util::is_upgrade(request.headers());
+    let response = sender.send_request(request).await.map_err(|e| {
+        Failure::new(
+            Side::Upstream,
+            "upstream_protocol",
+            StatusCode::BAD_GATEWAY,
+            e.to_string(),
+        )
+    })?;
+    // An upgraded connection belongs to the upgrade; others can serve again.
+    if !upgrade {
+        pool.put(key, sender);
+    }
+    Ok(response)
+}

@@ -1,0 +1,461 @@
+//! From specs to a [`CompiledPolicy`]: every problem is reported at once,
+//! each with the path of the field at fault.
+//!
+//! The serialized form ([`PolicyDocument`]) holds the validated specs in
+//! priority order, the defaults and the proxy settings, with a format version
+//! and a SHA-256 content hash. Loading it compiles it again, so a document that
+//! was edited by hand is checked like any other input.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::condition::Condition;
+use crate::context::RequestContext;
+use crate::engine::{self, CompiledRule, Decision, PhaseTable, Verdict};
+use crate::error::{CompileError, LoadError};
+use crate::key::ConditionKey;
+use crate::operator::Operator;
+use crate::phase::Phase;
+use crate::proxy::{ProxyPolicy, ProxySettings};
+use crate::spec::{
+    Action, DefaultActions, EgressProxySpec, ProxyConfigurationSpec, ProxyRuleGroupSpec, RuleSpec,
+};
+
+/// Version of the serialized [`PolicyDocument`] format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A resource's name with its spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Named<T> {
+    /// `metadata.name`.
+    pub name: String,
+    /// `spec`.
+    pub spec: T,
+}
+
+impl<T> Named<T> {
+    /// Pairs a name with a spec.
+    pub fn new(name: impl Into<String>, spec: T) -> Named<T> {
+        Named {
+            name: name.into(),
+            spec,
+        }
+    }
+}
+
+/// The serialized compiled policy: what the operator writes into the ConfigMap
+/// and the gateway loads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyDocument {
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// `sha256:<hex>` of the document with this field empty.
+    pub hash: String,
+    /// Name of the `ProxyConfiguration`.
+    pub configuration: String,
+    /// Defaults per phase.
+    pub default_actions: DefaultActions,
+    /// The referenced groups, in priority order.
+    pub rule_groups: Vec<Named<ProxyRuleGroupSpec>>,
+    /// Settings of the proxy the policy is for.
+    pub proxy: ProxySettings,
+}
+
+impl PolicyDocument {
+    fn content_hash(&self) -> String {
+        let mut unhashed = self.clone();
+        unhashed.hash = String::new();
+        // Struct fields serialize in declaration order and the specs hold no
+        // hash maps, so the bytes (and the hash) are stable.
+        let bytes = serde_json::to_vec(&unhashed).unwrap_or_default();
+        let digest = Sha256::digest(&bytes);
+        let mut hex = String::with_capacity(7 + 64);
+        hex.push_str("sha256:");
+        for byte in digest {
+            hex.push_str(&format!("{byte:02x}"));
+        }
+        hex
+    }
+}
+
+/// A validated policy with its lookup tables, ready to evaluate requests.
+#[derive(Clone, Debug)]
+pub struct CompiledPolicy {
+    document: PolicyDocument,
+    tables: [PhaseTable; 3],
+    proxy: ProxyPolicy,
+}
+
+/// Compiles a configuration with the rule groups available in its namespace,
+/// for a proxy with default settings (see [`ProxySettings::default`]).
+pub fn compile(
+    config: &Named<ProxyConfigurationSpec>,
+    groups: &[Named<ProxyRuleGroupSpec>],
+) -> Result<CompiledPolicy, Vec<CompileError>> {
+    compile_with_settings(config, groups, ProxySettings::default())
+}
+
+/// Compiles the configuration an `EgressProxy` refers to, with its settings.
+pub fn compile_for_proxy(
+    proxy: &Named<EgressProxySpec>,
+    config: &Named<ProxyConfigurationSpec>,
+    groups: &[Named<ProxyRuleGroupSpec>],
+) -> Result<CompiledPolicy, Vec<CompileError>> {
+    let wanted = &proxy.spec.configuration_ref.name;
+    if *wanted != config.name {
+        return Err(vec![CompileError::new(
+            "configurationRef.name",
+            format!(
+                "proxy {:?} refers to configuration {wanted:?}, not {:?}",
+                proxy.name, config.name
+            ),
+        )]);
+    }
+    compile_with_settings(
+        config,
+        groups,
+        ProxySettings::from_spec(&proxy.name, &proxy.spec),
+    )
+}
+
+fn compile_with_settings(
+    config: &Named<ProxyConfigurationSpec>,
+    groups: &[Named<ProxyRuleGroupSpec>],
+    settings: ProxySettings,
+) -> Result<CompiledPolicy, Vec<CompileError>> {
+    let mut errors = Vec::new();
+    let available: HashMap<&str, &Named<ProxyRuleGroupSpec>> =
+        groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let mut listed: HashMap<&str, usize> = HashMap::new();
+    let mut selected = Vec::new();
+    for (i, reference) in config.spec.rule_groups.iter().enumerate() {
+        let path = format!("ruleGroups[{i}].name");
+        if let Some(first) = listed.insert(&reference.name, i) {
+            errors.push(CompileError::new(
+                path,
+                format!(
+                    "rule group {:?} is listed twice (also at ruleGroups[{first}])",
+                    reference.name
+                ),
+            ));
+            continue;
+        }
+        match available.get(reference.name.as_str()) {
+            Some(group) => selected.push((*group).clone()),
+            None => errors.push(CompileError::new(
+                path,
+                format!(
+                    "rule group {:?} not found (a ProxyRuleGroup in the configuration's namespace)",
+                    reference.name
+                ),
+            )),
+        }
+    }
+    let document = PolicyDocument {
+        format_version: FORMAT_VERSION,
+        hash: String::new(),
+        configuration: config.name.clone(),
+        default_actions: config.spec.default_actions,
+        rule_groups: selected,
+        proxy: settings,
+    };
+    // With reference errors the group positions no longer match the
+    // configuration's list, so the groups are checked one by one for their paths.
+    if !errors.is_empty() {
+        for (i, reference) in config.spec.rule_groups.iter().enumerate() {
+            if let Some(group) = available.get(reference.name.as_str())
+                && listed.get(reference.name.as_str()) == Some(&i)
+                && let Err(group_errors) =
+                    compile_group(&format!("ruleGroups[{i}]."), &group.spec, &group.name)
+            {
+                errors.extend(group_errors);
+            }
+        }
+        if let Err(proxy_errors) = ProxyPolicy::compile(document.proxy.clone()) {
+            errors.extend(proxy_errors);
+        }
+        return Err(errors);
+    }
+    let mut document = document;
+    document.hash = document.content_hash();
+    CompiledPolicy::from_document(document)
+}
+
+/// Checks one rule group on its own; paths start at its spec (`rules.preDNS[0]...`).
+pub fn validate_rule_group(spec: &ProxyRuleGroupSpec) -> Vec<CompileError> {
+    match compile_group("", spec, "") {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors,
+    }
+}
+
+impl CompiledPolicy {
+    fn from_document(document: PolicyDocument) -> Result<CompiledPolicy, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        let mut phases: [Vec<CompiledRule>; 3] = Default::default();
+        for (i, group) in document.rule_groups.iter().enumerate() {
+            match compile_group(&format!("ruleGroups[{i}]."), &group.spec, &group.name) {
+                Ok(rules) => {
+                    for (all, mut mine) in phases.iter_mut().zip(rules) {
+                        all.append(&mut mine);
+                    }
+                }
+                Err(group_errors) => errors.extend(group_errors),
+            }
+        }
+        let proxy = ProxyPolicy::compile(document.proxy.clone())
+            .map_err(|e| errors.extend(e))
+            .ok();
+        match proxy {
+            Some(proxy) if errors.is_empty() => Ok(CompiledPolicy {
+                tables: phases.map(PhaseTable::new),
+                document,
+                proxy,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// Reads a serialized policy, checking its version and hash, and compiles it.
+    pub fn from_json(json: &str) -> Result<CompiledPolicy, LoadError> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Version {
+            format_version: u32,
+        }
+        let version: Version =
+            serde_json::from_str(json).map_err(|e| LoadError::Malformed(e.to_string()))?;
+        if version.format_version != FORMAT_VERSION {
+            return Err(LoadError::UnsupportedVersion {
+                found: version.format_version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let mut reader = serde_json::Deserializer::from_str(json);
+        let document: PolicyDocument = serde_path_to_error::deserialize(&mut reader)
+            .map_err(|e| LoadError::Malformed(format!("{}: {}", e.path(), e.inner())))?;
+        let actual = document.content_hash();
+        if actual != document.hash {
+            return Err(LoadError::HashMismatch {
+                recorded: document.hash,
+                actual,
+            });
+        }
+        CompiledPolicy::from_document(document).map_err(LoadError::Invalid)
+    }
+
+    /// The serialized form (compact JSON).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.document).unwrap_or_default()
+    }
+
+    /// The serialized form, indented for people.
+    pub fn to_json_pretty(&self) -> String {
+        serde_json::to_string_pretty(&self.document).unwrap_or_default()
+    }
+
+    /// The document this policy was compiled from.
+    pub fn document(&self) -> &PolicyDocument {
+        &self.document
+    }
+
+    /// `sha256:<hex>` content hash.
+    pub fn hash(&self) -> &str {
+        &self.document.hash
+    }
+
+    /// The serialized format version.
+    pub fn format_version(&self) -> u32 {
+        self.document.format_version
+    }
+
+    /// Name of the `ProxyConfiguration`.
+    pub fn configuration(&self) -> &str {
+        &self.document.configuration
+    }
+
+    /// The proxy settings.
+    pub fn proxy(&self) -> &ProxyPolicy {
+        &self.proxy
+    }
+
+    /// Number of rules in a phase.
+    pub fn rule_count(&self, phase: Phase) -> usize {
+        self.tables[phase.index()].len()
+    }
+
+    /// The default action of a phase.
+    pub fn default_action(&self, phase: Phase) -> Action {
+        let d = &self.document.default_actions;
+        match phase {
+            Phase::PreDns => d.pre_dns,
+            Phase::PreRequest => d.pre_request,
+            Phase::PostResponse => d.post_response,
+        }
+    }
+
+    /// Evaluates one phase into `decision` (which accumulates across phases).
+    pub fn evaluate_phase(
+        &self,
+        phase: Phase,
+        ctx: &RequestContext<'_>,
+        decision: &mut Decision,
+    ) -> Verdict {
+        engine::evaluate_phase(
+            &self.tables[phase.index()],
+            self.default_action(phase),
+            phase,
+            ctx,
+            decision,
+        )
+    }
+
+    /// Evaluates the phases in order with one context, stopping at a `Deny`.
+    /// The gateway calls [`Self::evaluate_phase`] as the request progresses; this
+    /// is for tools and tests that know everything up front.
+    pub fn evaluate(&self, ctx: &RequestContext<'_>) -> Decision {
+        let mut decision = Decision::default();
+        for phase in Phase::ALL {
+            if self.evaluate_phase(phase, ctx, &mut decision) == Verdict::Deny {
+                break;
+            }
+        }
+        decision
+    }
+}
+
+/// Compiles the rules of one group, per phase; `prefix` starts every error path.
+fn compile_group(
+    prefix: &str,
+    spec: &ProxyRuleGroupSpec,
+    group_name: &str,
+) -> Result<[Vec<CompiledRule>; 3], Vec<CompileError>> {
+    let group: Arc<str> = Arc::from(group_name);
+    let mut errors = Vec::new();
+    let mut first_use: HashMap<&str, String> = HashMap::new();
+    let mut phases: [Vec<CompiledRule>; 3] = Default::default();
+    let lists = [
+        (Phase::PreDns, &spec.rules.pre_dns),
+        (Phase::PreRequest, &spec.rules.pre_request),
+        (Phase::PostResponse, &spec.rules.post_response),
+    ];
+    for (phase, rules) in lists {
+        for (j, rule) in rules.iter().enumerate() {
+            let path = format!("{prefix}rules.{}[{j}]", phase.field());
+            if !is_rule_name(&rule.name) {
+                errors.push(CompileError::new(
+                    format!("{path}.name"),
+                    format!(
+                        "rule name {:?} must be 1 to 128 letters, digits or '-'",
+                        rule.name
+                    ),
+                ));
+            } else if let Some(first) = first_use.get(rule.name.as_str()) {
+                errors.push(CompileError::new(
+                    format!("{path}.name"),
+                    format!(
+                        "rule name {:?} is already used in this group at {first}",
+                        rule.name
+                    ),
+                ));
+            } else {
+                first_use.insert(&rule.name, path.clone());
+            }
+            match compile_rule(&path, phase, rule) {
+                Ok(conditions) => phases[phase.index()].push(CompiledRule {
+                    name: Arc::from(rule.name.as_str()),
+                    group: group.clone(),
+                    action: rule.action,
+                    conditions,
+                }),
+                Err(rule_errors) => errors.extend(rule_errors),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(phases)
+    } else {
+        Err(errors)
+    }
+}
+
+fn compile_rule(
+    path: &str,
+    phase: Phase,
+    rule: &RuleSpec,
+) -> Result<Box<[Condition]>, Vec<CompileError>> {
+    let mut errors = Vec::new();
+    let mut conditions = Vec::new();
+    for (k, condition) in rule.conditions.iter().enumerate() {
+        let path = format!("{path}.conditions[{k}]");
+        let key = ConditionKey::parse(&condition.key)
+            .map_err(|e| errors.push(CompileError::new(format!("{path}.key"), e.to_string())))
+            .ok();
+        let operator = Operator::parse(&condition.operator);
+        if operator.is_none() {
+            errors.push(CompileError::new(
+                format!("{path}.operator"),
+                format!(
+                    "unknown operator {:?}; expected one of {}",
+                    condition.operator,
+                    Operator::NAMES.join(", ")
+                ),
+            ));
+        }
+        let (Some(key), Some(operator)) = (key, operator) else {
+            continue;
+        };
+        if !operator.fits(key.value_type()) {
+            errors.push(CompileError::new(
+                format!("{path}.operator"),
+                format!(
+                    "operator {operator} does not fit key {key}, whose value is a {}; use one of {}",
+                    key.value_type().as_str(),
+                    Operator::fitting(key.value_type()).join(", ")
+                ),
+            ));
+            continue;
+        }
+        if key.first_phase() > phase {
+            errors.push(CompileError::new(
+                format!("{path}.key"),
+                format!(
+                    "key {key} has no value in phase {} (it is known from {} on), so this condition could never match",
+                    phase.field(),
+                    key.first_phase().field()
+                ),
+            ));
+            continue;
+        }
+        if condition.values.is_empty() {
+            errors.push(CompileError::new(
+                format!("{path}.values"),
+                "values must not be empty",
+            ));
+            continue;
+        }
+        match Condition::build(key, operator, &condition.values) {
+            Ok(built) => conditions.push(built),
+            Err(value_errors) => errors.extend(
+                value_errors
+                    .into_iter()
+                    .map(|(v, message)| CompileError::new(format!("{path}.values[{v}]"), message)),
+            ),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    conditions.sort_by_key(Condition::cost);
+    Ok(conditions.into_boxed_slice())
+}
+
+/// `^[a-zA-Z0-9-]{1,128}$`, as the cloud API requires.
+fn is_rule_name(name: &str) -> bool {
+    (1..=128).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}

@@ -1,0 +1,508 @@
+//! Compiled conditions: a key and a matcher of the key's own type.
+//!
+//! A missing value (an HTTP key on a tunnel that is not intercepted, a pod label
+//! the client does not have) never matches, for negated operators too.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use crate::context::RequestContext;
+use crate::domain::{DomainValue, is_dns_name};
+use crate::glob::Glob;
+use crate::key::{ConditionKey, IpKey, NumberKey, TextKey};
+use crate::operator::Operator;
+use crate::time::TimeBound;
+
+/// A condition ready to evaluate.
+#[derive(Clone, Debug)]
+pub(crate) enum Condition {
+    Text {
+        key: TextKey,
+        negated: bool,
+        test: TextTest,
+    },
+    Domain {
+        negated: bool,
+        test: DomainTest,
+    },
+    Number {
+        key: NumberKey,
+        op: NumericOp,
+        values: Vec<i64>,
+    },
+    Ip {
+        key: IpKey,
+        negated: bool,
+        nets: Vec<IpNet>,
+    },
+    Time {
+        before: bool,
+        bounds: Vec<TimeBound>,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum TextTest {
+    Equals(Vec<Box<str>>),
+    /// Values stored lower-case.
+    EqualsIgnoreCase(Vec<Box<str>>),
+    Like(Vec<Glob>),
+}
+
+#[derive(Clone, Debug)]
+pub(crate) enum DomainTest {
+    Equals(Vec<DomainValue>),
+    /// Patterns stored lower-case.
+    Like(Vec<Glob>),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NumericOp {
+    Eq,
+    Ne,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+}
+
+/// Where an index may file a rule: one entry per value of a positive
+/// condition; a request can only satisfy the condition if it hits one of them.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum IndexEntry<'a> {
+    /// The domain equals this name.
+    DomainExact(&'a str),
+    /// The domain is this apex or below it.
+    DomainSuffix(&'a str),
+    /// A text key equals this value (`lowercase`: compared lower-case).
+    Text {
+        key: &'a TextKey,
+        lowercase: bool,
+        value: &'a str,
+    },
+    /// A number key equals this value.
+    Number { key: NumberKey, value: i64 },
+    /// An IP key falls in this bucket.
+    Ip { key: IpKey, bucket: IpBucket },
+    /// The domain (`key` None) or a text key contains this literal.
+    Literal {
+        key: Option<&'a TextKey>,
+        literal: &'a str,
+    },
+}
+
+/// Coarse IP buckets: IPv4 by first octet (prefixes of /8 or longer), IPv6 by
+/// first 16 bits (prefixes of /16 or longer).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum IpBucket {
+    V4(u8),
+    V6(u16),
+}
+
+impl IpBucket {
+    pub(crate) fn of(ip: IpAddr) -> IpBucket {
+        match ip {
+            IpAddr::V4(v4) => IpBucket::V4(v4.octets()[0]),
+            IpAddr::V6(v6) => IpBucket::V6(v6.segments()[0]),
+        }
+    }
+
+    fn of_net(net: &IpNet) -> Option<IpBucket> {
+        match net {
+            IpNet::V4(n) if n.prefix_len() >= 8 => Some(IpBucket::of(IpAddr::V4(n.addr()))),
+            IpNet::V6(n) if n.prefix_len() >= 16 => Some(IpBucket::of(IpAddr::V6(n.addr()))),
+            _ => None,
+        }
+    }
+}
+
+impl Condition {
+    /// Builds the condition from already-parsed key and operator; the values are
+    /// checked here. `Err` carries `(value index, message)` for each bad value.
+    pub(crate) fn build(
+        key: ConditionKey,
+        operator: Operator,
+        values: &[String],
+    ) -> Result<Condition, Vec<(usize, String)>> {
+        let negated = operator.is_negated();
+        let mut errors = Vec::new();
+        let mut parse_all = |parse: &dyn Fn(&str) -> Result<(), String>| {
+            for (i, value) in values.iter().enumerate() {
+                if let Err(message) = parse(value) {
+                    errors.push((i, message));
+                }
+            }
+        };
+        // Validate every value first so all errors are reported together.
+        match (&key, operator) {
+            (ConditionKey::DestinationDomain, Operator::StringLike | Operator::StringNotLike) => {
+                parse_all(&|v| check_domain_glob(v))
+            }
+            (ConditionKey::DestinationDomain, _) => parse_all(&|v| {
+                DomainValue::parse(v).map(|_| ()).ok_or_else(|| {
+                    format!(
+                        "{v:?} is not a domain name (expected a name like example.com, or .example.com for the apex and all its subdomains)"
+                    )
+                })
+            }),
+            (ConditionKey::Text(_), Operator::StringLike | Operator::StringNotLike) => {
+                parse_all(&|v| check_glob(v))
+            }
+            (ConditionKey::Text(_), _) => {}
+            (ConditionKey::Number(_), _) => parse_all(&|v| parse_number(v).map(|_| ())),
+            (ConditionKey::Ip(_), _) => parse_all(&|v| parse_ip(v).map(|_| ())),
+            (ConditionKey::Time, _) => parse_all(&|v| TimeBound::parse(v).map(|_| ())),
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let fail = |_| vec![(0, "internal: value check and parse disagree".to_owned())];
+        Ok(match key {
+            ConditionKey::Text(key) => {
+                let test = match operator {
+                    Operator::StringEquals | Operator::StringNotEquals => {
+                        TextTest::Equals(values.iter().map(|v| v.as_str().into()).collect())
+                    }
+                    Operator::StringEqualsIgnoreCase | Operator::StringNotEqualsIgnoreCase => {
+                        TextTest::EqualsIgnoreCase(
+                            values.iter().map(|v| v.to_lowercase().into()).collect(),
+                        )
+                    }
+                    _ => TextTest::Like(values.iter().map(|v| Glob::new(v)).collect()),
+                };
+                Condition::Text { key, negated, test }
+            }
+            ConditionKey::DestinationDomain => {
+                let test = match operator {
+                    Operator::StringLike | Operator::StringNotLike => DomainTest::Like(
+                        values
+                            .iter()
+                            .map(|v| Glob::new(&crate::domain::normalize(v)))
+                            .collect(),
+                    ),
+                    _ => DomainTest::Equals(
+                        values
+                            .iter()
+                            .filter_map(|v| DomainValue::parse(v))
+                            .collect(),
+                    ),
+                };
+                Condition::Domain { negated, test }
+            }
+            ConditionKey::Number(key) => Condition::Number {
+                key,
+                op: match operator {
+                    Operator::NumericEquals => NumericOp::Eq,
+                    Operator::NumericNotEquals => NumericOp::Ne,
+                    Operator::NumericLessThan => NumericOp::Lt,
+                    Operator::NumericLessThanEquals => NumericOp::Le,
+                    Operator::NumericGreaterThan => NumericOp::Gt,
+                    _ => NumericOp::Ge,
+                },
+                values: values
+                    .iter()
+                    .map(|v| parse_number(v))
+                    .collect::<Result<_, _>>()
+                    .map_err(fail)?,
+            },
+            ConditionKey::Ip(key) => Condition::Ip {
+                key,
+                negated,
+                nets: values
+                    .iter()
+                    .map(|v| parse_ip(v))
+                    .collect::<Result<_, _>>()
+                    .map_err(fail)?,
+            },
+            ConditionKey::Time => Condition::Time {
+                before: operator == Operator::DateLessThan,
+                bounds: values
+                    .iter()
+                    .map(|v| TimeBound::parse(v))
+                    .collect::<Result<_, _>>()
+                    .map_err(fail)?,
+            },
+        })
+    }
+
+    /// Whether the condition holds for the request.
+    pub(crate) fn holds(&self, ctx: &RequestContext<'_>) -> bool {
+        match self {
+            Condition::Text { key, negated, test } => {
+                let mut present = false;
+                let mut matched = false;
+                ctx.for_each_text(key, |actual| {
+                    present = true;
+                    matched = test.matches(actual);
+                    matched // stop at the first matching value
+                });
+                present && matched != *negated
+            }
+            Condition::Domain { negated, test } => match &ctx.destination_domain {
+                Some(domain) => test.matches(domain.as_str()) != *negated,
+                None => false,
+            },
+            Condition::Number { key, op, values } => match ctx.number(*key) {
+                Some(actual) => match op {
+                    NumericOp::Ne => values.iter().all(|v| actual != *v),
+                    NumericOp::Eq => values.contains(&actual),
+                    NumericOp::Lt => values.iter().any(|v| actual < *v),
+                    NumericOp::Le => values.iter().any(|v| actual <= *v),
+                    NumericOp::Gt => values.iter().any(|v| actual > *v),
+                    NumericOp::Ge => values.iter().any(|v| actual >= *v),
+                },
+                None => false,
+            },
+            Condition::Ip { key, negated, nets } => match ctx.ip(*key) {
+                Some(actual) => nets.iter().any(|net| net.contains(&actual)) != *negated,
+                None => false,
+            },
+            Condition::Time { before, bounds } => match ctx.time {
+                Some(now) => bounds.iter().any(|b| {
+                    if *before {
+                        b.is_after(now)
+                    } else {
+                        b.is_before(now)
+                    }
+                }),
+                None => false,
+            },
+        }
+    }
+
+    /// The index entries of a positive condition whose every value has one,
+    /// with a rank (lower is more selective) to choose among a rule's conditions.
+    pub(crate) fn index_entries(&self) -> Option<(u8, Vec<IndexEntry<'_>>)> {
+        fn all<'a, T: 'a>(
+            items: impl IntoIterator<Item = &'a T>,
+            f: impl Fn(&'a T) -> Option<IndexEntry<'a>>,
+        ) -> Option<Vec<IndexEntry<'a>>> {
+            items.into_iter().map(f).collect()
+        }
+        match self {
+            Condition::Domain {
+                negated: false,
+                test: DomainTest::Equals(values),
+            } => all(values, |v| {
+                Some(match v {
+                    DomainValue::Exact(name) => IndexEntry::DomainExact(name),
+                    DomainValue::ApexAndSubdomains(apex) => IndexEntry::DomainSuffix(apex),
+                })
+            })
+            .map(|e| (0, e)),
+            Condition::Domain {
+                negated: false,
+                test: DomainTest::Like(globs),
+            } => {
+                let entries = all(globs, domain_glob)?;
+                let rank = if entries
+                    .iter()
+                    .any(|e| matches!(e, IndexEntry::Literal { .. }))
+                {
+                    3
+                } else {
+                    0
+                };
+                Some((rank, entries))
+            }
+            Condition::Text {
+                key,
+                negated: false,
+                test,
+            } => match test {
+                TextTest::Equals(values) => all(values, |v| {
+                    Some(IndexEntry::Text {
+                        key,
+                        lowercase: false,
+                        value: v,
+                    })
+                })
+                .map(|e| (1, e)),
+                TextTest::EqualsIgnoreCase(values) => all(values, |v| {
+                    Some(IndexEntry::Text {
+                        key,
+                        lowercase: true,
+                        value: v,
+                    })
+                })
+                .map(|e| (1, e)),
+                TextTest::Like(globs) => {
+                    let entries = all(globs, |g| text_glob(key, g))?;
+                    let rank = if entries
+                        .iter()
+                        .any(|e| matches!(e, IndexEntry::Literal { .. }))
+                    {
+                        3
+                    } else {
+                        1
+                    };
+                    Some((rank, entries))
+                }
+            },
+            Condition::Number {
+                key,
+                op: NumericOp::Eq,
+                values,
+            } => all(values, |v| {
+                Some(IndexEntry::Number {
+                    key: *key,
+                    value: *v,
+                })
+            })
+            .map(|e| (1, e)),
+            Condition::Ip {
+                key,
+                negated: false,
+                nets,
+            } => all(nets, |n| {
+                IpBucket::of_net(n).map(|bucket| IndexEntry::Ip { key: *key, bucket })
+            })
+            .map(|e| (2, e)),
+            _ => None,
+        }
+    }
+
+    /// Relative cost, so cheap conditions of a rule are tried first.
+    pub(crate) fn cost(&self) -> u8 {
+        match self {
+            Condition::Number { .. } | Condition::Ip { .. } | Condition::Time { .. } => 0,
+            Condition::Domain {
+                test: DomainTest::Equals(_),
+                ..
+            } => 1,
+            Condition::Text {
+                test: TextTest::Equals(_),
+                ..
+            } => 1,
+            _ => 2,
+        }
+    }
+}
+
+fn text_glob<'a>(key: &'a TextKey, glob: &'a Glob) -> Option<IndexEntry<'a>> {
+    match glob.exact() {
+        Some(value) => Some(IndexEntry::Text {
+            key,
+            lowercase: false,
+            value,
+        }),
+        None => glob.required_literal().map(|literal| IndexEntry::Literal {
+            key: Some(key),
+            literal,
+        }),
+    }
+}
+
+fn domain_glob(glob: &Glob) -> Option<IndexEntry<'_>> {
+    if let Some(name) = glob.exact() {
+        return Some(IndexEntry::DomainExact(name));
+    }
+    // `*.example.com` can only match below example.com: file it under that suffix.
+    let below = glob
+        .literal_suffix()
+        .and_then(|s| s.strip_prefix('.'))
+        .filter(|apex| is_dns_name(apex));
+    match below {
+        Some(apex) => Some(IndexEntry::DomainSuffix(apex)),
+        None => glob
+            .required_literal()
+            .map(|literal| IndexEntry::Literal { key: None, literal }),
+    }
+}
+
+impl TextTest {
+    fn matches(&self, actual: &str) -> bool {
+        match self {
+            TextTest::Equals(values) => values.iter().any(|v| &**v == actual),
+            TextTest::EqualsIgnoreCase(values) => values.iter().any(|v| eq_lowercase(actual, v)),
+            TextTest::Like(globs) => globs.iter().any(|g| g.matches(actual)),
+        }
+    }
+}
+
+impl DomainTest {
+    fn matches(&self, domain: &str) -> bool {
+        match self {
+            DomainTest::Equals(values) => values.iter().any(|v| v.matches(domain)),
+            DomainTest::Like(globs) => globs.iter().any(|g| g.matches(domain)),
+        }
+    }
+}
+
+/// `actual` equals `lower` (already lower-case) ignoring case, without allocating.
+fn eq_lowercase(actual: &str, lower: &str) -> bool {
+    if actual.is_ascii() {
+        actual.eq_ignore_ascii_case(lower)
+    } else {
+        actual
+            .chars()
+            .flat_map(char::to_lowercase)
+            .eq(lower.chars())
+    }
+}
+
+fn parse_number(value: &str) -> Result<i64, String> {
+    value
+        .trim()
+        .parse::<i64>()
+        .map_err(|_| format!("{value:?} is not a number (expected an integer)"))
+}
+
+/// A CIDR (host bits are ignored, as the cloud API does) or a single address.
+/// IPv4-mapped IPv6 values are read as the IPv4 they carry, like request addresses.
+fn parse_ip(value: &str) -> Result<IpNet, String> {
+    if value.contains('/') {
+        let net: IpNet = value
+            .parse()
+            .map_err(|_| format!("{value:?} is not a CIDR"))?;
+        if let IpNet::V6(v6) = net
+            && let Some(v4) = v6.addr().to_ipv4_mapped()
+            && v6.prefix_len() >= 96
+        {
+            let v4 = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map_err(|_| format!("{value:?} is not a CIDR"))?;
+            return Ok(IpNet::V4(v4.trunc()));
+        }
+        Ok(net.trunc())
+    } else {
+        let addr: IpAddr = value
+            .parse()
+            .map_err(|_| format!("{value:?} is not an IP address or CIDR"))?;
+        Ok(IpNet::from(addr.to_canonical()))
+    }
+}
+
+const MAX_PATTERN_LEN: usize = 1024;
+
+fn check_glob(pattern: &str) -> Result<(), String> {
+    if pattern.is_empty() {
+        return Err(
+            "an empty pattern only matches the empty string; use StringEquals \"\" for that"
+                .to_owned(),
+        );
+    }
+    if pattern.len() > MAX_PATTERN_LEN {
+        return Err(format!("pattern is longer than {MAX_PATTERN_LEN} bytes"));
+    }
+    if pattern.chars().any(char::is_control) {
+        return Err(format!("{pattern:?} contains a control character"));
+    }
+    Ok(())
+}
+
+fn check_domain_glob(pattern: &str) -> Result<(), String> {
+    check_glob(pattern)?;
+    let literal_ok = pattern
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '*' | '?' | ':'));
+    if !literal_ok {
+        return Err(format!(
+            "{pattern:?} is not a domain pattern (letters, digits, '-', '_', '.', and the wildcards '*' and '?')"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

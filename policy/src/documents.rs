@@ -1,0 +1,224 @@
+//! Reading policies from the CRD YAML documents users `kubectl apply`, for the
+//! standalone gateway and the `policy` CLI. Documents of other API groups
+//! (Namespaces, Secrets, ...) in the same file are skipped.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::compile::{CompiledPolicy, Named, compile, compile_for_proxy};
+use crate::error::CompileError;
+use crate::spec::{API_VERSION, EgressProxySpec, ProxyConfigurationSpec, ProxyRuleGroupSpec};
+
+const GROUP: &str = "egress.dev/";
+
+/// The egress.dev resources of a file, by namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Documents {
+    /// `ProxyRuleGroup`s with their namespace.
+    pub rule_groups: Vec<(String, Named<ProxyRuleGroupSpec>)>,
+    /// `ProxyConfiguration`s with their namespace.
+    pub configurations: Vec<(String, Named<ProxyConfigurationSpec>)>,
+    /// `EgressProxy`s with their namespace.
+    pub proxies: Vec<(String, Named<EgressProxySpec>)>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Header {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    spec: serde_json::Value,
+}
+
+#[derive(Default, Deserialize)]
+struct Metadata {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+/// Parses a multi-document YAML file; every malformed document is reported.
+pub fn parse_documents(yaml: &str) -> Result<Documents, Vec<CompileError>> {
+    // Documents are read untyped first (their kind decides the type), so scalar
+    // inference must not mangle text: YAML 1.2 booleans only (`namespace: y` stays
+    // a string) and numbers with leading zeros or underscores kept as written.
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        leading_zero_numbers_as_strings: true,
+        underscored_numbers_as_strings: true,
+    };
+    let values: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(yaml, options)
+        .map_err(|e| {
+            vec![CompileError::new(
+                "documents",
+                format!("not valid YAML: {e}"),
+            )]
+        })?;
+    let mut docs = Documents::default();
+    let mut errors = Vec::new();
+    for (i, value) in values.into_iter().enumerate() {
+        let header: Header = match serde_json::from_value(value) {
+            Ok(h) => h,
+            Err(e) => {
+                errors.push(CompileError::new(
+                    format!("documents[{i}]"),
+                    format!("not a Kubernetes object: {e}"),
+                ));
+                continue;
+            }
+        };
+        if !header.api_version.starts_with(GROUP) {
+            continue;
+        }
+        let what = format!(
+            "documents[{i}] ({} {:?})",
+            header.kind, header.metadata.name
+        );
+        if header.api_version != API_VERSION {
+            errors.push(CompileError::new(
+                format!("{what}.apiVersion"),
+                format!("{:?} is not served; use {API_VERSION}", header.api_version),
+            ));
+            continue;
+        }
+        if header.metadata.name.is_empty() {
+            errors.push(CompileError::new(
+                format!("{what}.metadata.name"),
+                "name is required",
+            ));
+            continue;
+        }
+        let namespace = header
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_owned());
+        let name = header.metadata.name.clone();
+        let spec_path = format!("{what}.spec");
+        match header.kind.as_str() {
+            "ProxyRuleGroup" => match spec_of(&spec_path, header.spec) {
+                Ok(spec) => docs.rule_groups.push((namespace, Named::new(name, spec))),
+                Err(e) => errors.push(e),
+            },
+            "ProxyConfiguration" => match spec_of(&spec_path, header.spec) {
+                Ok(spec) => docs.configurations.push((namespace, Named::new(name, spec))),
+                Err(e) => errors.push(e),
+            },
+            "EgressProxy" => match spec_of(&spec_path, header.spec) {
+                Ok(spec) => docs.proxies.push((namespace, Named::new(name, spec))),
+                Err(e) => errors.push(e),
+            },
+            other => errors.push(CompileError::new(
+                format!("{what}.kind"),
+                format!("unknown kind {other:?}; expected ProxyRuleGroup, ProxyConfiguration or EgressProxy"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(docs)
+    } else {
+        Err(errors)
+    }
+}
+
+fn spec_of<T: DeserializeOwned>(path: &str, spec: serde_json::Value) -> Result<T, CompileError> {
+    // A document without `spec` is one whose fields all take their defaults.
+    let spec = if spec.is_null() {
+        serde_json::json!({})
+    } else {
+        spec
+    };
+    serde_path_to_error::deserialize(spec).map_err(|e| {
+        let at = e.path().to_string();
+        let path = if at == "." {
+            path.to_owned()
+        } else {
+            format!("{path}.{at}")
+        };
+        CompileError::new(path, e.inner().to_string())
+    })
+}
+
+/// Compiles the policy a file describes. With `proxy` given, or exactly one
+/// `EgressProxy` in the file, that proxy's configuration and settings are used;
+/// otherwise the file must hold exactly one `ProxyConfiguration`. Rule groups
+/// are looked up in the configuration's namespace.
+pub fn compile_documents(
+    yaml: &str,
+    proxy: Option<&str>,
+) -> Result<CompiledPolicy, Vec<CompileError>> {
+    let docs = parse_documents(yaml)?;
+    let one_error = |path: &str, message: String| vec![CompileError::new(path, message)];
+    let groups_in = |namespace: &str| -> Vec<Named<ProxyRuleGroupSpec>> {
+        docs.rule_groups
+            .iter()
+            .filter(|(ns, _)| ns == namespace)
+            .map(|(_, g)| g.clone())
+            .collect()
+    };
+    let chosen_proxy = match proxy {
+        Some(name) => match docs.proxies.iter().find(|(_, p)| p.name == name) {
+            Some(p) => Some(p),
+            None => {
+                return Err(one_error(
+                    "documents",
+                    format!("no EgressProxy named {name:?} in the file"),
+                ));
+            }
+        },
+        None => match docs.proxies.as_slice() {
+            [] => None,
+            [one] => Some(one),
+            many => {
+                let names: Vec<&str> = many.iter().map(|(_, p)| p.name.as_str()).collect();
+                return Err(one_error(
+                    "documents",
+                    format!(
+                        "the file holds several EgressProxy documents ({}); choose one",
+                        names.join(", ")
+                    ),
+                ));
+            }
+        },
+    };
+    if let Some((namespace, proxy)) = chosen_proxy {
+        let wanted = &proxy.spec.configuration_ref.name;
+        let Some((_, config)) = docs
+            .configurations
+            .iter()
+            .find(|(ns, c)| ns == namespace && c.name == *wanted)
+        else {
+            return Err(one_error(
+                "configurationRef.name",
+                format!(
+                    "EgressProxy {:?} refers to ProxyConfiguration {wanted:?}, which is not in the file (namespace {namespace:?})",
+                    proxy.name
+                ),
+            ));
+        };
+        return compile_for_proxy(proxy, config, &groups_in(namespace));
+    }
+    match docs.configurations.as_slice() {
+        [(namespace, config)] => compile(config, &groups_in(namespace)),
+        [] => Err(one_error(
+            "documents",
+            "the file holds no ProxyConfiguration".to_owned(),
+        )),
+        many => {
+            let names: Vec<&str> = many.iter().map(|(_, c)| c.name.as_str()).collect();
+            Err(one_error(
+                "documents",
+                format!(
+                    "the file holds several ProxyConfiguration documents ({}); add an EgressProxy that names one",
+                    names.join(", ")
+                ),
+            ))
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! Evaluation of one phase, exactly as SPEC.md section 2 says: the rules of
+//! all groups form one list (group order, then rule order); the first `Allow` or
+//! `Deny` that matches ends the phase; `Alert` is recorded and evaluation goes
+//! on; when nothing ended the phase its default applies.
+//!
+//! The [`RuleIndex`] narrows the rules a request needs to look at; the
+//! candidates come in rule order, which keeps first-match semantics intact.
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, LazyLock};
+
+use serde::Serialize;
+
+use crate::condition::Condition;
+use crate::context::RequestContext;
+use crate::index::RuleIndex;
+use crate::phase::Phase;
+use crate::spec::Action;
+
+/// Rule and group name reported when a phase default decided.
+pub const DEFAULT_RULE: &str = "default";
+
+static DEFAULT_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(DEFAULT_RULE));
+
+/// A rule ready to evaluate.
+#[derive(Clone, Debug)]
+pub(crate) struct CompiledRule {
+    pub(crate) name: Arc<str>,
+    pub(crate) group: Arc<str>,
+    pub(crate) action: Action,
+    /// Cheapest first; all must hold.
+    pub(crate) conditions: Box<[Condition]>,
+}
+
+impl CompiledRule {
+    fn matches(&self, ctx: &RequestContext<'_>) -> bool {
+        self.conditions.iter().all(|c| c.holds(ctx))
+    }
+}
+
+/// The rules of one phase, in priority order, with their index.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PhaseTable {
+    rules: Vec<CompiledRule>,
+    index: RuleIndex,
+}
+
+impl PhaseTable {
+    pub(crate) fn new(rules: Vec<CompiledRule>) -> PhaseTable {
+        let index = RuleIndex::build(rules.iter().map(|r| &*r.conditions));
+        PhaseTable { rules, index }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.rules.len()
+    }
+}
+
+/// A rule (or default) that matched, as the decision log shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleMatch {
+    /// Rule name, or `default`.
+    pub rule: Arc<str>,
+    /// Group name, or `default`.
+    pub group: Arc<str>,
+    /// Phase it matched in.
+    pub phase: Phase,
+    /// Its action.
+    pub action: Action,
+}
+
+/// The outcome of the phases evaluated so far: everything the log line needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The action of the last phase evaluated (`Deny` stops evaluation).
+    pub final_action: Action,
+    /// The rule that ended that phase, `default` when its default applied.
+    pub final_rule_name: Arc<str>,
+    /// The group of that rule, `default` when the default applied.
+    pub final_rule_group_name: Arc<str>,
+    /// The phase that decided.
+    pub final_phase: Phase,
+    /// The first `Alert` that matched (a rule, or an `Alert` default).
+    pub first_alert_match: Option<RuleMatch>,
+    /// Every rule that matched, in evaluation order, and `Alert` defaults.
+    pub all_matches: Vec<RuleMatch>,
+}
+
+impl Default for Decision {
+    fn default() -> Self {
+        Decision {
+            final_action: Action::Allow,
+            final_rule_name: DEFAULT_NAME.clone(),
+            final_rule_group_name: DEFAULT_NAME.clone(),
+            final_phase: Phase::PreDns,
+            first_alert_match: None,
+            all_matches: Vec::new(),
+        }
+    }
+}
+
+impl Decision {
+    /// Whether the request was refused.
+    pub fn is_denied(&self) -> bool {
+        self.final_action == Action::Deny
+    }
+
+    /// Whether any alert (rule or default) matched.
+    pub fn has_alert(&self) -> bool {
+        self.first_alert_match.is_some()
+    }
+
+    /// Records a refusal decided outside the rules (such as the private
+    /// destination guard), under a reserved rule name.
+    pub fn deny_by(&mut self, phase: Phase, rule: &str) {
+        self.final_action = Action::Deny;
+        self.final_rule_name = Arc::from(rule);
+        self.final_rule_group_name = DEFAULT_NAME.clone();
+        self.final_phase = phase;
+    }
+
+    fn record(&mut self, found: RuleMatch) {
+        if found.action == Action::Alert && self.first_alert_match.is_none() {
+            self.first_alert_match = Some(found.clone());
+        }
+        self.all_matches.push(found);
+    }
+}
+
+/// Whether the request may go on after a phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Allowed (or alerted): run the next step.
+    Continue,
+    /// Refused: answer 403 and run no later phase.
+    Deny,
+}
+
+/// Evaluates one phase of `table` with `default` into `decision`.
+pub(crate) fn evaluate_phase(
+    table: &PhaseTable,
+    default: Action,
+    phase: Phase,
+    ctx: &RequestContext<'_>,
+    decision: &mut Decision,
+) -> Verdict {
+    let mut ended: Option<&CompiledRule> = None;
+    table.index.for_each_candidate(ctx, |position| {
+        let rule = &table.rules[position as usize];
+        if !rule.matches(ctx) {
+            return ControlFlow::Continue(());
+        }
+        decision.record(RuleMatch {
+            rule: rule.name.clone(),
+            group: rule.group.clone(),
+            phase,
+            action: rule.action,
+        });
+        if rule.action == Action::Alert {
+            ControlFlow::Continue(())
+        } else {
+            ended = Some(rule);
+            ControlFlow::Break(())
+        }
+    });
+    decision.final_phase = phase;
+    match ended {
+        Some(rule) => {
+            decision.final_action = rule.action;
+            decision.final_rule_name = rule.name.clone();
+            decision.final_rule_group_name = rule.group.clone();
+        }
+        None => {
+            decision.final_action = default;
+            decision.final_rule_name = DEFAULT_NAME.clone();
+            decision.final_rule_group_name = DEFAULT_NAME.clone();
+            if default == Action::Alert {
+                decision.record(RuleMatch {
+                    rule: DEFAULT_NAME.clone(),
+                    group: DEFAULT_NAME.clone(),
+                    phase,
+                    action: Action::Alert,
+                });
+            }
+        }
+    }
+    if decision.final_action == Action::Deny {
+        Verdict::Deny
+    } else {
+        Verdict::Continue
+    }
+}

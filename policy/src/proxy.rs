@@ -1,0 +1,227 @@
+//! The policy-relevant settings of an `EgressProxy`: which names are never
+//! intercepted, which private ranges may be reached, which decisions are logged.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Domain, DomainValue};
+use crate::engine::Decision;
+use crate::error::CompileError;
+use crate::spec::{Action, EgressProxySpec};
+
+/// What a compiled policy carries of its `EgressProxy` (serialized with it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxySettings {
+    /// The proxy's name (`proxy_name` in logs).
+    pub name: String,
+    /// TLS interception on CONNECT tunnels.
+    pub intercept: bool,
+    /// Names relayed untouched even when interception is on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypass_domains: Vec<String>,
+    /// Private ranges clients may reach.
+    #[serde(
+        rename = "allowPrivateCIDRs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allow_private_cidrs: Vec<String>,
+    /// Final actions that are logged.
+    pub log_actions: Vec<Action>,
+}
+
+impl ProxySettings {
+    /// The settings of a proxy spec.
+    pub fn from_spec(name: &str, spec: &EgressProxySpec) -> ProxySettings {
+        ProxySettings {
+            name: name.to_owned(),
+            intercept: spec.tls_interception.enabled,
+            bypass_domains: spec.tls_interception.bypass_domains.clone(),
+            allow_private_cidrs: spec.destinations.allow_private_cidrs.clone(),
+            log_actions: spec.logging.actions.clone(),
+        }
+    }
+}
+
+impl Default for ProxySettings {
+    /// A proxy named `egress-proxy` with interception off, no exceptions, and
+    /// every decision logged: what a bare configuration runs with.
+    fn default() -> Self {
+        ProxySettings {
+            name: "egress-proxy".to_owned(),
+            intercept: false,
+            bypass_domains: Vec::new(),
+            allow_private_cidrs: Vec::new(),
+            log_actions: vec![Action::Allow, Action::Deny, Action::Alert],
+        }
+    }
+}
+
+/// [`ProxySettings`] ready to use.
+#[derive(Clone, Debug)]
+pub struct ProxyPolicy {
+    settings: ProxySettings,
+    bypass_exact: HashSet<Box<str>>,
+    bypass_suffix: HashSet<Box<str>>,
+    allow_private: Vec<IpNet>,
+}
+
+impl ProxyPolicy {
+    /// Checks the settings; errors carry paths into `EgressProxy.spec`.
+    pub fn compile(settings: ProxySettings) -> Result<ProxyPolicy, Vec<CompileError>> {
+        let mut errors = Vec::new();
+        let (mut bypass_exact, mut bypass_suffix) = (HashSet::new(), HashSet::new());
+        for (i, value) in settings.bypass_domains.iter().enumerate() {
+            match DomainValue::parse(value) {
+                Some(DomainValue::Exact(name)) => {
+                    bypass_exact.insert(name);
+                }
+                Some(DomainValue::ApexAndSubdomains(apex)) => {
+                    bypass_suffix.insert(apex);
+                }
+                None => errors.push(CompileError::new(
+                    format!("tlsInterception.bypassDomains[{i}]"),
+                    format!("{value:?} is not a domain name (expected example.com, or .example.com for the apex and all its subdomains)"),
+                )),
+            }
+        }
+        let mut allow_private = Vec::new();
+        for (i, value) in settings.allow_private_cidrs.iter().enumerate() {
+            let parsed = value.parse::<IpNet>().map(|n| n.trunc()).or_else(|_| {
+                value
+                    .parse::<IpAddr>()
+                    .map(|a| IpNet::from(a.to_canonical()))
+            });
+            match parsed {
+                Ok(net) => allow_private.push(net),
+                Err(_) => errors.push(CompileError::new(
+                    format!("destinations.allowPrivateCIDRs[{i}]"),
+                    format!("{value:?} is not a CIDR or IP address"),
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(ProxyPolicy {
+            settings,
+            bypass_exact,
+            bypass_suffix,
+            allow_private,
+        })
+    }
+
+    /// The settings this was compiled from.
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    /// The proxy's name.
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// Whether a CONNECT to `domain` is intercepted (interception on, name not bypassed).
+    pub fn intercepts(&self, domain: &Domain) -> bool {
+        self.settings.intercept && !self.is_bypassed(domain)
+    }
+
+    /// Whether `domain` is on the bypass list.
+    pub fn is_bypassed(&self, domain: &Domain) -> bool {
+        self.bypass_exact.contains(domain.as_str())
+            || domain.suffixes().any(|s| self.bypass_suffix.contains(s))
+    }
+
+    /// Whether the guard refuses `ip`: private and not in `allowPrivateCIDRs`.
+    pub fn refuses_destination(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        crate::private::is_private(ip) && !self.allow_private.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Whether a decision is written to the decision log: its final action is
+    /// selected, or it has an alert and `Alert` is selected.
+    pub fn logs(&self, decision: &Decision) -> bool {
+        let selected = |a: Action| self.settings.log_actions.contains(&a);
+        selected(decision.final_action) || (decision.has_alert() && selected(Action::Alert))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(bypass: &[&str], allow: &[&str], log: &[Action]) -> ProxyPolicy {
+        ProxyPolicy::compile(ProxySettings {
+            name: "p".into(),
+            intercept: true,
+            bypass_domains: bypass.iter().map(|s| s.to_string()).collect(),
+            allow_private_cidrs: allow.iter().map(|s| s.to_string()).collect(),
+            log_actions: log.to_vec(),
+        })
+        .expect("valid settings")
+    }
+
+    #[test]
+    fn bypass_uses_domain_semantics() {
+        let p = policy(&["pinned.example.com", ".bank.example"], &[], &[]);
+        assert!(!p.intercepts(&Domain::new("Pinned.Example.com.")));
+        assert!(!p.intercepts(&Domain::new("bank.example")));
+        assert!(!p.intercepts(&Domain::new("www.bank.example")));
+        assert!(p.intercepts(&Domain::new("www.pinned.example.com")));
+        assert!(p.intercepts(&Domain::new("notbank.example")));
+    }
+
+    #[test]
+    fn private_exceptions() {
+        let p = policy(&[], &["10.1.0.0/16", "fd00::5"], &[]);
+        let refuses = |ip: &str| p.refuses_destination(ip.parse().expect(ip));
+        assert!(!refuses("10.1.2.3"));
+        assert!(!refuses("::ffff:10.1.2.3"));
+        assert!(refuses("10.2.0.1"));
+        assert!(!refuses("fd00::5"));
+        assert!(refuses("fd00::6"));
+        assert!(refuses("169.254.169.254"));
+        assert!(!refuses("8.8.8.8"));
+    }
+
+    #[test]
+    fn log_selection() {
+        let p = policy(&[], &[], &[Action::Deny, Action::Alert]);
+        let mut d = Decision::default();
+        assert!(!p.logs(&d));
+        d.final_action = Action::Deny;
+        assert!(p.logs(&d));
+        let alerted = Decision {
+            first_alert_match: Some(crate::engine::RuleMatch {
+                rule: "r".into(),
+                group: "g".into(),
+                phase: crate::Phase::PreDns,
+                action: Action::Alert,
+            }),
+            ..Decision::default()
+        };
+        assert!(p.logs(&alerted));
+    }
+
+    #[test]
+    fn bad_settings_have_paths() {
+        let errors = ProxyPolicy::compile(ProxySettings {
+            bypass_domains: vec!["ok.com".into(), "not a domain".into()],
+            allow_private_cidrs: vec!["10.0.0.0/33".into()],
+            ..ProxySettings::default()
+        })
+        .expect_err("invalid");
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            text,
+            [
+                "tlsInterception.bypassDomains[1]: \"not a domain\" is not a domain name (expected example.com, or .example.com for the apex and all its subdomains)",
+                "destinations.allowPrivateCIDRs[0]: \"10.0.0.0/33\" is not a CIDR or IP address",
+            ]
+        );
+    }
+}

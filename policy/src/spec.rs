@@ -1,0 +1,419 @@
+//! The `spec` of the three custom resources, exactly as users write them.
+//!
+//! These types only carry data; [`crate::compile`] checks it. They refuse unknown
+//! fields, so a typo such as `preDns:` is an error instead of a silently empty
+//! phase (the API server prunes unknown fields before they reach the operator, so
+//! this only bites the standalone gateway, where it is wanted).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// API group and version of every resource.
+pub const API_VERSION: &str = "egress.dev/v1alpha1";
+
+/// What a rule, or a phase default, does with a request it applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum Action {
+    /// Ends the current phase; the next phase runs.
+    Allow,
+    /// Refuses the request; no later phase runs.
+    Deny,
+    /// Records the match and lets evaluation continue.
+    Alert,
+}
+
+impl Action {
+    /// The spelling used in specs and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Allow => "Allow",
+            Action::Deny => "Deny",
+            Action::Alert => "Alert",
+        }
+    }
+}
+
+/// `ProxyRuleGroup.spec`: ordered rules per phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyRuleGroupSpec {
+    /// Free text for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The rules of each phase; list order is priority.
+    #[serde(default)]
+    pub rules: PhaseRules,
+}
+
+/// Rules of one group, per phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PhaseRules {
+    /// Evaluated before the destination name is resolved.
+    #[serde(rename = "preDNS", default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_dns: Vec<RuleSpec>,
+    /// Evaluated after resolution, before the request goes upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pre_request: Vec<RuleSpec>,
+    /// Evaluated when the upstream response head arrives.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_response: Vec<RuleSpec>,
+}
+
+/// One rule: all its conditions must hold for its action to apply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Unique inside the group; `^[a-zA-Z0-9-]{1,128}$`.
+    pub name: String,
+    /// Free text for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// What happens when every condition holds.
+    pub action: Action,
+    /// All must hold (AND). An empty list matches every request.
+    #[serde(default)]
+    pub conditions: Vec<ConditionSpec>,
+}
+
+/// One condition: `key operator values`, where any value may match (OR), except
+/// for negated operators, where none may.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConditionSpec {
+    /// A condition key such as `request:DestinationDomain`.
+    pub key: String,
+    /// An operator such as `StringEquals`; it must fit the key's value type.
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::operator::Operator::NAMES)))]
+    pub operator: String,
+    /// Values compared with the key's value. Numbers may be written unquoted.
+    #[serde(deserialize_with = "strings_or_numbers")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "int_or_string_list"))]
+    pub values: Vec<String>,
+}
+
+/// Schema of a list whose items may be written as strings or numbers.
+#[cfg(feature = "schema")]
+fn int_or_string_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "items": {"x-kubernetes-int-or-string": true},
+        "description": "Values compared with the key's value. Numbers may be written unquoted."
+    })
+}
+
+/// `ProxyConfiguration.spec`: ordered rule groups and a default per phase.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfigurationSpec {
+    /// Rule groups in priority order, by name, in the configuration's namespace.
+    #[serde(default)]
+    pub rule_groups: Vec<RuleGroupRef>,
+    /// The action of each phase when no rule ended it.
+    #[serde(default)]
+    pub default_actions: DefaultActions,
+}
+
+/// A reference to a `ProxyRuleGroup` in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleGroupRef {
+    /// Name of the `ProxyRuleGroup`.
+    pub name: String,
+}
+
+/// Default action per phase; each defaults to `Allow`, as in the cloud service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DefaultActions {
+    /// Default of the PreDNS phase.
+    #[serde(rename = "preDNS", default = "allow")]
+    pub pre_dns: Action,
+    /// Default of the PreREQUEST phase.
+    #[serde(default = "allow")]
+    pub pre_request: Action,
+    /// Default of the PostRESPONSE phase.
+    #[serde(default = "allow")]
+    pub post_response: Action,
+}
+
+impl Default for DefaultActions {
+    fn default() -> Self {
+        DefaultActions {
+            pre_dns: Action::Allow,
+            pre_request: Action::Allow,
+            post_response: Action::Allow,
+        }
+    }
+}
+
+fn allow() -> Action {
+    Action::Allow
+}
+
+/// `EgressProxy.spec`: one gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressProxySpec {
+    /// The `ProxyConfiguration` (same namespace) this gateway enforces.
+    pub configuration_ref: ConfigurationRef,
+    /// Ports of the two client-facing listeners.
+    #[serde(default)]
+    pub listeners: Listeners,
+    /// TLS interception of CONNECT tunnels.
+    #[serde(default)]
+    pub tls_interception: TlsInterception,
+    /// Which destinations the private-address guard lets through.
+    #[serde(default)]
+    pub destinations: Destinations,
+    /// Which decisions are written to the decision log.
+    #[serde(default)]
+    pub logging: Logging,
+    /// Number of gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Which pods (in namespaces opted in to injection) are pointed at this proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+}
+
+/// A reference to a `ProxyConfiguration` in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigurationRef {
+    /// Name of the `ProxyConfiguration`.
+    pub name: String,
+}
+
+/// Listener ports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listeners {
+    /// Plain HTTP listener port (clients use `http://<proxy>:<port>`).
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// HTTPS listener port (clients speak TLS to the proxy itself).
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+}
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners {
+            http_port: default_http_port(),
+            https_port: default_https_port(),
+        }
+    }
+}
+
+fn default_http_port() -> u16 {
+    1080
+}
+
+fn default_https_port() -> u16 {
+    443
+}
+
+/// TLS interception settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsInterception {
+    /// Terminate client TLS on CONNECT tunnels so HTTP keys can match.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Secret (`tls.crt`, `tls.key`, optional `ca.crt`) of the CA the sub-CA is derived from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret_ref: Option<SecretRef>,
+    /// Domains relayed untouched even when interception is on (pinned clients).
+    /// Same matching as `StringEquals` on `request:DestinationDomain`: a leading
+    /// dot covers the apex and every subdomain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bypass_domains: Vec<String>,
+}
+
+/// A reference to a Secret in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretRef {
+    /// Name of the Secret.
+    pub name: String,
+}
+
+/// Destination settings.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Destinations {
+    /// Private ranges (CIDR or address) that clients may reach through the proxy.
+    #[serde(
+        rename = "allowPrivateCIDRs",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub allow_private_cidrs: Vec<String>,
+}
+
+/// Decision log settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Logging {
+    /// Decisions whose final action is one of these are logged; a request with
+    /// an alert match is logged when `Alert` is listed. Default: all three.
+    #[serde(default = "all_actions")]
+    pub actions: Vec<Action>,
+}
+
+impl Default for Logging {
+    fn default() -> Self {
+        Logging {
+            actions: all_actions(),
+        }
+    }
+}
+
+fn all_actions() -> Vec<Action> {
+    vec![Action::Allow, Action::Deny, Action::Alert]
+}
+
+/// A Kubernetes label selector (the subset of `metav1.LabelSelector` in use).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    /// Labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    /// Set-based requirements; all must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// One set-based label requirement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    /// The label key.
+    pub key: String,
+    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
+    pub operator: String,
+    /// Values for `In` and `NotIn`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+/// Accepts `["404", 404, 1.5, true]`-style lists: YAML users write status codes and
+/// ports unquoted, and the CRD schema says int-or-string.
+fn strings_or_numbers<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Scalar {
+        String(String),
+        Integer(i64),
+        Float(f64),
+        Bool(bool),
+    }
+    let scalars = Vec::<Scalar>::deserialize(deserializer)?;
+    Ok(scalars
+        .into_iter()
+        .map(|scalar| match scalar {
+            Scalar::String(s) => s,
+            Scalar::Integer(n) => n.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_group_reads_camel_case_and_unquoted_numbers() {
+        let group: ProxyRuleGroupSpec = serde_json::from_value(serde_json::json!({
+            "rules": {
+                "postResponse": [{
+                    "name": "deny-404",
+                    "action": "Deny",
+                    "conditions": [{"key": "response:Http:StatusCode", "operator": "NumericEquals", "values": [404, "405"]}]
+                }]
+            }
+        }))
+        .expect("valid group");
+        assert_eq!(
+            group.rules.post_response[0].conditions[0].values,
+            ["404", "405"]
+        );
+        assert!(group.rules.pre_dns.is_empty());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let err = serde_json::from_value::<ProxyRuleGroupSpec>(serde_json::json!({
+            "rules": {"preDns": []}
+        }))
+        .expect_err("typo must be refused");
+        assert!(err.to_string().contains("preDns"), "{err}");
+    }
+
+    #[test]
+    fn configuration_defaults_are_allow() {
+        let config: ProxyConfigurationSpec =
+            serde_json::from_value(serde_json::json!({"ruleGroups": [{"name": "a"}], "defaultActions": {"preDNS": "Deny"}}))
+                .expect("valid configuration");
+        assert_eq!(config.default_actions.pre_dns, Action::Deny);
+        assert_eq!(config.default_actions.pre_request, Action::Allow);
+        assert_eq!(config.default_actions.post_response, Action::Allow);
+    }
+
+    #[cfg(feature = "schema")]
+    #[test]
+    fn schema_lists_operators_and_accepts_unquoted_numbers() {
+        let schema = serde_json::to_value(schemars::schema_for!(ProxyRuleGroupSpec))
+            .expect("schema serializes");
+        let condition = &schema["$defs"]["ConditionSpec"]["properties"];
+        let operators = condition["operator"]["enum"]
+            .as_array()
+            .expect("operator enum");
+        assert_eq!(operators.len(), 16);
+        assert!(operators.contains(&serde_json::json!("StringLike")));
+        assert_eq!(
+            condition["values"]["items"]["x-kubernetes-int-or-string"], true,
+            "{condition}"
+        );
+    }
+
+    #[test]
+    fn egress_proxy_spec_round_trips_with_defaults() {
+        let proxy: EgressProxySpec = serde_json::from_value(serde_json::json!({
+            "configurationRef": {"name": "seed"},
+            "destinations": {"allowPrivateCIDRs": ["10.1.0.0/16"]}
+        }))
+        .expect("valid proxy");
+        assert_eq!(proxy.listeners.http_port, 1080);
+        assert_eq!(proxy.listeners.https_port, 443);
+        assert_eq!(proxy.logging.actions.len(), 3);
+        let back = serde_json::to_value(&proxy).expect("serializes");
+        assert_eq!(back["destinations"]["allowPrivateCIDRs"][0], "10.1.0.0/16");
+        assert_eq!(
+            serde_json::from_value::<EgressProxySpec>(back).expect("reads back"),
+            proxy
+        );
+    }
+}

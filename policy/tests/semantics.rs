@@ -1,0 +1,480 @@
+//! Phase semantics of SPEC.md section 2, through the public API.
+
+mod common;
+
+use common::*;
+use egress_policy::{
+    Action, Decision, Domain, HttpRequest, HttpResponse, Phase, RequestContext, RuleMatch, Verdict,
+};
+use http::HeaderMap;
+use proptest::prelude::*;
+
+const DOMAIN: Cond = (
+    "request:DestinationDomain",
+    "StringEquals",
+    &["example.com"],
+);
+const PORT_443: Cond = ("request:DestinationPort", "NumericEquals", &["443"]);
+const GET: Cond = ("request:Http:Method", "StringEquals", &["GET"]);
+const FILES: Cond = ("request:Http:Uri", "StringLike", &["*/files/*"]);
+const NOT_FOUND: Cond = ("response:Http:StatusCode", "NumericEquals", &["404"]);
+
+fn request<'a>(headers: &'a HeaderMap, uri: &'a str, status: u16) -> RequestContext<'a> {
+    RequestContext {
+        destination_domain: Some(Domain::new("example.com")),
+        destination_port: Some(443),
+        destination_ip: Some("93.184.215.14".parse().expect("valid")),
+        request: Some(HttpRequest {
+            method: "GET",
+            uri,
+            headers,
+        }),
+        response: Some(HttpResponse { status, headers }),
+        ..Default::default()
+    }
+}
+
+fn matched(decision: &Decision) -> Vec<(String, String, Phase, Action)> {
+    decision
+        .all_matches
+        .iter()
+        .map(|m| (m.rule.to_string(), m.group.to_string(), m.phase, m.action))
+        .collect()
+}
+
+fn m(rule: &str, group: &str, phase: Phase, action: Action) -> (String, String, Phase, Action) {
+    (rule.into(), group.into(), phase, action)
+}
+
+#[test]
+fn first_allow_or_deny_ends_the_phase_in_group_then_rule_order() {
+    let policy = policy(
+        vec![
+            group(
+                "first",
+                vec![
+                    rule("alert-all", Action::Alert, &[]),
+                    rule("allow-example", Action::Allow, &[DOMAIN]),
+                ],
+                vec![],
+                vec![],
+            ),
+            group(
+                "second",
+                vec![rule("deny-443", Action::Deny, &[PORT_443])],
+                vec![],
+                vec![],
+            ),
+        ],
+        ALLOW_ALL,
+    );
+    let headers = HeaderMap::new();
+    let decision = policy.evaluate(&request(&headers, "/", 200));
+    // The group "second" Deny is never reached in PreDNS: "first" allowed.
+    assert_eq!(decision.final_action, Action::Allow);
+    assert_eq!(
+        matched(&decision),
+        [
+            m("alert-all", "first", Phase::PreDns, Action::Alert),
+            m("allow-example", "first", Phase::PreDns, Action::Allow),
+        ]
+    );
+    assert_eq!(
+        decision.first_alert_match.as_ref().map(|a| &*a.rule),
+        Some("alert-all")
+    );
+    // Later phases ran and were decided by their defaults.
+    assert_eq!(decision.final_phase, Phase::PostResponse);
+    assert_eq!(&*decision.final_rule_name, "default");
+    assert_eq!(&*decision.final_rule_group_name, "default");
+}
+
+#[test]
+fn alert_then_deny_records_both_and_denies() {
+    let policy = policy(
+        vec![group(
+            "g",
+            vec![],
+            vec![
+                rule("watch-files", Action::Alert, &[FILES]),
+                rule("no-get", Action::Deny, &[GET]),
+            ],
+            vec![rule("never", Action::Deny, &[])],
+        )],
+        ALLOW_ALL,
+    );
+    let headers = HeaderMap::new();
+    let decision = policy.evaluate(&request(&headers, "/a/files/b", 200));
+    assert_eq!(decision.final_action, Action::Deny);
+    assert_eq!(&*decision.final_rule_name, "no-get");
+    assert_eq!(&*decision.final_rule_group_name, "g");
+    assert_eq!(decision.final_phase, Phase::PreRequest);
+    assert_eq!(
+        decision.first_alert_match,
+        Some(RuleMatch {
+            rule: "watch-files".into(),
+            group: "g".into(),
+            phase: Phase::PreRequest,
+            action: Action::Alert
+        })
+    );
+    // Deny is terminal: the PostRESPONSE catch-all never ran.
+    assert_eq!(
+        matched(&decision),
+        [
+            m("watch-files", "g", Phase::PreRequest, Action::Alert),
+            m("no-get", "g", Phase::PreRequest, Action::Deny),
+        ]
+    );
+}
+
+#[test]
+fn allow_in_one_phase_then_deny_in_the_next() {
+    let policy = policy(
+        vec![group(
+            "g",
+            vec![rule("allow-example", Action::Allow, &[DOMAIN])],
+            vec![rule("deny-files", Action::Deny, &[FILES])],
+            vec![],
+        )],
+        ALLOW_ALL,
+    );
+    let headers = HeaderMap::new();
+    let decision = policy.evaluate(&request(&headers, "/files/x", 200));
+    assert_eq!(decision.final_action, Action::Deny);
+    assert_eq!(&*decision.final_rule_name, "deny-files");
+    assert_eq!(
+        matched(&decision),
+        [
+            m("allow-example", "g", Phase::PreDns, Action::Allow),
+            m("deny-files", "g", Phase::PreRequest, Action::Deny),
+        ]
+    );
+}
+
+#[test]
+fn defaults_of_each_kind() {
+    let headers = HeaderMap::new();
+    let empty = || vec![group("g", vec![], vec![], vec![])];
+
+    let allow = policy(empty(), ALLOW_ALL).evaluate(&request(&headers, "/", 200));
+    assert_eq!(
+        (allow.final_action, &*allow.final_rule_name),
+        (Action::Allow, "default")
+    );
+    assert!(allow.all_matches.is_empty());
+
+    let deny = policy(empty(), [Action::Allow, Action::Deny, Action::Allow])
+        .evaluate(&request(&headers, "/", 200));
+    assert_eq!(
+        (deny.final_action, deny.final_phase),
+        (Action::Deny, Phase::PreRequest)
+    );
+    assert_eq!(&*deny.final_rule_name, "default");
+
+    // An Alert default lets the request through, logged as an alert.
+    let alert = policy(empty(), [Action::Alert, Action::Allow, Action::Alert])
+        .evaluate(&request(&headers, "/", 200));
+    assert_eq!(
+        (alert.final_action, alert.final_phase),
+        (Action::Alert, Phase::PostResponse)
+    );
+    assert_eq!(
+        matched(&alert),
+        [
+            m("default", "default", Phase::PreDns, Action::Alert),
+            m("default", "default", Phase::PostResponse, Action::Alert),
+        ]
+    );
+    assert_eq!(
+        alert.first_alert_match.as_ref().map(|a| a.phase),
+        Some(Phase::PreDns)
+    );
+}
+
+#[test]
+fn post_response_deny_on_status() {
+    let policy = policy(
+        vec![group(
+            "g",
+            vec![],
+            vec![],
+            vec![rule("deny-404", Action::Deny, &[NOT_FOUND])],
+        )],
+        ALLOW_ALL,
+    );
+    let headers = HeaderMap::new();
+    let denied = policy.evaluate(&request(&headers, "/", 404));
+    assert_eq!(
+        (denied.final_action, denied.final_phase),
+        (Action::Deny, Phase::PostResponse)
+    );
+    assert_eq!(&*denied.final_rule_name, "deny-404");
+    let ok = policy.evaluate(&request(&headers, "/", 200));
+    assert_eq!(ok.final_action, Action::Allow);
+}
+
+#[test]
+fn phases_evaluated_one_by_one_as_the_gateway_does() {
+    let policy = policy(
+        vec![group(
+            "g",
+            vec![rule("allow-example", Action::Allow, &[DOMAIN])],
+            vec![rule("no-files", Action::Deny, &[FILES])],
+            vec![],
+        )],
+        ALLOW_ALL,
+    );
+    // A CONNECT tunnel that is not intercepted: no HTTP keys ever.
+    let mut ctx = RequestContext {
+        destination_domain: Some(Domain::new("example.com")),
+        destination_port: Some(443),
+        ..Default::default()
+    };
+    let mut decision = Decision::default();
+    assert_eq!(
+        policy.evaluate_phase(Phase::PreDns, &ctx, &mut decision),
+        Verdict::Continue
+    );
+    ctx.destination_ip = Some("93.184.215.14".parse().expect("valid"));
+    assert_eq!(
+        policy.evaluate_phase(Phase::PreRequest, &ctx, &mut decision),
+        Verdict::Continue
+    );
+    assert_eq!(decision.final_action, Action::Allow);
+    assert_eq!(decision.final_phase, Phase::PreRequest);
+}
+
+#[test]
+fn a_rule_without_conditions_matches_everything() {
+    let policy = policy(
+        vec![group(
+            "g",
+            vec![rule("catch-all", Action::Deny, &[])],
+            vec![],
+            vec![],
+        )],
+        ALLOW_ALL,
+    );
+    let decision = policy.evaluate(&RequestContext::default());
+    assert_eq!(
+        (decision.final_action, &*decision.final_rule_name),
+        (Action::Deny, "catch-all")
+    );
+}
+
+/// Reference model for the index property test: each rule has optional
+/// conditions of every indexable kind, evaluated by a plain scan in plain code.
+#[derive(Clone, Debug)]
+struct ModelRule {
+    domain: Option<String>,
+    port: Option<u16>,
+    method: Option<(&'static str, bool)>,
+    uri_contains: Option<&'static str>,
+    source: Option<(&'static str, [u8; 2])>,
+    action: Action,
+}
+
+#[derive(Clone, Debug)]
+struct ModelRequest {
+    domain: &'static str,
+    port: u16,
+    method: &'static str,
+    uri: &'static str,
+    source: [u8; 4],
+}
+
+fn model_matches(rule: &ModelRule, r: &ModelRequest) -> bool {
+    let domain_ok = match rule.domain.as_deref() {
+        None => true,
+        Some(pattern) if pattern.starts_with("*.") => r.domain.ends_with(&pattern[1..]),
+        Some(pattern) if pattern.starts_with('.') => {
+            r.domain == &pattern[1..] || r.domain.ends_with(pattern)
+        }
+        Some(exact) => r.domain == exact,
+    };
+    let method_ok = match rule.method {
+        None => true,
+        Some((m, true)) => m.eq_ignore_ascii_case(r.method),
+        Some((m, false)) => m == r.method,
+    };
+    domain_ok
+        && method_ok
+        && rule.port.is_none_or(|p| p == r.port)
+        && rule.uri_contains.is_none_or(|u| r.uri.contains(u))
+        && rule
+            .source
+            .is_none_or(|(_, [a, b])| r.source[0] == a && r.source[1] == b)
+}
+
+fn model_evaluate(
+    rules: &[ModelRule],
+    request: &ModelRequest,
+) -> (Action, Option<usize>, Vec<usize>) {
+    let mut alerts = Vec::new();
+    for (i, rule) in rules.iter().enumerate() {
+        if model_matches(rule, request) {
+            if rule.action == Action::Alert {
+                alerts.push(i);
+            } else {
+                return (rule.action, Some(i), alerts);
+            }
+        }
+    }
+    (Action::Allow, None, alerts)
+}
+
+fn model_rule() -> impl Strategy<Value = ModelRule> {
+    let names = prop::sample::select(vec![
+        "a.com",
+        "b.a.com",
+        "c.b.a.com",
+        "a.org",
+        "com",
+        "x.a.org",
+    ]);
+    let domain = prop_oneof![
+        3 => Just(None),
+        1 => names.clone().prop_map(|n| Some(n.to_string())),
+        1 => names.clone().prop_map(|n| Some(format!(".{n}"))),
+        1 => names.prop_map(|n| Some(format!("*.{n}"))),
+    ];
+    let port = prop_oneof![Just(None), Just(Some(443u16)), Just(Some(80u16))];
+    let method = prop_oneof![
+        2 => Just(None),
+        1 => prop::sample::select(vec![("GET", false), ("get", true), ("POST", false), ("Post", true)]).prop_map(Some),
+    ];
+    let uri = prop_oneof![2 => Just(None), 1 => prop::sample::select(vec!["/files/", "/api/", "x"]).prop_map(Some)];
+    let source = prop_oneof![
+        2 => Just(None),
+        1 => prop::sample::select(vec![("10.1.0.0/16", [10, 1]), ("10.2.0.0/16", [10, 2]), ("192.168.0.0/16", [192, 168])]).prop_map(Some),
+    ];
+    let action = prop::sample::select(vec![Action::Allow, Action::Deny, Action::Alert]);
+    (domain, port, method, uri, source, action).prop_map(
+        |(domain, port, method, uri_contains, source, action)| ModelRule {
+            domain,
+            port,
+            method,
+            uri_contains,
+            source,
+            action,
+        },
+    )
+}
+
+fn model_request() -> impl Strategy<Value = ModelRequest> {
+    (
+        prop::sample::select(vec![
+            "a.com",
+            "b.a.com",
+            "c.b.a.com",
+            "z.c.b.a.com",
+            "a.org",
+            "x.a.org",
+            "com",
+            "other.net",
+        ]),
+        prop::sample::select(vec![80u16, 443]),
+        prop::sample::select(vec!["GET", "POST", "get"]),
+        prop::sample::select(vec!["/", "/files/x", "/api/files/", "/xyz"]),
+        prop::sample::select(vec![
+            [10, 1, 2, 3],
+            [10, 2, 0, 1],
+            [192, 168, 1, 1],
+            [172, 16, 0, 1],
+        ]),
+    )
+        .prop_map(|(domain, port, method, uri, source)| ModelRequest {
+            domain,
+            port,
+            method,
+            uri,
+            source,
+        })
+}
+
+fn conditions_of(rule: &ModelRule) -> Vec<(&'static str, &'static str, Vec<String>)> {
+    let mut conds = Vec::new();
+    if let Some(d) = &rule.domain {
+        let op = if d.starts_with('*') {
+            "StringLike"
+        } else {
+            "StringEquals"
+        };
+        conds.push(("request:DestinationDomain", op, vec![d.clone()]));
+    }
+    if let Some(p) = rule.port {
+        conds.push((
+            "request:DestinationPort",
+            "NumericEquals",
+            vec![p.to_string()],
+        ));
+    }
+    if let Some((m, ignore_case)) = rule.method {
+        let op = if ignore_case {
+            "StringEqualsIgnoreCase"
+        } else {
+            "StringEquals"
+        };
+        conds.push(("request:Http:Method", op, vec![m.to_owned()]));
+    }
+    if let Some(u) = rule.uri_contains {
+        conds.push(("request:Http:Uri", "StringLike", vec![format!("*{u}*")]));
+    }
+    if let Some((cidr, _)) = rule.source {
+        conds.push(("request:SourceIp", "IpAddress", vec![cidr.to_owned()]));
+    }
+    conds
+}
+
+proptest! {
+    /// The rule index must never change which rule decides, nor the alerts.
+    #[test]
+    fn indexed_evaluation_agrees_with_a_plain_scan(
+        rules in prop::collection::vec(model_rule(), 0..40),
+        request in model_request(),
+    ) {
+        let specs: Vec<_> = rules.iter().enumerate().map(|(i, r)| (format!("r{i}"), r.action, conditions_of(r))).collect();
+        // Split the rules over three groups to cover group concatenation.
+        let third = specs.len().div_ceil(3).max(1);
+        let groups: Vec<_> = specs
+            .chunks(third)
+            .enumerate()
+            .map(|(g, chunk)| {
+                let rules = chunk
+                    .iter()
+                    .map(|(name, action, conds)| {
+                        let values: Vec<Vec<&str>> = conds.iter().map(|(_, _, v)| v.iter().map(String::as_str).collect()).collect();
+                        let conds: Vec<Cond> = conds.iter().zip(&values).map(|((k, o, _), v)| (*k, *o, v.as_slice())).collect();
+                        rule(name, *action, &conds)
+                    })
+                    .collect();
+                group(&format!("g{g}"), vec![], rules, vec![])
+            })
+            .collect();
+        let policy = policy(groups, ALLOW_ALL);
+        let headers = HeaderMap::new();
+        let [a, b, c, d] = request.source;
+        let ctx = RequestContext {
+            source_ip: Some(std::net::IpAddr::from([a, b, c, d])),
+            destination_domain: Some(Domain::new(request.domain)),
+            destination_port: Some(request.port),
+            request: Some(HttpRequest { method: request.method, uri: request.uri, headers: &headers }),
+            ..Default::default()
+        };
+        let mut decision = Decision::default();
+        policy.evaluate_phase(Phase::PreRequest, &ctx, &mut decision);
+        let (action, rule_index, alerts) = model_evaluate(&rules, &request);
+        prop_assert_eq!(decision.final_action, action);
+        let want_rule = rule_index.map(|i| format!("r{i}")).unwrap_or_else(|| "default".into());
+        prop_assert_eq!(&*decision.final_rule_name, want_rule.as_str());
+        let got_alerts: Vec<String> = decision
+            .all_matches
+            .iter()
+            .filter(|m| m.action == Action::Alert)
+            .map(|m| m.rule.to_string())
+            .collect();
+        let want_alerts: Vec<String> = alerts.iter().map(|i| format!("r{i}")).collect();
+        prop_assert_eq!(got_alerts, want_alerts);
+    }
+}
