@@ -11,11 +11,14 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::{Metrics, PolicyLabels};
 
 /// Reads a policy file: compiled policy JSON (what the operator writes) when
-/// it starts with `{`, CRD YAML documents otherwise. Errors are one per line.
+/// it is a JSON object with `formatVersion`, CRD YAML documents otherwise (a
+/// YAML flow mapping may start with `{` too). Errors are one per line.
 pub fn load_policy_file(path: &Path, proxy: Option<&str>) -> Result<CompiledPolicy, Vec<String>> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-    if text.trim_start().starts_with('{') {
+    let compiled = serde_json::from_str::<serde_json::Value>(&text)
+        .is_ok_and(|v| v.get("formatVersion").is_some());
+    if compiled {
         CompiledPolicy::from_json(&text).map_err(|e| vec![e.to_string()])
     } else {
         compile_documents(&text, proxy)

@@ -1,0 +1,131 @@
+//! `egress-gateway policy ...` and `--help`, as a user runs them.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{TempDir, write};
+
+const SEED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/seed-policy.yaml");
+
+fn gateway(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn eval(args: &[&str]) -> serde_json::Value {
+    let output = gateway(&[&["policy", "eval", SEED], args].concat());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("one JSON line")
+}
+
+#[test]
+fn check_reports_a_valid_policy_and_every_error_of_an_invalid_one() {
+    let output = gateway(&["policy", "check", SEED]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let out = text(&output.stdout);
+    assert!(
+        out.contains("configuration \"seed\", proxy \"egress\", 1 rule groups"),
+        "{out}"
+    );
+    assert!(
+        out.contains("rules: 1 PreDNS, 1 PreREQUEST, 1 PostRESPONSE"),
+        "{out}"
+    );
+    assert!(out.contains("hash: sha256:"), "{out}");
+
+    let dir = TempDir::new("cli");
+    let seed = std::fs::read_to_string(SEED).expect("seed");
+    let broken = seed
+        .replace("values: [\".example.org\"]", "values: [\"bad domain\"]")
+        .replace("operator: NumericEquals", "operator: NumericEqual")
+        .replace("name: deny-files", "name: deny files");
+    let path = write(dir.path(), "broken.yaml", &broken);
+    let output = gateway(&["policy", "check", &path.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = text(&output.stderr);
+    assert!(err.contains("is invalid (3 errors):"), "{err}");
+    assert!(err.contains("ruleGroups[0].rules.preDNS[0].conditions[0].values[0]: \"bad domain\" is not a domain name"), "{err}");
+    assert!(
+        err.contains("ruleGroups[0].rules.preRequest[0].name: rule name \"deny files\""),
+        "{err}"
+    );
+    assert!(err.contains("ruleGroups[0].rules.postResponse[0].conditions[0].operator: unknown operator \"NumericEqual\""), "{err}");
+}
+
+#[test]
+fn eval_prints_the_log_line_of_each_seed_case() {
+    let denied_dns = eval(&["https://www.example.org/"]);
+    assert_eq!(denied_dns["final_rule_name"], "deny-example-org");
+    assert_eq!(denied_dns["http_status_code"], 403);
+    assert_eq!(
+        denied_dns["http_method"], "GET",
+        "the seed proxy intercepts, so the request is visible"
+    );
+
+    let denied_uri = eval(&["https://www.example.com/a/files/b"]);
+    assert_eq!(denied_uri["final_rule_name"], "deny-files");
+    assert_eq!(denied_uri["decision_phase"], "PreREQUEST");
+
+    let denied_status = eval(&["https://www.example.com/missing", "--status", "404"]);
+    assert_eq!(denied_status["final_rule_name"], "deny-not-found");
+    assert_eq!(denied_status["final_rule_group_name"], "seed-rules");
+
+    let allowed = eval(&["https://www.example.com/", "--status", "200"]);
+    assert_eq!(
+        (
+            allowed["final_action"].as_str(),
+            allowed["http_status_code"].as_i64()
+        ),
+        (Some("Allow"), Some(200))
+    );
+
+    let metadata = eval(&["http://metadata.internal/", "--dest-ip", "169.254.169.254"]);
+    assert_eq!(metadata["final_rule_name"], "private-destination");
+}
+
+#[test]
+fn compile_writes_a_document_that_check_accepts() {
+    let output = gateway(&["policy", "compile", SEED]);
+    assert!(output.status.success());
+    let dir = TempDir::new("cli-json");
+    let path = write(dir.path(), "policy.json", &text(&output.stdout));
+    let checked = gateway(&["policy", "check", &path.display().to_string()]);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+    let tampered = write(
+        dir.path(),
+        "tampered.json",
+        &text(&output.stdout).replacen("Deny", "Allow", 1),
+    );
+    let refused = gateway(&["policy", "check", &tampered.display().to_string()]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(text(&refused.stderr).contains("was changed after compiling"));
+}
+
+#[test]
+fn help_explains_the_commands_and_flags() {
+    let help = text(&gateway(&["--help"]).stdout);
+    for word in ["run", "dev", "policy", "forward proxy"] {
+        assert!(help.contains(word), "{word}: {help}");
+    }
+    let run = text(&gateway(&["run", "--help"]).stdout);
+    for flag in [
+        "--policy",
+        "--https-listen",
+        "--intercept-ca-cert",
+        "--resolve",
+        "--max-header-bytes",
+        "EGRESS_POLICY",
+    ] {
+        assert!(run.contains(flag), "{flag}: {run}");
+    }
+    let missing = gateway(&["run"]);
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("--policy <POLICY>"));
+}

@@ -1,0 +1,3 @@
+module egress-proxy/gateway/tests/clients/goclient
+
+go 1.22

@@ -1,0 +1,163 @@
+//! Destination servers on 127.0.0.1, on a runtime of their own so tests can
+//! block on client processes.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+
+/// How the server behaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behavior {
+    /// Serves the routes below.
+    Normal,
+    /// Reads the request, then resets the connection.
+    Reset,
+}
+
+/// A running upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Upstream {
+    /// Plain HTTP.
+    pub fn http(behavior: Behavior) -> Upstream {
+        Self::start(None, behavior)
+    }
+
+    /// HTTPS with this certificate.
+    pub fn https(cert: &Path, key: &Path) -> Upstream {
+        let serving =
+            egress_gateway::tls::ServingCert::load(cert, key).expect("upstream certificate");
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(egress_gateway::tls::provider())
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .with_no_client_auth()
+                .with_cert_resolver(Arc::new(serving));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start(Some(Arc::new(config)), Behavior::Normal)
+    }
+
+    fn start(tls: Option<Arc<rustls::ServerConfig>>, behavior: Behavior) -> Upstream {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let listener = runtime
+            .block_on(TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        runtime.spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    if behavior == Behavior::Reset {
+                        let mut stream = stream;
+                        let mut buf = [0u8; 1024];
+                        let _ = stream.read(&mut buf).await;
+                        let _ = stream.set_zero_linger();
+                        return;
+                    }
+                    let service =
+                        service_fn(|req| async move { Ok::<_, Infallible>(route(req).await) });
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(config) => {
+                            let Ok(tls) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                                .await;
+                        }
+                    }
+                });
+            }
+        });
+        Upstream {
+            addr,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+/// `/` hello, `/status/N` that status, `/files/...` 200, `/echo` the request
+/// as JSON, `/large` one MiB.
+async fn route(req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_owned();
+    let (status, body) = if path == "/" {
+        (StatusCode::OK, Bytes::from_static(b"hello from upstream"))
+    } else if let Some(code) = path.strip_prefix("/status/") {
+        let status = code
+            .parse()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST);
+        (status, Bytes::from(format!("status {code}")))
+    } else if path.starts_with("/files/") {
+        (StatusCode::OK, Bytes::from(format!("file {path}")))
+    } else if path == "/large" {
+        (StatusCode::OK, Bytes::from(vec![b'x'; 1 << 20]))
+    } else if path == "/echo" {
+        let headers: serde_json::Map<String, serde_json::Value> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.to_string(),
+                    serde_json::Value::String(v.to_str().unwrap_or("").to_owned()),
+                )
+            })
+            .collect();
+        let method = req.method().to_string();
+        let uri = req.uri().to_string();
+        let version = format!("{:?}", req.version());
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let json = serde_json::json!({
+            "method": method, "uri": uri, "version": version, "headers": headers, "body_len": body.len()
+        });
+        (StatusCode::OK, Bytes::from(json.to_string()))
+    } else {
+        (StatusCode::NOT_FOUND, Bytes::from_static(b"not here"))
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response
+}

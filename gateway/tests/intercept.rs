@@ -1,0 +1,539 @@
+//! TLS interception: the chain clients get, the sub-CA's limits, minting once
+//! per name, WebSocket, and sub-CA reloads.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::clients::{curl, python_script};
+use common::process::Gateway;
+use common::upstream::Upstream;
+use common::{HOST, Pki, TempDir, eventually, seed_policy, write};
+
+fn openssl(args: &[&str]) -> (bool, String) {
+    let output = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn pem_blocks(text: &str) -> Vec<String> {
+    text.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .filter_map(|rest| rest.split_once("-----END CERTIFICATE-----"))
+        .map(|(body, _)| format!("-----BEGIN CERTIFICATE-----{body}-----END CERTIFICATE-----\n"))
+        .collect()
+}
+
+/// The chain the gateway presents for `HOST:port`, via `openssl s_client -proxy`.
+fn presented_chain(gateway: &Gateway, port: u16, dir: &Path) -> (PathBuf, PathBuf, usize) {
+    let (_, text) = openssl(&[
+        "s_client",
+        "-proxy",
+        &gateway.http.to_string(),
+        "-connect",
+        &format!("{HOST}:{port}"),
+        "-servername",
+        HOST,
+        "-showcerts",
+    ]);
+    let blocks = pem_blocks(&text);
+    assert!(blocks.len() >= 2, "leaf and sub-CA expected:\n{text}");
+    let leaf = write(dir, "leaf.pem", &blocks[0]);
+    let rest = write(dir, "intermediates.pem", &blocks[1..].concat());
+    (leaf, rest, blocks.len())
+}
+
+#[test]
+fn the_chain_verifies_with_openssl_and_the_sub_ca_cannot_issue_a_ca() {
+    let pki = Pki::new();
+    let dir = TempDir::new("chain");
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
+    let (leaf, intermediates, count) = presented_chain(&gateway, upstream.addr.port(), dir.path());
+    assert_eq!(count, 3, "leaf, sub-CA and the chain above it");
+    let root = pki.intercept_root.display().to_string();
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        &root,
+        "-untrusted",
+        &intermediates.display().to_string(),
+        "-purpose",
+        "sslserver",
+        "-verify_hostname",
+        HOST,
+        &leaf.display().to_string(),
+    ]);
+    assert!(ok && text.contains(": OK"), "{text}");
+
+    let (_, leaf_text) = openssl(&[
+        "x509",
+        "-noout",
+        "-text",
+        "-in",
+        &leaf.display().to_string(),
+    ]);
+    assert!(leaf_text.contains(&format!("DNS:{HOST}")), "{leaf_text}");
+    assert!(
+        leaf_text.contains("TLS Web Server Authentication"),
+        "{leaf_text}"
+    );
+    assert!(leaf_text.contains("CA:FALSE"), "{leaf_text}");
+    let sub_ca = pki.intercept.cert.display().to_string();
+    let (_, sub_text) = openssl(&["x509", "-noout", "-text", "-in", &sub_ca]);
+    assert!(sub_text.contains("CA:TRUE, pathlen:0"), "{sub_text}");
+
+    // A CA certificate signed with the sub-CA's key does not verify: path length 0.
+    let d = dir.path();
+    let p = |name: &str| d.join(name).display().to_string();
+    std::fs::write(
+        d.join("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+    )
+    .expect("ext");
+    std::fs::write(
+        d.join("leaf.ext"),
+        format!("subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n"),
+    )
+    .expect("ext");
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "req".into(),
+            "-new".into(),
+            "-newkey".into(),
+            "ec".into(),
+            "-pkeyopt".into(),
+            "ec_paramgen_curve:P-256".into(),
+            "-nodes".into(),
+            "-keyout".into(),
+            p("rogue.key"),
+            "-subj".into(),
+            "/CN=rogue CA".into(),
+            "-out".into(),
+            p("rogue.csr"),
+        ],
+        vec![
+            "x509".into(),
+            "-req".into(),
+            "-in".into(),
+            p("rogue.csr"),
+            "-CA".into(),
+            sub_ca.clone(),
+            "-CAkey".into(),
+            pki.intercept.key.display().to_string(),
+            "-CAcreateserial".into(),
+            "-extfile".into(),
+            p("ca.ext"),
+            "-days".into(),
+            "1".into(),
+            "-out".into(),
+            p("rogue.pem"),
+        ],
+        vec![
+            "req".into(),
+            "-new".into(),
+            "-newkey".into(),
+            "ec".into(),
+            "-pkeyopt".into(),
+            "ec_paramgen_curve:P-256".into(),
+            "-nodes".into(),
+            "-keyout".into(),
+            p("victim.key"),
+            "-subj".into(),
+            format!("/CN={HOST}"),
+            "-out".into(),
+            p("victim.csr"),
+        ],
+        vec![
+            "x509".into(),
+            "-req".into(),
+            "-in".into(),
+            p("victim.csr"),
+            "-CA".into(),
+            p("rogue.pem"),
+            "-CAkey".into(),
+            p("rogue.key"),
+            "-CAcreateserial".into(),
+            "-extfile".into(),
+            p("leaf.ext"),
+            "-days".into(),
+            "1".into(),
+            "-out".into(),
+            p("victim.pem"),
+        ],
+    ];
+    for step in &steps {
+        let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        let (ok, text) = openssl(&args);
+        assert!(ok, "{args:?}: {text}");
+    }
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(d.join("rogue.pem")).expect("read"),
+        std::fs::read_to_string(&pki.intercept.cert).expect("read")
+    );
+    let untrusted = write(d, "rogue-chain.pem", &chain);
+    let (ok, text) = openssl(&[
+        "verify",
+        "-CAfile",
+        &root,
+        "-untrusted",
+        &untrusted.display().to_string(),
+        &p("victim.pem"),
+    ]);
+    assert!(
+        !ok && text.contains("path length constraint exceeded"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_openssl_sub_ca_with_a_pkcs1_rsa_key_mints_leaves() {
+    let pki = Pki::new();
+    let dir = TempDir::new("rsa");
+    let d = dir.path();
+    let p = |name: &str| d.join(name).display().to_string();
+    std::fs::write(
+        d.join("root.ext"),
+        "basicConstraints=critical,CA:TRUE,pathlen:1\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .expect("ext");
+    std::fs::write(
+        d.join("sub.ext"),
+        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    )
+    .expect("ext");
+    let steps: Vec<Vec<String>> = vec![
+        vec![
+            "req".into(),
+            "-x509".into(),
+            "-newkey".into(),
+            "rsa:2048".into(),
+            "-nodes".into(),
+            "-keyout".into(),
+            p("root.key"),
+            "-subj".into(),
+            "/CN=RSA Root".into(),
+            "-days".into(),
+            "2".into(),
+            "-addext".into(),
+            "basicConstraints=critical,CA:TRUE,pathlen:1".into(),
+            "-addext".into(),
+            "keyUsage=critical,keyCertSign,cRLSign".into(),
+            "-out".into(),
+            p("root.pem"),
+        ],
+        vec![
+            "genrsa".into(),
+            "-traditional".into(),
+            "-out".into(),
+            p("sub.key"),
+            "2048".into(),
+        ],
+        vec![
+            "req".into(),
+            "-new".into(),
+            "-key".into(),
+            p("sub.key"),
+            "-subj".into(),
+            "/CN=RSA Sub-CA".into(),
+            "-out".into(),
+            p("sub.csr"),
+        ],
+        vec![
+            "x509".into(),
+            "-req".into(),
+            "-in".into(),
+            p("sub.csr"),
+            "-CA".into(),
+            p("root.pem"),
+            "-CAkey".into(),
+            p("root.key"),
+            "-CAcreateserial".into(),
+            "-extfile".into(),
+            p("sub.ext"),
+            "-days".into(),
+            "1".into(),
+            "-out".into(),
+            p("sub.pem"),
+        ],
+    ];
+    for step in &steps {
+        let args: Vec<&str> = step.iter().map(String::as_str).collect();
+        let (ok, text) = openssl(&args);
+        assert!(ok, "{args:?}: {text}");
+    }
+    assert!(
+        std::fs::read_to_string(d.join("sub.key"))
+            .expect("key")
+            .contains("BEGIN RSA PRIVATE KEY"),
+        "PKCS#1"
+    );
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    let gateway = Gateway::start(
+        &pki,
+        &seed_policy(dir.path(), true),
+        &[
+            "--intercept-ca-cert",
+            &p("sub.pem"),
+            "--intercept-ca-key",
+            &p("sub.key"),
+            "--intercept-ca-chain",
+            &p("root.pem"),
+        ],
+    );
+    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    let result = curl(&[
+        "--proxy",
+        &gateway.http_proxy(),
+        "--cacert",
+        &p("root.pem"),
+        &url,
+    ]);
+    assert_eq!(result.status, 200, "{result:?}");
+}
+
+#[test]
+fn leaves_are_minted_once_per_name_under_concurrency() {
+    let pki = Pki::new();
+    let dir = TempDir::new("single-flight");
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
+    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    let root = pki.intercept_root.display().to_string();
+    let proxy = gateway.http_proxy();
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..16)
+            .map(|_| scope.spawn(|| curl(&["--proxy", &proxy, "--cacert", &root, &url])))
+            .collect();
+        for handle in handles {
+            let result = handle.join().expect("thread");
+            assert_eq!(result.status, 200, "{result:?}");
+        }
+    });
+    assert_eq!(gateway.metric("egress_certificate_cache_misses_total"), 1.0);
+    assert_eq!(gateway.metric("egress_certificate_cache_hits_total"), 15.0);
+    assert_eq!(gateway.metric("egress_certificate_cache_size"), 1.0);
+    assert!(gateway.metric("egress_certificate_mint_duration_seconds_count") >= 1.0);
+}
+
+#[test]
+fn websocket_upgrades_pass_through_intercepted_connections() {
+    let pki = Pki::new();
+    let dir = TempDir::new("ws");
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
+    let output = python_script(
+        "websocket_echo.py",
+        &[
+            &gateway.http_proxy(),
+            &pki.intercept_root.display().to_string(),
+            &cert.display().to_string(),
+            &key.display().to_string(),
+            HOST,
+        ],
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("echo ok"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let port: u16 = stdout
+        .trim()
+        .rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let line = gateway.decision(|d| d["http_status_code"] == 101);
+    assert_eq!(line["url"], format!("https://{HOST}:{port}/"));
+    assert!(line["request_size"].as_u64() > Some(70_000), "{line}");
+    assert!(line["response_size"].as_u64() > Some(70_000), "{line}");
+}
+
+#[test]
+fn a_new_sub_ca_is_picked_up_and_a_bad_one_is_refused() {
+    let pki = Pki::new();
+    let dir = TempDir::new("reload-ca");
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    // The gateway reads copies, so the test can replace them.
+    let live = dir.path().join("live");
+    std::fs::create_dir_all(&live).expect("dir");
+    let copy = |from: &Path, name: &str| {
+        let to = live.join(name);
+        std::fs::copy(from, &to).expect("copy");
+        to.display().to_string()
+    };
+    let (cert_path, key_path) = (
+        copy(&pki.intercept.cert, "ca.pem"),
+        copy(&pki.intercept.key, "ca.key"),
+    );
+    let chain_path = copy(pki.intercept.chain.as_ref().expect("chain"), "chain.pem");
+    let gateway = Gateway::start(
+        &pki,
+        &seed_policy(dir.path(), true),
+        &[
+            "--intercept-ca-cert",
+            &cert_path,
+            "--intercept-ca-key",
+            &key_path,
+            "--intercept-ca-chain",
+            &chain_path,
+        ],
+    );
+    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    let old_root = pki.intercept_root.display().to_string();
+    assert_eq!(
+        curl(&[
+            "--proxy",
+            &gateway.http_proxy(),
+            "--cacert",
+            &old_root,
+            &url
+        ])
+        .status,
+        200
+    );
+
+    // A certificate that is not a CA: refused, the old sub-CA keeps serving.
+    std::fs::copy(&cert, &cert_path).expect("copy");
+    std::fs::copy(&key, &key_path).expect("copy");
+    assert!(
+        eventually(Duration::from_secs(5), || (gateway
+            .metric("egress_tls_reload_failures_total")
+            >= 1.0)
+            .then_some(()))
+        .is_some()
+    );
+    gateway.diagnostic(&["is not a CA certificate"]);
+    assert_eq!(
+        curl(&[
+            "--proxy",
+            &gateway.http_proxy(),
+            "--cacert",
+            &old_root,
+            &url
+        ])
+        .status,
+        200
+    );
+
+    // A new sub-CA under a new root: new leaves chain to it.
+    let fresh = TempDir::new("fresh-ca");
+    let (files, new_root) =
+        egress_gateway::tls::authority::write_dev_ca(fresh.path()).expect("new CA");
+    std::fs::copy(files.chain.as_ref().expect("chain"), &chain_path).expect("copy");
+    std::fs::copy(&files.key, &key_path).expect("copy");
+    std::fs::copy(&files.cert, &cert_path).expect("copy");
+    let new_root = new_root.display().to_string();
+    let switched = eventually(Duration::from_secs(5), || {
+        (curl(&[
+            "--proxy",
+            &gateway.http_proxy(),
+            "--cacert",
+            &new_root,
+            &url,
+        ])
+        .status
+            == 200)
+            .then_some(())
+    });
+    assert!(switched.is_some(), "{:?}", gateway.diagnostics());
+    assert_eq!(
+        curl(&[
+            "--proxy",
+            &gateway.http_proxy(),
+            "--cacert",
+            &old_root,
+            &url
+        ])
+        .status,
+        0
+    );
+}
+
+#[test]
+fn interception_without_a_sub_ca_fails_closed_and_a_bad_sub_ca_stops_startup() {
+    let pki = Pki::new();
+    let dir = TempDir::new("no-ca");
+    let policy = seed_policy(dir.path(), true);
+    let args: Vec<String> = [
+        "--log-format",
+        "json",
+        "run",
+        "--policy",
+        &policy.display().to_string(),
+        "--http-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--resolve",
+        &format!("{HOST}:*:127.0.0.1"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let gateway = Gateway::spawn(&args);
+    let result = curl(&[
+        "--proxy",
+        &gateway.http_proxy(),
+        "-k",
+        &format!("https://{HOST}:9/"),
+    ]);
+    assert!(
+        result
+            .stderr
+            .contains("CONNECT tunnel failed, response 502"),
+        "{result:?}"
+    );
+    let line = gateway.decision(|d| d["error"].as_str().is_some());
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no_intercept_ca")),
+        "{line}"
+    );
+    gateway.diagnostic(&["no --intercept-ca-cert"]);
+
+    // A leaf certificate given as the sub-CA: the process refuses to start.
+    let (leaf, leaf_key) = pki.server_cert(&[HOST]);
+    let output = Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
+        .args([
+            "run",
+            "--policy",
+            &policy.display().to_string(),
+            "--http-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--intercept-ca-cert",
+            &leaf.display().to_string(),
+            "--intercept-ca-key",
+            &leaf_key.display().to_string(),
+        ])
+        .output()
+        .expect("runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the interception sub-CA cannot be used")
+            && stderr.contains("is not a CA certificate"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,292 @@
+//! Policy reloads, readiness, log selection, metrics and shutdown.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::clients::curl;
+use common::process::Gateway;
+use common::upstream::{Behavior, Upstream};
+use common::{
+    BYPASS_HOST, HOST, Pki, TempDir, eventually, policy_with_proxy, seed_policy, seed_without_proxy,
+};
+
+fn ready_hash(gateway: &Gateway) -> Option<String> {
+    let (status, body) = gateway.admin_get("/readyz");
+    let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (status == 200)
+        .then(|| json["policy"]["hash"].as_str().map(str::to_owned))
+        .flatten()
+}
+
+#[test]
+fn policy_changes_apply_and_bad_versions_never_replace_a_good_one() {
+    let pki = Pki::new();
+    let dir = TempDir::new("reload");
+    let upstream = Upstream::http(Behavior::Normal);
+    let policy = seed_policy(dir.path(), true);
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let proxy = gateway.http_proxy();
+    let files = format!("http://{HOST}:{}/files/a", upstream.addr.port());
+    assert_eq!(curl(&["--proxy", &proxy, &files]).status, 403);
+    let first_hash = ready_hash(&gateway).expect("ready");
+
+    // The deny becomes an alert: the request passes and is logged as an alert.
+    let text = std::fs::read_to_string(&policy).expect("read");
+    let alert = text.replacen(
+        "action: Deny\n        conditions:\n          - key: request:Http:Uri",
+        "action: Alert\n        conditions:\n          - key: request:Http:Uri",
+        1,
+    );
+    assert_ne!(alert, text);
+    std::fs::write(&policy, &alert).expect("write");
+    let second_hash = eventually(Duration::from_secs(5), || {
+        ready_hash(&gateway).filter(|h| *h != first_hash)
+    })
+    .expect("reloaded");
+    assert_eq!(curl(&["--proxy", &proxy, &files]).status, 200);
+    let line = gateway.decision(|d| d["url"] == files.as_str() && d["http_status_code"] == 200);
+    assert_eq!(line["first_alert_match"]["rule"], "deny-files", "{line}");
+    assert_eq!(line["first_alert_match"]["phase"], "PreREQUEST", "{line}");
+
+    // Invalid versions are refused; the last good policy keeps serving.
+    for (bad, why) in [
+        (alert.replace("\"*/files/*\"", "\"\""), "empty pattern"),
+        ("{ not: [valid".to_owned(), "not valid YAML"),
+        ("{\"formatVersion\": 99}".to_owned(), "format version 99"),
+    ] {
+        let failures = gateway.metric("egress_policy_reload_failures_total");
+        std::fs::write(&policy, &bad).expect("write");
+        eventually(Duration::from_secs(5), || {
+            (gateway.metric("egress_policy_reload_failures_total") > failures).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{why}: not rejected"));
+        gateway.diagnostic(&["policy rejected", why]);
+        assert_eq!(
+            ready_hash(&gateway).as_deref(),
+            Some(second_hash.as_str()),
+            "{why}"
+        );
+        assert_eq!(curl(&["--proxy", &proxy, &files]).status, 200, "{why}");
+    }
+    std::fs::remove_file(&policy).expect("remove");
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(ready_hash(&gateway).as_deref(), Some(second_hash.as_str()));
+    assert!(gateway.metric("egress_policy_info{") >= 1.0);
+}
+
+#[test]
+fn an_invalid_policy_at_start_means_unready_until_fixed() {
+    let pki = Pki::new();
+    let dir = TempDir::new("unready");
+    let upstream = Upstream::http(Behavior::Normal);
+    let good = std::fs::read_to_string(seed_policy(dir.path(), true)).expect("read");
+    let policy = dir.path().join("policy.yaml");
+    std::fs::write(&policy, good.replace("values: [404]", "values: [\"4o4\"]")).expect("write");
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    gateway.diagnostic(&["policy rejected", "\\\"4o4\\\" is not a number"]);
+    let (status, body) = gateway.admin_get("/readyz");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no valid policy loaded"), "{body}");
+    let url = format!("http://{HOST}:{}/", upstream.addr.port());
+    let refused = curl(&["--proxy", &gateway.http_proxy(), &url]);
+    assert_eq!(refused.status, 503, "{refused:?}");
+    std::fs::write(&policy, good).expect("write");
+    eventually(Duration::from_secs(5), || ready_hash(&gateway)).expect("ready once fixed");
+    assert_eq!(curl(&["--proxy", &gateway.http_proxy(), &url]).status, 200);
+}
+
+#[test]
+fn compiled_policy_json_is_served_as_the_operator_writes_it() {
+    let pki = Pki::new();
+    let dir = TempDir::new("json");
+    let upstream = Upstream::http(Behavior::Normal);
+    let yaml = seed_policy(dir.path(), true);
+    let compiled = std::process::Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
+        .args(["policy", "compile", &yaml.display().to_string()])
+        .output()
+        .expect("compile");
+    assert!(compiled.status.success());
+    let json = dir.path().join("policy.json");
+    std::fs::write(&json, &compiled.stdout).expect("write");
+    let gateway = Gateway::start(&pki, &json, &[]);
+    let url = format!("http://{HOST}:{}/files/x", upstream.addr.port());
+    assert_eq!(curl(&["--proxy", &gateway.http_proxy(), &url]).status, 403);
+    let hash = serde_json::from_slice::<serde_json::Value>(&compiled.stdout).expect("json")["hash"]
+        .clone();
+    assert_eq!(ready_hash(&gateway).as_deref(), hash.as_str());
+}
+
+#[test]
+fn only_selected_actions_are_logged() {
+    let pki = Pki::new();
+    let dir = TempDir::new("log-selection");
+    let upstream = Upstream::http(Behavior::Normal);
+    let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
+    let text =
+        std::fs::read_to_string(&policy).expect("read") + "  logging:\n    actions: [Deny]\n";
+    std::fs::write(&policy, text).expect("write");
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let allowed = format!("http://{HOST}:{}/", upstream.addr.port());
+    let denied = format!("http://{HOST}:{}/files/x", upstream.addr.port());
+    assert_eq!(
+        curl(&["--proxy", &gateway.http_proxy(), &allowed]).status,
+        200
+    );
+    assert_eq!(
+        curl(&["--proxy", &gateway.http_proxy(), &denied]).status,
+        403
+    );
+    gateway.decision_for(&denied);
+    assert!(
+        gateway
+            .decisions()
+            .iter()
+            .all(|d| d["url"] != allowed.as_str()),
+        "{:?}",
+        gateway.decisions()
+    );
+    // Both are counted in metrics whatever is logged.
+    assert!(
+        gateway.metric("egress_decisions_total{phase=\"PostRESPONSE\",action=\"Allow\"") >= 1.0
+    );
+    assert!(gateway.metric("egress_decisions_total{phase=\"PreREQUEST\",action=\"Deny\",group=\"seed-rules\",rule=\"deny-files\"}") >= 1.0);
+}
+
+#[test]
+fn admin_endpoints() {
+    let pki = Pki::new();
+    let dir = TempDir::new("admin");
+    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
+    assert_eq!(gateway.admin_get("/healthz"), (200, "ok\n".to_owned()));
+    let (status, body) = gateway.admin_get("/readyz");
+    assert_eq!(status, 200);
+    let ready: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(ready["policy"]["configuration"], "seed");
+    assert_eq!(ready["policy"]["proxy"], "test-proxy");
+    assert_eq!(ready["policy"]["formatVersion"], 1);
+    assert!(
+        ready["policy"]["hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("sha256:"))
+    );
+    let (status, metrics) = gateway.admin_get("/metrics");
+    assert_eq!(status, 200);
+    for name in [
+        "egress_policy_info{",
+        "egress_policy_reloads_total",
+        "egress_certificate_cache_hits_total",
+        "egress_open_tunnels",
+        "egress_request_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing:\n{metrics}");
+    }
+    assert_eq!(gateway.admin_get("/nope").0, 404);
+}
+
+/// Opens a relayed CONNECT tunnel to the plain upstream and returns it.
+fn open_tunnel(gateway: &Gateway, upstream: &Upstream) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(gateway.http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let target = format!("{BYPASS_HOST}:{}", upstream.addr.port());
+    write!(
+        stream,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    )
+    .expect("write");
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("header") > 2 {
+        line.clear();
+    }
+    reader
+}
+
+/// One HTTP request through an open tunnel.
+fn request_in_tunnel(tunnel: &mut BufReader<TcpStream>) -> String {
+    write!(
+        tunnel.get_mut(),
+        "GET / HTTP/1.1\r\nHost: {BYPASS_HOST}\r\n\r\n"
+    )
+    .expect("write");
+    let mut buf = [0u8; 512];
+    let n = tunnel.read(&mut buf).expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn shutdown_drains_open_tunnels_and_refuses_new_connections() {
+    let pki = Pki::new();
+    let dir = TempDir::new("drain");
+    let upstream = Upstream::http(Behavior::Normal);
+    let mut gateway = Gateway::start(
+        &pki,
+        &seed_policy(dir.path(), true),
+        &["--shutdown-grace", "20s"],
+    );
+    let mut tunnel = open_tunnel(&gateway, &upstream);
+    assert!(request_in_tunnel(&mut tunnel).contains("hello from upstream"));
+    gateway.terminate();
+    gateway.diagnostic(&["shutting down"]);
+    assert!(
+        TcpStream::connect(gateway.http).is_err(),
+        "no new connections while draining"
+    );
+    assert_eq!(gateway.admin_get("/readyz").0, 503);
+    assert!(
+        request_in_tunnel(&mut tunnel).contains("hello from upstream"),
+        "open tunnels keep working"
+    );
+    assert!(gateway.is_running());
+    let closed = Instant::now();
+    drop(tunnel);
+    let status = gateway
+        .wait(Duration::from_secs(10))
+        .expect("exits once drained");
+    assert!(status.success(), "{status:?}");
+    assert!(closed.elapsed() < Duration::from_secs(5));
+    gateway.diagnostic(&["all connections drained"]);
+    // The tunnel's line was written before exit.
+    gateway.decision(|d| d["http_method"] == "CONNECT" && d["response_size"].as_u64() > Some(0));
+}
+
+#[test]
+fn the_grace_period_and_a_second_signal_cut_tunnels() {
+    let pki = Pki::new();
+    let dir = TempDir::new("cut");
+    let upstream = Upstream::http(Behavior::Normal);
+    let mut gateway = Gateway::start(
+        &pki,
+        &seed_policy(dir.path(), true),
+        &["--shutdown-grace", "1s"],
+    );
+    let _tunnel = open_tunnel(&gateway, &upstream);
+    let started = Instant::now();
+    gateway.terminate();
+    gateway
+        .wait(Duration::from_secs(10))
+        .expect("exits after the grace period");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    gateway.diagnostic(&["grace period over"]);
+
+    let mut gateway = Gateway::start(
+        &pki,
+        &seed_policy(dir.path(), true),
+        &["--shutdown-grace", "60s"],
+    );
+    let _tunnel = open_tunnel(&gateway, &upstream);
+    gateway.terminate();
+    gateway.diagnostic(&["shutting down"]);
+    gateway.terminate();
+    gateway
+        .wait(Duration::from_secs(10))
+        .expect("a second signal stops at once");
+    gateway.diagnostic(&["second signal"]);
+}
