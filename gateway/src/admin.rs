@@ -21,6 +21,8 @@ use crate::http_util::{Body, full, text_response};
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, registry: Arc<Registry>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             continue;
         };
         let (gw, registry) = (gw.clone(), registry.clone());

@@ -9,7 +9,9 @@
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
 
 use egress_policy::{Action, Decision, RuleMatch, SourceIdentity};
 use serde::Serialize;
@@ -145,6 +147,8 @@ pub fn now_rfc3339() -> String {
 #[derive(Clone, Debug)]
 pub struct DecisionLog {
     queue: SyncSender<String>,
+    /// Lines queued and not yet flushed to stdout.
+    pending: Arc<AtomicUsize>,
     metrics: Arc<Metrics>,
 }
 
@@ -152,29 +156,46 @@ impl DecisionLog {
     /// Starts the writer thread on stdout.
     pub fn to_stdout(metrics: Arc<Metrics>) -> DecisionLog {
         let (queue, lines) = sync_channel(QUEUE_LINES);
+        let pending = Arc::new(AtomicUsize::new(0));
+        let flushed = pending.clone();
         std::thread::Builder::new()
             .name("decision-log".to_owned())
-            .spawn(move || write_lines(lines, std::io::stdout()))
+            .spawn(move || write_lines(lines, std::io::stdout(), &flushed))
             .map_err(|e| tracing::error!(error = %e, "cannot start the decision log writer"))
             .ok();
-        DecisionLog { queue, metrics }
+        DecisionLog {
+            queue,
+            pending,
+            metrics,
+        }
     }
 
     /// Queues a record's line.
     pub fn write(&self, record: &Record) {
-        match self.queue.try_send(record.to_line()) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.metrics.log_lines_dropped.inc();
-            }
+        self.pending.fetch_add(1, Ordering::SeqCst);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.queue.try_send(record.to_line())
+        {
+            self.pending.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.log_lines_dropped.inc();
+        }
+    }
+
+    /// Waits until every queued line is on stdout, or `timeout` passes (at exit:
+    /// the writer thread dies with the process).
+    pub fn drain(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.pending.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 }
 
-fn write_lines(lines: Receiver<String>, out: impl Write) {
+fn write_lines(lines: Receiver<String>, out: impl Write, pending: &AtomicUsize) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(first) = lines.recv() {
         let mut line = Some(first);
+        let mut batch = 0;
         while let Some(l) = line {
             if out
                 .write_all(l.as_bytes())
@@ -183,11 +204,13 @@ fn write_lines(lines: Receiver<String>, out: impl Write) {
             {
                 return;
             }
+            batch += 1;
             line = lines.try_recv().ok();
         }
         if out.flush().is_err() {
             return;
         }
+        pending.fetch_sub(batch, Ordering::SeqCst);
     }
 }
 
@@ -257,7 +280,9 @@ mod tests {
         }
         drop(queue);
         let mut out = Vec::new();
-        write_lines(lines, &mut out);
+        let pending = AtomicUsize::new(3);
+        write_lines(lines, &mut out, &pending);
+        assert_eq!(pending.load(Ordering::SeqCst), 0);
         assert_eq!(
             String::from_utf8(out).expect("utf8"),
             "{\"n\":0}\n{\"n\":1}\n{\"n\":2}\n"

@@ -192,6 +192,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         _ = wait_for_signal() => tracing::warn!(open = gw.tasks.len(), "second signal: cutting open connections"),
     }
     admin.abort();
+    gw.log.drain(std::time::Duration::from_secs(5));
     Ok(())
 }
 

@@ -171,17 +171,18 @@ pub async fn exchange(
     };
     let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
 
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| flow.domain.to_string());
+    // host[:port] only: the URL's userinfo (user:pass@) never goes upstream.
+    let host = match req.uri().authority() {
+        Some(a) => match a.port_u16() {
+            Some(port) => format!("{}:{port}", a.host()),
+            None => a.host().to_owned(),
+        },
+        None => req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map_or_else(|| flow.domain.to_string(), str::to_owned),
+    };
     let (mut parts, body) = req.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Ok(host) = HeaderValue::from_str(&host) {

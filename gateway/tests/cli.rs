@@ -129,3 +129,70 @@ fn help_explains_the_commands_and_flags() {
     assert!(!missing.status.success());
     assert!(text(&missing.stderr).contains("--policy <POLICY>"));
 }
+
+#[test]
+fn every_example_compiles_and_does_what_its_comments_say() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    for entry in std::fs::read_dir(examples).expect("examples dir") {
+        let path = entry.expect("entry").path();
+        let output = gateway(&["policy", "check", &path.display().to_string()]);
+        assert!(
+            output.status.success(),
+            "{}: {}",
+            path.display(),
+            text(&output.stderr)
+        );
+    }
+    let eval_example = |file: &str, args: &[&str]| -> serde_json::Value {
+        let path = format!("{examples}/{file}");
+        let output = gateway(&[&["policy", "eval", path.as_str()], args].concat());
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("one JSON line")
+    };
+    let outcome = |line: &serde_json::Value| {
+        (
+            line["final_action"].as_str().unwrap_or("").to_owned(),
+            line["final_rule_name"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let pypi = eval_example("allowlist.yaml", &["https://pypi.org/simple/requests/"]);
+    assert_eq!(outcome(&pypi), ("Allow".into(), "allow-registries".into()));
+    let other = eval_example("allowlist.yaml", &["https://www.example.com/"]);
+    assert_eq!(outcome(&other), ("Deny".into(), "default".into()));
+    assert_eq!(other["decision_phase"], "PreDNS");
+    let upload = eval_example(
+        "allowlist.yaml",
+        &["-X", "POST", "https://upload.pypi.org/legacy/"],
+    );
+    assert_eq!(outcome(&upload), ("Deny".into(), "no-uploads".into()));
+    let pinned = eval_example(
+        "allowlist.yaml",
+        &["-X", "POST", "https://raw.githubusercontent.com/x"],
+    );
+    assert_eq!(
+        outcome(&pinned),
+        ("Allow".into(), "allow-registries".into()),
+        "bypassed: HTTP rules do not see it"
+    );
+    assert_eq!(pinned["http_method"], "CONNECT");
+
+    let office = eval_example(
+        "office-hours.yaml",
+        &[
+            "https://files.example.net/",
+            "--time",
+            "2026-03-02T10:00:00Z",
+        ],
+    );
+    assert_eq!(outcome(&office), ("Allow".into(), "office-hours".into()));
+    assert_eq!(office["first_alert_match"]["rule"], "watch-file-sharing");
+    let night = eval_example(
+        "office-hours.yaml",
+        &[
+            "https://files.example.net/",
+            "--time",
+            "2026-03-02T20:00:00Z",
+        ],
+    );
+    assert_eq!(outcome(&night), ("Deny".into(), "after-hours".into()));
+}

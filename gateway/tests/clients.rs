@@ -220,6 +220,24 @@ fn curl_plain_http_through_both_listeners() {
         .gateway
         .decision(|d| d["url"] == url.as_str() && d["http_method"] == "POST");
     assert_eq!(upload_line["request_size"], 10, "{upload_line}");
+
+    // Userinfo in an absolute-form URL never reaches the destination's Host header.
+    let port = s.plain_upstream.addr.port();
+    let raw = common::process::raw_exchange(
+        s.gateway.http,
+        format!("GET http://user:secret@{HOST}:{port}/echo HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let echoed: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {raw}"));
+    assert_eq!(
+        echoed["headers"]["host"],
+        format!("{HOST}:{port}"),
+        "{echoed}"
+    );
 }
 
 #[test]

@@ -70,13 +70,18 @@ pub struct RuleMatch {
 }
 
 /// The outcome of the phases evaluated so far: everything the log line needs.
+///
+/// The `final_*` fields report the last phase outcome that was not a plain
+/// Allow default: a `Deny` (which ends evaluation), an `Allow` or `Alert` by a
+/// rule, or an `Alert` default. When every phase fell to its Allow default they
+/// say `default`, with the last phase evaluated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decision {
-    /// The action of the last phase evaluated (`Deny` stops evaluation).
+    /// The final action.
     pub final_action: Action,
-    /// The rule that ended that phase, `default` when its default applied.
+    /// The rule that decided, `default` when a phase default did.
     pub final_rule_name: Arc<str>,
-    /// The group of that rule, `default` when the default applied.
+    /// The group of that rule, `default` when a phase default decided.
     pub final_rule_group_name: Arc<str>,
     /// The phase that decided.
     pub final_phase: Phase,
@@ -163,17 +168,25 @@ pub(crate) fn evaluate_phase(
             ControlFlow::Break(())
         }
     });
-    decision.final_phase = phase;
     match ended {
         Some(rule) => {
             decision.final_action = rule.action;
             decision.final_rule_name = rule.name.clone();
             decision.final_rule_group_name = rule.group.clone();
+            decision.final_phase = phase;
         }
         None => {
-            decision.final_action = default;
-            decision.final_rule_name = DEFAULT_NAME.clone();
-            decision.final_rule_group_name = DEFAULT_NAME.clone();
+            // A phase that falls to an Allow default raises no objection: the
+            // outcome of an earlier phase (an explicit rule, an Alert default)
+            // stays the one the log reports.
+            let earlier_outcome = &*decision.final_rule_name != DEFAULT_RULE
+                || decision.final_action != Action::Allow;
+            if default != Action::Allow || !earlier_outcome {
+                decision.final_action = default;
+                decision.final_rule_name = DEFAULT_NAME.clone();
+                decision.final_rule_group_name = DEFAULT_NAME.clone();
+                decision.final_phase = phase;
+            }
             if default == Action::Alert {
                 decision.record(RuleMatch {
                     rule: DEFAULT_NAME.clone(),

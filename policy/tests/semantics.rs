@@ -83,10 +83,11 @@ fn first_allow_or_deny_ends_the_phase_in_group_then_rule_order() {
         decision.first_alert_match.as_ref().map(|a| &*a.rule),
         Some("alert-all")
     );
-    // Later phases ran and were decided by their defaults.
-    assert_eq!(decision.final_phase, Phase::PostResponse);
-    assert_eq!(&*decision.final_rule_name, "default");
-    assert_eq!(&*decision.final_rule_group_name, "default");
+    // Later phases fell to their Allow defaults: the explicit Allow stays the
+    // decision the log reports.
+    assert_eq!(decision.final_phase, Phase::PreDns);
+    assert_eq!(&*decision.final_rule_name, "allow-example");
+    assert_eq!(&*decision.final_rule_group_name, "first");
 }
 
 #[test]
@@ -162,6 +163,11 @@ fn defaults_of_each_kind() {
         (allow.final_action, &*allow.final_rule_name),
         (Action::Allow, "default")
     );
+    assert_eq!(
+        allow.final_phase,
+        Phase::PostResponse,
+        "all defaults: the last phase"
+    );
     assert!(allow.all_matches.is_empty());
 
     let deny = policy(empty(), [Action::Allow, Action::Deny, Action::Allow])
@@ -190,6 +196,46 @@ fn defaults_of_each_kind() {
         alert.first_alert_match.as_ref().map(|a| a.phase),
         Some(Phase::PreDns)
     );
+}
+
+#[test]
+fn an_alert_default_then_an_explicit_allow_reports_the_allow() {
+    let headers = HeaderMap::new();
+    let policy_a = policy(
+        vec![group(
+            "g",
+            vec![],
+            vec![rule("allow-get", Action::Allow, &[GET])],
+            vec![],
+        )],
+        [Action::Alert, Action::Allow, Action::Allow],
+    );
+    let decision = policy_a.evaluate(&request(&headers, "/", 200));
+    assert_eq!(
+        (decision.final_action, &*decision.final_rule_name),
+        (Action::Allow, "allow-get")
+    );
+    assert_eq!(decision.final_phase, Phase::PreRequest);
+    assert_eq!(
+        decision.first_alert_match.as_ref().map(|a| a.phase),
+        Some(Phase::PreDns)
+    );
+    // An Alert default after an explicit Allow is reported: it is notable.
+    let policy_b = policy(
+        vec![group(
+            "g",
+            vec![rule("allow-example", Action::Allow, &[DOMAIN])],
+            vec![],
+            vec![],
+        )],
+        [Action::Allow, Action::Allow, Action::Alert],
+    );
+    let decision = policy_b.evaluate(&request(&headers, "/", 200));
+    assert_eq!(
+        (decision.final_action, &*decision.final_rule_name),
+        (Action::Alert, "default")
+    );
+    assert_eq!(decision.final_phase, Phase::PostResponse);
 }
 
 #[test]
@@ -242,7 +288,8 @@ fn phases_evaluated_one_by_one_as_the_gateway_does() {
         Verdict::Continue
     );
     assert_eq!(decision.final_action, Action::Allow);
-    assert_eq!(decision.final_phase, Phase::PreRequest);
+    assert_eq!(&*decision.final_rule_name, "allow-example");
+    assert_eq!(decision.final_phase, Phase::PreDns);
 }
 
 #[test]

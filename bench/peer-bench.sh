@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The gateway beside Squid and direct access, under the same load, in the same
+# runs: ../shared/bench/peer-proxies.sh with the gateway as its candidate.
+#
+#   bench/peer-bench.sh [OUT_DIR]        (root; about 8 minutes; default OUT_DIR bench/results)
+#
+# Two runs, because one gateway either relays or intercepts a given name:
+#   relay.md   direct, squid, gateway (--proxy relay):     plain HTTP and CONNECT
+#   bump.md    direct, squid-bump1, gateway (--proxy intercept): intercepted HTTPS
+# Each run has its own baselines; compare only within a run. Any tunable of the
+# peer script (C, N_KA, N_NOKA, SIZES, WRK, KEY_ALG...) passes through.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+out=${1:-$here/results}
+peer=${PEER_SCRIPT:-$repo/../shared/bench/peer-proxies.sh}
+[[ -x $peer || -f $peer ]] || { echo "peer script not found: $peer (set PEER_SCRIPT)" >&2; exit 1; }
+mkdir -p "$out"
+
+(cd "$repo" && cargo build --release -p egress-gateway)
+bin=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/egress-gateway
+
+# The peer script sets CANDIDATE_PORT and the PB_* paths when it starts the candidate.
+gateway="exec $bin run --policy $here/policy.yaml --http-listen 127.0.0.1:\$CANDIDATE_PORT --admin-listen 127.0.0.1:0"
+gateway+=" --upstream-ca \$PB_ROOT_CA --intercept-ca-cert \$PB_ICPT_CA_CERT --intercept-ca-key \$PB_ICPT_CA_KEY"
+
+PEERS=${RELAY_PEERS:-"direct squid candidate"} CANDIDATE_NAME=egress-gateway CANDIDATE_MODES="http connect" \
+	CANDIDATE_CMD="$gateway --proxy relay" bash "$peer" "$out/relay.md"
+PEERS=${BUMP_PEERS:-"direct squid-bump1 candidate"} CANDIDATE_NAME=egress-gateway CANDIDATE_MODES="bump" \
+	CANDIDATE_CMD="$gateway --proxy intercept" bash "$peer" "$out/bump.md"
+echo "results: $out/relay.md $out/bump.md"

@@ -1,0 +1,66 @@
+//! `egress-e2e`: the test control plane from a shell.
+
+use clap::{Parser, Subcommand};
+use egress_e2e::{Binaries, ControlPlane};
+
+/// A real kube-apiserver and etcd on 127.0.0.1 for development and tests.
+#[derive(Debug, Parser)]
+#[command(name = "egress-e2e", version, about)]
+struct Args {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Build (if needed) and print the directory of etcd, kube-apiserver, kubectl and helm.
+    Binaries,
+    /// Start a control plane, print how to use it, and keep it running until
+    /// Ctrl-C or SIGTERM (then stop it and remove its files).
+    Up,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Args::parse().command {
+        Cmd::Binaries => println!("{}", Binaries::ensure()?.dir.display()),
+        Cmd::Up => {
+            let started = std::time::Instant::now();
+            let mut plane = ControlPlane::start()?;
+            println!(
+                "control plane ready in {:.1}s at {}",
+                started.elapsed().as_secs_f64(),
+                plane.server
+            );
+            for (name, pid, rss) in plane.memory() {
+                println!("  {name}: pid {pid}, {rss:.0} MiB resident");
+            }
+            println!("  logs and certificates: {}", plane.dir.display());
+            println!();
+            println!("export KUBECONFIG={}", plane.kubeconfig.display());
+            println!(
+                "export EGRESS_E2E_KUBECONFIG={}",
+                plane.kubeconfig.display()
+            );
+            println!("export PATH={}:$PATH", plane.binaries.dir.display());
+            println!();
+            println!(
+                "Run one test against it:  cargo test -p egress-e2e --test control_plane <name>"
+            );
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(async {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let mut term = signal(SignalKind::terminate())?;
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = tokio::signal::ctrl_c() => {}
+                    }
+                    Ok::<_, std::io::Error>(())
+                })?;
+            println!("stopping");
+            plane.stop();
+        }
+    }
+    Ok(())
+}
