@@ -111,6 +111,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub limits: LimitArgs,
 
+    /// Runtime worker threads; default: one per CPU the process may use.
+    #[arg(long, env = "EGRESS_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// How often policy and certificate files are checked for changes.
     #[arg(long, env = "EGRESS_FILE_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub file_poll_interval: Duration,

@@ -89,6 +89,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             idle_timeout: std::time::Duration::from_secs(300),
             shutdown_grace: std::time::Duration::from_secs(5),
         },
+        worker_threads: None,
         file_poll_interval: std::time::Duration::from_secs(1),
     };
     let dev = DevOptions {

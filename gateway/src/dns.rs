@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
+    ConnectionConfig, LookupIpStrategy, NameServerConfig, ResolveHosts, ResolverConfig,
+    ResolverOpts,
 };
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
@@ -187,6 +188,10 @@ fn set_options(opts: &mut ResolverOpts, timeout: Duration, hosts: ResolveHosts) 
     opts.timeout = timeout;
     opts.attempts = 1;
     opts.use_hosts_file = hosts;
+    // A first, AAAA only when there is no A: IPv4 is preferred (the address
+    // checked is the one dialed, there is no fallback), and a name answered by
+    // /etc/hosts or an A record does not wait on an AAAA query.
+    opts.ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
 }
 
 fn classify(name: &str, error: NetError, timeout: Duration) -> DnsError {

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
         Command::Policy(command) => {
             egress_gateway::policy_cli::run(command, &mut std::io::stdout(), &mut std::io::stderr())
         }
-        Command::Run(run) => runtime().and_then(|rt| {
+        Command::Run(run) => runtime(run.worker_threads).and_then(|rt| {
             rt.block_on(egress_gateway::run(
                 *run,
                 egress_gateway::DevOptions::default(),
@@ -22,7 +22,7 @@ fn main() -> ExitCode {
             .map(|()| 0)
         }),
         Command::Dev(dev) => {
-            runtime().and_then(|rt| rt.block_on(egress_gateway::dev::dev(dev)).map(|()| 0))
+            runtime(None).and_then(|rt| rt.block_on(egress_gateway::dev::dev(dev)).map(|()| 0))
         }
     };
     match result {
@@ -34,10 +34,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?)
+fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = worker_threads {
+        builder.worker_threads(threads.max(1));
+    }
+    Ok(builder.enable_all().build()?)
 }
 
 /// Diagnostics on stderr; `RUST_LOG` overrides the default `info` level.

@@ -110,6 +110,9 @@ pub async fn connect(
     Response::new(empty())
 }
 
+/// Buffer size for each direction of a relayed tunnel.
+const COPY_BUFFER: usize = 64 * 1024;
+
 /// Copies bytes both ways until both sides are done, either side fails, or
 /// nothing moves for the idle timeout. Returns the bytes read from the client
 /// and from the upstream.
@@ -125,7 +128,9 @@ where
     let (from_client, from_upstream) = (client.bytes_read(), upstream.bytes_read());
     tokio::select! {
         // A reset on either side just ends the tunnel.
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        // 64 KiB buffers: with tokio's default 8 KiB, a 64 KiB body takes eight
+        // reads and writes each way.
+        _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER) => {}
         _ = activity.idle_exceeds(gw.limits.idle_timeout) => {}
     }
     (

@@ -247,6 +247,17 @@ fn nxdomain_is_502_and_a_silent_resolver_is_504() {
         "{line}"
     );
 
+    // An A answer is used at once, even when the AAAA query is never answered.
+    let started = Instant::now();
+    let url = format!("http://a-only.example.com:{}/", s.plain.addr.port());
+    let ok = curl(&["--proxy", &proxy, &url]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert!(
+        started.elapsed() < Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+
     let connect = curl(&["--proxy", &proxy, "https://nx.example.com/"]);
     assert!(
         connect

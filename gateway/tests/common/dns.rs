@@ -1,5 +1,7 @@
 //! A DNS server on 127.0.0.1 (UDP) that answers every query with NXDOMAIN,
-//! except names starting with `slow.`, which it never answers.
+//! except names starting with `slow.`, which it never answers, and names
+//! starting with `a-only.`, whose A query gets 127.0.0.1 and whose AAAA query
+//! gets no answer at all.
 
 use std::net::{SocketAddr, UdpSocket};
 
@@ -42,12 +44,21 @@ fn answer(query: &[u8]) -> Option<Vec<u8>> {
     if question_end > query.len() || first_label == b"slow" {
         return None;
     }
-    let mut reply = Vec::with_capacity(question_end);
+    let qtype = u16::from_be_bytes([query[i + 1], query[i + 2]]);
+    let answer_a = first_label == b"a-only" && qtype == 1;
+    if first_label == b"a-only" && !answer_a {
+        return None;
+    }
+    let mut reply = Vec::with_capacity(question_end + 16);
     reply.extend_from_slice(&query[0..2]); // id
     let rd = query[2] & 0x01;
     reply.push(0x80 | rd); // QR, RD copied
-    reply.push(0x80 | 0x03); // RA, RCODE = NXDOMAIN
-    reply.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]); // 1 question, no records
+    reply.push(if answer_a { 0x80 } else { 0x80 | 0x03 }); // RA, RCODE = NOERROR or NXDOMAIN
+    reply.extend_from_slice(&[0, 1, 0, u8::from(answer_a), 0, 0, 0, 0]);
     reply.extend_from_slice(&query[12..question_end]);
+    if answer_a {
+        // Name (pointer to the question), A, IN, TTL 60, 4 bytes: 127.0.0.1.
+        reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+    }
     Some(reply)
 }
