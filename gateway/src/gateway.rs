@@ -165,6 +165,12 @@ impl Failure {
         }
     }
 
+    /// A failure after the client got its `200` for a CONNECT (its TLS
+    /// handshake, minting, the upgrade): there is no status left to send.
+    pub fn in_tunnel(side: Side, reason: &'static str, detail: impl Into<String>) -> Failure {
+        Failure::new(side, reason, StatusCode::OK, detail)
+    }
+
     /// What the client is told: the class of failure, not the details.
     pub fn client_text(&self) -> &'static str {
         match self.reason {

@@ -97,12 +97,7 @@ pub async fn connect(
                 flow.finish(-1, sent, received, None);
             }
             Err(e) => {
-                let failure = Failure::new(
-                    Side::Downstream,
-                    "client_upgrade",
-                    StatusCode::OK,
-                    e.to_string(),
-                );
+                let failure = Failure::in_tunnel(Side::Downstream, "client_upgrade", e.to_string());
                 flow.finish(-1, 0, 0, Some(&failure));
             }
         }
@@ -164,12 +159,7 @@ async fn intercept(flow: Flow, on_upgrade: hyper::upgrade::OnUpgrade, ip: std::n
     let client = match on_upgrade.await {
         Ok(client) => client,
         Err(e) => {
-            let failure = Failure::new(
-                Side::Downstream,
-                "client_upgrade",
-                StatusCode::OK,
-                e.to_string(),
-            );
+            let failure = Failure::in_tunnel(Side::Downstream, "client_upgrade", e.to_string());
             flow.finish(-1, 0, 0, Some(&failure));
             return;
         }
@@ -177,7 +167,7 @@ async fn intercept(flow: Flow, on_upgrade: hyper::upgrade::OnUpgrade, ip: std::n
     let config = match authority.server_config_for(flow.domain.as_str()).await {
         Ok(config) => config,
         Err(e) => {
-            let failure = Failure::new(Side::Internal, "mint", StatusCode::OK, e.to_string());
+            let failure = Failure::in_tunnel(Side::Internal, "mint", e.to_string());
             flow.finish(-1, 0, 0, Some(&failure));
             return;
         }
@@ -194,22 +184,13 @@ async fn intercept(flow: Flow, on_upgrade: hyper::upgrade::OnUpgrade, ip: std::n
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             // Typically a client that does not trust the interception CA.
-            let failure = Failure::new(
-                Side::Downstream,
-                "client_tls",
-                StatusCode::OK,
-                e.to_string(),
-            );
+            let failure = Failure::in_tunnel(Side::Downstream, "client_tls", e.to_string());
             flow.finish(-1, 0, 0, Some(&failure));
             return;
         }
         Err(_) => {
-            let failure = Failure::new(
-                Side::Downstream,
-                "client_tls",
-                StatusCode::OK,
-                "TLS handshake timed out",
-            );
+            let failure =
+                Failure::in_tunnel(Side::Downstream, "client_tls", "TLS handshake timed out");
             flow.finish(-1, 0, 0, Some(&failure));
             return;
         }

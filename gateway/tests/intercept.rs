@@ -34,6 +34,16 @@ fn pem_blocks(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Runs openssl commands, each written as one line; `{d}` stands for `dir`.
+fn openssl_steps(dir: &Path, steps: &[&str]) {
+    for step in steps {
+        let line = step.replace("{d}", &dir.display().to_string());
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let (ok, text) = openssl(&args);
+        assert!(ok, "openssl {line}: {text}");
+    }
+}
+
 /// The chain the gateway presents for `HOST:port`, via `openssl s_client -proxy`.
 fn presented_chain(gateway: &Gateway, port: u16, dir: &Path) -> (PathBuf, PathBuf, usize) {
     let (_, text) = openssl(&[
@@ -107,77 +117,20 @@ fn the_chain_verifies_with_openssl_and_the_sub_ca_cannot_issue_a_ca() {
         format!("subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n"),
     )
     .expect("ext");
-    let steps: Vec<Vec<String>> = vec![
-        vec![
-            "req".into(),
-            "-new".into(),
-            "-newkey".into(),
-            "ec".into(),
-            "-pkeyopt".into(),
-            "ec_paramgen_curve:P-256".into(),
-            "-nodes".into(),
-            "-keyout".into(),
-            p("rogue.key"),
-            "-subj".into(),
-            "/CN=rogue CA".into(),
-            "-out".into(),
-            p("rogue.csr"),
+    let sub_key = pki.intercept.key.display().to_string();
+    openssl_steps(
+        d,
+        &[
+            "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {d}/rogue.key -subj /CN=rogue-CA -out {d}/rogue.csr",
+            &format!(
+                "x509 -req -in {{d}}/rogue.csr -CA {sub_ca} -CAkey {sub_key} -CAcreateserial -extfile {{d}}/ca.ext -days 1 -out {{d}}/rogue.pem"
+            ),
+            &format!(
+                "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {{d}}/victim.key -subj /CN={HOST} -out {{d}}/victim.csr"
+            ),
+            "x509 -req -in {d}/victim.csr -CA {d}/rogue.pem -CAkey {d}/rogue.key -CAcreateserial -extfile {d}/leaf.ext -days 1 -out {d}/victim.pem",
         ],
-        vec![
-            "x509".into(),
-            "-req".into(),
-            "-in".into(),
-            p("rogue.csr"),
-            "-CA".into(),
-            sub_ca.clone(),
-            "-CAkey".into(),
-            pki.intercept.key.display().to_string(),
-            "-CAcreateserial".into(),
-            "-extfile".into(),
-            p("ca.ext"),
-            "-days".into(),
-            "1".into(),
-            "-out".into(),
-            p("rogue.pem"),
-        ],
-        vec![
-            "req".into(),
-            "-new".into(),
-            "-newkey".into(),
-            "ec".into(),
-            "-pkeyopt".into(),
-            "ec_paramgen_curve:P-256".into(),
-            "-nodes".into(),
-            "-keyout".into(),
-            p("victim.key"),
-            "-subj".into(),
-            format!("/CN={HOST}"),
-            "-out".into(),
-            p("victim.csr"),
-        ],
-        vec![
-            "x509".into(),
-            "-req".into(),
-            "-in".into(),
-            p("victim.csr"),
-            "-CA".into(),
-            p("rogue.pem"),
-            "-CAkey".into(),
-            p("rogue.key"),
-            "-CAcreateserial".into(),
-            "-extfile".into(),
-            p("leaf.ext"),
-            "-days".into(),
-            "1".into(),
-            "-out".into(),
-            p("victim.pem"),
-        ],
-    ];
-    for step in &steps {
-        let args: Vec<&str> = step.iter().map(String::as_str).collect();
-        let (ok, text) = openssl(&args);
-        assert!(ok, "{args:?}: {text}");
-    }
+    );
     let chain = format!(
         "{}{}",
         std::fs::read_to_string(d.join("rogue.pem")).expect("read"),
@@ -214,66 +167,15 @@ fn an_openssl_sub_ca_with_a_pkcs1_rsa_key_mints_leaves() {
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
     )
     .expect("ext");
-    let steps: Vec<Vec<String>> = vec![
-        vec![
-            "req".into(),
-            "-x509".into(),
-            "-newkey".into(),
-            "rsa:2048".into(),
-            "-nodes".into(),
-            "-keyout".into(),
-            p("root.key"),
-            "-subj".into(),
-            "/CN=RSA Root".into(),
-            "-days".into(),
-            "2".into(),
-            "-addext".into(),
-            "basicConstraints=critical,CA:TRUE,pathlen:1".into(),
-            "-addext".into(),
-            "keyUsage=critical,keyCertSign,cRLSign".into(),
-            "-out".into(),
-            p("root.pem"),
+    openssl_steps(
+        d,
+        &[
+            "req -x509 -newkey rsa:2048 -nodes -keyout {d}/root.key -subj /CN=RSA-Root -days 2 -addext basicConstraints=critical,CA:TRUE,pathlen:1 -addext keyUsage=critical,keyCertSign,cRLSign -out {d}/root.pem",
+            "genrsa -traditional -out {d}/sub.key 2048",
+            "req -new -key {d}/sub.key -subj /CN=RSA-Sub-CA -out {d}/sub.csr",
+            "x509 -req -in {d}/sub.csr -CA {d}/root.pem -CAkey {d}/root.key -CAcreateserial -extfile {d}/sub.ext -days 1 -out {d}/sub.pem",
         ],
-        vec![
-            "genrsa".into(),
-            "-traditional".into(),
-            "-out".into(),
-            p("sub.key"),
-            "2048".into(),
-        ],
-        vec![
-            "req".into(),
-            "-new".into(),
-            "-key".into(),
-            p("sub.key"),
-            "-subj".into(),
-            "/CN=RSA Sub-CA".into(),
-            "-out".into(),
-            p("sub.csr"),
-        ],
-        vec![
-            "x509".into(),
-            "-req".into(),
-            "-in".into(),
-            p("sub.csr"),
-            "-CA".into(),
-            p("root.pem"),
-            "-CAkey".into(),
-            p("root.key"),
-            "-CAcreateserial".into(),
-            "-extfile".into(),
-            p("sub.ext"),
-            "-days".into(),
-            "1".into(),
-            "-out".into(),
-            p("sub.pem"),
-        ],
-    ];
-    for step in &steps {
-        let args: Vec<&str> = step.iter().map(String::as_str).collect();
-        let (ok, text) = openssl(&args);
-        assert!(ok, "{args:?}: {text}");
-    }
+    );
     assert!(
         std::fs::read_to_string(d.join("sub.key"))
             .expect("key")
