@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use egress_policy::{Action, Decision, RuleMatch, SourceIdentity};
+use egress_policy::{Action, Decision, RuleMatch};
 use serde::Serialize;
 
 use crate::metrics::Metrics;
@@ -125,13 +125,6 @@ impl Record {
         self.first_alert_match = decision.first_alert_match.clone();
         self.all_matches = decision.all_matches.clone();
         self.decision_phase = decision.final_phase.as_str();
-    }
-
-    /// Copies the client pod's identity.
-    pub fn set_identity(&mut self, identity: &SourceIdentity) {
-        self.src_namespace = Some(identity.namespace.clone());
-        self.src_pod = Some(identity.pod.clone());
-        self.src_service_account = Some(identity.service_account.clone());
     }
 
     /// The JSON line (without newline).

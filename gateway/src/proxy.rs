@@ -90,12 +90,10 @@ async fn forward(
     if has_looped(req.headers(), &via_token(flow.policy.proxy().name())) {
         flow.decision
             .deny_by(Phase::PreDns, PRIVATE_DESTINATION_RULE);
-        flow.finish(403, 0, 0, None);
-        return denied(true);
+        return stopped(flow, Stop::Denied, true);
     }
     if flow.pre_dns() == Verdict::Deny {
-        flow.finish(403, 0, 0, None);
-        return denied(true);
+        return stopped(flow, Stop::Denied, true);
     }
     let ip = match flow.resolve().await {
         Ok(ip) => ip,
@@ -158,8 +156,7 @@ pub async fn exchange(
         headers: req.headers(),
     }));
     if verdict == Verdict::Deny {
-        flow.finish(403, 0, 0, None);
-        return denied(http1);
+        return stopped(flow, Stop::Denied, http1);
     }
     // Request keys stay visible in PostRESPONSE; keep the headers only if rules
     // there could read them.

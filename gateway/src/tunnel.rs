@@ -59,8 +59,7 @@ pub async fn connect(
         Err(failure) => return failed_before_decision(&gw, failure),
     };
     if flow.pre_dns() == Verdict::Deny {
-        flow.finish(403, 0, 0, None);
-        return crate::http_util::denied(true);
+        return stopped(flow, Stop::Denied, true);
     }
     let ip = match flow.resolve().await {
         Ok(ip) => ip,
@@ -83,8 +82,7 @@ pub async fn connect(
     }
 
     if flow.pre_request(None) == Verdict::Deny {
-        flow.finish(403, 0, 0, None);
-        return crate::http_util::denied(true);
+        return stopped(flow, Stop::Denied, true);
     }
     let upstream = match connect_tcp(&gw, ip, port).await {
         Ok(stream) => stream,

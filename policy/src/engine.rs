@@ -105,11 +105,6 @@ impl Default for Decision {
 }
 
 impl Decision {
-    /// Whether the request was refused.
-    pub fn is_denied(&self) -> bool {
-        self.final_action == Action::Deny
-    }
-
     /// Whether any alert (rule or default) matched.
     pub fn has_alert(&self) -> bool {
         self.first_alert_match.is_some()

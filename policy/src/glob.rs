@@ -46,11 +46,6 @@ impl Glob {
         Glob { shape }
     }
 
-    /// True when the pattern holds `*` or `?`.
-    pub fn has_wildcard(&self) -> bool {
-        !matches!(self.shape, Shape::Exact(_))
-    }
-
     /// The literal text after a leading `*` when that is the only wildcard
     /// (`*.example.com` gives `.example.com`): such patterns can be indexed.
     pub fn literal_suffix(&self) -> Option<&str> {
