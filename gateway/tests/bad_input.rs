@@ -115,14 +115,9 @@ fn slow_headers_are_cut_and_others_are_served_meanwhile() {
         waited < Duration::from_secs(5),
         "closed after the header timeout, not {waited:?}"
     );
-    assert!(
-        common::eventually(Duration::from_secs(5), || {
-            (s.gateway
-                .metric("egress_errors_total{side=\"downstream\",reason=\"header_timeout\"}")
-                >= 1.0)
-                .then_some(())
-        })
-        .is_some()
+    s.gateway.wait_metric(
+        "egress_errors_total{side=\"downstream\",reason=\"header_timeout\"}",
+        1.0,
     );
     s.still_serving();
 }
@@ -132,14 +127,9 @@ fn garbage_on_the_https_listener() {
     let s = setup(&[]);
     let reply = raw_exchange(s.gateway.https, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
     assert!(!reply.contains("200"), "{reply}");
-    assert!(
-        common::eventually(Duration::from_secs(5), || {
-            (s.gateway
-                .metric("egress_errors_total{side=\"downstream\",reason=\"proxy_tls\"}")
-                >= 1.0)
-                .then_some(())
-        })
-        .is_some()
+    s.gateway.wait_metric(
+        "egress_errors_total{side=\"downstream\",reason=\"proxy_tls\"}",
+        1.0,
     );
     let url = format!("http://{HOST}:{}/", s.plain.addr.port());
     let root = s.pki.intercept_root.display().to_string();

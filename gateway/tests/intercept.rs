@@ -298,41 +298,17 @@ fn a_new_sub_ca_is_picked_up_and_a_bad_one_is_refused() {
         ],
     );
     let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    let status_trusting =
+        |root: &str| curl(&["--proxy", &gateway.http_proxy(), "--cacert", root, &url]).status;
     let old_root = pki.intercept_root.display().to_string();
-    assert_eq!(
-        curl(&[
-            "--proxy",
-            &gateway.http_proxy(),
-            "--cacert",
-            &old_root,
-            &url
-        ])
-        .status,
-        200
-    );
+    assert_eq!(status_trusting(&old_root), 200);
 
     // A certificate that is not a CA: refused, the old sub-CA keeps serving.
     std::fs::copy(&cert, &cert_path).expect("copy");
     std::fs::copy(&key, &key_path).expect("copy");
-    assert!(
-        eventually(Duration::from_secs(5), || (gateway
-            .metric("egress_tls_reload_failures_total")
-            >= 1.0)
-            .then_some(()))
-        .is_some()
-    );
+    gateway.wait_metric("egress_tls_reload_failures_total", 1.0);
     gateway.diagnostic(&["is not a CA certificate"]);
-    assert_eq!(
-        curl(&[
-            "--proxy",
-            &gateway.http_proxy(),
-            "--cacert",
-            &old_root,
-            &url
-        ])
-        .status,
-        200
-    );
+    assert_eq!(status_trusting(&old_root), 200);
 
     // A new sub-CA under a new root: new leaves chain to it.
     let fresh = TempDir::new("fresh-ca");
@@ -343,29 +319,10 @@ fn a_new_sub_ca_is_picked_up_and_a_bad_one_is_refused() {
     std::fs::copy(&files.cert, &cert_path).expect("copy");
     let new_root = new_root.display().to_string();
     let switched = eventually(Duration::from_secs(5), || {
-        (curl(&[
-            "--proxy",
-            &gateway.http_proxy(),
-            "--cacert",
-            &new_root,
-            &url,
-        ])
-        .status
-            == 200)
-            .then_some(())
+        (status_trusting(&new_root) == 200).then_some(())
     });
     assert!(switched.is_some(), "{:?}", gateway.diagnostics());
-    assert_eq!(
-        curl(&[
-            "--proxy",
-            &gateway.http_proxy(),
-            "--cacert",
-            &old_root,
-            &url
-        ])
-        .status,
-        0
-    );
+    assert_eq!(status_trusting(&old_root), 0);
 }
 
 #[test]

@@ -212,6 +212,14 @@ impl Gateway {
             .sum()
     }
 
+    /// Waits up to 10 s for the metric `prefix` to reach `at_least`.
+    pub fn wait_metric(&self, prefix: &str, at_least: f64) {
+        eventually(Duration::from_secs(10), || {
+            (self.metric(prefix) >= at_least).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{prefix} stayed at {} (< {at_least})", self.metric(prefix)));
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
