@@ -398,7 +398,11 @@ impl ControlPlane {
             let _ = process.child.kill();
             let _ = process.child.wait();
         }
-        if std::env::var_os("EGRESS_E2E_KEEP").is_none() && self.dir.join("owner.pid").exists() {
+        // Only a run directory this process made: an attached control plane's
+        // directory belongs to whoever started it.
+        let owner = fs::read_to_string(self.dir.join("owner.pid")).unwrap_or_default();
+        let ours = owner.trim() == std::process::id().to_string();
+        if std::env::var_os("EGRESS_E2E_KEEP").is_none() && ours {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }

@@ -2,7 +2,6 @@
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
 use ipnet::IpNet;
@@ -10,30 +9,12 @@ use rustls::ClientConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::args::LimitArgs;
 use crate::decision_log::DecisionLog;
 use crate::dns::Resolver;
 use crate::metrics::Metrics;
 use crate::policy_store::PolicyStore;
 use crate::tls::authority::InterceptAuthority;
-
-/// Timeouts and limits.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Most client connections at once.
-    pub max_connections: usize,
-    /// Most bytes of request line and headers.
-    pub max_header_bytes: usize,
-    /// Time to receive a request head (and idle keep-alive time).
-    pub header_timeout: Duration,
-    /// Time for a TLS handshake.
-    pub handshake_timeout: Duration,
-    /// Time to connect upstream.
-    pub connect_timeout: Duration,
-    /// Idle time allowed on tunnels and intercepted connections.
-    pub idle_timeout: Duration,
-    /// Drain time at shutdown.
-    pub shutdown_grace: Duration,
-}
 
 /// Which client-facing listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +60,7 @@ pub struct Gateway {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Timeouts and limits.
-    pub limits: Limits,
+    pub limits: LimitArgs,
     /// `request:SourceVpc`.
     pub cluster_name: String,
     /// Addresses the gateway listens on (requests to them are loops).

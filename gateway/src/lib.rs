@@ -40,7 +40,7 @@ use tokio_util::task::TaskTracker;
 use crate::args::RunArgs;
 use crate::decision_log::DecisionLog;
 use crate::dns::{Pin, Resolver};
-use crate::gateway::{Gateway, Limits, Listener};
+use crate::gateway::{Gateway, Listener};
 use crate::metrics::Metrics;
 use crate::policy_store::{PolicyStore, watch_files};
 use crate::tls::ServingCert;
@@ -135,15 +135,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         upstream_tls,
         log: DecisionLog::to_stdout(metrics.clone()),
         metrics: metrics.clone(),
-        limits: Limits {
-            max_connections: args.limits.max_connections,
-            max_header_bytes: args.limits.max_header_bytes,
-            header_timeout: args.limits.header_timeout,
-            handshake_timeout: args.limits.handshake_timeout,
-            connect_timeout: args.limits.connect_timeout,
-            idle_timeout: args.limits.idle_timeout,
-            shutdown_grace: args.limits.shutdown_grace,
-        },
+        limits: args.limits.clone(),
         cluster_name: args.cluster_name.clone(),
         own_addresses: own_addresses.clone(),
         dev_private_allow: dev.private_allow,

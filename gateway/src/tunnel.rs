@@ -84,10 +84,14 @@ pub async fn connect(
     if flow.pre_request(None) == Verdict::Deny {
         return stopped(flow, Stop::Denied, true);
     }
+    let started = std::time::Instant::now();
     let upstream = match connect_tcp(&gw, ip, port).await {
         Ok(stream) => stream,
         Err(failure) => return stopped(flow, Stop::Failed(failure), true),
     };
+    gw.metrics
+        .upstream_connect_seconds
+        .observe(started.elapsed().as_secs_f64());
     gw.tasks.spawn(async move {
         match on_upgrade.await {
             Ok(client) => {

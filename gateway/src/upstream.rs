@@ -25,7 +25,6 @@ use crate::http_util::Body;
 /// proxied writes would otherwise wait for delayed ACKs).
 pub async fn connect_tcp(gw: &Gateway, ip: IpAddr, port: u16) -> Result<TcpStream, Failure> {
     let addr = SocketAddr::new(ip, port);
-    let started = Instant::now();
     let stream =
         match tokio::time::timeout(gw.limits.connect_timeout, TcpStream::connect(addr)).await {
             Err(_) => {
@@ -50,9 +49,6 @@ pub async fn connect_tcp(gw: &Gateway, ip: IpAddr, port: u16) -> Result<TcpStrea
             Ok(Ok(stream)) => stream,
         };
     let _ = stream.set_nodelay(true);
-    gw.metrics
-        .upstream_connect_seconds
-        .observe(started.elapsed().as_secs_f64());
     Ok(stream)
 }
 
@@ -118,6 +114,11 @@ where
     Ok(sender)
 }
 
+/// A connection to a destination, plain or TLS.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for S {}
+
 /// Idle upstream HTTP connections of one client connection, by destination.
 #[derive(Debug, Default)]
 pub struct Pool {
@@ -169,24 +170,24 @@ pub async fn send(
     let mut sender = match pool.take(&key) {
         Some(sender) => sender,
         None => {
+            let started = Instant::now();
             let tcp = connect_tcp(gw, key.ip, key.port).await?;
-            match &key.tls_name {
-                Some(name) => {
-                    let started = Instant::now();
-                    let tls = connect_tls(
+            let stream: Box<dyn Stream> = match &key.tls_name {
+                Some(name) => Box::new(
+                    connect_tls(
                         gw.upstream_tls.clone(),
                         gw.limits.handshake_timeout,
                         tcp,
                         name,
                     )
-                    .await?;
-                    gw.metrics
-                        .upstream_connect_seconds
-                        .observe(started.elapsed().as_secs_f64());
-                    handshake(tls).await?
-                }
-                None => handshake(tcp).await?,
-            }
+                    .await?,
+                ),
+                None => Box::new(tcp),
+            };
+            gw.metrics
+                .upstream_connect_seconds
+                .observe(started.elapsed().as_secs_f64());
+            handshake(stream).await?
         }
     };
     let upgrade = crate::http_util::is_upgrade(request.headers());

@@ -107,16 +107,16 @@ fn the_chain_verifies_with_openssl_and_the_sub_ca_cannot_issue_a_ca() {
     // A CA certificate signed with the sub-CA's key does not verify: path length 0.
     let d = dir.path();
     let p = |name: &str| d.join(name).display().to_string();
-    std::fs::write(
-        d.join("ca.ext"),
+    write(
+        d,
+        "ca.ext",
         "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
-    )
-    .expect("ext");
-    std::fs::write(
-        d.join("leaf.ext"),
-        format!("subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n"),
-    )
-    .expect("ext");
+    );
+    write(
+        d,
+        "leaf.ext",
+        &format!("subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n"),
+    );
     let sub_key = pki.intercept.key.display().to_string();
     openssl_steps(
         d,
@@ -157,16 +157,11 @@ fn an_openssl_sub_ca_with_a_pkcs1_rsa_key_mints_leaves() {
     let dir = TempDir::new("rsa");
     let d = dir.path();
     let p = |name: &str| d.join(name).display().to_string();
-    std::fs::write(
-        d.join("root.ext"),
-        "basicConstraints=critical,CA:TRUE,pathlen:1\nkeyUsage=critical,keyCertSign,cRLSign\n",
-    )
-    .expect("ext");
-    std::fs::write(
-        d.join("sub.ext"),
+    write(
+        d,
+        "sub.ext",
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
-    )
-    .expect("ext");
+    );
     openssl_steps(
         d,
         &[
