@@ -149,5 +149,9 @@ fn allowed_requests_pass_with_the_default() {
     assert_eq!(line["src_vpce"], "test-proxy-http");
     assert_eq!(line["client_src_ip"], "127.0.0.1");
     // One upstream connection (TCP and TLS), measured once.
-    assert_eq!(s.gateway.metric("egress_upstream_connect_duration_seconds_count"), 1.0);
+    assert_eq!(
+        s.gateway
+            .metric("egress_upstream_connect_duration_seconds_count"),
+        1.0
+    );
 }
