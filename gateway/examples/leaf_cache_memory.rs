@@ -97,7 +97,8 @@ async fn main() {
     let policy = dir.join("policy.yaml");
     std::fs::write(
         &policy,
-        "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: bench}\n---\n\
+        "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: bench}\n\
+         spec: {defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n---\n\
          apiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata: {name: bench}\n\
          spec: {configurationRef: {name: bench}, tlsInterception: {enabled: true}, destinations: {allowPrivateCIDRs: [\"127.0.0.0/8\"]}, logging: {actions: [Deny]}}\n",
     )

@@ -79,7 +79,7 @@ fn readiness(gw: &Gateway) -> Response<Body> {
         ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"ready": false, "reason": "no valid policy loaded", "policyFile": gw.policy.path()}),
+            serde_json::json!({"ready": false, "reason": "no valid policy loaded", "source": gw.policy.origin()}),
         ),
         Some(loaded) => {
             let loaded_at = jiff::Timestamp::try_from(loaded.loaded_at)

@@ -118,6 +118,18 @@ pub struct RunArgs {
     /// How often policy and certificate files are checked for changes.
     #[arg(long, env = "EGRESS_FILE_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
     pub file_poll_interval: Duration,
+
+    /// How long a file changed in place must stay unchanged before it is read,
+    /// so a file caught while being written is never loaded. A file replaced
+    /// by a rename (mv, editors, ConfigMap volumes) is read at once.
+    #[arg(long, env = "EGRESS_FILE_SETTLE", default_value = "500ms", value_parser = parse_duration)]
+    pub file_settle: Duration,
+
+    /// Warn (log and count) when a reload removes more than this share of the
+    /// rules in force, 0 to 1; removing every rule always warns. The policy
+    /// still loads.
+    #[arg(long, env = "EGRESS_POLICY_SHRINK_WARNING", default_value_t = 0.5, value_parser = parse_share)]
+    pub policy_shrink_warning: f64,
 }
 
 /// TLS interception material.
@@ -264,6 +276,16 @@ pub struct EvalArgs {
     /// Request time (RFC 3339); now when not given.
     #[arg(long)]
     pub time: Option<jiff::Timestamp>,
+}
+
+/// Parses a share between 0 and 1 (`0.5`).
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.0..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "{text:?} is not a share between 0 and 1 (such as 0.5)"
+        )),
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h`.

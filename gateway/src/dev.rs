@@ -91,6 +91,8 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         },
         worker_threads: None,
         file_poll_interval: std::time::Duration::from_secs(1),
+        file_settle: std::time::Duration::from_millis(500),
+        policy_shrink_warning: 0.5,
     };
     let dev = DevOptions {
         private_allow: vec!["127.0.0.1/32".parse().context("loopback net")?],

@@ -13,6 +13,7 @@ pub mod args;
 pub mod decision_log;
 pub mod dev;
 pub mod dns;
+pub mod file_source;
 pub mod flow;
 pub mod gateway;
 pub mod http_util;
@@ -40,9 +41,10 @@ use tokio_util::task::TaskTracker;
 use crate::args::RunArgs;
 use crate::decision_log::DecisionLog;
 use crate::dns::{Pin, Resolver};
+use crate::file_source::{Watch, load_policy_file, watch_files};
 use crate::gateway::{Gateway, Listener};
 use crate::metrics::Metrics;
-use crate::policy_store::{PolicyStore, watch_files};
+use crate::policy_store::PolicyStore;
 use crate::tls::ServingCert;
 use crate::tls::authority::{CaFiles, InterceptAuthority};
 
@@ -59,9 +61,15 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(&mut registry));
     let registry = Arc::new(registry);
 
-    let policy = PolicyStore::new(args.policy.clone(), args.proxy.clone(), metrics.clone());
+    let policy = PolicyStore::new(
+        format!("file {}", args.policy.display()),
+        args.policy_shrink_warning,
+        metrics.clone(),
+    );
     // A bad policy at start is reported; the gateway runs unready until it is fixed.
-    let initial = policy.reload().ok();
+    let initial = policy
+        .install(load_policy_file(&args.policy, args.proxy.as_deref()))
+        .ok();
 
     let intercept = match (
         &args.intercept.intercept_ca_cert,
@@ -190,21 +198,27 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
 
 /// Reloads the policy, the sub-CA and the serving certificate when their files change.
 fn start_watchers(gw: &Arc<Gateway>, args: &RunArgs, serving: Option<Arc<ServingCert>>) {
-    let interval = args.file_poll_interval;
+    let watch = Watch {
+        interval: args.file_poll_interval,
+        settle: args.file_settle,
+    };
     let watched_gw = gw.clone();
+    let (path, proxy) = (args.policy.clone(), args.proxy.clone());
     watch_files(
         vec![args.policy.clone()],
-        interval,
+        watch,
         gw.shutdown.clone(),
         move || {
-            let _ = watched_gw.policy.reload();
+            let _ = watched_gw
+                .policy
+                .install(load_policy_file(&path, proxy.as_deref()));
         },
     );
     if let Some(authority) = &gw.intercept {
         let watched_gw = gw.clone();
         watch_files(
             authority.files().paths(),
-            interval,
+            watch,
             gw.shutdown.clone(),
             move || {
                 let Some(authority) = &watched_gw.intercept else {
@@ -228,7 +242,7 @@ fn start_watchers(gw: &Arc<Gateway>, args: &RunArgs, serving: Option<Arc<Serving
         let watched_gw = gw.clone();
         watch_files(
             vec![cert.clone(), key.clone()],
-            interval,
+            watch,
             gw.shutdown.clone(),
             move || match serving.reload(&cert, &key) {
                 Ok(()) => tracing::info!("HTTPS listener certificate reloaded"),

@@ -40,6 +40,13 @@ pub struct PolicyLabels {
     pub configuration: String,
 }
 
+/// Labels of a phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `PreDNS`, `PreREQUEST` or `PostRESPONSE`.
+    pub phase: &'static str,
+}
+
 /// Labels of a listener.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -74,6 +81,10 @@ pub struct Metrics {
     pub policy_reloads: Counter,
     /// Policy loads that failed (the previous policy kept serving).
     pub policy_reload_failures: Counter,
+    /// Rules of the policy in force, by phase.
+    pub policy_rules: Family<PhaseLabels, Gauge>,
+    /// Reloads that removed a large share of the rules (see `--policy-shrink-warning`).
+    pub policy_shrink_warnings: Counter,
     /// Certificate file loads that failed (the previous material kept serving).
     pub tls_reload_failures: Counter,
     /// Client connections open, by listener.
@@ -101,6 +112,8 @@ impl Metrics {
             policy_info: Family::default(),
             policy_reloads: Counter::default(),
             policy_reload_failures: Counter::default(),
+            policy_rules: Family::default(),
+            policy_shrink_warnings: Counter::default(),
             tls_reload_failures: Counter::default(),
             open_connections: Family::default(),
             open_tunnels: Gauge::default(),
@@ -166,6 +179,16 @@ impl Metrics {
             "policy_reload_failures",
             "Policy loads that failed; the previous policy kept serving",
             metrics.policy_reload_failures.clone(),
+        );
+        r.register(
+            "policy_rules",
+            "Rules of the policy in force, by phase",
+            metrics.policy_rules.clone(),
+        );
+        r.register(
+            "policy_shrink_warnings",
+            "Reloads that removed all rules, or more than the configured share of them, at once",
+            metrics.policy_shrink_warnings.clone(),
         );
         r.register(
             "tls_reload_failures",

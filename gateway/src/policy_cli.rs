@@ -11,7 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::args::{EvalArgs, PolicyCommand};
 use crate::decision_log::Record;
-use crate::policy_store::load_policy_file;
+use crate::file_source::load_policy_file;
 
 /// Runs a `policy` subcommand; returns the process exit code.
 pub fn run(

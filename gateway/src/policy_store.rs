@@ -1,36 +1,22 @@
-//! The policy in force: loaded from a file, swapped atomically when the file
-//! changes, and never replaced by a version that does not compile.
+//! The policy in force: swapped atomically when a source delivers a new
+//! version, and never replaced by a version that does not compile.
+//!
+//! Every source (the policy file today, the API later) hands what it read to
+//! [`PolicyStore::install`], so the checks, logs and metrics of a reload are
+//! the same wherever the policy comes from.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use egress_policy::{CompiledPolicy, compile_documents};
-use tokio_util::sync::CancellationToken;
+use egress_policy::{CompiledPolicy, Phase};
 
-use crate::metrics::{Metrics, PolicyLabels};
-
-/// Reads a policy file: compiled policy JSON (what the operator writes) when
-/// it is a JSON object with `formatVersion`, CRD YAML documents otherwise (a
-/// YAML flow mapping may start with `{` too). Errors are one per line.
-pub fn load_policy_file(path: &Path, proxy: Option<&str>) -> Result<CompiledPolicy, Vec<String>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| vec![format!("cannot read {}: {e}", path.display())])?;
-    let compiled = serde_json::from_str::<serde_json::Value>(&text)
-        .is_ok_and(|v| v.get("formatVersion").is_some());
-    if compiled {
-        CompiledPolicy::from_json(&text).map_err(|e| vec![e.to_string()])
-    } else {
-        compile_documents(&text, proxy)
-            .map_err(|errors| errors.iter().map(ToString::to_string).collect())
-    }
-}
+use crate::metrics::{Metrics, PhaseLabels, PolicyLabels};
 
 /// The current policy and where it comes from.
 #[derive(Debug)]
 pub struct PolicyStore {
-    path: PathBuf,
-    proxy: Option<String>,
+    origin: String,
+    shrink_warning: f64,
     current: RwLock<Option<Loaded>>,
     metrics: Arc<Metrics>,
 }
@@ -45,19 +31,21 @@ pub struct Loaded {
 }
 
 impl PolicyStore {
-    /// A store for `path`; nothing is loaded yet.
-    pub fn new(path: PathBuf, proxy: Option<String>, metrics: Arc<Metrics>) -> PolicyStore {
+    /// An empty store fed from `origin` (a description such as the file path,
+    /// for logs and `/readyz`). A reload that removes more than
+    /// `shrink_warning` (a share, 0 to 1) of the rules is logged as a warning.
+    pub fn new(origin: String, shrink_warning: f64, metrics: Arc<Metrics>) -> PolicyStore {
         PolicyStore {
-            path,
-            proxy,
+            origin,
+            shrink_warning,
             current: RwLock::new(None),
             metrics,
         }
     }
 
-    /// The policy file.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Where the policy comes from.
+    pub fn origin(&self) -> &str {
+        &self.origin
     }
 
     /// The policy in force, if one ever loaded.
@@ -73,97 +61,130 @@ impl PolicyStore {
             .clone()
     }
 
-    /// Loads the file. A policy that does not compile is reported, counted,
-    /// and does not replace the one in force.
-    pub fn reload(&self) -> Result<Arc<CompiledPolicy>, Vec<String>> {
-        match load_policy_file(&self.path, self.proxy.as_deref()) {
-            Ok(policy) => {
-                let policy = Arc::new(policy);
-                let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-                let unchanged = current
-                    .as_ref()
-                    .is_some_and(|c| c.policy.hash() == policy.hash());
-                if !unchanged {
-                    self.metrics.policy_info.clear();
-                    self.metrics
-                        .policy_info
-                        .get_or_create(&PolicyLabels {
-                            format_version: policy.format_version().to_string(),
-                            hash: policy.hash().to_owned(),
-                            configuration: policy.configuration().to_owned(),
-                        })
-                        .set(1);
-                    self.metrics.policy_reloads.inc();
-                    *current = Some(Loaded {
-                        policy: policy.clone(),
-                        loaded_at: SystemTime::now(),
-                    });
-                    tracing::info!(
-                        path = %self.path.display(),
-                        configuration = policy.configuration(),
-                        hash = policy.hash(),
-                        proxy = policy.proxy().name(),
-                        "policy loaded"
-                    );
-                }
-                Ok(policy)
-            }
+    /// Installs what a source read. A version that does not compile is
+    /// reported, counted, and does not replace the one in force; the same
+    /// version again changes nothing. Returns the policy now in force when
+    /// `read` was good.
+    pub fn install(
+        &self,
+        read: Result<CompiledPolicy, Vec<String>>,
+    ) -> Result<Arc<CompiledPolicy>, Vec<String>> {
+        let policy = match read {
+            Ok(policy) => Arc::new(policy),
             Err(errors) => {
-                self.metrics.policy_reload_failures.inc();
-                let keeping = self.current().map(|p| p.hash().to_owned());
-                for error in &errors {
-                    tracing::error!(path = %self.path.display(), %error, "policy rejected");
-                }
-                match keeping {
-                    Some(hash) => tracing::warn!(%hash, "the previous policy keeps serving"),
-                    None => tracing::warn!(
-                        "no valid policy yet: requests are refused with 503 and /readyz fails"
-                    ),
-                }
-                Err(errors)
+                self.refuse(&errors);
+                return Err(errors);
+            }
+        };
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        let previous = current.as_ref().map(|c| c.policy.clone());
+        if let Some(previous) = &previous
+            && previous.hash() == policy.hash()
+        {
+            return Ok(previous.clone());
+        }
+        *current = Some(Loaded {
+            policy: policy.clone(),
+            loaded_at: SystemTime::now(),
+        });
+        drop(current);
+        self.record(&policy, previous.as_deref());
+        Ok(policy)
+    }
+
+    fn refuse(&self, errors: &[String]) {
+        self.metrics.policy_reload_failures.inc();
+        for error in errors {
+            tracing::error!(origin = %self.origin, %error, "policy rejected");
+        }
+        match self.current() {
+            Some(keeping) => {
+                tracing::warn!(hash = keeping.hash(), "the previous policy keeps serving")
+            }
+            None => tracing::warn!(
+                "no valid policy yet: requests are refused with 503 and /readyz fails"
+            ),
+        }
+    }
+
+    /// Logs and counts a newly installed policy, warning when it drops a
+    /// large share of the rules in force (a file cut short, a group deleted by
+    /// mistake). It still loads: shrinking a policy on purpose is legitimate.
+    fn record(&self, policy: &CompiledPolicy, previous: Option<&CompiledPolicy>) {
+        self.metrics.policy_info.clear();
+        self.metrics
+            .policy_info
+            .get_or_create(&PolicyLabels {
+                format_version: policy.format_version().to_string(),
+                hash: policy.hash().to_owned(),
+                configuration: policy.configuration().to_owned(),
+            })
+            .set(1);
+        self.metrics.policy_reloads.inc();
+        for phase in Phase::ALL {
+            self.metrics
+                .policy_rules
+                .get_or_create(&PhaseLabels {
+                    phase: phase.as_str(),
+                })
+                .set(i64::try_from(policy.rule_count(phase)).unwrap_or(i64::MAX));
+        }
+        tracing::info!(
+            origin = %self.origin,
+            configuration = policy.configuration(),
+            hash = policy.hash(),
+            proxy = policy.proxy().name(),
+            rules = total_rules(policy),
+            "policy loaded"
+        );
+        if let Some(previous) = previous {
+            let (before, after) = (total_rules(previous), total_rules(policy));
+            if shrinks_too_much(before, after, self.shrink_warning) {
+                self.metrics.policy_shrink_warnings.inc();
+                tracing::warn!(
+                    rules_before = before,
+                    rules_after = after,
+                    previous_hash = previous.hash(),
+                    hash = policy.hash(),
+                    "the new policy drops {} of {before} rules at once; check that this is intended",
+                    before - after
+                );
             }
         }
     }
 }
 
-/// Calls `on_change` whenever one of `paths` changes (modification time, size
-/// or inode, following symlinks: ConfigMap and Secret volumes swap a symlink),
-/// checking every `interval` until `stop`.
-pub fn watch_files(
-    paths: Vec<PathBuf>,
-    interval: Duration,
-    stop: CancellationToken,
-    on_change: impl Fn() + Send + 'static,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut last: Vec<Option<Stamp>> = paths.iter().map(|p| stamp(p)).collect();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(interval) => {}
-            }
-            let now: Vec<Option<Stamp>> = paths.iter().map(|p| stamp(p)).collect();
-            if now != last {
-                last = now;
-                on_change();
-            }
-        }
-    })
+fn total_rules(policy: &CompiledPolicy) -> usize {
+    Phase::ALL.iter().map(|p| policy.rule_count(*p)).sum()
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
+/// Whether going from `before` to `after` rules removes all of them, or more
+/// than `share` of them.
+fn shrinks_too_much(before: usize, after: usize, share: f64) -> bool {
+    if after >= before {
+        return false;
+    }
+    after == 0 || (before - after) as f64 > share * before as f64
 }
 
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode: meta.ino(),
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shrink_thresholds() {
+        assert!(
+            shrinks_too_much(3, 0, 0.5),
+            "losing every rule always warns"
+        );
+        assert!(shrinks_too_much(3, 0, 1.0), "even with the warning at 100%");
+        assert!(shrinks_too_much(10, 4, 0.5));
+        assert!(
+            !shrinks_too_much(10, 5, 0.5),
+            "exactly half is not more than half"
+        );
+        assert!(!shrinks_too_much(10, 12, 0.5));
+        assert!(!shrinks_too_much(0, 0, 0.5));
+        assert!(!shrinks_too_much(10, 9, 0.5));
+    }
 }

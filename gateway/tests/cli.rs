@@ -60,6 +60,26 @@ fn check_reports_a_valid_policy_and_every_error_of_an_invalid_one() {
 }
 
 #[test]
+fn check_refuses_a_configuration_cut_off_before_its_defaults() {
+    let dir = TempDir::new("cli-truncated");
+    let seed = std::fs::read_to_string(SEED).expect("seed");
+    let cut = seed
+        .find("kind: ProxyConfiguration")
+        .expect("configuration");
+    let spec = cut + seed[cut..].find("spec:\n").expect("spec") + "spec:\n".len();
+    let path = write(dir.path(), "truncated.yaml", &seed[..spec]);
+    let output = gateway(&["policy", "check", &path.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output.stdout));
+    let err = text(&output.stderr);
+    assert!(
+        err.contains(
+            "documents[1] (ProxyConfiguration \"seed\").spec: missing field `defaultActions`"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn eval_prints_the_log_line_of_each_seed_case() {
     let denied_dns = eval(&["https://www.example.org/"]);
     assert_eq!(denied_dns["final_rule_name"], "deny-example-org");

@@ -10,7 +10,8 @@ use common::clients::curl;
 use common::process::Gateway;
 use common::upstream::{Behavior, Upstream};
 use common::{
-    BYPASS_HOST, HOST, Pki, TempDir, eventually, policy_with_proxy, seed_policy, seed_without_proxy,
+    BYPASS_HOST, DENIED_HOST, HOST, Pki, TempDir, eventually, policy_with_proxy, seed_policy,
+    seed_without_proxy,
 };
 
 fn ready_hash(gateway: &Gateway) -> Option<String> {
@@ -72,6 +73,118 @@ fn policy_changes_apply_and_bad_versions_never_replace_a_good_one() {
     std::thread::sleep(Duration::from_millis(400));
     assert_eq!(ready_hash(&gateway).as_deref(), Some(second_hash.as_str()));
     assert!(gateway.metric("egress_policy_info{") >= 1.0);
+}
+
+/// The seed file cut off inside the ProxyConfiguration (`spec:` with nothing
+/// under it), as a copy that stopped half-way leaves it.
+fn truncated_seed(seed: &str) -> String {
+    let cut = seed
+        .find("kind: ProxyConfiguration")
+        .expect("configuration");
+    let spec = cut + seed[cut..].find("spec:\n").expect("spec") + "spec:\n".len();
+    seed[..spec].to_owned()
+}
+
+#[test]
+fn a_half_written_policy_is_refused_and_the_old_one_keeps_denying() {
+    let pki = Pki::new();
+    let dir = TempDir::new("truncated");
+    let policy = seed_policy(dir.path(), false);
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let hash = ready_hash(&gateway).expect("ready");
+    let denied = format!("https://{DENIED_HOST}/");
+    let refused = curl(&["--proxy", &gateway.http_proxy(), &denied]);
+    assert!(refused.stderr.contains("403"), "{refused:?}");
+
+    // Replaced by rename, so it is read at once: refused for its missing defaults.
+    let truncated = truncated_seed(&std::fs::read_to_string(&policy).expect("read"));
+    let next = dir.path().join("policy.yaml.new");
+    std::fs::write(&next, &truncated).expect("write");
+    std::fs::rename(&next, &policy).expect("rename");
+    gateway.diagnostic(&["policy rejected", "missing field `defaultActions`"]);
+    assert_eq!(ready_hash(&gateway).as_deref(), Some(hash.as_str()));
+    let still = curl(&["--proxy", &gateway.http_proxy(), &denied]);
+    assert!(
+        still.stderr.contains("403"),
+        "the PreDNS deny holds: {still:?}"
+    );
+    assert!(
+        gateway
+            .diagnostics()
+            .iter()
+            .filter(|l| l.contains("policy loaded"))
+            .count()
+            == 1
+    );
+}
+
+#[test]
+fn a_policy_written_slowly_in_place_is_loaded_once_whole() {
+    let pki = Pki::new();
+    let dir = TempDir::new("slow-write");
+    let policy = seed_policy(dir.path(), false);
+    let gateway = Gateway::start(&pki, &policy, &["--file-settle", "800ms"]);
+    let first = ready_hash(&gateway).expect("ready");
+    let whole = std::fs::read_to_string(&policy)
+        .expect("read")
+        .replace("\"*/files/*\"", "\"*/private/*\"");
+    let mut file = std::fs::File::create(&policy).expect("truncate in place");
+    for piece in whole.as_bytes().chunks(whole.len() / 6 + 1) {
+        file.write_all(piece).expect("write");
+        file.flush().expect("flush");
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(file);
+    let second = eventually(Duration::from_secs(5), || {
+        ready_hash(&gateway).filter(|h| *h != first)
+    })
+    .expect("the whole file loads");
+    std::thread::sleep(Duration::from_millis(1200));
+    let diagnostics = gateway.diagnostics();
+    let loads = diagnostics
+        .iter()
+        .filter(|l| l.contains("policy loaded"))
+        .count();
+    assert_eq!(
+        loads,
+        2,
+        "initial load and one reload:\n{}",
+        diagnostics.join("\n")
+    );
+    assert!(
+        !diagnostics.iter().any(|l| l.contains("policy rejected")),
+        "no piece was compiled:\n{}",
+        diagnostics.join("\n")
+    );
+    assert_eq!(ready_hash(&gateway), Some(second));
+    assert_eq!(gateway.metric("egress_policy_reload_failures_total"), 0.0);
+}
+
+#[test]
+fn a_reload_that_removes_every_rule_warns_with_the_counts() {
+    let pki = Pki::new();
+    let dir = TempDir::new("shrink");
+    let policy = seed_policy(dir.path(), false);
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let first = ready_hash(&gateway).expect("ready");
+    assert_eq!(gateway.metric("egress_policy_rules{phase=\"PreDNS\"}"), 1.0);
+    let empty = std::fs::read_to_string(&policy)
+        .expect("read")
+        .replace("  ruleGroups:\n    - name: seed-rules\n", "  ruleGroups: []\n");
+    let next = dir.path().join("policy.yaml.new");
+    std::fs::write(&next, empty).expect("write");
+    std::fs::rename(&next, &policy).expect("rename");
+    eventually(Duration::from_secs(5), || {
+        ready_hash(&gateway).filter(|h| *h != first)
+    })
+    .expect("an empty policy still loads");
+    let warning = gateway.diagnostic(&["drops 3 of 3 rules"]);
+    assert!(
+        warning.contains("\"rules_before\":3") && warning.contains("\"rules_after\":0"),
+        "{warning}"
+    );
+    assert_eq!(gateway.metric("egress_policy_shrink_warnings_total"), 1.0);
+    assert_eq!(gateway.metric("egress_policy_rules{"), 0.0);
 }
 
 #[test]

@@ -180,7 +180,7 @@ fn policy(rules: usize, make: fn(usize) -> (usize, ConditionSpec)) -> CompiledPo
                     name: g.name.clone(),
                 })
                 .collect(),
-            default_actions: DefaultActions::default(),
+            default_actions: DefaultActions::all(Action::Allow),
         },
     );
     compile(&config, &groups).expect("benchmark policy compiles")

@@ -141,7 +141,13 @@ fn spec_of<T: DeserializeOwned>(path: &str, spec: serde_json::Value) -> Result<T
         } else {
             format!("{path}.{at}")
         };
-        CompileError::new(path, e.inner().to_string())
+        let mut message = e.inner().to_string();
+        if message.starts_with("missing field") && format!("{path} {message}").contains("defaultActions") {
+            message.push_str(
+                "; every phase needs its default: defaultActions: {preDNS: Allow|Deny|Alert, preRequest: …, postResponse: …}",
+            );
+        }
+        CompileError::new(path, message)
     })
 }
 

@@ -30,6 +30,7 @@
 //! metadata: {name: default}
 //! spec:
 //!   ruleGroups: [{name: blocklist}]
+//!   defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}
 //! "#;
 //! let policy = compile_documents(yaml, None).expect("valid policy");
 //! let ctx = RequestContext {

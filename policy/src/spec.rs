@@ -109,15 +109,16 @@ fn int_or_string_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// `ProxyConfiguration.spec`: ordered rule groups and a default per phase.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyConfigurationSpec {
     /// Rule groups in priority order, by name, in the configuration's namespace.
     #[serde(default)]
     pub rule_groups: Vec<RuleGroupRef>,
-    /// The action of each phase when no rule ended it.
-    #[serde(default)]
+    /// The action of each phase when no rule ended it. Required, every phase
+    /// (as AWS requires `DefaultRulePhaseActions`): a configuration cut off
+    /// before its defaults must not load as an allow-all.
     pub default_actions: DefaultActions,
 }
 
@@ -130,34 +131,29 @@ pub struct RuleGroupRef {
     pub name: String,
 }
 
-/// Default action per phase; each defaults to `Allow`, as in the cloud service.
+/// Default action per phase; all three are required.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DefaultActions {
     /// Default of the PreDNS phase.
-    #[serde(rename = "preDNS", default = "allow")]
+    #[serde(rename = "preDNS")]
     pub pre_dns: Action,
     /// Default of the PreREQUEST phase.
-    #[serde(default = "allow")]
     pub pre_request: Action,
     /// Default of the PostRESPONSE phase.
-    #[serde(default = "allow")]
     pub post_response: Action,
 }
 
-impl Default for DefaultActions {
-    fn default() -> Self {
+impl DefaultActions {
+    /// The same action for every phase.
+    pub fn all(action: Action) -> DefaultActions {
         DefaultActions {
-            pre_dns: Action::Allow,
-            pre_request: Action::Allow,
-            post_response: Action::Allow,
+            pre_dns: action,
+            pre_request: action,
+            post_response: action,
         }
     }
-}
-
-fn allow() -> Action {
-    Action::Allow
 }
 
 /// `EgressProxy.spec`: one gateway.
@@ -373,13 +369,26 @@ mod tests {
     }
 
     #[test]
-    fn configuration_defaults_are_allow() {
-        let config: ProxyConfigurationSpec =
-            serde_json::from_value(serde_json::json!({"ruleGroups": [{"name": "a"}], "defaultActions": {"preDNS": "Deny"}}))
-                .expect("valid configuration");
+    fn configuration_defaults_are_required_for_every_phase() {
+        let config: ProxyConfigurationSpec = serde_json::from_value(serde_json::json!({
+            "ruleGroups": [{"name": "a"}],
+            "defaultActions": {"preDNS": "Deny", "preRequest": "Allow", "postResponse": "Alert"}
+        }))
+        .expect("valid configuration");
         assert_eq!(config.default_actions.pre_dns, Action::Deny);
-        assert_eq!(config.default_actions.pre_request, Action::Allow);
-        assert_eq!(config.default_actions.post_response, Action::Allow);
+        assert_eq!(config.default_actions.post_response, Action::Alert);
+        for partial in [
+            serde_json::json!({"ruleGroups": [{"name": "a"}]}),
+            serde_json::json!({"defaultActions": {"preDNS": "Deny"}}),
+            serde_json::json!({"defaultActions": {"preDNS": "Allow", "preRequest": "Allow"}}),
+        ] {
+            let err = serde_json::from_value::<ProxyConfigurationSpec>(partial.clone())
+                .expect_err("a missing default must be refused");
+            assert!(
+                err.to_string().contains("missing field"),
+                "{partial}: {err}"
+            );
+        }
     }
 
     #[cfg(feature = "schema")]

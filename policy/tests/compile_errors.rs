@@ -250,15 +250,24 @@ fn yaml_documents_errors() {
             "documents: the file holds no ProxyConfiguration",
         ),
         (
-            "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: a}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: b}\n",
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: a}\nspec: {defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: b}\nspec: {defaultActions: {preDNS: Deny, preRequest: Deny, postResponse: Deny}}\n",
             "documents: the file holds several ProxyConfiguration documents (a, b)",
+        ),
+        (
+            // A file cut off inside the configuration must not load as an allow-all.
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata:\n  name: a\nspec:\n",
+            "documents[0] (ProxyConfiguration \"a\").spec: missing field `defaultActions`; every phase needs its default",
+        ),
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: a}\nspec: {defaultActions: {preDNS: Deny, preRequest: Allow}}\n",
+            "documents[0] (ProxyConfiguration \"a\").spec.defaultActions: missing field `postResponse`; every phase needs its default",
         ),
         (
             "apiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata: {name: p}\nspec: {configurationRef: {name: nope}}\n",
             "configurationRef.name: EgressProxy \"p\" refers to ProxyConfiguration \"nope\", which is not in the file",
         ),
         (
-            "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: a, namespace: x}\nspec: {ruleGroups: [{name: g}]}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {name: g, namespace: y}\n",
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: a, namespace: x}\nspec: {ruleGroups: [{name: g}], defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {name: g, namespace: y}\n",
             "ruleGroups[0].name: rule group \"g\" not found",
         ),
     ];

@@ -257,7 +257,7 @@ spec:
 apiVersion: egress.dev/v1alpha1
 kind: ProxyConfiguration
 metadata: {name: c, namespace: y}
-spec: {ruleGroups: [{name: g}]}
+spec: {ruleGroups: [{name: g}], defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}
 "#;
     let policy = compile_documents(yaml, None).expect("valid");
     let values = &policy.document().rule_groups[0].spec.rules.pre_request[0].conditions[0].values;
