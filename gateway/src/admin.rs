@@ -10,16 +10,27 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::gateway::Gateway;
 use crate::http_util::{Body, full, text_response};
 
-/// Serves the admin endpoints until shutdown completes.
+/// Admin connections served at once; more wait in the accept queue. Probes
+/// and a scraper need a handful; a flood must not cost more than that.
+const MAX_ADMIN_CONNECTIONS: usize = 16;
+
+/// Serves the admin endpoints until shutdown completes. Clients get the
+/// listeners' header timeout, and at most [`MAX_ADMIN_CONNECTIONS`] are served
+/// at once.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, registry: Arc<Registry>) {
+    let permits = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));
     loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors and the like: back off instead of spinning.
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -27,11 +38,15 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, registry: Arc<Regist
         };
         let (gw, registry) = (gw.clone(), registry.clone());
         tokio::spawn(async move {
+            let _permit = permit;
+            let header_timeout = gw.limits.header_timeout;
             let service = service_fn(move |req| {
                 let (gw, registry) = (gw.clone(), registry.clone());
                 async move { Ok::<_, Infallible>(respond(&gw, &registry, &req)) }
             });
             let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });

@@ -116,7 +116,7 @@ pub struct RunArgs {
     pub worker_threads: Option<usize>,
 
     /// How often policy and certificate files are checked for changes.
-    #[arg(long, env = "EGRESS_FILE_POLL_INTERVAL", default_value = "2s", value_parser = parse_duration)]
+    #[arg(long, env = "EGRESS_FILE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub file_poll_interval: Duration,
 
     /// How long a file changed in place must stay unchanged before it is read,
@@ -178,7 +178,13 @@ pub struct LimitArgs {
     #[arg(long, env = "EGRESS_CONNECT_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
-    /// Time a tunnel or intercepted connection may pass no bytes before it is closed.
+    /// Time an upstream has, once the request is sent, to send its response
+    /// head; beyond it the client gets 504.
+    #[arg(long, env = "EGRESS_UPSTREAM_RESPONSE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_response_timeout: Duration,
+
+    /// Time a connection (plain HTTP, tunnel or intercepted) may pass no bytes
+    /// before it is closed.
     #[arg(long, env = "EGRESS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 

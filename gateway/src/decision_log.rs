@@ -10,15 +10,17 @@
 //! (`egress_decision_log_dropped_lines`) rather than stalling traffic.
 
 use std::io::Write;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egress_policy::{Action, Decision, RuleMatch};
+use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::pipeline::Client;
 
 /// How often the writer takes the buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
@@ -78,22 +80,29 @@ pub struct Record {
     /// Why the request failed after the decision, e.g. `dns_nxdomain: ...` (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For a relayed tunnel closed because a new policy denies it: that
+    /// policy's hash (extension). The decision fields are the new policy's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revoked_by: Option<String>,
 }
 
 impl Record {
-    /// A record for a request from `client` on listener `vpce`.
+    /// A record for a request from `client` on listener `vpce`, arrived at `arrived`.
     pub fn new(
         proxy_name: &str,
         src_vpc: &str,
         vpce: &str,
-        client: SocketAddr,
+        client: &Client,
         method: &str,
+        arrived: Timestamp,
     ) -> Record {
+        let identity = client.identity.as_deref();
         Record {
-            event_timestamp: now_rfc3339(),
+            // jiff prints UTC timestamps as RFC 3339 with a `Z`.
+            event_timestamp: format!("{arrived:.3}"),
             proxy_name: proxy_name.to_owned(),
-            client_src_ip: client.ip().to_canonical(),
-            client_src_port: client.port(),
+            client_src_ip: client.addr.ip().to_canonical(),
+            client_src_port: client.addr.port(),
             src_vpc: src_vpc.to_owned(),
             src_vpce: vpce.to_owned(),
             dest_domain: String::new(),
@@ -109,11 +118,12 @@ impl Record {
             all_matches: Vec::new(),
             request_size: 0,
             response_size: 0,
-            src_namespace: None,
-            src_pod: None,
-            src_service_account: None,
+            src_namespace: identity.map(|i| i.namespace.clone()),
+            src_pod: identity.map(|i| i.pod.clone()),
+            src_service_account: identity.map(|i| i.service_account.clone()),
             decision_phase: "PreDNS",
             error: None,
+            revoked_by: None,
         }
     }
 
@@ -131,13 +141,6 @@ impl Record {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
-}
-
-/// Now, as the log writes timestamps.
-pub fn now_rfc3339() -> String {
-    // jiff prints UTC timestamps as RFC 3339 with a `Z`.
-    let now = jiff::Timestamp::now();
-    format!("{:.3}", now)
 }
 
 /// The writer side of the decision log.
@@ -222,12 +225,18 @@ mod tests {
 
     #[test]
     fn record_has_the_cloud_field_names() {
+        let client = Client {
+            addr: "[::ffff:10.1.2.3]:4000".parse().expect("addr"),
+            listener: crate::pipeline::Listener::Http,
+            identity: None,
+        };
         let mut record = Record::new(
             "egress",
             "prod",
             "egress-http",
-            "[::ffff:10.1.2.3]:4000".parse().expect("addr"),
+            &client,
             "GET",
+            Timestamp::now(),
         );
         record.dest_domain = "example.com".into();
         record.dest_port = 80;
@@ -281,13 +290,12 @@ mod tests {
             shared: Arc::new(Shared::default()),
             metrics: Arc::new(Metrics::new(&mut registry)),
         };
-        let record = Record::new(
-            "p",
-            "",
-            "p-http",
-            "127.0.0.1:1".parse().expect("addr"),
-            "GET",
-        );
+        let client = Client {
+            addr: "127.0.0.1:1".parse().expect("addr"),
+            listener: crate::pipeline::Listener::Http,
+            identity: None,
+        };
+        let record = Record::new("p", "", "p-http", &client, "GET", Timestamp::now());
         for _ in 0..3 {
             log.write(&record);
         }

@@ -22,9 +22,10 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::args::{DevArgs, InterceptArgs, LimitArgs, RunArgs};
+use crate::error::Error;
 use crate::http_util::{Body, full};
-use crate::tls::authority::{InterceptCa, write_dev_ca};
-use crate::tls::{ServingCert, TlsError};
+use crate::tls::ServingCert;
+use crate::tls::authority::{InterceptCa, write_dev_ca, write_file};
 use crate::{DevOptions, run};
 
 /// The name the demo upstream answers for.
@@ -34,16 +35,12 @@ pub const DEMO_HOST: &str = "www.example.com";
 pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     let (ca_files, root) = write_dev_ca(&args.dir).context("cannot write the development CA")?;
     let ca = InterceptCa::load(&ca_files)?;
-    let write_pair = |name: &str, names: &[&str]| -> Result<(PathBuf, PathBuf), TlsError> {
+    let write_pair = |name: &str, names: &[&str]| -> Result<(PathBuf, PathBuf), Error> {
         let (chain, key) = ca.issue_pem(names)?;
         let cert_path = args.dir.join(format!("{name}.pem"));
         let key_path = args.dir.join(format!("{name}.key"));
-        for (path, text) in [(&cert_path, chain), (&key_path, key)] {
-            std::fs::write(path, text).map_err(|source| TlsError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-        }
+        write_file(&cert_path, &chain, false)?;
+        write_file(&key_path, &key, true)?;
         Ok((cert_path, key_path))
     };
     let (listener_cert, listener_key) = write_pair("proxy-tls", &["localhost", "127.0.0.1"])?;
@@ -86,6 +83,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             header_timeout: std::time::Duration::from_secs(30),
             handshake_timeout: std::time::Duration::from_secs(10),
             connect_timeout: std::time::Duration::from_secs(10),
+            upstream_response_timeout: std::time::Duration::from_secs(60),
             idle_timeout: std::time::Duration::from_secs(300),
             shutdown_grace: std::time::Duration::from_secs(5),
         },

@@ -1,7 +1,8 @@
 //! Name resolution: pinned names first (`--resolve`, like curl's), then DNS
 //! (the system's resolv.conf with its search list, or `--dns-server`).
 //! Failures are classified so the client gets 502 for a name that does not
-//! exist and 504 for a resolver that does not answer.
+//! exist and 504 for a resolver that does not answer. Names arrive canonical
+//! (IP literals never get here).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -13,6 +14,8 @@ use hickory_resolver::config::{
 };
 use hickory_resolver::net::NetError;
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+
+use crate::error::Error;
 
 /// A pinned name: `NAME:PORT:ADDR[,ADDR...]`, `PORT` may be `*`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,48 +48,11 @@ impl std::str::FromStr for Pin {
         if name.is_empty() || addrs.is_empty() {
             return Err(bad());
         }
-        Ok(Pin {
-            name: egress_policy::domain::normalize(name).into_owned(),
-            port,
-            addrs,
-        })
-    }
-}
-
-/// Why a name could not be resolved.
-#[derive(Clone, Debug, thiserror::Error)]
-pub enum DnsError {
-    /// The name does not exist.
-    #[error("{0} does not exist (NXDOMAIN)")]
-    NxDomain(String),
-    /// The name exists but has no address.
-    #[error("{0} has no IPv4 or IPv6 address")]
-    NoAddress(String),
-    /// No answer in time.
-    #[error("no answer for {0} within {1:?}")]
-    Timeout(String, Duration),
-    /// The resolver failed otherwise (SERVFAIL, refused, network error).
-    #[error("resolving {0} failed: {1}")]
-    Failed(String, String),
-}
-
-impl DnsError {
-    /// Short reason code for logs and metrics.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            DnsError::NxDomain(_) => "dns_nxdomain",
-            DnsError::NoAddress(_) => "dns_no_address",
-            DnsError::Timeout(..) => "dns_timeout",
-            DnsError::Failed(..) => "dns_failure",
-        }
-    }
-
-    /// 504 when the resolver did not answer, 502 otherwise.
-    pub fn status(&self) -> http::StatusCode {
-        match self {
-            DnsError::Timeout(..) => http::StatusCode::GATEWAY_TIMEOUT,
-            _ => http::StatusCode::BAD_GATEWAY,
-        }
+        let name = match egress_policy::Host::parse(name) {
+            Ok(egress_policy::Host::Name(name)) => name.as_str().to_owned(),
+            _ => return Err(bad()),
+        };
+        Ok(Pin { name, port, addrs })
     }
 }
 
@@ -144,16 +110,8 @@ impl Resolver {
         Ok(Resolver { pins, dns, timeout })
     }
 
-    /// Addresses of `host` for `port`. IP literals resolve to themselves.
-    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, DnsError> {
-        if let Ok(ip) = host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
-            return Ok(vec![ip]);
-        }
-        let name = egress_policy::domain::normalize(host);
+    /// Addresses of `name` (canonical, see [`egress_policy::Host`]) for `port`.
+    pub async fn resolve(&self, name: &str, port: u16) -> Result<Vec<IpAddr>, Error> {
         if let Some(pin) = self
             .pins
             .iter()
@@ -164,22 +122,29 @@ impl Resolver {
         let dns = self
             .dns
             .as_ref()
-            .map_err(|reason| DnsError::Failed(name.to_string(), reason.clone()))?;
+            .map_err(|reason| Error::DnsFailure(name.to_owned(), reason.clone()))?;
         // The absolute form skips the search list: a proxied name is never relative.
         let fqdn = format!("{name}.");
         let lookup = tokio::time::timeout(self.timeout, dns.lookup_ip(fqdn.as_str())).await;
         match lookup {
-            Err(_) => Err(DnsError::Timeout(name.to_string(), self.timeout)),
-            Ok(Err(e)) => Err(classify(&name, e, self.timeout)),
+            Err(_) => Err(Error::DnsTimeout(name.to_owned(), self.timeout)),
+            Ok(Err(e)) => Err(classify(name, e, self.timeout)),
             Ok(Ok(found)) => {
                 let addrs: Vec<IpAddr> = found.iter().collect();
                 if addrs.is_empty() {
-                    Err(DnsError::NoAddress(name.to_string()))
+                    Err(Error::DnsNoAddress(name.to_owned()))
                 } else {
                     Ok(addrs)
                 }
             }
         }
+    }
+}
+
+impl crate::pipeline::Resolve for Resolver {
+    /// The first address: the one checked is the one dialed, with no fallback.
+    async fn resolve(&self, name: &egress_policy::Domain, port: u16) -> Result<IpAddr, Error> {
+        Ok(Resolver::resolve(self, name.as_str(), port).await?[0])
     }
 }
 
@@ -194,15 +159,15 @@ fn set_options(opts: &mut ResolverOpts, timeout: Duration, hosts: ResolveHosts) 
     opts.ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
 }
 
-fn classify(name: &str, error: NetError, timeout: Duration) -> DnsError {
+fn classify(name: &str, error: NetError, timeout: Duration) -> Error {
     if error.is_nx_domain() {
-        DnsError::NxDomain(name.to_owned())
+        Error::DnsNxDomain(name.to_owned())
     } else if error.is_no_records_found() {
-        DnsError::NoAddress(name.to_owned())
+        Error::DnsNoAddress(name.to_owned())
     } else if matches!(error, NetError::Timeout) {
-        DnsError::Timeout(name.to_owned(), timeout)
+        Error::DnsTimeout(name.to_owned(), timeout)
     } else {
-        DnsError::Failed(name.to_owned(), error.to_string())
+        Error::DnsFailure(name.to_owned(), error.to_string())
     }
 }
 
@@ -214,6 +179,8 @@ mod tests {
     fn pins_parse_like_curl() {
         let pin: Pin = "Example.COM:443:127.0.0.1,[::1]".parse().expect("valid");
         assert_eq!(pin.name, "example.com");
+        let idn: Pin = "Bücher.example:*:10.0.0.1".parse().expect("valid");
+        assert_eq!(idn.name, "xn--bcher-kva.example");
         assert_eq!(pin.port, Some(443));
         assert_eq!(pin.addrs.len(), 2);
         let any: Pin = "a.test:*:10.0.0.1".parse().expect("valid");
@@ -230,16 +197,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pinned_names_and_literals_need_no_dns() {
+    async fn pinned_names_need_no_dns() {
         let pins = vec![
-            "a.test:443:10.0.0.1".parse().expect("valid"),
+            "A.test:443:10.0.0.1".parse().expect("valid"),
             "b.test:*:10.0.0.2".parse().expect("valid"),
         ];
         // A server nobody listens on: any real query would fail.
         let resolver =
             Resolver::new(pins, Some("127.0.0.1:9"), Duration::from_millis(200)).expect("resolver");
         assert_eq!(
-            resolver.resolve("A.test.", 443).await.expect("pinned"),
+            resolver.resolve("a.test", 443).await.expect("pinned"),
             ["10.0.0.1".parse::<IpAddr>().expect("ip")]
         );
         assert_eq!(
@@ -249,10 +216,6 @@ mod tests {
                 .expect("pinned")
                 .len(),
             1
-        );
-        assert_eq!(
-            resolver.resolve("[::1]", 80).await.expect("literal"),
-            ["::1".parse::<IpAddr>().expect("ip")]
         );
         assert!(
             resolver.resolve("a.test", 80).await.is_err(),

@@ -1,48 +1,27 @@
-//! The state every connection shares, and how failures are classified.
+//! The state every connection shares, and what happens at the end of every
+//! request: its decision counted and logged, or its failure counted and
+//! answered.
 
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use http::StatusCode;
-use ipnet::IpNet;
+use egress_policy::Domain;
+use http::Response;
 use rustls::ClientConfig;
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::args::LimitArgs;
 use crate::decision_log::DecisionLog;
 use crate::dns::Resolver;
-use crate::metrics::Metrics;
+use crate::error::Error;
+use crate::http_util::{Body, denied, text_response};
+use crate::metrics::{DecisionLabels, Metrics};
+use crate::pipeline::{Client, Exchange, Finished, Guard, Resolve, Stop};
 use crate::policy_store::PolicyStore;
 use crate::tls::authority::InterceptAuthority;
-
-/// Which client-facing listener a connection came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listener {
-    /// Plain HTTP.
-    Http,
-    /// TLS to the proxy.
-    Https,
-}
-
-impl Listener {
-    /// `http` or `https`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Listener::Http => "http",
-            Listener::Https => "https",
-        }
-    }
-}
-
-/// What a request handler knows about its connection.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnInfo {
-    /// The client's address.
-    pub client: SocketAddr,
-    /// The listener.
-    pub listener: Listener,
-}
 
 /// Shared state.
 #[derive(Debug)]
@@ -62,134 +41,93 @@ pub struct Gateway {
     /// Timeouts and limits.
     pub limits: LimitArgs,
     /// `request:SourceVpc`.
-    pub cluster_name: String,
-    /// Addresses the gateway listens on (requests to them are loops).
-    pub own_addresses: Vec<SocketAddr>,
-    /// Private ranges allowed on top of the policy's (the `dev` command only).
-    pub dev_private_allow: Vec<IpNet>,
+    pub cluster_name: Arc<str>,
+    /// What the private-destination guard knows beyond the policy.
+    pub guard: Guard,
     /// Tracks every connection and tunnel for graceful shutdown.
     pub tasks: TaskTracker,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
 }
 
+/// A client connection: who it is, and its place under `--max-connections`,
+/// held by every task that serves it (a tunnel outlives the request that
+/// opened it and keeps the place until it closes).
+#[derive(Debug)]
+pub struct Connection {
+    /// The client.
+    pub client: Client,
+    /// The place under the connection cap.
+    pub slot: OwnedSemaphorePermit,
+}
+
 impl Gateway {
-    /// Whether `ip:port` is one of the gateway's own listeners.
-    pub fn is_own_address(&self, ip: IpAddr, port: u16) -> bool {
-        self.own_addresses.iter().any(|own| {
-            own.port() == port
-                && (own.ip() == ip
-                    || ip.is_unspecified()
-                    || (own.ip().is_unspecified() && is_local(ip)))
-        })
-    }
-
-    /// Whether the dev command allows this private address.
-    pub fn dev_allows(&self, ip: IpAddr) -> bool {
-        self.dev_private_allow.iter().any(|net| net.contains(&ip))
-    }
-}
-
-/// Whether `ip` belongs to this host: binding to it succeeds only then.
-fn is_local(ip: IpAddr) -> bool {
-    ip.is_loopback() || UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
-}
-
-/// Which side of the proxy a failure is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Side {
-    /// The client sent something unusable.
-    Downstream,
-    /// Resolution, connection or TLS towards the destination failed.
-    Upstream,
-    /// The gateway itself cannot serve (no policy, no sub-CA).
-    Internal,
-}
-
-impl Side {
-    fn as_str(self) -> &'static str {
-        match self {
-            Side::Downstream => "downstream",
-            Side::Upstream => "upstream",
-            Side::Internal => "internal",
+    /// Counts a decided request and writes its log line when the proxy
+    /// logs that kind of decision.
+    pub fn record(&self, finished: Finished) {
+        let decision = &finished.decision;
+        self.metrics
+            .decisions
+            .get_or_create(&DecisionLabels {
+                phase: decision.final_phase.as_str(),
+                action: decision.final_action.as_str(),
+                group: decision.final_rule_group_name.to_string(),
+                rule: decision.final_rule_name.to_string(),
+            })
+            .inc();
+        if let Some(error) = &finished.record.error {
+            tracing::debug!(url = %finished.record.url, %error, "request failed");
         }
-    }
-}
-
-/// A request that could not be served, with the status the client gets and a
-/// reason for the log.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    /// Which side failed.
-    pub side: Side,
-    /// Short code, e.g. `upstream_tls`.
-    pub reason: &'static str,
-    /// Status for the client.
-    pub status: StatusCode,
-    /// Details for the log (never sent to the client).
-    pub detail: String,
-}
-
-impl Failure {
-    /// A failure.
-    pub fn new(
-        side: Side,
-        reason: &'static str,
-        status: StatusCode,
-        detail: impl Into<String>,
-    ) -> Failure {
-        Failure {
-            side,
-            reason,
-            status,
-            detail: detail.into(),
+        if finished.logged {
+            self.log.write(&finished.record);
         }
     }
 
-    /// A failure after the client got its `200` for a CONNECT (its TLS
-    /// handshake, minting, the upgrade): there is no status left to send.
-    pub fn in_tunnel(side: Side, reason: &'static str, detail: impl Into<String>) -> Failure {
-        Failure::new(side, reason, StatusCode::OK, detail)
+    /// Counts a failure.
+    pub fn count(&self, error: &Error) {
+        self.metrics.error(error.side().as_str(), error.reason());
     }
 
-    /// What the client is told: the class of failure, not the details.
-    pub fn client_text(&self) -> &'static str {
-        match self.reason {
-            "dns_nxdomain" | "dns_no_address" => "The destination name does not resolve.\n",
-            "dns_timeout" => "The name server did not answer in time.\n",
-            "dns_failure" => "The destination name could not be resolved.\n",
-            "upstream_connect_timeout" => {
-                "The destination did not accept the connection in time.\n"
+    /// Answers a request refused before there is anything to decide on (bad
+    /// input, no policy): counted and traced, not a decision.
+    pub fn refuse(&self, error: Error, close: bool) -> Response<Body> {
+        self.count(&error);
+        tracing::warn!(reason = error.reason(), error = %error, "request refused");
+        text_response(error.status(), error.client_text(), close)
+    }
+
+    /// Answers and logs a request that stopped before reaching the destination.
+    pub fn stopped(&self, exchange: Exchange, stop: Stop, http1: bool) -> Response<Body> {
+        match stop {
+            Stop::Denied => {
+                self.record(exchange.finish(403, 0, 0, None));
+                denied(http1)
             }
-            "upstream_connect" => "The destination refused or dropped the connection.\n",
-            "upstream_tls" => "The destination's TLS certificate or handshake is not valid.\n",
-            "upstream_protocol" => "The destination sent an invalid response.\n",
-            "no_policy" => "The gateway has no valid policy loaded.\n",
-            "no_intercept_ca" => "TLS interception is on but the gateway has no sub-CA.\n",
-            "misdirected" => "The request's host does not match the tunnel's host.\n",
-            _ => "The request could not be served.\n",
+            Stop::Failed(error) => {
+                let status = error.status();
+                self.fail(exchange, i32::from(status.as_u16()), (0, 0), &error);
+                text_response(status, error.client_text(), http1)
+            }
         }
     }
 
-    /// Counts it.
-    pub fn count(&self, metrics: &Metrics) {
-        metrics.error(self.side.as_str(), self.reason);
-    }
-
-    /// `reason: detail`, for the log line.
-    pub fn log_text(&self) -> String {
-        format!("{}: {}", self.reason, self.detail)
+    /// Counts a failure after the decision and logs the request with it;
+    /// `status` is what the client got (-1 for nothing), `sizes` the bytes
+    /// each way.
+    pub fn fail(&self, exchange: Exchange, status: i32, sizes: (u64, u64), error: &Error) {
+        self.count(error);
+        self.record(exchange.finish(status, sizes.0, sizes.1, Some(error)));
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn locality() {
-        assert!(is_local("127.0.0.1".parse().expect("ip")));
-        assert!(is_local("127.0.0.2".parse().expect("ip")));
-        assert!(!is_local("192.0.2.1".parse().expect("ip")));
+impl Resolve for Gateway {
+    /// The resolver, timed.
+    async fn resolve(&self, name: &Domain, port: u16) -> Result<IpAddr, Error> {
+        let started = Instant::now();
+        let resolved = Resolve::resolve(&self.resolver, name, port).await;
+        self.metrics
+            .dns_seconds
+            .observe(started.elapsed().as_secs_f64());
+        resolved
     }
 }

@@ -3,7 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,6 +12,7 @@ use http::{Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::Notify;
 
 /// Every body the gateway sends or forwards.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -104,17 +105,49 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Counts the bytes of a body as they pass.
+/// How far a body has gone: bytes so far, and whether it ended.
+#[derive(Debug, Default)]
+pub struct Progress {
+    bytes: AtomicU64,
+    ended: AtomicBool,
+    notify: Notify,
+}
+
+impl Progress {
+    /// Bytes that passed so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    fn end(&self) {
+        if !self.ended.swap(true, Ordering::AcqRel) {
+            // Stores a permit when nobody waits yet, so `ended` cannot miss it.
+            self.notify.notify_one();
+        }
+    }
+
+    /// Completes once the body has been read to its end.
+    pub async fn ended(&self) {
+        while !self.ended.load(Ordering::Acquire) {
+            self.notify.notified().await;
+        }
+    }
+}
+
+/// Counts the bytes of a body as they pass, and notes its end.
 #[derive(Debug)]
 pub struct Counted<B> {
     inner: B,
-    count: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 }
 
-impl<B> Counted<B> {
-    /// Wraps `inner`, adding to `count`.
-    pub fn new(inner: B, count: Arc<AtomicU64>) -> Counted<B> {
-        Counted { inner, count }
+impl<B: HttpBody> Counted<B> {
+    /// Wraps `inner`, reporting to `progress`.
+    pub fn new(inner: B, progress: Arc<Progress>) -> Counted<B> {
+        if inner.is_end_stream() {
+            progress.end();
+        }
+        Counted { inner, progress }
     }
 }
 
@@ -127,16 +160,29 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(data) = frame.data_ref()
-        {
-            self.count.fetch_add(data.len() as u64, Ordering::Relaxed);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.progress
+                        .bytes
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                if self.inner.is_end_stream() {
+                    self.progress.end();
+                }
+            }
+            Poll::Ready(None) => self.progress.end(),
+            _ => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        let end = self.inner.is_end_stream();
+        if end {
+            self.progress.end();
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {

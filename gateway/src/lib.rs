@@ -10,21 +10,27 @@
 
 pub mod admin;
 pub mod args;
+pub mod connect;
 pub mod decision_log;
 pub mod dev;
 pub mod dns;
+pub mod error;
 pub mod file_source;
-pub mod flow;
+pub mod forward;
+pub mod framing;
 pub mod gateway;
+pub mod handler;
+pub mod http_exchange;
 pub mod http_util;
 pub mod idle;
+pub mod intercept;
 pub mod metrics;
+pub mod pipeline;
 pub mod policy_cli;
 pub mod policy_store;
-pub mod proxy;
+pub mod relay;
 pub mod server;
 pub mod tls;
-pub mod tunnel;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -42,8 +48,9 @@ use crate::args::RunArgs;
 use crate::decision_log::DecisionLog;
 use crate::dns::{Pin, Resolver};
 use crate::file_source::{Watch, load_policy_file, watch_files};
-use crate::gateway::{Gateway, Listener};
+use crate::gateway::Gateway;
 use crate::metrics::Metrics;
+use crate::pipeline::{Guard, Listener};
 use crate::policy_store::PolicyStore;
 use crate::tls::ServingCert;
 use crate::tls::authority::{CaFiles, InterceptAuthority};
@@ -144,9 +151,11 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         log: DecisionLog::to_stdout(metrics.clone()),
         metrics: metrics.clone(),
         limits: args.limits.clone(),
-        cluster_name: args.cluster_name.clone(),
-        own_addresses: own_addresses.clone(),
-        dev_private_allow: dev.private_allow,
+        cluster_name: Arc::from(args.cluster_name.as_str()),
+        guard: Guard {
+            own_addresses: own_addresses.clone(),
+            extra_allowed: dev.private_allow,
+        },
         tasks: TaskTracker::new(),
         shutdown: shutdown.clone(),
     });

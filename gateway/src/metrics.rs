@@ -93,6 +93,8 @@ pub struct Metrics {
     pub open_tunnels: Gauge,
     /// Decision log lines dropped because stdout could not keep up.
     pub log_lines_dropped: Counter,
+    /// Relayed tunnels closed because a new policy denies them.
+    pub tunnels_revoked: Counter,
 }
 
 impl Metrics {
@@ -118,6 +120,7 @@ impl Metrics {
             open_connections: Family::default(),
             open_tunnels: Gauge::default(),
             log_lines_dropped: Counter::default(),
+            tunnels_revoked: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("egress");
         r.register(
@@ -206,6 +209,11 @@ impl Metrics {
             metrics.open_tunnels.clone(),
         );
         r.register(
+            "tunnels_revoked",
+            "Relayed tunnels closed because a new policy denies their destination",
+            metrics.tunnels_revoked.clone(),
+        );
+        r.register(
             "decision_log_dropped_lines",
             "Decision log lines dropped because stdout could not keep up",
             metrics.log_lines_dropped.clone(),
@@ -218,5 +226,23 @@ impl Metrics {
         self.errors
             .get_or_create(&ErrorLabels { side, reason })
             .inc();
+    }
+}
+
+/// Keeps the open-tunnel gauge right however a tunnel ends.
+#[derive(Debug)]
+pub struct OpenTunnel<'m>(&'m Metrics);
+
+impl<'m> OpenTunnel<'m> {
+    /// Counts a tunnel as open until this is dropped.
+    pub fn new(metrics: &'m Metrics) -> Self {
+        metrics.open_tunnels.inc();
+        OpenTunnel(metrics)
+    }
+}
+
+impl Drop for OpenTunnel<'_> {
+    fn drop(&mut self) {
+        self.0.open_tunnels.dec();
     }
 }

@@ -3,15 +3,14 @@
 
 use std::io::Write;
 
-use egress_policy::{
-    Decision, Domain, HttpRequest, HttpResponse, PRIVATE_DESTINATION_RULE, Phase, RequestContext,
-    Verdict, compile_documents,
-};
+use std::sync::Arc;
+
+use egress_policy::{HttpResponse, Phase, compile_documents};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::args::{EvalArgs, PolicyCommand};
-use crate::decision_log::Record;
 use crate::file_source::load_policy_file;
+use crate::pipeline::{Client, Described, FixedAddress, Guard, Listener, evaluate};
 
 /// Runs a `policy` subcommand; returns the process exit code.
 pub fn run(
@@ -88,98 +87,46 @@ fn headers(lines: &[String]) -> anyhow::Result<HeaderMap> {
     Ok(map)
 }
 
-/// Evaluates a request the way the gateway would and prints its log line.
+/// Evaluates a request the way the gateway would and prints its log line:
+/// the same pipeline, with `--dest-ip` standing in for DNS.
 fn eval(args: EvalArgs, out: &mut impl Write, err: &mut impl Write) -> anyhow::Result<i32> {
     let policy = match load_policy_file(&args.file, args.proxy.as_deref()) {
-        Ok(policy) => policy,
+        Ok(policy) => Arc::new(policy),
         Err(errors) => return report(err, &args.file, &errors),
     };
-    let url: http::Uri = args
-        .url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{:?} is not a URL: {e}", args.url))?;
-    let tunnel = match url.scheme_str() {
-        Some("https") => true,
-        Some("http") => false,
-        _ => anyhow::bail!(
-            "{:?}: only http:// and https:// URLs can be evaluated",
-            args.url
-        ),
-    };
-    let host = url
-        .host()
-        .ok_or_else(|| anyhow::anyhow!("{:?} has no host", args.url))?;
-    let port = url.port_u16().unwrap_or(if tunnel { 443 } else { 80 });
-    let domain = Domain::new(host.trim_start_matches('[').trim_end_matches(']'));
-    let intercepted = tunnel && policy.proxy().intercepts(&domain);
-    let http_visible = !tunnel || intercepted;
     let request_headers = headers(&args.headers)?;
     let response_headers = headers(&args.response_headers)?;
-    let target = url
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/")
-        .to_owned();
-
-    let vpce = format!("{}-http", policy.proxy().name());
-    let method = if http_visible {
-        args.method.as_str()
-    } else {
-        "CONNECT"
-    };
-    let mut record = Record::new(policy.proxy().name(), "", &vpce, args.source, method);
-    record.dest_domain = domain.to_string();
-    record.dest_port = port;
-    record.url = if http_visible {
-        args.url.clone()
-    } else {
-        format!("{domain}:{port}")
-    };
-
-    let mut ctx = RequestContext {
-        time: Some(args.time.unwrap_or_else(jiff::Timestamp::now)),
-        source_ip: Some(args.source.ip()),
-        source_port: Some(args.source.port()),
-        source_vpce: Some(&vpce),
-        protocol: Some(if tunnel { "https" } else { "http" }),
-        destination_domain: Some(domain.clone()),
-        destination_port: Some(port),
-        ..Default::default()
-    };
-    let mut decision = Decision::default();
-    let status = 'decide: {
-        if policy.evaluate_phase(Phase::PreDns, &ctx, &mut decision) == Verdict::Deny {
-            break 'decide 403;
-        }
-        record.dest_ip = Some(args.dest_ip);
-        if policy.proxy().refuses_destination(args.dest_ip) {
-            decision.deny_by(Phase::PreRequest, PRIVATE_DESTINATION_RULE);
-            break 'decide 403;
-        }
-        ctx.destination_ip = Some(args.dest_ip);
-        let request = http_visible.then_some(HttpRequest {
-            method: &args.method,
-            uri: &target,
-            headers: &request_headers,
-        });
-        ctx.request = request;
-        if policy.evaluate_phase(Phase::PreRequest, &ctx, &mut decision) == Verdict::Deny {
-            break 'decide 403;
-        }
-        let Some(status) = args.status.filter(|_| http_visible) else {
-            break 'decide -1;
-        };
-        ctx.response = Some(HttpResponse {
+    let described = Described {
+        client: Client {
+            addr: args.source,
+            listener: Listener::Http,
+            identity: None,
+        },
+        url: &args.url,
+        method: &args.method,
+        headers: &request_headers,
+        response: args.status.map(|status| HttpResponse {
             status,
             headers: &response_headers,
-        });
-        if policy.evaluate_phase(Phase::PostResponse, &ctx, &mut decision) == Verdict::Deny {
-            break 'decide 403;
-        }
-        i32::from(status)
+        }),
+        arrived: args.time.unwrap_or_else(jiff::Timestamp::now),
     };
-    record.set_decision(&decision);
-    record.http_status_code = status;
-    writeln!(out, "{}", record.to_line())?;
-    Ok(0)
+    let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    let finished = runtime.block_on(evaluate(
+        policy,
+        Arc::from(""),
+        &described,
+        &FixedAddress(args.dest_ip),
+        &Guard::default(),
+    ));
+    match finished {
+        Ok(finished) => {
+            writeln!(out, "{}", finished.record.to_line())?;
+            Ok(0)
+        }
+        Err(error) => {
+            writeln!(err, "{:?} cannot be evaluated: {error}", args.url)?;
+            Ok(1)
+        }
+    }
 }

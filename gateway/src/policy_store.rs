@@ -3,12 +3,16 @@
 //!
 //! Every source (the policy file today, the API later) hands what it read to
 //! [`PolicyStore::install`], so the checks, logs and metrics of a reload are
-//! the same wherever the policy comes from.
+//! the same wherever the policy comes from. Open tunnels [`subscribe`] to
+//! changes, so a revocation reaches them.
+//!
+//! [`subscribe`]: PolicyStore::subscribe
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use egress_policy::{CompiledPolicy, Phase};
+use tokio::sync::watch;
 
 use crate::metrics::{Metrics, PhaseLabels, PolicyLabels};
 
@@ -17,7 +21,7 @@ use crate::metrics::{Metrics, PhaseLabels, PolicyLabels};
 pub struct PolicyStore {
     origin: String,
     shrink_warning: f64,
-    current: RwLock<Option<Loaded>>,
+    current: watch::Sender<Option<Loaded>>,
     metrics: Arc<Metrics>,
 }
 
@@ -38,7 +42,7 @@ impl PolicyStore {
         PolicyStore {
             origin,
             shrink_warning,
-            current: RwLock::new(None),
+            current: watch::Sender::new(None),
             metrics,
         }
     }
@@ -55,10 +59,12 @@ impl PolicyStore {
 
     /// The policy in force with its load time.
     pub fn loaded(&self) -> Option<Loaded> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.current.borrow().clone()
+    }
+
+    /// Notified whenever a new policy is installed.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Loaded>> {
+        self.current.subscribe()
     }
 
     /// Installs what a source read. A version that does not compile is
@@ -76,18 +82,21 @@ impl PolicyStore {
                 return Err(errors);
             }
         };
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        let previous = current.as_ref().map(|c| c.policy.clone());
-        if let Some(previous) = &previous
-            && previous.hash() == policy.hash()
-        {
-            return Ok(previous.clone());
-        }
-        *current = Some(Loaded {
-            policy: policy.clone(),
-            loaded_at: SystemTime::now(),
+        let mut previous = None;
+        let replaced = self.current.send_if_modified(|current| {
+            previous = current.as_ref().map(|c| c.policy.clone());
+            if previous.as_ref().is_some_and(|p| p.hash() == policy.hash()) {
+                return false;
+            }
+            *current = Some(Loaded {
+                policy: policy.clone(),
+                loaded_at: SystemTime::now(),
+            });
+            true
         });
-        drop(current);
+        if !replaced {
+            return Ok(previous.unwrap_or(policy));
+        }
         self.record(&policy, previous.as_deref());
         Ok(policy)
     }

@@ -1,6 +1,8 @@
-//! Client-facing listeners: accepting under a connection cap, TLS to the
-//! proxy on the HTTPS listener, HTTP/1.1 with size limits and timeouts, and a
-//! graceful stop (no new connections; open ones finish their request).
+//! Client-facing listeners: accepting under a connection cap (a connection
+//! keeps its place for as long as anything serves it, tunnels included), TLS
+//! to the proxy on the HTTPS listener, HTTP/1.1 with size limits, header and
+//! idle timeouts, and a graceful stop (no new connections; open ones finish
+//! their request).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,12 +11,16 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::gateway::{ConnInfo, Gateway, Listener};
+use crate::framing::{Heads, Inspected};
+use crate::gateway::{Connection, Gateway};
+use crate::idle::Activity;
 use crate::metrics::ListenerLabels;
+use crate::pipeline::{Client, Listener};
 use crate::upstream::Pool;
 
 /// Accepts connections on `listener` until shutdown. `permits` caps the
@@ -51,19 +57,18 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let gw2 = gw.clone();
         let tls = tls.clone();
-        gw.tasks.spawn(async move {
-            let _permit = permit;
-            connection(gw2, stream, client, kind, tls).await;
-        });
+        gw.tasks
+            .spawn(connection(gw2, stream, client, kind, tls, permit));
     }
 }
 
 async fn connection(
     gw: Arc<Gateway>,
     stream: TcpStream,
-    client: SocketAddr,
+    addr: SocketAddr,
     kind: Listener,
     tls: Option<Arc<ServerConfig>>,
+    slot: OwnedSemaphorePermit,
 ) {
     let gauge = gw
         .metrics
@@ -73,8 +78,16 @@ async fn connection(
         })
         .clone();
     gauge.inc();
+    let connection = Arc::new(Connection {
+        client: Client {
+            addr,
+            listener: kind,
+            identity: None,
+        },
+        slot,
+    });
     match tls {
-        None => serve_http1(&gw, TokioIo::new(stream), client, kind).await,
+        None => serve_http1(&gw, stream, connection).await,
         Some(config) => {
             let accepted = tokio::time::timeout(
                 gw.limits.handshake_timeout,
@@ -82,14 +95,14 @@ async fn connection(
             )
             .await;
             match accepted {
-                Ok(Ok(tls)) => serve_http1(&gw, TokioIo::new(tls), client, kind).await,
+                Ok(Ok(tls)) => serve_http1(&gw, tls, connection).await,
                 Ok(Err(e)) => {
                     gw.metrics.error("downstream", "proxy_tls");
-                    tracing::warn!(%client, error = %e, "TLS handshake with the client failed on the HTTPS listener");
+                    tracing::warn!(client = %addr, error = %e, "TLS handshake with the client failed on the HTTPS listener");
                 }
                 Err(_) => {
                     gw.metrics.error("downstream", "proxy_tls");
-                    tracing::warn!(%client, "TLS handshake with the client timed out on the HTTPS listener");
+                    tracing::warn!(client = %addr, "TLS handshake with the client timed out on the HTTPS listener");
                 }
             }
         }
@@ -97,18 +110,24 @@ async fn connection(
     gauge.dec();
 }
 
-async fn serve_http1<I>(gw: &Arc<Gateway>, io: I, client: SocketAddr, kind: Listener)
+async fn serve_http1<S>(gw: &Arc<Gateway>, stream: S, connection: Arc<Connection>)
 where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn_info = ConnInfo {
-        client,
-        listener: kind,
-    };
+    let addr = connection.client.addr;
     let pool = Arc::new(Pool::default());
+    let heads = Heads::default();
+    let activity = Activity::default();
+    let io = TokioIo::new(Inspected::new(activity.track(stream), heads.clone()));
     let handler_gw = gw.clone();
     let service = service_fn(move |req| {
-        crate::proxy::handle(handler_gw.clone(), conn_info, pool.clone(), req)
+        crate::handler::handle(
+            handler_gw.clone(),
+            connection.clone(),
+            pool.clone(),
+            heads.clone(),
+            req,
+        )
     });
     let mut builder = http1::Builder::new();
     builder
@@ -119,13 +138,19 @@ where
     tokio::pin!(connection);
     let served = tokio::select! {
         served = connection.as_mut() => served,
+        // A body that stops moving (either way) holds the connection no longer
+        // than a silent tunnel would.
+        _ = activity.idle_exceeds(gw.limits.idle_timeout) => {
+            gw.metrics.error("downstream", "idle_timeout");
+            return;
+        }
         _ = gw.shutdown.cancelled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
     };
     if let Err(e) = served {
-        report(gw, client, &e);
+        report(gw, addr, &e);
     }
 }
 

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use http::{Request, StatusCode};
+use http::Request;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
@@ -18,36 +18,20 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::gateway::{Failure, Gateway, Side};
-use crate::http_util::Body;
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::http_util::{Body, Progress};
 
 /// Connects TCP to `ip:port` within the connect timeout, with Nagle off (small
 /// proxied writes would otherwise wait for delayed ACKs).
-pub async fn connect_tcp(gw: &Gateway, ip: IpAddr, port: u16) -> Result<TcpStream, Failure> {
+pub async fn connect_tcp(gw: &Gateway, ip: IpAddr, port: u16) -> Result<TcpStream, Error> {
     let addr = SocketAddr::new(ip, port);
-    let stream =
-        match tokio::time::timeout(gw.limits.connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => {
-                return Err(Failure::new(
-                    Side::Upstream,
-                    "upstream_connect_timeout",
-                    StatusCode::GATEWAY_TIMEOUT,
-                    format!(
-                        "{addr} did not accept within {:?}",
-                        gw.limits.connect_timeout
-                    ),
-                ));
-            }
-            Ok(Err(e)) => {
-                return Err(Failure::new(
-                    Side::Upstream,
-                    "upstream_connect",
-                    StatusCode::BAD_GATEWAY,
-                    format!("connecting to {addr}: {e}"),
-                ));
-            }
-            Ok(Ok(stream)) => stream,
-        };
+    let after = gw.limits.connect_timeout;
+    let stream = match tokio::time::timeout(after, TcpStream::connect(addr)).await {
+        Err(_) => return Err(Error::UpstreamConnectTimeout { addr, after }),
+        Ok(Err(source)) => return Err(Error::UpstreamConnect { addr, source }),
+        Ok(Ok(stream)) => stream,
+    };
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
@@ -55,57 +39,40 @@ pub async fn connect_tcp(gw: &Gateway, ip: IpAddr, port: u16) -> Result<TcpStrea
 /// TLS to the destination, verifying its certificate for `name`.
 pub async fn connect_tls(
     config: Arc<ClientConfig>,
-    timeout: Duration,
+    after: Duration,
     stream: TcpStream,
     name: &str,
-) -> Result<TlsStream<TcpStream>, Failure> {
-    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| {
-        Failure::new(
-            Side::Upstream,
-            "upstream_tls",
-            StatusCode::BAD_GATEWAY,
-            format!("{name:?}: {e}"),
-        )
-    })?;
+) -> Result<TlsStream<TcpStream>, Error> {
+    let failed = |detail: String| Error::UpstreamTls {
+        name: name.to_owned(),
+        detail,
+    };
+    let server_name = ServerName::try_from(name.to_owned()).map_err(|e| failed(e.to_string()))?;
     match tokio::time::timeout(
-        timeout,
+        after,
         TlsConnector::from(config).connect(server_name, stream),
     )
     .await
     {
-        Err(_) => Err(Failure::new(
-            Side::Upstream,
-            "upstream_tls",
-            StatusCode::GATEWAY_TIMEOUT,
-            format!("TLS handshake with {name} took longer than {timeout:?}"),
-        )),
-        Ok(Err(e)) => Err(Failure::new(
-            Side::Upstream,
-            "upstream_tls",
-            StatusCode::BAD_GATEWAY,
-            format!("TLS with {name}: {e}"),
-        )),
+        Err(_) => Err(Error::UpstreamTlsTimeout {
+            name: name.to_owned(),
+            after,
+        }),
+        Ok(Err(e)) => Err(failed(e.to_string())),
         Ok(Ok(tls)) => Ok(tls),
     }
 }
 
 /// HTTP/1.1 over an established stream; the connection task runs until the
 /// peer or the last sender goes away, and keeps upgrades (WebSocket) possible.
-pub async fn handshake<S>(stream: S) -> Result<SendRequest<Body>, Failure>
+pub async fn handshake<S>(stream: S) -> Result<SendRequest<Body>, Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (sender, connection) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await
-        .map_err(|e| {
-            Failure::new(
-                Side::Upstream,
-                "upstream_protocol",
-                StatusCode::BAD_GATEWAY,
-                e.to_string(),
-            )
-        })?;
+        .map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
     tokio::spawn(async move {
         if let Err(e) = connection.with_upgrades().await {
             tracing::debug!(error = %e, "upstream connection ended");
@@ -160,13 +127,16 @@ impl Pool {
     }
 }
 
-/// Sends a request on a pooled or new connection to `key`.
+/// Sends a request on a pooled or new connection to `key`. Once the request
+/// body has gone out (`sent` ends), the destination has
+/// `--upstream-response-timeout` to send its response head (504 otherwise).
 pub async fn send(
     gw: &Gateway,
     pool: &Pool,
     key: PoolKey,
     request: Request<Body>,
-) -> Result<http::Response<hyper::body::Incoming>, Failure> {
+    sent: &Progress,
+) -> Result<http::Response<hyper::body::Incoming>, Error> {
     let mut sender = match pool.take(&key) {
         Some(sender) => sender,
         None => {
@@ -191,14 +161,16 @@ pub async fn send(
         }
     };
     let upgrade = crate::http_util::is_upgrade(request.headers());
-    let response = sender.send_request(request).await.map_err(|e| {
-        Failure::new(
-            Side::Upstream,
-            "upstream_protocol",
-            StatusCode::BAD_GATEWAY,
-            e.to_string(),
-        )
-    })?;
+    let limit = gw.limits.upstream_response_timeout;
+    let response = tokio::select! {
+        response = sender.send_request(request) => {
+            response.map_err(|e| Error::UpstreamProtocol(e.to_string()))?
+        }
+        _ = async {
+            sent.ended().await;
+            tokio::time::sleep(limit).await;
+        } => return Err(Error::UpstreamResponseTimeout(limit)),
+    };
     // An upgraded connection belongs to the upgrade; others can serve again.
     if !upgrade {
         pool.put(key, sender);

@@ -263,18 +263,23 @@ fn private_destinations_and_the_proxy_itself_are_refused() {
     let s = setup(&["--resolve", "internal.example.com:*:10.1.2.3"]);
     let proxy = s.gateway.http_proxy();
     let own_http = format!("http://127.0.0.1:{}/", s.gateway.http.port());
+    let metadata = "http://169.254.169.254/latest/meta-data/";
+    // Requested URL, and the canonical one the log shows.
     let cases = [
-        "http://169.254.169.254/latest/meta-data/".to_owned(),
-        "http://[::ffff:169.254.169.254]/latest/meta-data/".to_owned(),
-        "http://internal.example.com/".to_owned(),
-        own_http.clone(),
+        (metadata, metadata),
+        ("http://[::ffff:169.254.169.254]/latest/meta-data/", metadata),
+        ("http://2852039166/latest/meta-data/", metadata),
+        ("http://0xa9.254.43518/latest/meta-data/", metadata),
+        ("http://internal.example.com/", "http://internal.example.com/"),
+        (&own_http, &own_http),
     ];
-    for url in &cases {
+    for (url, logged) in cases {
+        let before = s.gateway.decisions().len();
         let result = curl(&["--proxy", &proxy, url]);
         assert_eq!(result.status, 403, "{url}: {result:?}");
-        let line = s.gateway.decision_for(url);
-        assert_eq!(line["final_rule_name"], "private-destination", "{line}");
-        assert_eq!(line["decision_phase"], "PreREQUEST", "{line}");
+        let line = s.gateway.decision_after(before, |d| d["url"] == logged);
+        assert_eq!(line["final_rule_name"], "private-destination", "{url}: {line}");
+        assert_eq!(line["decision_phase"], "PreREQUEST", "{url}: {line}");
     }
     let tunnel = curl(&[
         "--proxy",

@@ -84,13 +84,16 @@ fn eval_prints_the_log_line_of_each_seed_case() {
     let denied_dns = eval(&["https://www.example.org/"]);
     assert_eq!(denied_dns["final_rule_name"], "deny-example-org");
     assert_eq!(denied_dns["http_status_code"], 403);
-    assert_eq!(
-        denied_dns["http_method"], "GET",
-        "the seed proxy intercepts, so the request is visible"
-    );
+    // Denied before the tunnel opens: the CONNECT is what the log shows,
+    // as the gateway logs it.
+    assert_eq!(denied_dns["http_method"], "CONNECT");
+    assert_eq!(denied_dns["url"], "www.example.org:443");
 
-    let denied_uri = eval(&["https://www.example.com/a/files/b"]);
-    assert_eq!(denied_uri["final_rule_name"], "deny-files");
+    let denied_uri = eval(&["https://www.example.com/a/%66iles/b?token=x"]);
+    assert_eq!(denied_uri["final_rule_name"], "deny-files", "{denied_uri}");
+    assert_eq!(denied_uri["http_method"], "GET");
+    assert_eq!(denied_uri["url"], "https://www.example.com/a/%66iles/b");
+
     assert_eq!(denied_uri["decision_phase"], "PreREQUEST");
 
     let denied_status = eval(&["https://www.example.com/missing", "--status", "404"]);

@@ -168,9 +168,10 @@ fn a_reload_that_removes_every_rule_warns_with_the_counts() {
     let gateway = Gateway::start(&pki, &policy, &[]);
     let first = ready_hash(&gateway).expect("ready");
     assert_eq!(gateway.metric("egress_policy_rules{phase=\"PreDNS\"}"), 1.0);
-    let empty = std::fs::read_to_string(&policy)
-        .expect("read")
-        .replace("  ruleGroups:\n    - name: seed-rules\n", "  ruleGroups: []\n");
+    let empty = std::fs::read_to_string(&policy).expect("read").replace(
+        "  ruleGroups:\n    - name: seed-rules\n",
+        "  ruleGroups: []\n",
+    );
     let next = dir.path().join("policy.yaml.new");
     std::fs::write(&next, empty).expect("write");
     std::fs::rename(&next, &policy).expect("rename");

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::condition::Condition;
 use crate::context::RequestContext;
 use crate::engine::{self, CompiledRule, Decision, PhaseTable, Verdict};
-use crate::error::{CompileError, LoadError};
+use crate::error::{CompileError, Error};
 use crate::key::ConditionKey;
 use crate::operator::Operator;
 use crate::phase::Phase;
@@ -222,31 +222,31 @@ impl CompiledPolicy {
     }
 
     /// Reads a serialized policy, checking its version and hash, and compiles it.
-    pub fn from_json(json: &str) -> Result<CompiledPolicy, LoadError> {
+    pub fn from_json(json: &str) -> Result<CompiledPolicy, Error> {
         #[derive(Deserialize)]
         #[serde(rename_all = "camelCase")]
         struct Version {
             format_version: u32,
         }
         let version: Version =
-            serde_json::from_str(json).map_err(|e| LoadError::Malformed(e.to_string()))?;
+            serde_json::from_str(json).map_err(|e| Error::Malformed(e.to_string()))?;
         if version.format_version != FORMAT_VERSION {
-            return Err(LoadError::UnsupportedVersion {
+            return Err(Error::UnsupportedVersion {
                 found: version.format_version,
                 supported: FORMAT_VERSION,
             });
         }
         let mut reader = serde_json::Deserializer::from_str(json);
         let document: PolicyDocument = serde_path_to_error::deserialize(&mut reader)
-            .map_err(|e| LoadError::Malformed(format!("{}: {}", e.path(), e.inner())))?;
+            .map_err(|e| Error::Malformed(format!("{}: {}", e.path(), e.inner())))?;
         let actual = document.content_hash();
         if actual != document.hash {
-            return Err(LoadError::HashMismatch {
+            return Err(Error::HashMismatch {
                 recorded: document.hash,
                 actual,
             });
         }
-        CompiledPolicy::from_document(document).map_err(LoadError::Invalid)
+        CompiledPolicy::from_document(document).map_err(Error::Invalid)
     }
 
     /// The serialized form (compact JSON).

@@ -25,6 +25,11 @@ impl Domain {
         Domain(normalize(name).into())
     }
 
+    /// A name already in canonical form (see [`crate::host::Host::parse`]).
+    pub(crate) fn from_canonical(name: &str) -> Domain {
+        Domain(name.into())
+    }
+
     /// The normalized name.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -54,17 +59,19 @@ pub enum DomainValue {
 }
 
 impl DomainValue {
-    /// Parses a value; `None` when it is not a DNS name or IP address (after
-    /// normalization and without its leading dot).
+    /// Parses a value; `None` when it is not a DNS name or IP address. The
+    /// name is canonicalised as request hosts are ([`crate::host::Host`]), so
+    /// `Bücher.example.` and `0x7f.1` match the spellings that reach them.
     pub fn parse(value: &str) -> Option<DomainValue> {
-        let normal = normalize(value);
-        match normal.strip_prefix('.') {
-            Some(apex) if is_dns_name(apex) => Some(DomainValue::ApexAndSubdomains(apex.into())),
-            Some(_) => None,
-            None if is_dns_name(&normal) || normal.parse::<std::net::IpAddr>().is_ok() => {
-                Some(DomainValue::Exact(normal.into()))
-            }
-            None => None,
+        use crate::host::Host;
+        match value.strip_prefix('.') {
+            Some(apex) => match Host::parse(apex).ok()? {
+                Host::Name(name) => Some(DomainValue::ApexAndSubdomains(name.as_str().into())),
+                Host::Ip(_) => None,
+            },
+            None => Some(DomainValue::Exact(
+                Host::parse(value).ok()?.domain().as_str().into(),
+            )),
         }
     }
 
@@ -132,6 +139,9 @@ mod tests {
             (".example.com", "badexample.com", false),
             (".example.com", "example.com.evil.net", false),
             ("10.0.0.1", "10.0.0.1", true),
+            ("0x0a.1", "10.0.0.1", true),
+            ("Bücher.example", "xn--bcher-kva.example", true),
+            (".bücher.example", "www.xn--bcher-kva.example", true),
         ];
         for (value, domain, want) in cases {
             let v = DomainValue::parse(value).expect(value);

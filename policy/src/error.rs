@@ -1,4 +1,5 @@
-//! Errors of this crate.
+//! The error type of this crate, and [`CompileError`], one finding of a
+//! policy check (a report lists them all).
 
 /// One problem in a policy, with the path to the field at fault, e.g.
 /// `ruleGroups[1].rules.preRequest[3].conditions[0].values[2]: "10.0.0.0/33" is not a CIDR`.
@@ -25,9 +26,10 @@ impl CompileError {
     }
 }
 
-/// Why a serialized compiled policy could not be loaded.
+/// What went wrong: a compiled policy that cannot be loaded, or a request
+/// whose destination or target has no safe canonical form.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub enum Error {
     /// Not JSON of the compiled-policy shape.
     #[error("not a compiled policy: {0}")]
     Malformed(String),
@@ -54,6 +56,22 @@ pub enum LoadError {
     /// The content does not compile (it was not produced by a compiler that validated it).
     #[error("compiled policy is invalid: {}", join(.0))]
     Invalid(Vec<CompileError>),
+    /// A request's host cannot be canonicalised (see [`crate::host`]).
+    #[error("invalid host \"{host}\": {reason}")]
+    InvalidHost {
+        /// The host as received (escaped).
+        host: String,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A request target cannot be normalised safely (see [`crate::uri`]).
+    #[error("invalid request target \"{target}\": {reason}")]
+    InvalidTarget {
+        /// The target as received (escaped).
+        target: String,
+        /// Why it is refused.
+        reason: String,
+    },
 }
 
 fn join(errors: &[CompileError]) -> String {

@@ -44,10 +44,12 @@
 
 pub mod domain;
 pub mod glob;
+pub mod host;
 pub mod key;
 pub mod operator;
 pub mod private;
 pub mod spec;
+pub mod uri;
 
 mod compile;
 mod condition;
@@ -68,7 +70,8 @@ pub use context::{HttpRequest, HttpResponse, RequestContext, SourceIdentity};
 pub use documents::{Documents, compile_documents, parse_documents};
 pub use domain::Domain;
 pub use engine::{DEFAULT_RULE, Decision, RuleMatch, Verdict};
-pub use error::{CompileError, LoadError};
+pub use error::{CompileError, Error};
+pub use host::Host;
 pub use phase::Phase;
 pub use private::PRIVATE_DESTINATION_RULE;
 pub use proxy::{ProxyPolicy, ProxySettings};

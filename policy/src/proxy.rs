@@ -32,6 +32,9 @@ pub struct ProxySettings {
     pub allow_private_cidrs: Vec<String>,
     /// Final actions that are logged.
     pub log_actions: Vec<Action>,
+    /// Whether logged URLs keep their query string.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub log_query_strings: bool,
 }
 
 impl ProxySettings {
@@ -43,6 +46,7 @@ impl ProxySettings {
             bypass_domains: spec.tls_interception.bypass_domains.clone(),
             allow_private_cidrs: spec.destinations.allow_private_cidrs.clone(),
             log_actions: spec.logging.actions.clone(),
+            log_query_strings: spec.logging.query_strings,
         }
     }
 }
@@ -57,6 +61,7 @@ impl Default for ProxySettings {
             bypass_domains: Vec::new(),
             allow_private_cidrs: Vec::new(),
             log_actions: vec![Action::Allow, Action::Deny, Action::Alert],
+            log_query_strings: false,
         }
     }
 }
@@ -161,6 +166,7 @@ mod tests {
             bypass_domains: bypass.iter().map(|s| s.to_string()).collect(),
             allow_private_cidrs: allow.iter().map(|s| s.to_string()).collect(),
             log_actions: log.to_vec(),
+            log_query_strings: false,
         })
         .expect("valid settings")
     }

@@ -272,12 +272,17 @@ pub struct Logging {
     /// an alert match is logged when `Alert` is listed. Default: all three.
     #[serde(default = "all_actions")]
     pub actions: Vec<Action>,
+    /// Whether logged URLs keep their query string. Off by default: queries
+    /// often carry tokens and other credentials.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub query_strings: bool,
 }
 
 impl Default for Logging {
     fn default() -> Self {
         Logging {
             actions: all_actions(),
+            query_strings: false,
         }
     }
 }

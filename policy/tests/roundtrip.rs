@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use egress_policy::{
-    Action, CompiledPolicy, Domain, HttpRequest, HttpResponse, LoadError, RequestContext,
+    Action, CompiledPolicy, Domain, Error, HttpRequest, HttpResponse, RequestContext,
     compile_documents,
 };
 use http::HeaderMap;
@@ -199,7 +199,7 @@ fn tampered_or_foreign_documents_are_refused() {
     let tampered = json.replacen("\"Deny\"", "\"Allow\"", 1);
     assert!(matches!(
         CompiledPolicy::from_json(&tampered),
-        Err(LoadError::HashMismatch { .. })
+        Err(Error::HashMismatch { .. })
     ));
 
     let newer = json.replace("\"formatVersion\":1", "\"formatVersion\":2");
@@ -211,11 +211,11 @@ fn tampered_or_foreign_documents_are_refused() {
 
     assert!(matches!(
         CompiledPolicy::from_json("{\"formatVersion\":1}"),
-        Err(LoadError::Malformed(_))
+        Err(Error::Malformed(_))
     ));
     assert!(matches!(
         CompiledPolicy::from_json("not json"),
-        Err(LoadError::Malformed(_))
+        Err(Error::Malformed(_))
     ));
 
     // Content that was never validated, with a correct hash (the documented

@@ -15,7 +15,8 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::leaf_cache::{LeafCache, Lookup};
-use super::{TlsError, certified_key, load_certs, load_key, pkcs8, provider};
+use super::{certified_key, load_certs, load_key, pkcs8, provider};
+use crate::error::Error;
 use crate::metrics::Metrics;
 
 /// How long minted leaves are valid (shorter if the sub-CA expires sooner).
@@ -67,19 +68,18 @@ impl CaFiles {
 impl InterceptCa {
     /// Loads and checks the sub-CA: a CA certificate allowed to sign
     /// certificates, currently valid, whose key matches.
-    pub fn load(files: &CaFiles) -> Result<InterceptCa, TlsError> {
+    pub fn load(files: &CaFiles) -> Result<InterceptCa, Error> {
         let cert_path = files.cert.display();
         let cert =
             load_certs(&files.cert)?
                 .into_iter()
                 .next()
-                .ok_or_else(|| TlsError::NoCertificate {
+                .ok_or_else(|| Error::NoCertificate {
                     path: cert_path.to_string(),
                 })?;
         let key_der: PrivatePkcs8KeyDer<'static> = pkcs8(load_key(&files.key)?, &files.key)?;
-        let (_, parsed) = X509Certificate::from_der(&cert).map_err(|e| {
-            TlsError::Unusable(format!("{cert_path} is not a valid certificate: {e}"))
-        })?;
+        let (_, parsed) = X509Certificate::from_der(&cert)
+            .map_err(|e| Error::Unusable(format!("{cert_path} is not a valid certificate: {e}")))?;
         let subject = parsed.subject().to_string();
         let is_ca = parsed
             .basic_constraints()
@@ -87,7 +87,7 @@ impl InterceptCa {
             .flatten()
             .is_some_and(|bc| bc.value.ca);
         if !is_ca {
-            return Err(TlsError::Unusable(format!(
+            return Err(Error::Unusable(format!(
                 "{cert_path} ({subject}) is not a CA certificate (basicConstraints CA:TRUE is missing); \
                  interception needs a sub-CA allowed to sign certificates"
             )));
@@ -95,12 +95,12 @@ impl InterceptCa {
         if let Ok(Some(usage)) = parsed.key_usage()
             && !usage.value.key_cert_sign()
         {
-            return Err(TlsError::Unusable(format!(
+            return Err(Error::Unusable(format!(
                 "{cert_path} ({subject}) may not sign certificates (keyUsage lacks keyCertSign)"
             )));
         }
         if !parsed.validity().is_valid() {
-            return Err(TlsError::Unusable(format!(
+            return Err(Error::Unusable(format!(
                 "{cert_path} ({subject}) is not valid now (valid from {} to {})",
                 parsed.validity().not_before,
                 parsed.validity().not_after
@@ -110,12 +110,12 @@ impl InterceptCa {
             + Duration::from_secs(
                 u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0),
             );
-        let key = KeyPair::try_from(&key_der).map_err(|e| TlsError::BadKey {
+        let key = KeyPair::try_from(&key_der).map_err(|e| Error::BadKey {
             path: files.key.display().to_string(),
             reason: e.to_string(),
         })?;
         if key.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
-            return Err(TlsError::Unusable(format!(
+            return Err(Error::Unusable(format!(
                 "{} is not the key of {cert_path} ({subject})",
                 files.key.display()
             )));
@@ -138,7 +138,7 @@ impl InterceptCa {
 
     /// Mints a leaf for `name` (a DNS name or an IP address), served with the
     /// sub-CA and its chain. Returns the leaf and when to mint it again.
-    pub fn mint(&self, name: &str) -> Result<(CertifiedKey, SystemTime), TlsError> {
+    pub fn mint(&self, name: &str) -> Result<(CertifiedKey, SystemTime), Error> {
         let (leaf, leaf_key, not_after) = self.issue(&[name])?;
         let mut chain = Vec::with_capacity(1 + self.chain.len());
         chain.push(leaf.der().clone());
@@ -154,12 +154,12 @@ impl InterceptCa {
 
     /// A server certificate for `names` as PEM: (leaf then chain, key). For
     /// the `dev` command's listener and demo upstream.
-    pub fn issue_pem(&self, names: &[&str]) -> Result<(String, String), TlsError> {
+    pub fn issue_pem(&self, names: &[&str]) -> Result<(String, String), Error> {
         let (leaf, key, _) = self.issue(names)?;
         Ok((leaf.pem() + &self.chain_pem, key.serialize_pem()))
     }
 
-    fn issue(&self, names: &[&str]) -> Result<(rcgen::Certificate, KeyPair, SystemTime), TlsError> {
+    fn issue(&self, names: &[&str]) -> Result<(rcgen::Certificate, KeyPair, SystemTime), Error> {
         let now = SystemTime::now();
         let not_after = (now + LEAF_LIFETIME).min(self.not_after);
         let mut params = CertificateParams::default();
@@ -215,10 +215,19 @@ fn offset_date_time(t: SystemTime) -> time::OffsetDateTime {
 #[derive(Debug)]
 pub struct InterceptAuthority {
     files: CaFiles,
-    ca: RwLock<Arc<InterceptCa>>,
-    cache: LeafCache,
+    active: RwLock<Arc<Active>>,
+    cache_size: usize,
     template: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
+}
+
+/// A sub-CA with the leaves it minted. Swapped as one on reload: a mint that
+/// started with the old sub-CA can only land in the old cache, which goes
+/// with it, so no leaf of an old sub-CA is ever served from the cache.
+#[derive(Debug)]
+struct Active {
+    ca: Arc<InterceptCa>,
+    cache: LeafCache,
 }
 
 impl InterceptAuthority {
@@ -227,7 +236,7 @@ impl InterceptAuthority {
         files: CaFiles,
         cache_size: usize,
         metrics: Arc<Metrics>,
-    ) -> Result<InterceptAuthority, TlsError> {
+    ) -> Result<InterceptAuthority, Error> {
         let ca = InterceptCa::load(&files)?;
         let mut template = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
@@ -236,8 +245,11 @@ impl InterceptAuthority {
         template.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(InterceptAuthority {
             files,
-            ca: RwLock::new(Arc::new(ca)),
-            cache: LeafCache::new(cache_size),
+            active: RwLock::new(Arc::new(Active {
+                ca: Arc::new(ca),
+                cache: LeafCache::new(cache_size),
+            })),
+            cache_size,
             template: Arc::new(template),
             metrics,
         })
@@ -248,27 +260,46 @@ impl InterceptAuthority {
         &self.files
     }
 
-    /// Loads the files again. On success, leaves of the old sub-CA are dropped;
-    /// on error the old sub-CA stays in use.
-    pub fn reload(&self) -> Result<String, TlsError> {
+    fn active(&self) -> Arc<Active> {
+        self.active
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Loads the files again. On success, the leaves of the old sub-CA are
+    /// gone with it; on error the old sub-CA stays in use.
+    pub fn reload(&self) -> Result<String, Error> {
         let ca = InterceptCa::load(&self.files)?;
         let subject = ca.subject().to_owned();
-        *self.ca.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(ca);
-        self.cache.clear();
+        *self.active.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Active {
+            ca: Arc::new(ca),
+            cache: LeafCache::new(self.cache_size),
+        });
         self.metrics.cert_cache_size.set(0);
         Ok(subject)
     }
 
     /// A server configuration presenting a leaf for `name`, minted on first
     /// use, once however many connections ask at the same time.
-    pub async fn server_config_for(&self, name: &str) -> Result<Arc<ServerConfig>, TlsError> {
-        let ca = self.ca.read().unwrap_or_else(|e| e.into_inner()).clone();
+    pub async fn server_config_for(&self, name: &str) -> Result<Arc<ServerConfig>, Error> {
+        let leaf = self.leaf_for(name).await?;
+        // A clone of the template shares its session cache and settings; only
+        // the certificate differs.
+        let mut config = (*self.template).clone();
+        config.cert_resolver = Arc::new(Fixed(leaf));
+        Ok(Arc::new(config))
+    }
+
+    async fn leaf_for(&self, name: &str) -> Result<Arc<CertifiedKey>, Error> {
+        let active = self.active();
         let started = Instant::now();
-        let name_owned = name.to_owned();
-        let (leaf, lookup) = self
+        let (ca, name_owned) = (active.ca.clone(), name.to_owned());
+        let (leaf, lookup) = active
             .cache
             .get_or_mint(name, move || ca.mint(&name_owned))
-            .await?;
+            .await
+            .map_err(|e| Error::Mint(Box::new(e)))?;
         match lookup {
             Lookup::Hit => {
                 self.metrics.cert_cache_hits.inc();
@@ -282,12 +313,8 @@ impl InterceptAuthority {
         };
         self.metrics
             .cert_cache_size
-            .set(i64::try_from(self.cache.len()).unwrap_or(i64::MAX));
-        // A clone of the template shares its session cache and settings; only
-        // the certificate differs.
-        let mut config = (*self.template).clone();
-        config.cert_resolver = Arc::new(Fixed(leaf));
-        Ok(Arc::new(config))
+            .set(i64::try_from(self.active().cache.len()).unwrap_or(i64::MAX));
+        Ok(leaf)
     }
 }
 
@@ -309,19 +336,39 @@ impl rustls::server::ResolvesServerCert for Fixed {
     }
 }
 
+/// Writes `contents` to `path`; a private key (`secret`) is readable by the
+/// owner only, also when it replaces an existing file.
+pub fn write_file(path: &Path, contents: &str, secret: bool) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let failed = |source| Error::File {
+        path: path.display().to_string(),
+        source,
+    };
+    let mode = if secret { 0o600 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .map_err(failed)?;
+    // `mode` applies only to a new file; an old one may have been wider.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(failed)?;
+    file.write_all(contents.as_bytes()).map_err(failed)
+}
+
 /// Writes PEM files of a new CA for development and tests: a root and a sub-CA
 /// below it (path length 0), returning their paths and the root's PEM.
-pub fn write_dev_ca(dir: &Path) -> Result<(CaFiles, PathBuf), TlsError> {
-    std::fs::create_dir_all(dir).map_err(|source| TlsError::Read {
+pub fn write_dev_ca(dir: &Path) -> Result<(CaFiles, PathBuf), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::File {
         path: dir.display().to_string(),
         source,
     })?;
-    let write = |name: &str, contents: String| -> Result<PathBuf, TlsError> {
+    let write = |name: &str, contents: String| -> Result<PathBuf, Error> {
         let path = dir.join(name);
-        std::fs::write(&path, contents).map_err(|source| TlsError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        write_file(&path, &contents, name.ends_with(".key"))?;
         Ok(path)
     };
     let root_key = KeyPair::generate()?;
@@ -358,4 +405,74 @@ pub fn write_dev_ca(dir: &Path) -> Result<(CaFiles, PathBuf), TlsError> {
         chain: Some(write("intercept-ca-chain.pem", root.pem())?),
     };
     Ok((files, root_path))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("authority-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        dir
+    }
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path)
+            .expect("metadata")
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    #[test]
+    fn private_keys_are_written_owner_only() {
+        let dir = temp_dir("modes");
+        // A key left world-readable by an older run is tightened, not kept.
+        std::fs::write(dir.join("intercept-ca.key"), "old").expect("write");
+        std::fs::set_permissions(
+            dir.join("intercept-ca.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .expect("chmod");
+        let (files, root) = write_dev_ca(&dir).expect("dev CA");
+        assert_eq!(mode(&files.key), 0o600);
+        assert_eq!(mode(&files.cert), 0o644);
+        assert_eq!(mode(&root), 0o644);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn a_mint_racing_a_reload_never_serves_the_old_sub_ca() {
+        let dir = temp_dir("reload");
+        let (files, _) = write_dev_ca(&dir.join("first")).expect("first CA");
+        let mut registry = prometheus_client::registry::Registry::default();
+        let authority =
+            InterceptAuthority::load(files.clone(), 10, Arc::new(Metrics::new(&mut registry)))
+                .expect("loads");
+        // A handshake that read the active sub-CA just before the reload...
+        let before = authority.active();
+        let (second, _) = write_dev_ca(&dir.join("second")).expect("second CA");
+        for (from, to) in [(&second.cert, &files.cert), (&second.key, &files.key)] {
+            std::fs::copy(from, to).expect("replace");
+        }
+        authority.reload().expect("reload");
+        // ...finishes its mint after it.
+        let ca = before.ca.clone();
+        before
+            .cache
+            .get_or_mint("a.test", move || ca.mint("a.test"))
+            .await
+            .expect("mint");
+        let leaf = authority.leaf_for("a.test").await.expect("leaf");
+        let new_sub_ca = load_certs(&second.cert).expect("cert").remove(0);
+        assert_eq!(
+            leaf.cert[1], new_sub_ca,
+            "the leaf is signed by the new sub-CA"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -10,7 +10,7 @@ use lru::LruCache;
 use rustls::sign::CertifiedKey;
 use tokio::sync::OnceCell;
 
-use super::TlsError;
+use crate::error::Error;
 
 #[derive(Debug)]
 struct Leaf {
@@ -51,19 +51,19 @@ impl LeafCache {
         &self,
         name: &str,
         mint: F,
-    ) -> Result<(Arc<CertifiedKey>, Lookup), TlsError>
+    ) -> Result<(Arc<CertifiedKey>, Lookup), Error>
     where
-        F: FnOnce() -> Result<(CertifiedKey, SystemTime), TlsError> + Send + 'static,
+        F: FnOnce() -> Result<(CertifiedKey, SystemTime), Error> + Send + 'static,
     {
         let slot = self.slot(name);
         let mut minted = false;
         let leaf = slot
             .get_or_try_init(|| async {
                 minted = true;
-                let (key, renew_at) = tokio::task::spawn_blocking(mint).await.map_err(|e| {
-                    TlsError::Unusable(format!("certificate minting stopped: {e}"))
-                })??;
-                Ok::<_, TlsError>(Leaf {
+                let (key, renew_at) = tokio::task::spawn_blocking(mint)
+                    .await
+                    .map_err(|e| Error::Unusable(format!("certificate minting stopped: {e}")))??;
+                Ok::<_, Error>(Leaf {
                     key: Arc::new(key),
                     renew_at,
                 })
@@ -87,11 +87,6 @@ impl LeafCache {
         let slot = Slot::default();
         slots.put(name.to_owned(), slot.clone());
         slot
-    }
-
-    /// Forgets every leaf (the sub-CA changed).
-    pub fn clear(&self) {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     /// Leaves held.

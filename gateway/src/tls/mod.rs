@@ -14,62 +14,28 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
-/// Why TLS material could not be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// A file holds no PEM certificate.
-    #[error("{path} holds no PEM certificate")]
-    NoCertificate {
-        /// The file.
-        path: String,
-    },
-    /// A file holds no usable PEM private key.
-    #[error("{path} holds no usable PEM private key ({reason})")]
-    BadKey {
-        /// The file.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-    /// The certificate cannot be used for its purpose.
-    #[error("{0}")]
-    Unusable(String),
-    /// rustls refused the configuration.
-    #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// Certificate generation failed.
-    #[error("certificate generation: {0}")]
-    Mint(#[from] rcgen::Error),
-}
+use crate::error::Error;
 
 /// The crypto provider used everywhere.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|source| Error::File {
         path: path.display().to_string(),
         source,
     })
 }
 
 /// All certificates of a PEM file, in order.
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let bytes = read(path)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .filter_map(Result::ok)
         .collect();
     if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
+        return Err(Error::NoCertificate {
             path: path.display().to_string(),
         });
     }
@@ -77,9 +43,9 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 }
 
 /// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| TlsError::BadKey {
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| Error::BadKey {
         path: path.display().to_string(),
         reason: e.to_string(),
     })
@@ -90,13 +56,13 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 pub fn pkcs8(
     key: PrivateKeyDer<'static>,
     path: &Path,
-) -> Result<PrivatePkcs8KeyDer<'static>, TlsError> {
+) -> Result<PrivatePkcs8KeyDer<'static>, Error> {
     match key {
         PrivateKeyDer::Pkcs8(k) => Ok(k),
         PrivateKeyDer::Pkcs1(k) => Ok(PrivatePkcs8KeyDer::from(wrap_pkcs1_in_pkcs8(
             k.secret_pkcs1_der(),
         ))),
-        _ => Err(TlsError::BadKey {
+        _ => Err(Error::BadKey {
             path: path.display().to_string(),
             reason: format!(
                 "an EC key in SEC1 form; convert it with `openssl pkcs8 -topk8 -nocrypt -in {0} -out {0}.pk8`",
@@ -141,7 +107,7 @@ fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
 pub fn certified_key(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-) -> Result<CertifiedKey, TlsError> {
+) -> Result<CertifiedKey, Error> {
     let signing_key = provider().key_provider.load_private_key(key)?;
     Ok(CertifiedKey::new(chain, signing_key))
 }
@@ -154,16 +120,16 @@ pub struct ServingCert {
 
 impl ServingCert {
     /// Loads the certificate chain and key.
-    pub fn load(cert: &Path, key: &Path) -> Result<ServingCert, TlsError> {
+    pub fn load(cert: &Path, key: &Path) -> Result<ServingCert, Error> {
         Ok(ServingCert {
             current: RwLock::new(Arc::new(Self::read(cert, key)?)),
         })
     }
 
-    fn read(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    fn read(cert: &Path, key: &Path) -> Result<CertifiedKey, Error> {
         let certified = certified_key(load_certs(cert)?, load_key(key)?)?;
         certified.keys_match().map_err(|e| {
-            TlsError::Unusable(format!(
+            Error::Unusable(format!(
                 "{} does not match {}: {e}",
                 key.display(),
                 cert.display()
@@ -173,14 +139,14 @@ impl ServingCert {
     }
 
     /// Loads new files; on error the current certificate stays.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), TlsError> {
+    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), Error> {
         let fresh = Arc::new(Self::read(cert, key)?);
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
 
     /// A server configuration that always presents the current certificate.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, Error> {
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
@@ -204,7 +170,7 @@ impl ResolvesServerCert for ServingCert {
 
 /// Client configuration for upstream TLS: the system roots plus an optional
 /// extra bundle. Verification is never turned off.
-pub fn upstream_client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, TlsError> {
+pub fn upstream_client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -215,11 +181,11 @@ pub fn upstream_client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfi
         for cert in load_certs(path)? {
             roots
                 .add(cert)
-                .map_err(|e| TlsError::Unusable(format!("{}: {e}", path.display())))?;
+                .map_err(|e| Error::Unusable(format!("{}: {e}", path.display())))?;
         }
     }
     if roots.is_empty() {
-        return Err(TlsError::Unusable(
+        return Err(Error::Unusable(
             "no trusted roots: the system has none and no --upstream-ca was given".to_owned(),
         ));
     }

@@ -158,8 +158,14 @@ impl Gateway {
 
     /// The first decision line matching `pred`, waiting up to 10 s.
     pub fn decision(&self, pred: impl Fn(&Value) -> bool) -> Value {
+        self.decision_after(0, pred)
+    }
+
+    /// The first decision line after the first `skip` ones that matches
+    /// `pred`, waiting up to 10 s.
+    pub fn decision_after(&self, skip: usize, pred: impl Fn(&Value) -> bool) -> Value {
         eventually(Duration::from_secs(10), || {
-            self.decisions().into_iter().find(|d| pred(d))
+            self.decisions().into_iter().skip(skip).find(|d| pred(d))
         })
         .unwrap_or_else(|| {
             panic!(

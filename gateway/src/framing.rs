@@ -1,0 +1,310 @@
+//! Request heads as the client wrote them, before hyper reads them.
+//!
+//! A request with both `Transfer-Encoding` and `Content-Length` is the shape
+//! of request smuggling (RFC 9112 section 6.3). hyper accepts it and drops the
+//! `Content-Length`, so the service can no longer tell; this wrapper parses
+//! each request head on the way in (following the body framing to find the
+//! next one) and queues one flag per head, which the service takes in order.
+//! Once the stream stops being HTTP/1 requests (HTTP/2, CONNECT, an upgrade,
+//! anything unparsable) it only passes bytes through.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Longest request head followed; beyond it hyper refuses the request anyway.
+const MAX_HEAD: usize = 256 * 1024;
+/// Longest chunk-size line followed.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// One flag per request head seen, in order: whether it carried both
+/// `Transfer-Encoding` and `Content-Length`.
+#[derive(Clone, Debug, Default)]
+pub struct Heads(Arc<Mutex<VecDeque<bool>>>);
+
+impl Heads {
+    /// Takes the flag of the next request; `false` when none was queued (a
+    /// stream that is not HTTP/1).
+    pub fn next_is_ambiguous(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+            .unwrap_or(false)
+    }
+
+    fn push(&self, ambiguous: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(ambiguous);
+    }
+}
+
+#[derive(Debug)]
+enum State {
+    /// Reading a request head.
+    Head(Vec<u8>),
+    /// In a body of known length: bytes left.
+    Body(u64),
+    /// In a chunked body: the chunk-size line so far.
+    ChunkSize(Vec<u8>),
+    /// In a chunk: bytes left, then its line end.
+    ChunkData(u64),
+    /// After a chunk's data: up to its `\n`.
+    ChunkEnd,
+    /// In the trailers: length of the current line.
+    Trailers(usize),
+    /// Not HTTP/1 requests any more.
+    Opaque,
+}
+
+/// A stream whose request heads are inspected as they are read.
+#[derive(Debug)]
+pub struct Inspected<S> {
+    inner: S,
+    state: State,
+    heads: Heads,
+}
+
+impl<S> Inspected<S> {
+    /// Wraps `inner`; flags go to `heads`.
+    pub fn new(inner: S, heads: Heads) -> Inspected<S> {
+        Inspected {
+            inner,
+            state: State::Head(Vec::new()),
+            heads,
+        }
+    }
+
+    fn feed(&mut self, input: &[u8]) {
+        // Owned so that what follows a head (kept inside the head buffer) can
+        // be fed on without recursion.
+        let mut data = input.to_vec();
+        let mut pos = 0;
+        while pos < data.len() {
+            let bytes = &data[pos..];
+            match &mut self.state {
+                State::Opaque => return,
+                State::Head(buffer) => {
+                    buffer.extend_from_slice(bytes);
+                    let head = std::mem::take(buffer);
+                    match self.after_head(&head) {
+                        None if head.len() > MAX_HEAD => self.state = State::Opaque,
+                        None => self.state = State::Head(head),
+                        Some((next, length)) => {
+                            self.state = next;
+                            data = head[length..].to_vec();
+                            pos = 0;
+                            continue;
+                        }
+                    }
+                    return;
+                }
+                State::Body(left) => {
+                    let n = (*left).min(bytes.len() as u64);
+                    *left -= n;
+                    pos += n as usize;
+                    if *left == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::ChunkSize(line) => match bytes.iter().position(|b| *b == b'\n') {
+                    None => {
+                        line.extend_from_slice(bytes);
+                        pos = data.len();
+                        if line.len() > MAX_CHUNK_LINE {
+                            self.state = State::Opaque;
+                        }
+                    }
+                    Some(end) => {
+                        line.extend_from_slice(&bytes[..end]);
+                        pos += end + 1;
+                        self.state = match chunk_size(line) {
+                            Some(0) => State::Trailers(0),
+                            Some(size) => State::ChunkData(size),
+                            None => State::Opaque,
+                        };
+                    }
+                },
+                State::ChunkData(left) => {
+                    let n = (*left).min(bytes.len() as u64);
+                    *left -= n;
+                    pos += n as usize;
+                    if *left == 0 {
+                        self.state = State::ChunkEnd;
+                    }
+                }
+                State::ChunkEnd => match bytes.iter().position(|b| *b == b'\n') {
+                    None => pos = data.len(),
+                    Some(end) => {
+                        pos += end + 1;
+                        self.state = State::ChunkSize(Vec::new());
+                    }
+                },
+                State::Trailers(line) => {
+                    pos += 1;
+                    match bytes[0] {
+                        b'\n' if *line == 0 => self.state = State::Head(Vec::new()),
+                        b'\n' => *line = 0,
+                        b'\r' => {}
+                        _ => *line += 1,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Parses a head; when it is complete, queues its flag and returns the
+    /// state of its body and the head's length.
+    fn after_head(&self, head: &[u8]) -> Option<(State, usize)> {
+        let mut headers = [httparse::EMPTY_HEADER; 128];
+        let mut request = httparse::Request::new(&mut headers);
+        let length = match request.parse(head) {
+            Ok(httparse::Status::Complete(length)) => length,
+            Ok(httparse::Status::Partial) => return None,
+            Err(_) => return Some((State::Opaque, head.len())),
+        };
+        let method = request.method.unwrap_or_default();
+        if method.eq_ignore_ascii_case("CONNECT") {
+            self.heads.push(false);
+            return Some((State::Opaque, length));
+        }
+        let named = |name: &'static str| {
+            request
+                .headers
+                .iter()
+                .filter(move |h| h.name.eq_ignore_ascii_case(name))
+                .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+        };
+        let transfer_encoding: Vec<String> = named("transfer-encoding").collect();
+        let content_length: Vec<String> = named("content-length").collect();
+        self.heads
+            .push(!transfer_encoding.is_empty() && !content_length.is_empty());
+        let upgrade = named("upgrade").next().is_some()
+            && named("connection").any(|c| c.split(',').any(|t| t.trim() == "upgrade"));
+        let body = if upgrade {
+            State::Opaque
+        } else if let Some(last) = transfer_encoding.last() {
+            if last.split(',').next_back().map(str::trim) == Some("chunked") {
+                State::ChunkSize(Vec::new())
+            } else {
+                State::Opaque
+            }
+        } else {
+            match content_length.first().map(|v| v.trim().parse::<u64>()) {
+                None | Some(Ok(0)) => State::Head(Vec::new()),
+                Some(Ok(length)) => State::Body(length),
+                Some(Err(_)) => State::Opaque,
+            }
+        };
+        Some((body, length))
+    }
+}
+
+/// The size of a chunk-size line (`1a;ext=1\r`).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(line).ok()?;
+    let hex = text.split(';').next()?.trim();
+    if hex.is_empty() || hex.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Inspected<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if !matches!(self.state, State::Opaque) && buf.filled().len() > before {
+            let read = buf.filled()[before..].to_vec();
+            self.feed(&read);
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Inspected<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(stream: &[u8], pieces: usize) -> Vec<bool> {
+        let heads = Heads::default();
+        let mut inspected = Inspected::new((), heads.clone());
+        for piece in stream.chunks(stream.len().div_ceil(pieces).max(1)) {
+            inspected.feed(piece);
+        }
+        let mut all = Vec::new();
+        while let Some(flag) = heads.0.lock().expect("lock").pop_front() {
+            all.push(flag);
+        }
+        all
+    }
+
+    const PIPELINE: &[u8] = b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 26\r\n\r\n\r\nContent-Length: 1\r\n\r\nxyz\
+GET http://a/ HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\n\r\n\r\nX\r\n0\r\nT: 1\r\n\r\n\
+POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+
+    #[test]
+    fn each_head_is_found_through_bodies_that_look_like_heads() {
+        for pieces in [1, 2, 7, PIPELINE.len()] {
+            assert_eq!(
+                flags(PIPELINE, pieces),
+                [false, false, true],
+                "{pieces} pieces"
+            );
+        }
+    }
+
+    #[test]
+    fn other_protocols_are_passed_through() {
+        // The HTTP/2 preface is not an HTTP/1 request: nothing is queued.
+        assert_eq!(
+            flags(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\nContent-Length: 1\r\n", 1),
+            Vec::<bool>::new()
+        );
+        assert_eq!(
+            flags(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 3),
+            [false]
+        );
+        assert_eq!(flags(b"\x16\x03\x01garbage", 1), Vec::<bool>::new());
+    }
+}

@@ -1,0 +1,206 @@
+//! One HTTP request through PreREQUEST, the destination and PostRESPONSE,
+//! for plain HTTP and for requests inside intercepted tunnels alike. The
+//! request goes upstream as the client sent it (its target untouched, its
+//! `Host` the canonical one); rules saw its normalised target.
+
+use std::sync::Arc;
+
+use egress_policy::{HttpRequest, HttpResponse, Phase};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use crate::error::Error;
+use crate::gateway::Gateway;
+use crate::http_util::{
+    Body, Counted, OnDone, Progress, denied, empty, is_upgrade, strip_hop_by_hop, text_response,
+};
+use crate::pipeline::{Exchange, Protocol};
+use crate::upstream::{Pool, PoolKey};
+
+/// Token this gateway adds to `Via`; seeing it on an incoming request means the
+/// request looped back through the proxy.
+pub fn via_token(proxy_name: &str) -> String {
+    format!("1.1 {proxy_name} (egress-gateway)")
+}
+
+/// Whether `headers` show that the request already went through this proxy.
+pub fn has_looped(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|hop| hop.trim() == token)
+}
+
+/// Runs `req` (whose target normalises to `normalized`) through PreREQUEST,
+/// the destination (`key`) and PostRESPONSE. The log line is written when
+/// the response body has gone to the client.
+pub async fn exchange(
+    gw: Arc<Gateway>,
+    mut exchange: Exchange,
+    pool: Arc<Pool>,
+    key: PoolKey,
+    normalized: String,
+    mut req: Request<Incoming>,
+) -> Response<Body> {
+    let http1 = req.version() < Version::HTTP_2;
+    let method = req.method().as_str().to_owned();
+    let request = HttpRequest {
+        method: &method,
+        uri: &normalized,
+        headers: req.headers(),
+    };
+    if let Err(stop) = exchange.pre_request(Some(request)) {
+        return gw.stopped(exchange, stop, http1);
+    }
+    // Request keys stay visible in PostRESPONSE; keep the headers only if rules
+    // there could read them.
+    let request_headers = if exchange.policy().rule_count(Phase::PostResponse) > 0 {
+        req.headers().clone()
+    } else {
+        HeaderMap::new()
+    };
+    let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+
+    let protocol = if key.tls_name.is_some() {
+        Protocol::Https
+    } else {
+        Protocol::Http
+    };
+    let (mut parts, body) = req.into_parts();
+    let target = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
+    strip_hop_by_hop(&mut parts.headers);
+    // The canonical host: the URL's userinfo (user:pass@) never goes upstream.
+    if let Ok(host) = HeaderValue::from_str(&exchange.target().host_header(protocol)) {
+        parts.headers.insert(header::HOST, host);
+    }
+    if let Ok(via) = HeaderValue::from_str(&via_token(exchange.policy().proxy().name())) {
+        parts.headers.append(header::VIA, via);
+    }
+    parts.version = Version::HTTP_11;
+    parts.uri = target.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    let sent = Arc::new(Progress::default());
+    let upstream_request = Request::from_parts(parts, Counted::new(body, sent.clone()).boxed());
+
+    let mut response = match crate::upstream::send(&gw, &pool, key, upstream_request, &sent).await {
+        Ok(response) => response,
+        Err(error) => {
+            let status = error.status();
+            let reply = text_response(status, error.client_text(), http1);
+            gw.fail(
+                exchange,
+                i32::from(status.as_u16()),
+                (sent.bytes(), 0),
+                &error,
+            );
+            return reply;
+        }
+    };
+    gw.metrics
+        .request_seconds
+        .observe(exchange.started().elapsed().as_secs_f64());
+
+    let verdict = exchange.post_response(
+        Some(HttpRequest {
+            method: &method,
+            uri: &normalized,
+            headers: &request_headers,
+        }),
+        HttpResponse {
+            status: response.status().as_u16(),
+            headers: response.headers(),
+        },
+    );
+    if verdict.is_err() {
+        // Denied. The upstream response is dropped unread; its connection is
+        // not reused.
+        gw.record(exchange.finish(403, sent.bytes(), 0, None));
+        return denied(http1);
+    }
+
+    let status = response.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (mut parts, _) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        gw.tasks.spawn(relay_upgrade(
+            gw.clone(),
+            exchange,
+            client_upgrade,
+            upstream_upgrade,
+        ));
+        return Response::from_parts(parts, empty());
+    }
+
+    let (mut parts, body) = response.into_parts();
+    if parts.headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 section 6.3: Transfer-Encoding overrides Content-Length,
+        // and a proxy must not pass the Content-Length on: the body is
+        // re-framed for the client from what was actually received.
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    let received = Arc::new(Progress::default());
+    let counted = Counted::new(body, received.clone());
+    let logged = OnDone::new(counted, move || {
+        gw.record(exchange.finish(
+            i32::from(status.as_u16()),
+            sent.bytes(),
+            received.bytes(),
+            None,
+        ));
+    });
+    Response::from_parts(parts, logged.boxed())
+}
+
+/// After a 101: bytes flow both ways until either side closes or goes idle.
+async fn relay_upgrade(
+    gw: Arc<Gateway>,
+    exchange: Exchange,
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => return gw.fail(exchange, 101, (0, 0), &Error::Upgrade(e.to_string())),
+    };
+    let relayed = crate::relay::relay(
+        &gw,
+        TokioIo::new(client),
+        TokioIo::new(upstream),
+        std::future::pending(),
+    )
+    .await;
+    gw.record(exchange.finish(101, relayed.sent, relayed.received, None));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loops_are_seen_in_via() {
+        let token = via_token("egress");
+        let mut headers = HeaderMap::new();
+        headers.append(
+            header::VIA,
+            "1.0 fred, 1.1 egress (egress-gateway)"
+                .parse()
+                .expect("valid"),
+        );
+        assert!(has_looped(&headers, &token));
+        assert!(!has_looped(&headers, &via_token("other")));
+        assert!(!has_looped(&HeaderMap::new(), &token));
+    }
+}

@@ -1,0 +1,114 @@
+//! Bytes copied both ways: relayed CONNECT tunnels (interception off, or the
+//! name bypassed) and upgraded connections (WebSocket). A relayed tunnel is
+//! judged again whenever the policy changes, and closed, with a decision log
+//! line, when the new policy denies its destination.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::error::Error;
+use crate::gateway::{Connection, Gateway};
+use crate::idle::Activity;
+use crate::pipeline::Exchange;
+
+/// Buffer size for each direction of a relay. With tokio's default 8 KiB, a
+/// 64 KiB body takes eight reads and writes each way.
+const COPY_BUFFER: usize = 64 * 1024;
+
+/// Bytes read from each side.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Relayed {
+    /// From the client.
+    pub sent: u64,
+    /// From the upstream.
+    pub received: u64,
+}
+
+/// Copies bytes both ways until both sides are done, either side fails,
+/// nothing moves for the idle timeout, or `stop` completes.
+pub async fn relay<A, B>(
+    gw: &Gateway,
+    client: A,
+    upstream: B,
+    stop: impl Future<Output = ()>,
+) -> Relayed
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
+    let activity = Activity::default();
+    let mut client = activity.track(client);
+    let mut upstream = activity.track(upstream);
+    let (from_client, from_upstream) = (client.bytes_read(), upstream.bytes_read());
+    tokio::select! {
+        // A reset on either side just ends the relay.
+        _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER) => {}
+        _ = activity.idle_exceeds(gw.limits.idle_timeout) => {}
+        () = stop => {}
+    }
+    Relayed {
+        sent: from_client.load(Ordering::Relaxed),
+        received: from_upstream.load(Ordering::Relaxed),
+    }
+}
+
+/// A relayed CONNECT tunnel, from the client's upgrade to its close; logged
+/// when it closes.
+pub async fn tunnel(
+    gw: Arc<Gateway>,
+    connection: Arc<Connection>,
+    exchange: Exchange,
+    on_upgrade: OnUpgrade,
+    upstream: TcpStream,
+) {
+    let client = match on_upgrade.await {
+        Ok(client) => client,
+        Err(e) => return gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
+    };
+    let mut revoked = None;
+    let relayed = relay(&gw, TokioIo::new(client), upstream, async {
+        revoked = Some(revocation(&gw, &exchange).await);
+    })
+    .await;
+    drop(connection);
+    match revoked {
+        None => gw.record(exchange.finish(-1, relayed.sent, relayed.received, None)),
+        Some((denied, hash)) => {
+            gw.metrics.tunnels_revoked.inc();
+            tracing::info!(
+                destination = %exchange.target().authority(),
+                client = %exchange.client().addr,
+                policy = %hash,
+                "tunnel closed: the new policy denies it"
+            );
+            let mut finished = denied.finish(-1, relayed.sent, relayed.received, None);
+            finished.record.revoked_by = Some(hash);
+            gw.record(finished);
+        }
+    }
+}
+
+/// Completes when a newly installed policy denies the tunnel's destination:
+/// the denying decision and that policy's hash.
+async fn revocation(gw: &Gateway, tunnel: &Exchange) -> (Exchange, String) {
+    let mut policies = gw.policy.subscribe();
+    loop {
+        if policies.changed().await.is_err() {
+            // The store is gone: the gateway is stopping.
+            std::future::pending::<()>().await;
+        }
+        let Some(loaded) = policies.borrow_and_update().clone() else {
+            continue;
+        };
+        if let Some(denied) = tunnel.reevaluate(loaded.policy.clone(), &gw.guard) {
+            return (denied, loaded.policy.hash().to_owned());
+        }
+    }
+}
