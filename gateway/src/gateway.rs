@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use egress_policy::Domain;
 use http::Response;
+use prometheus_client::metrics::gauge::Gauge;
 use rustls::ClientConfig;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
@@ -18,7 +19,7 @@ use crate::decision_log::DecisionLog;
 use crate::dns::Resolver;
 use crate::error::Error;
 use crate::http_util::{Body, denied, text_response};
-use crate::metrics::{DecisionLabels, Metrics};
+use crate::metrics::{DecisionLabels, ListenerLabels, Metrics};
 use crate::pipeline::{Client, Exchange, Finished, Guard, Resolve, Stop};
 use crate::policy_store::PolicyStore;
 use crate::tls::authority::InterceptAuthority;
@@ -52,13 +53,38 @@ pub struct Gateway {
 
 /// A client connection: who it is, and its place under `--max-connections`,
 /// held by every task that serves it (a tunnel outlives the request that
-/// opened it and keeps the place until it closes).
+/// opened it and keeps the place, and its count in
+/// `egress_open_connections`, until it closes).
 #[derive(Debug)]
 pub struct Connection {
     /// The client.
     pub client: Client,
-    /// The place under the connection cap.
-    pub slot: OwnedSemaphorePermit,
+    _slot: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Connection {
+    /// A connection holding `slot`, counted as open until dropped.
+    pub fn new(client: Client, slot: OwnedSemaphorePermit, metrics: &Metrics) -> Connection {
+        let open = metrics
+            .open_connections
+            .get_or_create(&ListenerLabels {
+                listener: client.listener.as_str(),
+            })
+            .clone();
+        open.inc();
+        Connection {
+            client,
+            _slot: slot,
+            open,
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl Gateway {

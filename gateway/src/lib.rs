@@ -40,7 +40,6 @@ use anyhow::Context as _;
 use ipnet::IpNet;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -162,36 +161,32 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
 
     start_watchers(&gw, &args, serving.clone());
 
-    let permits = Arc::new(Semaphore::new(args.limits.max_connections.max(1)));
-    let mut accept_loops = Vec::new();
+    let mut listeners = vec![server::Listening {
+        socket: http_listener,
+        kind: Listener::Http,
+        tls: None,
+    }];
     tracing::info!(listener = "http", address = %own_addresses[0], "listening");
-    accept_loops.push(tokio::spawn(server::serve(
-        gw.clone(),
-        http_listener,
-        Listener::Http,
-        None,
-        permits.clone(),
-    )));
-    if let (Some(listener), Some(serving)) = (https_listener, serving) {
-        tracing::info!(listener = "https", address = %listener.local_addr()?, "listening");
-        let config = serving.server_config()?;
-        accept_loops.push(tokio::spawn(server::serve(
-            gw.clone(),
-            listener,
-            Listener::Https,
-            Some(config),
-            permits,
-        )));
+    if let (Some(socket), Some(serving)) = (https_listener, serving) {
+        tracing::info!(listener = "https", address = %socket.local_addr()?, "listening");
+        listeners.push(server::Listening {
+            socket,
+            kind: Listener::Https,
+            tls: Some(serving.server_config()?),
+        });
     }
+    let accept_loop = tokio::spawn(server::serve(
+        gw.clone(),
+        listeners,
+        args.limits.max_connections,
+    ));
     tracing::info!(listener = "admin", address = %admin_listener.local_addr()?, "listening");
     let admin = tokio::spawn(admin::serve(gw.clone(), admin_listener, registry));
 
     wait_for_signal().await;
     tracing::info!(grace = ?gw.limits.shutdown_grace, "shutting down: no new connections, draining open ones");
     shutdown.cancel();
-    for accept_loop in accept_loops {
-        let _ = accept_loop.await;
-    }
+    let _ = accept_loop.await;
     gw.tasks.close();
     tokio::select! {
         _ = gw.tasks.wait() => tracing::info!("all connections drained"),

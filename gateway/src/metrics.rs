@@ -87,7 +87,7 @@ pub struct Metrics {
     pub policy_shrink_warnings: Counter,
     /// Certificate file loads that failed (the previous material kept serving).
     pub tls_reload_failures: Counter,
-    /// Client connections open, by listener.
+    /// Client connections open, by listener (tunnels included).
     pub open_connections: Family<ListenerLabels, Gauge>,
     /// CONNECT tunnels open (relayed or intercepted).
     pub open_tunnels: Gauge,

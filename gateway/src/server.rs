@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -19,20 +20,33 @@ use tokio_rustls::TlsAcceptor;
 use crate::framing::{Heads, Inspected};
 use crate::gateway::{Connection, Gateway};
 use crate::idle::Activity;
-use crate::metrics::ListenerLabels;
 use crate::pipeline::{Client, Listener};
 use crate::upstream::Pool;
 
-/// Accepts connections on `listener` until shutdown. `permits` caps the
-/// connections open at once across listeners: beyond it, clients wait in the
-/// kernel's accept queue.
-pub async fn serve(
-    gw: Arc<Gateway>,
-    listener: TcpListener,
-    kind: Listener,
-    tls: Option<Arc<ServerConfig>>,
-    permits: Arc<Semaphore>,
-) {
+/// A client-facing listener.
+#[derive(Debug)]
+pub struct Listening {
+    /// The socket.
+    pub socket: TcpListener,
+    /// Which listener it is.
+    pub kind: Listener,
+    /// TLS to the proxy (the HTTPS listener).
+    pub tls: Option<Arc<ServerConfig>>,
+}
+
+/// Accepts connections on every listener until shutdown. At most
+/// `max_connections` are open at once across them; beyond that, clients wait
+/// in the kernel's accept queue. One loop serves all listeners, so the one
+/// place it holds while waiting goes to whichever client comes first.
+pub async fn serve(gw: Arc<Gateway>, listeners: Vec<Listening>, max_connections: usize) {
+    let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let mut accepts = futures_util::stream::select_all(listeners.into_iter().map(|l| {
+        let listening = Arc::new(l);
+        Box::pin(futures_util::stream::unfold(listening, |l| async move {
+            let accepted = l.socket.accept().await;
+            Some(((accepted, l.kind, l.tls.clone()), l))
+        }))
+    }));
     loop {
         let permit = tokio::select! {
             _ = gw.shutdown.cancelled() => return,
@@ -41,9 +55,12 @@ pub async fn serve(
                 Err(_) => return,
             },
         };
-        let accepted = tokio::select! {
+        let next = tokio::select! {
             _ = gw.shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            next = accepts.next() => next,
+        };
+        let Some((accepted, kind, tls)) = next else {
+            return;
         };
         let (stream, client) = match accepted {
             Ok(accepted) => accepted,
@@ -55,10 +72,8 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let gw2 = gw.clone();
-        let tls = tls.clone();
         gw.tasks
-            .spawn(connection(gw2, stream, client, kind, tls, permit));
+            .spawn(connection(gw.clone(), stream, client, kind, tls, permit));
     }
 }
 
@@ -70,22 +85,12 @@ async fn connection(
     tls: Option<Arc<ServerConfig>>,
     slot: OwnedSemaphorePermit,
 ) {
-    let gauge = gw
-        .metrics
-        .open_connections
-        .get_or_create(&ListenerLabels {
-            listener: kind.as_str(),
-        })
-        .clone();
-    gauge.inc();
-    let connection = Arc::new(Connection {
-        client: Client {
-            addr,
-            listener: kind,
-            identity: None,
-        },
-        slot,
-    });
+    let client = Client {
+        addr,
+        listener: kind,
+        identity: None,
+    };
+    let connection = Arc::new(Connection::new(client, slot, &gw.metrics));
     match tls {
         None => serve_http1(&gw, stream, connection).await,
         Some(config) => {
@@ -107,7 +112,6 @@ async fn connection(
             }
         }
     }
-    gauge.dec();
 }
 
 async fn serve_http1<S>(gw: &Arc<Gateway>, stream: S, connection: Arc<Connection>)

@@ -267,10 +267,16 @@ fn private_destinations_and_the_proxy_itself_are_refused() {
     // Requested URL, and the canonical one the log shows.
     let cases = [
         (metadata, metadata),
-        ("http://[::ffff:169.254.169.254]/latest/meta-data/", metadata),
+        (
+            "http://[::ffff:169.254.169.254]/latest/meta-data/",
+            metadata,
+        ),
         ("http://2852039166/latest/meta-data/", metadata),
         ("http://0xa9.254.43518/latest/meta-data/", metadata),
-        ("http://internal.example.com/", "http://internal.example.com/"),
+        (
+            "http://internal.example.com/",
+            "http://internal.example.com/",
+        ),
         (&own_http, &own_http),
     ];
     for (url, logged) in cases {
@@ -278,7 +284,10 @@ fn private_destinations_and_the_proxy_itself_are_refused() {
         let result = curl(&["--proxy", &proxy, url]);
         assert_eq!(result.status, 403, "{url}: {result:?}");
         let line = s.gateway.decision_after(before, |d| d["url"] == logged);
-        assert_eq!(line["final_rule_name"], "private-destination", "{url}: {line}");
+        assert_eq!(
+            line["final_rule_name"], "private-destination",
+            "{url}: {line}"
+        );
         assert_eq!(line["decision_phase"], "PreREQUEST", "{url}: {line}");
     }
     let tunnel = curl(&[

@@ -219,3 +219,124 @@ fn every_example_compiles_and_does_what_its_comments_say() {
     );
     assert_eq!(outcome(&night), ("Deny".into(), "after-hours".into()));
 }
+
+#[test]
+fn eval_and_the_gateway_write_the_same_decision_line() {
+    use common::clients::curl;
+    use common::process::Gateway;
+    use common::upstream::{Behavior, Upstream};
+    use common::{BYPASS_HOST, DENIED_HOST, HOST, Pki, seed_policy};
+
+    let pki = Pki::new();
+    let dir = TempDir::new("eval-parity");
+    let (cert, key) = pki.server_cert(&[HOST, BYPASS_HOST]);
+    let tls_upstream = Upstream::https(&cert, &key);
+    let plain_upstream = Upstream::http(Behavior::Normal);
+    let (tls, plain) = (tls_upstream.addr.port(), plain_upstream.addr.port());
+    let policy = seed_policy(dir.path(), true);
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let both_roots = pki.both_roots.display().to_string();
+    // URL, and the status the upstream answers (what eval's --status says).
+    let cases = [
+        (format!("https://{DENIED_HOST}:{tls}/"), 200),
+        (format!("https://{HOST}:{tls}/"), 200),
+        (format!("https://{HOST}:{tls}/a/%66iles/b?x=1"), 200),
+        (format!("https://{HOST}:{tls}/status/404"), 404),
+        (format!("https://{BYPASS_HOST}:{tls}/"), 200),
+        (format!("http://{HOST}:{plain}/"), 200),
+        (format!("http://{HOST}:{plain}/status/404"), 404),
+        (format!("http://{DENIED_HOST}:{plain}/"), 200),
+    ];
+    let compared = [
+        "http_method",
+        "url",
+        "dest_domain",
+        "dest_port",
+        "dest_ip",
+        "http_status_code",
+        "final_action",
+        "final_rule_name",
+        "final_rule_group_name",
+        "decision_phase",
+        "first_alert_match",
+        "all_matches",
+        "proxy_name",
+        "src_vpc",
+        "src_vpce",
+    ];
+    for (url, upstream_status) in cases {
+        let before = gateway.decisions().len();
+        curl(&[
+            "--proxy",
+            &gateway.http_proxy(),
+            "--cacert",
+            &both_roots,
+            &url,
+        ]);
+        let live = gateway.decision_after(before, |_| true);
+        let status = upstream_status.to_string();
+        let evaluated = eval_file(
+            &policy,
+            &[&url, "--dest-ip", "127.0.0.1", "--status", &status],
+        );
+        for field in compared {
+            assert_eq!(
+                live[field], evaluated[field],
+                "{url}: {field}\ngateway: {live}\neval:    {evaluated}"
+            );
+        }
+    }
+}
+
+fn eval_file(policy: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let output = gateway(&[&["policy", "eval", &policy.display().to_string()], args].concat());
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    serde_json::from_slice(&output.stdout).expect("one JSON line")
+}
+
+#[test]
+fn dev_writes_its_private_keys_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("dev-keys");
+    let out = dir.path().join("dev");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
+        .args([
+            "dev",
+            "--policy",
+            SEED,
+            "--dir",
+            &out.display().to_string(),
+            "--http-port",
+            "0",
+            "--https-port",
+            "0",
+            "--admin-port",
+            "0",
+            "--upstream-port",
+            "0",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("dev starts");
+    let keys = ["intercept-ca.key", "proxy-tls.key", "demo-upstream.key"];
+    let written = common::eventually(std::time::Duration::from_secs(20), || {
+        keys.iter().all(|k| out.join(k).exists()).then_some(())
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(written.is_some(), "dev wrote its keys");
+    for key in keys {
+        let mode = std::fs::metadata(out.join(key))
+            .expect("key")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    let root = std::fs::metadata(out.join("root-ca.pem"))
+        .expect("root")
+        .permissions()
+        .mode();
+    assert_eq!(root & 0o777, 0o644, "certificates stay readable");
+}

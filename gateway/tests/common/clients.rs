@@ -151,3 +151,71 @@ pub fn go_client() -> PathBuf {
     });
     dir.join("goclient")
 }
+
+/// A client process driven step by step: it prints a line per result and
+/// waits on stdin where its arguments say `WAIT`.
+pub struct Interactive {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Interactive {
+    /// Starts `command` with piped stdin and stdout.
+    pub fn start(mut command: Command) -> Interactive {
+        use std::io::BufRead;
+        let mut child = command
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("client starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if sender.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Interactive { child, lines }
+    }
+
+    /// The next line it prints (20 s at most).
+    pub fn line(&self) -> String {
+        self.lines
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the client prints a line")
+    }
+
+    /// Lets it go past a `WAIT`.
+    pub fn resume(&mut self) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin");
+        stdin.write_all(b"\n").expect("write");
+        stdin.flush().expect("flush");
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `python keepalive_client.py ARGS...` with this environment, ready for [`Interactive`].
+pub fn python_command(script: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(python());
+    command
+        .arg(Path::new(CLIENTS).join(script))
+        .args(args)
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .envs(env.iter().copied());
+    command
+}

@@ -43,9 +43,10 @@ impl Gateway {
             "127.0.0.1:0".into(),
             "--upstream-ca".into(),
             pki.upstream_root.display().to_string(),
-            "--file-poll-interval".into(),
-            "100ms".into(),
         ];
+        if !extra.contains(&"--file-poll-interval") {
+            args.extend(["--file-poll-interval".into(), "100ms".into()]);
+        }
         if !extra.contains(&"--intercept-ca-cert") {
             args.extend([
                 "--intercept-ca-cert".into(),

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// How the server behaves.
@@ -23,6 +23,10 @@ pub enum Behavior {
     Normal,
     /// Reads the request, then resets the connection.
     Reset,
+    /// Reads the request and never answers (the connection stays open).
+    Silent,
+    /// Answers every request with these bytes, as they are.
+    Raw(&'static str),
 }
 
 /// A running upstream.
@@ -76,12 +80,25 @@ impl Upstream {
                 };
                 let tls = tls.clone();
                 tokio::spawn(async move {
-                    if behavior == Behavior::Reset {
-                        let mut stream = stream;
-                        let mut buf = [0u8; 1024];
-                        let _ = stream.read(&mut buf).await;
-                        let _ = stream.set_zero_linger();
-                        return;
+                    let mut stream = stream;
+                    let mut buf = [0u8; 4096];
+                    match behavior {
+                        Behavior::Normal => {}
+                        Behavior::Reset => {
+                            let _ = stream.read(&mut buf).await;
+                            let _ = stream.set_zero_linger();
+                            return;
+                        }
+                        Behavior::Silent => {
+                            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                            return;
+                        }
+                        Behavior::Raw(bytes) => {
+                            let _ = stream.read(&mut buf).await;
+                            let _ = stream.write_all(bytes.as_bytes()).await;
+                            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                            return;
+                        }
                     }
                     let service =
                         service_fn(|req| async move { Ok::<_, Infallible>(route(req).await) });

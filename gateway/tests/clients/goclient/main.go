@@ -2,10 +2,13 @@
 // standard proxy environment (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) exactly as a
 // workload in a pod would, and trusts the CA bundle in SSL_CERT_FILE.
 //
-//	goclient URL...   prints "STATUS BODY-BYTES PROTO" per URL, one line each
+//	goclient URL...   prints "STATUS BODY-BYTES PROTO" per URL, one line each;
+//	                  an argument WAIT prints "waiting" and reads a line from
+//	                  stdin first (connections stay open meanwhile)
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net/http"
@@ -18,7 +21,16 @@ func main() {
 	transport.ForceAttemptHTTP2 = true
 	client := &http.Client{Transport: transport, Timeout: 20 * time.Second}
 	failed := false
+	stdin := bufio.NewReader(os.Stdin)
 	for _, url := range os.Args[1:] {
+		if url == "WAIT" {
+			fmt.Println("waiting")
+			if _, err := stdin.ReadString('\n'); err != nil {
+				fmt.Printf("ERROR stdin: %v\n", err)
+				os.Exit(1)
+			}
+			continue
+		}
 		resp, err := client.Get(url)
 		if err != nil {
 			fmt.Printf("ERROR %v\n", err)

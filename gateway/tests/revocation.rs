@@ -1,0 +1,165 @@
+//! A policy change reaches connections that are already open: the next
+//! request on an intercepted connection (HTTP/1 keep-alive or an HTTP/2
+//! stream) meets the new policy, and relayed tunnels the new policy denies are
+//! closed, each with a decision line.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::clients::{Interactive, go_client, python_command};
+use common::process::Gateway;
+use common::upstream::{Behavior, Upstream};
+use common::{BYPASS_HOST, HOST, Pki, TempDir, policy_with_proxy, seed_without_proxy};
+
+/// Replaces the policy file by a rename (read at once) with the seed plus a
+/// PreDNS deny of `host`.
+fn deny_host(policy: &std::path::Path, host: &str) -> Instant {
+    let text = std::fs::read_to_string(policy).expect("read");
+    let rule = format!(
+        "    preDNS:\n      - name: revoke-{}\n        action: Deny\n        conditions:\n          - key: request:DestinationDomain\n            operator: StringEquals\n            values: [\"{host}\"]\n",
+        host.split('.').next().unwrap_or("host")
+    );
+    let denied = text.replacen("    preDNS:\n", &rule, 1);
+    assert_ne!(denied, text);
+    let next = policy.with_extension("next");
+    std::fs::write(&next, denied).expect("write");
+    let changed = Instant::now();
+    std::fs::rename(&next, policy).expect("rename");
+    changed
+}
+
+#[test]
+fn the_next_request_on_an_open_intercepted_connection_meets_the_new_policy() {
+    let pki = Pki::new();
+    let dir = TempDir::new("revoke-intercepted");
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), true, &["127.0.0.1/32"]);
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    let both_roots = pki.both_roots.display().to_string();
+    let proxy = gateway.http_proxy();
+
+    // HTTP/1.1 keep-alive (Python requests, one Session) and HTTP/2 (Go).
+    let mut python = Interactive::start(python_command(
+        "keepalive_client.py",
+        &[&both_roots, &url, "WAIT", &url],
+        &[("HTTPS_PROXY", &proxy)],
+    ));
+    let mut go = Command::new(go_client());
+    go.args([&url, "WAIT", &url])
+        .env("HTTPS_PROXY", &proxy)
+        .env("NO_PROXY", "")
+        .env("SSL_CERT_FILE", &pki.both_roots);
+    let mut go = Interactive::start(go);
+    assert_eq!(python.line(), "200");
+    assert_eq!(go.line(), "200 19 HTTP/2.0");
+    assert_eq!(python.line(), "waiting");
+    assert_eq!(go.line(), "waiting");
+
+    deny_host(&policy, HOST);
+    gateway.wait_metric("egress_policy_reloads_total", 2.0);
+    python.resume();
+    go.resume();
+    assert_eq!(python.line(), "403");
+    assert_eq!(go.line(), "403 37 HTTP/2.0");
+
+    // Both requests of each client came over one connection: same client port.
+    gateway.decision(|d| d["final_rule_name"] == "revoke-www" && d["http_status_code"] == 403);
+    std::thread::sleep(Duration::from_millis(200));
+    let lines = gateway.decisions();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    let mut ports: Vec<(i64, String)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["client_src_port"].as_i64().unwrap_or_default(),
+                l["final_rule_name"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    ports.sort();
+    for pair in ports.chunk_by(|a, b| a.0 == b.0) {
+        let rules: Vec<&str> = pair.iter().map(|(_, rule)| rule.as_str()).collect();
+        assert_eq!(
+            rules,
+            ["default", "revoke-www"],
+            "one connection, before and after: {lines:?}"
+        );
+    }
+}
+
+/// Opens a relayed tunnel and checks it carries a request.
+fn open_tunnel(gateway: &Gateway, host: &str, port: u16) -> BufReader<TcpStream> {
+    let mut stream = TcpStream::connect(gateway.http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+    )
+    .expect("write");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("reply");
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    while line != "\r\n" {
+        line.clear();
+        reader.read_line(&mut line).expect("headers");
+    }
+    assert!(request_in_tunnel(&mut reader).starts_with("HTTP/1.1 200"));
+    reader
+}
+
+fn request_in_tunnel(tunnel: &mut BufReader<TcpStream>) -> String {
+    write!(tunnel.get_mut(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut response = vec![0u8; 256];
+    let n = tunnel.read(&mut response).unwrap_or(0);
+    String::from_utf8_lossy(&response[..n]).into_owned()
+}
+
+#[test]
+fn relayed_tunnels_the_new_policy_denies_are_closed_within_two_seconds() {
+    let pki = Pki::new();
+    let dir = TempDir::new("revoke-relayed");
+    let upstream = Upstream::http(Behavior::Normal);
+    let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
+    // The default poll interval: the goal holds as shipped.
+    let gateway = Gateway::start(&pki, &policy, &["--file-poll-interval", "1s"]);
+    let port = upstream.addr.port();
+    let mut revoked = open_tunnel(&gateway, HOST, port);
+    let mut kept = open_tunnel(&gateway, BYPASS_HOST, port);
+
+    let changed = deny_host(&policy, HOST);
+    let mut rest = Vec::new();
+    let _ = revoked.read_to_end(&mut rest);
+    let took = changed.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "closed {took:?} after the change"
+    );
+
+    let line = gateway.decision(|d| d["revoked_by"].is_string());
+    assert_eq!(line["url"], format!("{HOST}:{port}"), "{line}");
+    assert_eq!(line["final_action"], "Deny", "{line}");
+    assert_eq!(line["final_rule_name"], "revoke-www", "{line}");
+    assert_eq!(line["http_method"], "CONNECT", "{line}");
+    assert!(line["request_size"].as_u64() > Some(0), "{line}");
+    assert_eq!(gateway.metric("egress_tunnels_revoked_total"), 1.0);
+
+    // The other tunnel stays open and keeps working.
+    assert!(request_in_tunnel(&mut kept).starts_with("HTTP/1.1 200"));
+    assert_eq!(
+        gateway
+            .decisions()
+            .iter()
+            .filter(|d| d["revoked_by"].is_string())
+            .count(),
+        1
+    );
+}
