@@ -2,11 +2,17 @@
 //!
 //! This crate owns the network side of a policy decision: the client-facing
 //! listeners (plain HTTP and TLS to the proxy), CONNECT and absolute-form
-//! handling, name resolution, the phase pipeline ([`flow`]), TLS interception
-//! with leaf certificates minted on the fly, upstream connections with
-//! verified TLS, the decision log, metrics and the admin endpoints. What a
-//! policy *means* is the `egress-policy` crate's business; this crate must not
-//! decide anything the policy crate can decide as a pure function.
+//! handling, name resolution, TLS interception with leaf certificates minted
+//! on the fly, upstream connections with verified TLS, the decision log,
+//! metrics and the admin endpoints. What a policy *means* is the
+//! `egress-policy` crate's business; this crate must not decide anything the
+//! policy crate can decide as a pure function.
+//!
+//! A request flows [`server`] -> [`handler`] -> [`connect`] (then [`relay`] or
+//! [`intercept`]) or [`forward`]; both end in [`http_exchange`] for HTTP. The
+//! decision sequence is [`pipeline`], which `policy eval` drives too. The
+//! policy comes from a source ([`file_source`]) through [`policy_store`]; every
+//! failure is an [`error::Error`].
 
 pub mod admin;
 pub mod args;
