@@ -23,7 +23,7 @@ use crate::http_util::{Body, full, text_response};
 const MAX_ADMIN_CONNECTIONS: usize = 16;
 
 /// Serves the admin endpoints until shutdown completes. Clients get the
-/// listeners' header timeout, and at most [`MAX_ADMIN_CONNECTIONS`] are served
+/// listeners' header timeout, and at most `MAX_ADMIN_CONNECTIONS` are served
 /// at once.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener, registry: Arc<Registry>) {
     let permits = Arc::new(Semaphore::new(MAX_ADMIN_CONNECTIONS));

@@ -255,8 +255,8 @@ pub enum PolicyCommand {
 pub struct EvalArgs {
     /// Policy file (CRD YAML documents or compiled policy JSON).
     pub file: PathBuf,
-    /// The request URL: https://host[:port]/path is a CONNECT (intercepted when the
-    /// policy says so), http://host[:port]/path an absolute-form request.
+    /// The request URL: `https://host[:port]/path` is a CONNECT (intercepted when the
+    /// policy says so), `http://host[:port]/path` an absolute-form request.
     pub url: String,
     /// Which EgressProxy, when the file holds several.
     #[arg(long)]
