@@ -42,6 +42,7 @@ impl Action {
 pub struct ProxyRuleGroupSpec {
     /// Free text for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1024)))]
     pub description: Option<String>,
     /// The rules of each phase; list order is priority.
     #[serde(default)]
@@ -55,12 +56,15 @@ pub struct ProxyRuleGroupSpec {
 pub struct PhaseRules {
     /// Evaluated before the destination name is resolved.
     #[serde(rename = "preDNS", default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1000), extend("x-kubernetes-validations" = [{"rule": "self.map(r, r.name).distinct().size() == self.size()", "message": "rule names must be unique in a phase"}])))]
     pub pre_dns: Vec<RuleSpec>,
     /// Evaluated after resolution, before the request goes upstream.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1000), extend("x-kubernetes-validations" = [{"rule": "self.map(r, r.name).distinct().size() == self.size()", "message": "rule names must be unique in a phase"}])))]
     pub pre_request: Vec<RuleSpec>,
     /// Evaluated when the upstream response head arrives.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1000), extend("x-kubernetes-validations" = [{"rule": "self.map(r, r.name).distinct().size() == self.size()", "message": "rule names must be unique in a phase"}])))]
     pub post_response: Vec<RuleSpec>,
 }
 
@@ -70,14 +74,20 @@ pub struct PhaseRules {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleSpec {
     /// Unique inside the group; `^[a-zA-Z0-9-]{1,128}$`.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[a-zA-Z0-9-]{1,128}$"), length(min = 1, max = 128))
+    )]
     pub name: String,
     /// Free text for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1024)))]
     pub description: Option<String>,
     /// What happens when every condition holds.
     pub action: Action,
     /// All must hold (AND). An empty list matches every request.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 32)))]
     pub conditions: Vec<ConditionSpec>,
 }
 
@@ -88,6 +98,7 @@ pub struct RuleSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConditionSpec {
     /// A condition key such as `request:DestinationDomain`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 512)))]
     pub key: String,
     /// An operator such as `StringEquals`; it must fit the key's value type.
     #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::operator::Operator::NAMES)))]
@@ -103,7 +114,9 @@ pub struct ConditionSpec {
 fn int_or_string_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
-        "items": {"x-kubernetes-int-or-string": true},
+        "minItems": 1,
+        "maxItems": 1000,
+        "items": {"x-kubernetes-int-or-string": true, "maxLength": 1024},
         "description": "Values compared with the key's value. Numbers may be written unquoted."
     })
 }
@@ -115,6 +128,7 @@ fn int_or_string_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 pub struct ProxyConfigurationSpec {
     /// Rule groups in priority order, by name, in the configuration's namespace.
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = 100), extend("x-kubernetes-validations" = [{"rule": "self.map(g, g.name).distinct().size() == self.size()", "message": "each rule group may be listed once"}])))]
     pub rule_groups: Vec<RuleGroupRef>,
     /// The action of each phase when no rule ended it. Required, every phase
     /// (as AWS requires `DefaultRulePhaseActions`): a configuration cut off
@@ -128,6 +142,7 @@ pub struct ProxyConfigurationSpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RuleGroupRef {
     /// Name of the `ProxyRuleGroup`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
     pub name: String,
 }
 
@@ -175,9 +190,16 @@ pub struct EgressProxySpec {
     /// Which decisions are written to the decision log.
     #[serde(default)]
     pub logging: Logging,
-    /// Number of gateway pods.
+    /// Number of gateway pods (default 1; with `autoscaling`, the start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1000)))]
     pub replicas: Option<i32>,
+    /// Compute resources of each gateway pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Scale the gateway with its CPU load (renders a HorizontalPodAutoscaler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
     /// Which pods (in namespaces opted in to injection) are pointed at this proxy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<LabelSelector>,
@@ -199,9 +221,17 @@ pub struct ConfigurationRef {
 pub struct Listeners {
     /// Plain HTTP listener port (clients use `http://<proxy>:<port>`).
     #[serde(default = "default_http_port")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "i32", range(min = 1, max = 65535))
+    )]
     pub http_port: u16,
     /// HTTPS listener port (clients speak TLS to the proxy itself).
     #[serde(default = "default_https_port")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "i32", range(min = 1, max = 65535))
+    )]
     pub https_port: u16,
 }
 
@@ -237,6 +267,7 @@ pub struct TlsInterception {
     /// Same matching as `StringEquals` on `request:DestinationDomain`: a leading
     /// dot covers the apex and every subdomain.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1000)))]
     pub bypass_domains: Vec<String>,
 }
 
@@ -260,6 +291,7 @@ pub struct Destinations {
         default,
         skip_serializing_if = "Vec::is_empty"
     )]
+    #[cfg_attr(feature = "schema", schemars(length(max = 256)))]
     pub allow_private_cidrs: Vec<String>,
 }
 
@@ -271,6 +303,7 @@ pub struct Logging {
     /// Decisions whose final action is one of these are logged; a request with
     /// an alert match is logged when `Alert` is listed. Default: all three.
     #[serde(default = "all_actions")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 3)))]
     pub actions: Vec<Action>,
     /// Whether logged URLs keep their query string. Off by default: queries
     /// often carry tokens and other credentials.
@@ -289,6 +322,50 @@ impl Default for Logging {
 
 fn all_actions() -> Vec<Action> {
     vec![Action::Allow, Action::Deny, Action::Alert]
+}
+
+/// Compute resources of a container, as Kubernetes quantities (`cpu: 500m`,
+/// `memory: 128Mi`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Resources {
+    /// What the scheduler reserves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, String>,
+    /// The most the container may use.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, String>,
+}
+
+/// Horizontal autoscaling of the gateway on CPU.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(
+    feature = "schema",
+    schemars(extend("x-kubernetes-validations" = [{"rule": "self.minReplicas <= self.maxReplicas", "message": "minReplicas must not exceed maxReplicas"}]))
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Autoscaling {
+    /// Fewest pods.
+    #[serde(default = "one")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
+    pub max_replicas: i32,
+    /// Average CPU use, in percent of the requested CPU, that the autoscaler aims for.
+    #[serde(default = "seventy", rename = "targetCPUUtilizationPercentage")]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100)))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+fn one() -> i32 {
+    1
+}
+
+fn seventy() -> i32 {
+    70
 }
 
 /// A Kubernetes label selector (the subset of `metav1.LabelSelector` in use).

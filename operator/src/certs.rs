@@ -1,0 +1,173 @@
+//! When to issue certificates, as pure decisions: what exists (the Secret's
+//! PEM), what it should be derived from, and the time in; "keep it" or a new
+//! certificate out. Issuing itself is `egress-pki`'s.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use egress_pki::{IssuedCa, Parent};
+use sha2::{Digest, Sha256};
+
+use crate::names::PARENT_ANNOTATION;
+use crate::render::hex;
+
+/// Lifetime asked for the interception sub-CA (capped by its parent's).
+pub const SUB_CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Lifetime of the per-proxy listener CA.
+pub const LISTENER_CA_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Lifetime of the listener's serving certificate.
+pub const SERVING_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// A TLS Secret's contents.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Pems {
+    /// `tls.crt`.
+    pub cert: String,
+    /// `tls.key`.
+    pub key: String,
+    /// `ca.crt`.
+    pub ca: String,
+    /// The Secret's annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Why a certificate is (re)issued, for events and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Why {
+    /// There was none (or it could not be read).
+    Missing,
+    /// Its parent changed.
+    NewParent,
+    /// Less than a third of its lifetime is left.
+    Renewal,
+    /// It no longer covers what it must (names, issuer).
+    Outdated,
+}
+
+impl Why {
+    /// `Issued` or `Renewed`, for event reasons.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Why::Missing | Why::NewParent | Why::Outdated => "Issued",
+            Why::Renewal => "Renewed",
+        }
+    }
+}
+
+/// What identifies a parent CA: its Secret and a digest of its certificate,
+/// recorded on the sub-CA so a replaced parent re-issues it.
+pub fn parent_id(secret: &str, cert_pem: &str) -> String {
+    format!(
+        "{secret}/{}",
+        &hex(&Sha256::digest(cert_pem.as_bytes()))[..16]
+    )
+}
+
+/// Whether `existing` is still good: readable, valid for long enough (see
+/// [`egress_pki::renewal_due`]). `Err` says why it must be issued again.
+fn still_good(existing: Option<&Pems>, now: SystemTime) -> Result<&Pems, Why> {
+    let existing = existing.ok_or(Why::Missing)?;
+    let info = egress_pki::inspect(&existing.cert).map_err(|_| Why::Missing)?;
+    if existing.key.is_empty() {
+        return Err(Why::Missing);
+    }
+    if egress_pki::renewal_due(info.not_before, info.not_after, now) {
+        return Err(Why::Renewal);
+    }
+    Ok(existing)
+}
+
+/// The interception sub-CA: kept while it was derived from this parent and
+/// is not due for renewal; otherwise a new one.
+pub fn sub_ca(
+    existing: Option<&Pems>,
+    parent: &Parent,
+    parent_id: &str,
+    common_name: &str,
+    now: SystemTime,
+) -> Result<Option<(Pems, Why)>, egress_pki::Error> {
+    let why = match still_good(existing, now) {
+        Ok(pems)
+            if pems.annotations.get(PARENT_ANNOTATION).map(String::as_str) == Some(parent_id) =>
+        {
+            return Ok(None);
+        }
+        Ok(_) => Why::NewParent,
+        Err(why) => why,
+    };
+    let issued = parent.issue_sub_ca(common_name, now, SUB_CA_LIFETIME)?;
+    Ok(Some((
+        ca_pems(
+            issued,
+            BTreeMap::from([(PARENT_ANNOTATION.to_owned(), parent_id.to_owned())]),
+        ),
+        why,
+    )))
+}
+
+/// The per-proxy listener CA: kept until due for renewal.
+pub fn listener_ca(
+    existing: Option<&Pems>,
+    common_name: &str,
+    now: SystemTime,
+) -> Result<Option<(Pems, Why)>, egress_pki::Error> {
+    match still_good(existing, now) {
+        Ok(_) => Ok(None),
+        Err(why) => {
+            let issued = egress_pki::self_signed_ca(common_name, now, LISTENER_CA_LIFETIME)?;
+            let mut pems = ca_pems(issued, BTreeMap::new());
+            // A self-signed CA is its own trust anchor.
+            pems.ca = pems.cert.clone();
+            Ok(Some((pems, why)))
+        }
+    }
+}
+
+/// The listener's serving certificate: kept while issued by `ca` for exactly
+/// `names` and not due; otherwise a new one.
+pub fn serving(
+    existing: Option<&Pems>,
+    ca: &Pems,
+    names: &[String],
+    now: SystemTime,
+) -> Result<Option<(Pems, Why)>, egress_pki::Error> {
+    let why = match still_good(existing, now) {
+        Ok(pems) => {
+            let covers = egress_pki::inspect(&pems.cert)
+                .map(|info| info.dns_names == names)
+                .unwrap_or(false);
+            if covers && pems.ca == ca.cert {
+                return Ok(None);
+            }
+            Why::Outdated
+        }
+        Err(why) => why,
+    };
+    let issued = egress_pki::issue_server_cert(&ca.cert, &ca.key, names, now, SERVING_LIFETIME)?;
+    Ok(Some((
+        Pems {
+            cert: issued.cert_pem,
+            key: issued.key_pem,
+            ca: ca.cert.clone(),
+            annotations: BTreeMap::new(),
+        },
+        why,
+    )))
+}
+
+fn ca_pems(issued: IssuedCa, annotations: BTreeMap<String, String>) -> Pems {
+    Pems {
+        cert: issued.cert_pem,
+        key: issued.key_pem,
+        ca: issued.chain_pem,
+        annotations,
+    }
+}
+
+/// When `cert` is next due for renewal (a third of its lifetime before it
+/// ends), so the reconciler can come back then.
+pub fn renewal_at(cert: &str) -> Option<SystemTime> {
+    let info = egress_pki::inspect(cert).ok()?;
+    let lifetime = info.not_after.duration_since(info.not_before).ok()?;
+    info.not_after.checked_sub(lifetime / 3)
+}

@@ -1,0 +1,127 @@
+//! What every reconciler shares: the client, the caches of the three
+//! resources (one watch each, shared by all controllers), the event
+//! recorder, metrics and settings; and the reverse lookups that decide which
+//! objects a change concerns.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use egress_policy::Named;
+use egress_policy::spec::ProxyRuleGroupSpec;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use crate::metrics::Metrics;
+use crate::render::Settings;
+
+/// Shared state of the controllers.
+#[derive(Clone)]
+pub struct Context {
+    /// API client.
+    pub client: Client,
+    /// Cached EgressProxies.
+    pub proxies: Store<EgressProxy>,
+    /// Cached ProxyConfigurations.
+    pub configurations: Store<ProxyConfiguration>,
+    /// Cached ProxyRuleGroups.
+    pub groups: Store<ProxyRuleGroup>,
+    /// Publishes Kubernetes events.
+    pub recorder: Recorder,
+    /// Operator metrics.
+    pub metrics: Arc<Metrics>,
+    /// What shapes every gateway.
+    pub settings: Settings,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// The configuration `name` in `namespace`, from the cache.
+    pub fn configuration(&self, namespace: &str, name: &str) -> Option<Arc<ProxyConfiguration>> {
+        self.configurations
+            .get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The rule groups `configuration` lists that exist, from the cache.
+    pub fn groups_of(&self, configuration: &ProxyConfiguration) -> Vec<Named<ProxyRuleGroupSpec>> {
+        let namespace = configuration.namespace().unwrap_or_default();
+        configuration
+            .spec
+            .rule_groups
+            .iter()
+            .filter_map(|r| {
+                self.groups
+                    .get(&ObjectRef::new(&r.name).within(&namespace))
+                    .map(|g| Named::new(r.name.clone(), g.spec.clone()))
+            })
+            .collect()
+    }
+
+    /// Names of the proxies in `namespace` that enforce configuration `name`.
+    pub fn proxies_using_configuration(&self, namespace: &str, name: &str) -> BTreeSet<String> {
+        self.proxies
+            .state()
+            .iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(namespace) && p.spec.configuration_ref.name == name
+            })
+            .map(|p| p.name_any())
+            .collect()
+    }
+
+    /// Names of the configurations in `namespace` that list group `name`.
+    pub fn configurations_listing(&self, namespace: &str, name: &str) -> BTreeSet<String> {
+        self.configurations
+            .state()
+            .iter()
+            .filter(|c| {
+                c.namespace().as_deref() == Some(namespace)
+                    && c.spec.rule_groups.iter().any(|r| r.name == name)
+            })
+            .map(|c| c.name_any())
+            .collect()
+    }
+
+    /// Names of the proxies in `namespace` whose configuration lists group `name`.
+    pub fn proxies_using_group(&self, namespace: &str, name: &str) -> BTreeSet<String> {
+        self.configurations_listing(namespace, name)
+            .iter()
+            .flat_map(|c| self.proxies_using_configuration(namespace, c))
+            .collect()
+    }
+
+    /// Publishes an event about `object` (failures are logged: events are
+    /// best effort).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        warning: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let reference: ObjectReference = object.object_ref(&());
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &reference).await {
+            tracing::debug!(%error, reason, "event not published");
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! The operator's error type. Problems of the user's objects (a policy that
+//! does not compile, a parent CA that cannot sign) are not errors: they are
+//! status conditions. Errors are what a retry may fix: the API server, a
+//! certificate that could not be generated.
+
+/// What made a reconcile fail (it is requeued with backoff).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The API server refused or failed a request.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Adding or removing the finalizer failed.
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    /// A certificate could not be generated.
+    #[error("certificate: {0}")]
+    Certificate(#[from] egress_pki::Error),
+    /// An object could not be encoded.
+    #[error("encoding: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// An object lacks what the API server always sets (name, namespace).
+    #[error("{0}")]
+    Incomplete(&'static str),
+}
+
+impl Error {
+    /// Short reason for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube_api",
+            Error::Finalizer(_) => "finalizer",
+            Error::Certificate(_) => "certificate",
+            Error::Encode(_) => "encoding",
+            Error::Incomplete(_) => "incomplete_object",
+        }
+    }
+}

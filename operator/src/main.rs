@@ -1,0 +1,177 @@
+//! The `egress-operator` binary: flags, the admin listener, leader election
+//! and the controllers.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use egress_operator::admin::{self, Readiness};
+use egress_operator::args::{Args, LogFormat};
+use egress_operator::context::Context;
+use egress_operator::metrics::Metrics;
+use egress_operator::render::Settings;
+use egress_operator::run;
+use kube::runtime::events::{Recorder, Reporter};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_tracing(args.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(operate(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn operate(args: Args) -> anyhow::Result<()> {
+    let client = egress_operator::client(args.kubeconfig.as_deref()).await?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(Metrics::new(&mut registry));
+    let ready = Arc::new(Readiness::default());
+    let listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (admin)", args.admin_listen))?;
+    tracing::info!(listener = "admin", address = %listener.local_addr()?, "listening");
+    tokio::spawn(admin::serve(listener, Arc::new(registry), ready.clone()));
+
+    let shutdown = CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            egress_operator::signal().await;
+            tracing::info!("shutting down");
+            shutdown.cancel();
+        });
+    }
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("egress-operator-{}", std::process::id()));
+    let settings = Settings {
+        gateway_image: args.gateway_image.clone(),
+        image_pull_policy: args.image_pull_policy.clone(),
+        cluster_name: args.cluster_name.clone(),
+        cluster_domain: args.cluster_domain.clone(),
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "egress-operator".to_owned(),
+            instance: Some(identity.clone()),
+        },
+    );
+    let lead = |stop: CancellationToken| {
+        let (client, metrics, settings, recorder) = (
+            client.clone(),
+            metrics.clone(),
+            settings.clone(),
+            recorder.clone(),
+        );
+        async move {
+            egress_operator::ensure_pod_reader_role(&client).await?;
+            run::controllers(
+                client.clone(),
+                |proxies, configurations, groups| Context {
+                    client,
+                    proxies,
+                    configurations,
+                    groups,
+                    recorder,
+                    metrics,
+                    settings,
+                },
+                stop,
+            )
+            .await
+        }
+    };
+
+    ready.set(true);
+    if !args.leader_election {
+        metrics.leader.set(1);
+        return lead(shutdown).await;
+    }
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&args.lease_namespace)
+        .with_identity(&identity)
+        .with_duration(args.lease_duration)
+        .with_grace((args.lease_duration / 3).max(1))
+        .build()
+        .await
+        .context("cannot set up leader election")?;
+    let (mut leading, lease_task) = manager.watch().await;
+    tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting to lead");
+    while !*leading.borrow_and_update() {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                drop(leading);
+                let _ = lease_task.await;
+                return Ok(());
+            }
+            changed = leading.changed() => {
+                if changed.is_err() {
+                    anyhow::bail!("leader election stopped");
+                }
+            }
+        }
+    }
+    tracing::info!(%identity, "leading");
+    metrics.leader.set(1);
+    let stop = shutdown.child_token();
+    let controllers = lead(stop.clone());
+    tokio::pin!(controllers);
+    let outcome = tokio::select! {
+        result = &mut controllers => result,
+        () = lost(&mut leading) => {
+            stop.cancel();
+            let _ = controllers.await;
+            Err(anyhow::anyhow!("lost the lease: exiting so that a fresh start can compete again"))
+        }
+    };
+    metrics.leader.set(0);
+    // Dropping the channel releases the lease at once, so a follower takes
+    // over without waiting for it to expire.
+    drop(leading);
+    let _ = lease_task.await;
+    tracing::info!("lease released");
+    outcome
+}
+
+/// Completes when this replica stops holding the lease.
+async fn lost(leading: &mut tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if leading.changed().await.is_err() || !*leading.borrow_and_update() {
+            return;
+        }
+    }
+}
+
+/// Diagnostics on stderr; `RUST_LOG` overrides the default `info` level.
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Plain => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

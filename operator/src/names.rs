@@ -1,0 +1,142 @@
+//! Names, labels and owner references of everything the operator renders for
+//! an `EgressProxy` (SPEC.md section 8). The gateway and the webhook find
+//! these objects by these names, so they are defined once, here.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::Resource;
+
+use crate::crd::EgressProxy;
+
+/// `app.kubernetes.io/managed-by` on everything the operator renders.
+pub const MANAGER: &str = "egress-operator";
+/// Field manager of server-side apply.
+pub const FIELD_MANAGER: &str = "egress-operator";
+/// `app.kubernetes.io/name` of the gateway's objects.
+pub const GATEWAY_NAME: &str = "egress-gateway";
+
+/// Key of the compiled policy in `<proxy>-policy`.
+pub const POLICY_KEY: &str = "policy.json";
+/// Annotation with the compiled policy's content hash.
+pub const POLICY_HASH_ANNOTATION: &str = "egress.dev/policy-hash";
+/// Annotation with the compiled policy's format version.
+pub const POLICY_VERSION_ANNOTATION: &str = "egress.dev/policy-format-version";
+/// Annotation on the pod template with the hash of what pods read at start.
+pub const POD_CONFIG_ANNOTATION: &str = "egress.dev/pod-config-hash";
+/// Annotation on the sub-CA Secret: which parent Secret (and certificate) it
+/// was derived from, so a new parent re-issues it.
+pub const PARENT_ANNOTATION: &str = "egress.dev/parent";
+
+/// Trust bundle keys.
+pub const BUNDLE_INTERCEPT: &str = "intercept-ca.pem";
+/// The listener CA in the trust bundle.
+pub const BUNDLE_LISTENER: &str = "listener-ca.pem";
+/// Everything clients should trust, in one file.
+pub const BUNDLE_ALL: &str = "ca-bundle.pem";
+
+/// The names of one proxy's objects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Names {
+    /// The proxy.
+    pub proxy: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+impl Names {
+    /// The names for `proxy`.
+    pub fn of(proxy: &EgressProxy) -> Names {
+        Names {
+            proxy: proxy.metadata.name.clone().unwrap_or_default(),
+            namespace: proxy.metadata.namespace.clone().unwrap_or_default(),
+        }
+    }
+
+    /// ConfigMap with the compiled policy.
+    pub fn policy(&self) -> String {
+        format!("{}-policy", self.proxy)
+    }
+
+    /// Secret with the interception sub-CA.
+    pub fn intercept_ca(&self) -> String {
+        format!("{}-intercept-ca", self.proxy)
+    }
+
+    /// Secret with the HTTPS listener's serving certificate.
+    pub fn tls(&self) -> String {
+        format!("{}-tls", self.proxy)
+    }
+
+    /// Secret with the CA that signs the listener's certificate.
+    pub fn listener_ca(&self) -> String {
+        format!("{}-listener-ca", self.proxy)
+    }
+
+    /// ConfigMap with what clients trust.
+    pub fn trust_bundle(&self) -> String {
+        format!("{}-trust-bundle", self.proxy)
+    }
+
+    /// Deployment, Service, ServiceAccount, Role, RoleBinding, PDB, HPA.
+    pub fn workload(&self) -> String {
+        self.proxy.clone()
+    }
+
+    /// The ClusterRoleBinding letting the gateway read pods (cluster-wide, so
+    /// named after the namespace too, and removed by the finalizer).
+    pub fn pod_reader_binding(&self) -> String {
+        format!("egress-gateway:{}:{}", self.namespace, self.proxy)
+    }
+
+    /// The Service's DNS names, shortest first.
+    pub fn service_dns_names(&self, cluster_domain: &str) -> Vec<String> {
+        let (p, ns) = (&self.proxy, &self.namespace);
+        vec![
+            p.clone(),
+            format!("{p}.{ns}"),
+            format!("{p}.{ns}.svc"),
+            format!("{p}.{ns}.svc.{cluster_domain}"),
+        ]
+    }
+
+    /// Labels of every object rendered for the proxy.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), GATEWAY_NAME.to_owned()),
+            ("app.kubernetes.io/instance".to_owned(), self.proxy.clone()),
+            (
+                "app.kubernetes.io/managed-by".to_owned(),
+                MANAGER.to_owned(),
+            ),
+        ])
+    }
+
+    /// Labels that select the proxy's pods.
+    pub fn selector(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            ("app.kubernetes.io/name".to_owned(), GATEWAY_NAME.to_owned()),
+            ("app.kubernetes.io/instance".to_owned(), self.proxy.clone()),
+        ])
+    }
+}
+
+/// The owner reference to `proxy` every namespaced object carries, so
+/// deleting the proxy deletes them.
+pub fn owner(proxy: &EgressProxy) -> Option<OwnerReference> {
+    let mut owner = proxy.controller_owner_ref(&())?;
+    owner.block_owner_deletion = Some(true);
+    Some(owner)
+}
+
+/// Metadata of an object named `name` rendered for the proxy.
+pub fn metadata(proxy: &EgressProxy, name: String) -> ObjectMeta {
+    let names = Names::of(proxy);
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(names.namespace.clone()),
+        labels: Some(names.labels()),
+        owner_references: owner(proxy).map(|o| vec![o]),
+        ..ObjectMeta::default()
+    }
+}

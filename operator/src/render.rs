@@ -1,0 +1,685 @@
+//! What an `EgressProxy` becomes, as pure functions: spec in, Kubernetes
+//! objects out. The reconciler applies them with server-side apply; nothing
+//! here talks to the API server.
+
+use std::collections::BTreeMap;
+
+use egress_policy::CompiledPolicy;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use sha2::{Digest, Sha256};
+
+use crate::crd::EgressProxy;
+use crate::names::{
+    BUNDLE_ALL, BUNDLE_INTERCEPT, BUNDLE_LISTENER, Names, POD_CONFIG_ANNOTATION,
+    POLICY_HASH_ANNOTATION, POLICY_KEY, POLICY_VERSION_ANNOTATION, metadata,
+};
+
+/// The ClusterRole (installed once, shared by every gateway) that lets a
+/// gateway list and watch pods for its client identity index.
+pub const POD_READER_ROLE: &str = "egress-proxy-gateway-pod-reader";
+
+/// Ports the gateway container listens on. The Service maps the proxy's
+/// listener ports to these, so the container needs no privilege to bind 443.
+pub const HTTP_PORT: i32 = 8080;
+/// HTTPS listener port in the container.
+pub const HTTPS_PORT: i32 = 8443;
+/// Admin port in the container (probes, metrics).
+pub const ADMIN_PORT: i32 = 9090;
+
+/// Where the gateway finds what the operator renders.
+const POLICY_DIR: &str = "/etc/egress/policy";
+const TLS_DIR: &str = "/etc/egress/tls";
+const INTERCEPT_DIR: &str = "/etc/egress/intercept-ca";
+
+/// Operator-wide settings that shape every gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The gateway image.
+    pub gateway_image: String,
+    /// Its pull policy (`IfNotPresent` where no registry is reachable).
+    pub image_pull_policy: String,
+    /// `request:SourceVpc` of every gateway.
+    pub cluster_name: String,
+    /// The cluster's DNS domain (`cluster.local`).
+    pub cluster_domain: String,
+}
+
+/// `<proxy>-policy`: the compiled policy, its hash and format version in annotations.
+pub fn policy_config_map(proxy: &EgressProxy, policy: &CompiledPolicy) -> ConfigMap {
+    let mut meta = metadata(proxy, Names::of(proxy).policy());
+    meta.annotations = Some(BTreeMap::from([
+        (POLICY_HASH_ANNOTATION.to_owned(), policy.hash().to_owned()),
+        (
+            POLICY_VERSION_ANNOTATION.to_owned(),
+            policy.format_version().to_string(),
+        ),
+    ]));
+    ConfigMap {
+        metadata: meta,
+        data: Some(BTreeMap::from([(POLICY_KEY.to_owned(), policy.to_json())])),
+        ..ConfigMap::default()
+    }
+}
+
+/// A `kubernetes.io/tls` Secret with `tls.crt`, `tls.key` and `ca.crt`.
+pub fn tls_secret(
+    proxy: &EgressProxy,
+    name: String,
+    cert_pem: &str,
+    key_pem: &str,
+    ca_pem: &str,
+    annotations: BTreeMap<String, String>,
+) -> Secret {
+    let mut meta = metadata(proxy, name);
+    if !annotations.is_empty() {
+        meta.annotations = Some(annotations);
+    }
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    Secret {
+        metadata: meta,
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_owned(), bytes(cert_pem)),
+            ("tls.key".to_owned(), bytes(key_pem)),
+            ("ca.crt".to_owned(), bytes(ca_pem)),
+        ])),
+        ..Secret::default()
+    }
+}
+
+/// `<proxy>-trust-bundle`: what clients must trust, one key per purpose and
+/// all of it in `ca-bundle.pem`.
+pub fn trust_bundle(
+    proxy: &EgressProxy,
+    intercept_roots: Option<&str>,
+    listener_ca: &str,
+) -> ConfigMap {
+    let mut data = BTreeMap::from([(BUNDLE_LISTENER.to_owned(), listener_ca.to_owned())]);
+    let mut all = String::new();
+    if let Some(roots) = intercept_roots {
+        data.insert(BUNDLE_INTERCEPT.to_owned(), roots.to_owned());
+        all.push_str(roots);
+    }
+    all.push_str(listener_ca);
+    data.insert(BUNDLE_ALL.to_owned(), all);
+    ConfigMap {
+        metadata: metadata(proxy, Names::of(proxy).trust_bundle()),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// The gateway's ServiceAccount.
+pub fn service_account(proxy: &EgressProxy) -> ServiceAccount {
+    ServiceAccount {
+        metadata: metadata(proxy, Names::of(proxy).workload()),
+        automount_service_account_token: Some(true),
+        ..ServiceAccount::default()
+    }
+}
+
+/// The least the gateway needs in its namespace: get and watch its own
+/// ConfigMap and Secrets, by name.
+pub fn role(proxy: &EgressProxy) -> Role {
+    let names = Names::of(proxy);
+    let rule = |resource: &str, objects: Vec<String>| PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec![resource.to_owned()]),
+        resource_names: Some(objects),
+        verbs: vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()],
+        ..PolicyRule::default()
+    };
+    Role {
+        metadata: metadata(proxy, names.workload()),
+        rules: Some(vec![
+            rule("configmaps", vec![names.policy()]),
+            rule("secrets", vec![names.intercept_ca(), names.tls()]),
+        ]),
+    }
+}
+
+fn subject(names: &Names) -> Subject {
+    Subject {
+        kind: "ServiceAccount".to_owned(),
+        name: names.workload(),
+        namespace: Some(names.namespace.clone()),
+        ..Subject::default()
+    }
+}
+
+/// Binds [`role`] to the gateway's ServiceAccount.
+pub fn role_binding(proxy: &EgressProxy) -> RoleBinding {
+    let names = Names::of(proxy);
+    RoleBinding {
+        metadata: metadata(proxy, names.workload()),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "Role".to_owned(),
+            name: names.workload(),
+        },
+        subjects: Some(vec![subject(&names)]),
+    }
+}
+
+/// Binds the shared pod reader ClusterRole to the gateway's ServiceAccount.
+/// Cluster-scoped, so it cannot be owned by the proxy: the proxy's finalizer
+/// removes it.
+pub fn pod_reader_binding(proxy: &EgressProxy) -> ClusterRoleBinding {
+    let names = Names::of(proxy);
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(names.pod_reader_binding()),
+            labels: Some(names.labels()),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "ClusterRole".to_owned(),
+            name: POD_READER_ROLE.to_owned(),
+        },
+        subjects: Some(vec![subject(&names)]),
+    }
+}
+
+/// `Service <proxy>`: the endpoint clients use (the cloud's VPC endpoint).
+pub fn service(proxy: &EgressProxy) -> Service {
+    let names = Names::of(proxy);
+    let listeners = &proxy.spec.listeners;
+    let port = |name: &str, port: u16, target: i32| ServicePort {
+        name: Some(name.to_owned()),
+        port: i32::from(port),
+        target_port: Some(IntOrString::Int(target)),
+        protocol: Some("TCP".to_owned()),
+        app_protocol: Some(name.to_owned()),
+        ..ServicePort::default()
+    };
+    Service {
+        metadata: metadata(proxy, names.workload()),
+        spec: Some(ServiceSpec {
+            selector: Some(names.selector()),
+            ports: Some(vec![
+                port("http", listeners.http_port, HTTP_PORT),
+                port("https", listeners.https_port, HTTPS_PORT),
+            ]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }
+}
+
+/// The gateway's arguments: its listeners, the files the operator renders
+/// (reloaded when they change), and the sub-CA when interception is ready.
+fn gateway_args(settings: &Settings, intercept_ready: bool) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--log-format",
+        "json",
+        "run",
+        "--policy",
+        &format!("{POLICY_DIR}/{POLICY_KEY}"),
+        "--http-listen",
+        &format!("0.0.0.0:{HTTP_PORT}"),
+        "--https-listen",
+        &format!("0.0.0.0:{HTTPS_PORT}"),
+        "--tls-cert",
+        &format!("{TLS_DIR}/tls.crt"),
+        "--tls-key",
+        &format!("{TLS_DIR}/tls.key"),
+        "--admin-listen",
+        &format!("0.0.0.0:{ADMIN_PORT}"),
+        "--cluster-name",
+        &settings.cluster_name,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if intercept_ready {
+        for (flag, file) in [
+            ("--intercept-ca-cert", "tls.crt"),
+            ("--intercept-ca-key", "tls.key"),
+            ("--intercept-ca-chain", "ca.crt"),
+        ] {
+            args.push(flag.to_owned());
+            args.push(format!("{INTERCEPT_DIR}/{file}"));
+        }
+    }
+    args
+}
+
+fn resources(proxy: &EgressProxy) -> Option<ResourceRequirements> {
+    let spec = proxy.spec.resources.as_ref()?;
+    let quantities = |m: &BTreeMap<String, String>| {
+        (!m.is_empty()).then(|| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), Quantity(v.clone())))
+                .collect::<BTreeMap<_, _>>()
+        })
+    };
+    Some(ResourceRequirements {
+        requests: quantities(&spec.requests),
+        limits: quantities(&spec.limits),
+        ..ResourceRequirements::default()
+    })
+}
+
+/// `Deployment <proxy>`: non-root, read-only, no privilege, probes on the
+/// admin port, spread over nodes, rolled only when what pods read at start
+/// changes (policy and certificates are reloaded live).
+pub fn deployment(proxy: &EgressProxy, settings: &Settings, intercept_ready: bool) -> Deployment {
+    let names = Names::of(proxy);
+    let mut mounts = vec![mount("policy", POLICY_DIR), mount("tls", TLS_DIR)];
+    let mut volumes = vec![
+        Volume {
+            name: "policy".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.policy(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        secret_volume("tls", names.tls()),
+    ];
+    if intercept_ready {
+        mounts.push(mount("intercept-ca", INTERCEPT_DIR));
+        volumes.push(secret_volume("intercept-ca", names.intercept_ca()));
+    }
+    let probe = |path: &str, period: i32| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::String("admin".to_owned()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(3),
+        ..Probe::default()
+    };
+    let container_port = |name: &str, port: i32| ContainerPort {
+        name: Some(name.to_owned()),
+        container_port: port,
+        protocol: Some("TCP".to_owned()),
+        ..ContainerPort::default()
+    };
+    let container = Container {
+        name: "gateway".to_owned(),
+        image: Some(settings.gateway_image.clone()),
+        image_pull_policy: Some(settings.image_pull_policy.clone()),
+        args: Some(gateway_args(settings, intercept_ready)),
+        env: Some(vec![EnvVar {
+            name: "RUST_LOG".to_owned(),
+            value: Some("info".to_owned()),
+            ..EnvVar::default()
+        }]),
+        ports: Some(vec![
+            container_port("http", HTTP_PORT),
+            container_port("https", HTTPS_PORT),
+            container_port("admin", ADMIN_PORT),
+        ]),
+        readiness_probe: Some(probe("/readyz", 5)),
+        liveness_probe: Some(probe("/healthz", 10)),
+        resources: resources(proxy),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(mounts),
+        ..Container::default()
+    };
+    // What the pods read at start; policy and certificate contents are not in
+    // it (the gateway reloads them), so a rule change rolls nothing.
+    let pod_config = serde_json::to_vec(&(&container, &volumes)).unwrap_or_default();
+    let pod_config_hash = hex(&Sha256::digest(&pod_config))[..16].to_owned();
+    let selector = names.selector();
+    let mut pod_labels = names.labels();
+    pod_labels.extend(selector.clone());
+    Deployment {
+        metadata: metadata(proxy, names.workload()),
+        spec: DeploymentSpec {
+            // With an autoscaler the replica count is the autoscaler's.
+            replicas: proxy
+                .spec
+                .autoscaling
+                .is_none()
+                .then_some(proxy.spec.replicas.unwrap_or(1)),
+            selector: LabelSelector {
+                match_labels: Some(selector.clone()),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        POD_CONFIG_ANNOTATION.to_owned(),
+                        pod_config_hash,
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(names.workload()),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".to_owned(),
+                            ..SeccompProfile::default()
+                        }),
+                        ..PodSecurityContext::default()
+                    }),
+                    topology_spread_constraints: Some(vec![TopologySpreadConstraint {
+                        max_skew: 1,
+                        topology_key: "kubernetes.io/hostname".to_owned(),
+                        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+                        label_selector: Some(LabelSelector {
+                            match_labels: Some(selector),
+                            ..LabelSelector::default()
+                        }),
+                        ..TopologySpreadConstraint::default()
+                    }]),
+                    termination_grace_period_seconds: Some(40),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    }
+}
+
+fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+fn secret_volume(name: &str, secret: String) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// With more than one replica (or an autoscaler), at most one gateway pod
+/// may be evicted at a time.
+pub fn pod_disruption_budget(proxy: &EgressProxy) -> Option<PodDisruptionBudget> {
+    let several = proxy.spec.replicas.unwrap_or(1) > 1
+        || proxy
+            .spec
+            .autoscaling
+            .as_ref()
+            .is_some_and(|a| a.min_replicas > 1);
+    several.then(|| {
+        let names = Names::of(proxy);
+        PodDisruptionBudget {
+            metadata: metadata(proxy, names.workload()),
+            spec: Some(PodDisruptionBudgetSpec {
+                max_unavailable: Some(IntOrString::Int(1)),
+                selector: Some(LabelSelector {
+                    match_labels: Some(names.selector()),
+                    ..LabelSelector::default()
+                }),
+                ..PodDisruptionBudgetSpec::default()
+            }),
+            status: None,
+        }
+    })
+}
+
+/// The HorizontalPodAutoscaler of `spec.autoscaling`.
+pub fn autoscaler(proxy: &EgressProxy) -> Option<HorizontalPodAutoscaler> {
+    let scaling = proxy.spec.autoscaling.as_ref()?;
+    let names = Names::of(proxy);
+    Some(HorizontalPodAutoscaler {
+        metadata: metadata(proxy, names.workload()),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".to_owned()),
+                kind: "Deployment".to_owned(),
+                name: names.workload(),
+            },
+            min_replicas: Some(scaling.min_replicas),
+            max_replicas: scaling.max_replicas,
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".to_owned(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".to_owned(),
+                    target: MetricTarget {
+                        type_: "Utilization".to_owned(),
+                        average_utilization: Some(scaling.target_cpu_utilization_percentage),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        },
+        status: None,
+    })
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use egress_policy::spec::{Autoscaling, EgressProxySpec};
+
+    use super::*;
+
+    fn proxy(yaml: &str) -> EgressProxy {
+        let spec: EgressProxySpec = serde_saphyr::from_str(yaml).expect("spec");
+        let mut proxy = EgressProxy::new("egress", "team-a", spec);
+        proxy.metadata.uid = Some("uid-1".to_owned());
+        proxy
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            gateway_image: "egress-gateway:dev".to_owned(),
+            image_pull_policy: "IfNotPresent".to_owned(),
+            cluster_name: "prod".to_owned(),
+            cluster_domain: "cluster.local".to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_object_is_owned_labelled_and_named_after_the_proxy() {
+        let p = proxy("configurationRef: {name: seed}");
+        let deployment = deployment(&p, &settings(), false);
+        let meta = &deployment.metadata;
+        assert_eq!(meta.name.as_deref(), Some("egress"));
+        assert_eq!(meta.namespace.as_deref(), Some("team-a"));
+        let owner = &meta.owner_references.as_ref().expect("owned")[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+            ("EgressProxy", "egress", Some(true))
+        );
+        let labels = meta.labels.as_ref().expect("labels");
+        for key in [
+            "app.kubernetes.io/name",
+            "app.kubernetes.io/instance",
+            "app.kubernetes.io/managed-by",
+        ] {
+            assert!(labels.contains_key(key), "{key}");
+        }
+        assert_eq!(service(&p).metadata.name.as_deref(), Some("egress"));
+        assert_eq!(
+            trust_bundle(&p, None, "x").metadata.name.as_deref(),
+            Some("egress-trust-bundle")
+        );
+    }
+
+    #[test]
+    fn the_gateway_runs_locked_down_and_probed() {
+        let p = proxy(
+            "configurationRef: {name: seed}\nreplicas: 3\nresources: {requests: {cpu: 100m}, limits: {memory: 128Mi}}",
+        );
+        let d = deployment(&p, &settings(), true);
+        let spec = d.spec;
+        assert_eq!(spec.replicas, Some(3));
+        let pod = spec.template.spec.expect("pod");
+        let c = &pod.containers[0];
+        let sc = c.security_context.as_ref().expect("security context");
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.run_as_non_root, Some(true));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_owned()])
+        );
+        assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
+        let args = c.args.as_ref().expect("args").join(" ");
+        assert!(
+            args.contains("--intercept-ca-cert /etc/egress/intercept-ca/tls.crt"),
+            "{args}"
+        );
+        assert!(args.contains("--cluster-name prod"), "{args}");
+        assert_eq!(
+            c.resources
+                .as_ref()
+                .and_then(|r| r.requests.clone())
+                .map(|r| r["cpu"].0.clone()),
+            Some("100m".to_owned())
+        );
+        assert_eq!(pod.topology_spread_constraints.map(|t| t.len()), Some(1));
+        assert!(
+            pod_disruption_budget(&p).is_some(),
+            "several replicas get a PDB"
+        );
+        assert!(pod_disruption_budget(&proxy("configurationRef: {name: seed}")).is_none());
+    }
+
+    #[test]
+    fn only_what_pods_read_at_start_changes_the_pod_config_hash() {
+        let hash = |p: &EgressProxy, intercept| {
+            deployment(p, &settings(), intercept)
+                .spec
+                .template
+                .metadata
+                .and_then(|m| m.annotations)
+                .map(|a| a[POD_CONFIG_ANNOTATION].clone())
+                .expect("hash")
+        };
+        let p = proxy("configurationRef: {name: seed}");
+        let other_rules = proxy("configurationRef: {name: other}\nreplicas: 2");
+        assert_eq!(
+            hash(&p, false),
+            hash(&other_rules, false),
+            "policy and replica changes do not roll pods"
+        );
+        assert_ne!(
+            hash(&p, false),
+            hash(&p, true),
+            "turning on interception does"
+        );
+        let bigger = proxy("configurationRef: {name: seed}\nresources: {limits: {memory: 1Gi}}");
+        assert_ne!(hash(&p, false), hash(&bigger, false));
+    }
+
+    #[test]
+    fn the_service_maps_listener_ports_to_the_containers() {
+        let p =
+            proxy("configurationRef: {name: seed}\nlisteners: {httpPort: 3128, httpsPort: 443}");
+        let ports = service(&p).spec.and_then(|s| s.ports).expect("ports");
+        let mapped: Vec<(i32, Option<IntOrString>)> = ports
+            .iter()
+            .map(|p| (p.port, p.target_port.clone()))
+            .collect();
+        assert_eq!(
+            mapped,
+            [
+                (3128, Some(IntOrString::Int(HTTP_PORT))),
+                (443, Some(IntOrString::Int(HTTPS_PORT)))
+            ]
+        );
+    }
+
+    #[test]
+    fn autoscaling_renders_an_hpa_and_leaves_replicas_to_it() {
+        let mut p = proxy("configurationRef: {name: seed}");
+        p.spec.autoscaling = Some(Autoscaling {
+            min_replicas: 2,
+            max_replicas: 10,
+            target_cpu_utilization_percentage: 60,
+        });
+        let hpa = autoscaler(&p).map(|h| h.spec).expect("hpa");
+        assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 10));
+        assert_eq!(deployment(&p, &settings(), false).spec.replicas, None);
+        assert!(pod_disruption_budget(&p).is_some());
+    }
+
+    #[test]
+    fn rbac_is_by_name_and_the_policy_carries_its_hash() {
+        let p = proxy("configurationRef: {name: seed}");
+        let rules = role(&p).rules.expect("rules");
+        assert_eq!(
+            rules[0].resource_names,
+            Some(vec!["egress-policy".to_owned()])
+        );
+        assert_eq!(
+            rules[1].resource_names,
+            Some(vec![
+                "egress-intercept-ca".to_owned(),
+                "egress-tls".to_owned()
+            ])
+        );
+        let binding = pod_reader_binding(&p);
+        assert_eq!(
+            binding.metadata.name.as_deref(),
+            Some("egress-gateway:team-a:egress")
+        );
+        assert!(
+            binding.metadata.owner_references.is_none(),
+            "cluster-scoped: not owned"
+        );
+        let yaml = "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: seed}\nspec: {defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n";
+        let policy = egress_policy::compile_documents(yaml, None).expect("policy");
+        let cm = policy_config_map(&p, &policy);
+        let annotations = cm.metadata.annotations.expect("annotations");
+        assert_eq!(annotations[POLICY_HASH_ANNOTATION], policy.hash());
+        assert_eq!(annotations[POLICY_VERSION_ANNOTATION], "1");
+        assert!(cm.data.expect("data")[POLICY_KEY].contains("\"formatVersion\":1"));
+    }
+}

@@ -1,0 +1,381 @@
+//! Wiring: one cache per resource type shared by the three controllers (each
+//! reconciles from the caches, without API reads), watches that route a
+//! change, deletions included, to exactly the objects it concerns, and error
+//! backoff. (Relations use plain watches: a shared stream carries no
+//! deletions, and a deleted group must reach the proxies that used it.)
+//!
+//! - A `ProxyRuleGroup` change reconciles the group, the configurations that
+//!   list it and the proxies that use those.
+//! - A `ProxyConfiguration` change reconciles it and the proxies that use it.
+//! - An `EgressProxy` change reconciles it, and its configuration and groups
+//!   (whose `usedBy` it changes).
+//! - A change to an object a proxy owns, or to a Secret a proxy names as its
+//!   parent CA, reconciles that proxy.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Context;
+use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use crate::error::Error;
+use crate::metrics::ErrorLabels;
+use crate::names::MANAGER;
+use crate::{reconcile_policy, reconcile_proxy};
+
+/// The subscriber a controller reads its primary objects from.
+fn subscriber<K>(
+    writer: &reflector::store::Writer<K>,
+) -> anyhow::Result<reflector::ReflectHandle<K>>
+where
+    K: Resource + Clone + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone,
+{
+    writer
+        .subscribe()
+        .ok_or_else(|| anyhow::anyhow!("shared stores must allow subscribers"))
+}
+
+/// Logs what a controller's stream reports besides successful reconciles
+/// (reconcile failures are logged by the error policy).
+fn log_outcome<T, E: std::fmt::Display>(outcome: Result<T, E>) -> std::future::Ready<()> {
+    if let Err(error) = outcome {
+        tracing::debug!(%error, "controller");
+    }
+    std::future::ready(())
+}
+
+/// Drives a watch stream in the background (it feeds a cache and its
+/// subscribers; the items themselves are not needed here).
+fn watch<S, K>(stream: S)
+where
+    S: futures_util::Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        Box::pin(stream)
+            .for_each(|event| {
+                if let Err(error) = event {
+                    tracing::warn!(%error, "watch failed; retrying with backoff");
+                }
+                std::future::ready(())
+            })
+            .await;
+    });
+}
+
+/// Error backoff per object: 1 s, doubling, at most 5 min; reset by success.
+#[derive(Debug, Default)]
+pub struct Backoff(Mutex<HashMap<String, u32>>);
+
+impl Backoff {
+    fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {
+        format!(
+            "{}/{}/{}",
+            K::kind(&()),
+            object.meta().namespace.as_deref().unwrap_or_default(),
+            object.meta().name.as_deref().unwrap_or_default()
+        )
+    }
+
+    fn failed<K: Resource<DynamicType = ()>>(&self, object: &K) -> Duration {
+        let mut failures = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(Self::key(object)).or_insert(0);
+        *n = n.saturating_add(1);
+        Duration::from_secs(1u64 << (*n - 1).min(8)).min(Duration::from_secs(300))
+    }
+
+    fn succeeded<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&Self::key(object));
+    }
+}
+
+/// A reconcile in flight.
+type Reconciling = std::pin::Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
+
+/// A reconcile with its error metric and backoff bookkeeping around it.
+fn wrapped<K, F, Fut>(
+    name: &'static str,
+    reconcile: F,
+    backoff: Arc<Backoff>,
+) -> impl FnMut(Arc<K>, Arc<Context>) -> Reconciling
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    move |object, ctx| {
+        let (reconcile, backoff) = (reconcile.clone(), backoff.clone());
+        Box::pin(async move {
+            tracing::debug!(
+                controller = name,
+                namespace = object.meta().namespace.as_deref().unwrap_or_default(),
+                name = object.meta().name.as_deref().unwrap_or_default(),
+                "reconcile"
+            );
+            let result = reconcile(object.clone(), ctx.clone()).await;
+            match &result {
+                Ok(_) => backoff.succeeded(object.as_ref()),
+                Err(error) => {
+                    ctx.metrics
+                        .errors
+                        .get_or_create(&ErrorLabels {
+                            controller: name,
+                            reason: error.reason(),
+                        })
+                        .inc();
+                }
+            }
+            result
+        })
+    }
+}
+
+fn error_policy<K: Resource<DynamicType = ()>>(
+    backoff: Arc<Backoff>,
+) -> impl Fn(Arc<K>, &Error, Arc<Context>) -> Action {
+    move |object, error, _| {
+        let wait = backoff.failed(object.as_ref());
+        tracing::warn!(
+            kind = %K::kind(&()),
+            namespace = object.meta().namespace.as_deref().unwrap_or_default(),
+            name = object.meta().name.as_deref().unwrap_or_default(),
+            %error,
+            retry_in = ?wait,
+            "reconcile failed"
+        );
+        Action::requeue(wait)
+    }
+}
+
+/// Runs the controllers until `stop` is cancelled; the caches are filled before
+/// the first reconcile, so nothing is judged on a partial view.
+pub async fn controllers(
+    client: Client,
+    make_context: impl FnOnce(
+        reflector::Store<EgressProxy>,
+        reflector::Store<ProxyConfiguration>,
+        reflector::Store<ProxyRuleGroup>,
+    ) -> Context,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let (proxies, proxy_writer) = reflector::store_shared::<EgressProxy>(1024);
+    let (configurations, configuration_writer) =
+        reflector::store_shared::<ProxyConfiguration>(1024);
+    let (groups, group_writer) = reflector::store_shared::<ProxyRuleGroup>(1024);
+    let proxy_events = subscriber(&proxy_writer)?;
+    let configuration_events = subscriber(&configuration_writer)?;
+    let group_events = subscriber(&group_writer)?;
+
+    // The three watches, feeding the caches and every subscriber.
+    let config = watcher::Config::default;
+    watch(
+        watcher(Api::<EgressProxy>::all(client.clone()), config())
+            .default_backoff()
+            .reflect_shared(proxy_writer)
+            .boxed(),
+    );
+    watch(
+        watcher(Api::<ProxyConfiguration>::all(client.clone()), config())
+            .default_backoff()
+            .reflect_shared(configuration_writer)
+            .boxed(),
+    );
+    watch(
+        watcher(Api::<ProxyRuleGroup>::all(client.clone()), config())
+            .default_backoff()
+            .reflect_shared(group_writer)
+            .boxed(),
+    );
+    let (a, b, c) = tokio::join!(
+        proxies.wait_until_ready(),
+        configurations.wait_until_ready(),
+        groups.wait_until_ready()
+    );
+    a.and(b).and(c).map_err(|e| anyhow::anyhow!("cache: {e}"))?;
+    tracing::info!(
+        proxies = proxies.state().len(),
+        configurations = configurations.state().len(),
+        groups = groups.state().len(),
+        "caches ready; reconciling"
+    );
+
+    let ctx = Arc::new(make_context(
+        proxies.clone(),
+        configurations.clone(),
+        groups.clone(),
+    ));
+    let backoff = Arc::new(Backoff::default());
+    let managed =
+        || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+
+    let lookup = ctx.clone();
+    let proxies_of_configuration = move |c: ProxyConfiguration| {
+        let namespace = c.namespace().unwrap_or_default();
+        lookup
+            .proxies_using_configuration(&namespace, &c.name_any())
+            .into_iter()
+            .map(move |p| ObjectRef::new(&p).within(&namespace))
+            .collect::<Vec<_>>()
+    };
+    let lookup = ctx.clone();
+    let proxies_of_group = move |g: ProxyRuleGroup| {
+        let namespace = g.namespace().unwrap_or_default();
+        lookup
+            .proxies_using_group(&namespace, &g.name_any())
+            .into_iter()
+            .map(move |p| ObjectRef::new(&p).within(&namespace))
+            .collect::<Vec<_>>()
+    };
+    let lookup = ctx.clone();
+    let proxies_of_secret = move |s: PartialObjectMeta<Secret>| {
+        let namespace = s.namespace().unwrap_or_default();
+        let name = s.name_any();
+        let owned = s
+            .owner_references()
+            .iter()
+            .filter(|o| o.kind == "EgressProxy")
+            .map(|o| o.name.clone());
+        let parent_of = lookup
+            .proxies
+            .state()
+            .into_iter()
+            .filter(|p| {
+                p.namespace().as_deref() == Some(namespace.as_str())
+                    && p.spec
+                        .tls_interception
+                        .ca_secret_ref
+                        .as_ref()
+                        .is_some_and(|r| r.name == name)
+            })
+            .map(|p| p.name_any());
+        owned
+            .chain(parent_of)
+            .map(|p| ObjectRef::new(&p).within(&namespace))
+            .collect::<Vec<_>>()
+    };
+    let proxy_controller = Controller::for_shared_stream(proxy_events, proxies.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), managed())
+        .owns(Api::<Deployment>::all(client.clone()), managed())
+        .owns(Api::<Service>::all(client.clone()), managed())
+        .watches_stream(
+            watcher(
+                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            move |s: PartialObjectMeta<Secret>| proxies_of_secret(s),
+        )
+        .watches(
+            Api::<ProxyConfiguration>::all(client.clone()),
+            watcher::Config::default(),
+            proxies_of_configuration,
+        )
+        .watches(
+            Api::<ProxyRuleGroup>::all(client.clone()),
+            watcher::Config::default(),
+            proxies_of_group,
+        )
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(
+            wrapped("egressproxy", reconcile_proxy::reconcile, backoff.clone()),
+            error_policy::<EgressProxy>(backoff.clone()),
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    let lookup = ctx.clone();
+    let configurations_of_group = move |g: ProxyRuleGroup| {
+        let namespace = g.namespace().unwrap_or_default();
+        lookup
+            .configurations_listing(&namespace, &g.name_any())
+            .into_iter()
+            .map(move |c| ObjectRef::new(&c).within(&namespace))
+            .collect::<Vec<_>>()
+    };
+    let configuration_of_proxy = |p: EgressProxy| {
+        let namespace = p.namespace().unwrap_or_default();
+        Some(ObjectRef::new(&p.spec.configuration_ref.name).within(&namespace))
+    };
+    let configuration_controller =
+        Controller::for_shared_stream(configuration_events, configurations.clone())
+            .watches(
+                Api::<ProxyRuleGroup>::all(client.clone()),
+                watcher::Config::default(),
+                configurations_of_group,
+            )
+            .watches(
+                Api::<EgressProxy>::all(client.clone()),
+                watcher::Config::default(),
+                configuration_of_proxy,
+            )
+            .graceful_shutdown_on(stop.clone().cancelled_owned())
+            .run(
+                wrapped(
+                    "proxyconfiguration",
+                    reconcile_policy::reconcile_configuration,
+                    backoff.clone(),
+                ),
+                error_policy::<ProxyConfiguration>(backoff.clone()),
+                ctx.clone(),
+            )
+            .for_each(log_outcome);
+
+    let groups_of_configuration =
+        |c: ProxyConfiguration| groups_listed(&c, &c.namespace().unwrap_or_default());
+    let lookup = ctx.clone();
+    let groups_of_proxy = move |p: EgressProxy| {
+        let namespace = p.namespace().unwrap_or_default();
+        lookup
+            .configuration(&namespace, &p.spec.configuration_ref.name)
+            .map(|c| groups_listed(&c, &namespace))
+            .unwrap_or_default()
+    };
+    let group_controller = Controller::for_shared_stream(group_events, groups.clone())
+        .watches(
+            Api::<ProxyConfiguration>::all(client.clone()),
+            watcher::Config::default(),
+            groups_of_configuration,
+        )
+        .watches(
+            Api::<EgressProxy>::all(client.clone()),
+            watcher::Config::default(),
+            groups_of_proxy,
+        )
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(
+            wrapped(
+                "proxyrulegroup",
+                reconcile_policy::reconcile_group,
+                backoff.clone(),
+            ),
+            error_policy::<ProxyRuleGroup>(backoff.clone()),
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    tokio::join!(proxy_controller, configuration_controller, group_controller);
+    Ok(())
+}
+
+fn groups_listed(c: &ProxyConfiguration, namespace: &str) -> Vec<ObjectRef<ProxyRuleGroup>> {
+    c.spec
+        .rule_groups
+        .iter()
+        .map(|r| ObjectRef::new(&r.name).within(namespace))
+        .collect()
+}

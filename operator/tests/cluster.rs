@@ -1,0 +1,619 @@
+//! The operator on the real control plane: CRDs applied with kubectl, the
+//! API server's own validation, a valid set reconciled into every object,
+//! updates, broken parents, deleted groups and deleted proxies.
+//!
+//! One operator process serves every test of this binary; each test keeps to
+//! a namespace of its own. There is no kube-controller-manager here, so no
+//! garbage collector: cascading deletion is checked through the owner
+//! references the collector would follow.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::*;
+use egress_e2e::ControlPlane;
+use egress_operator::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, ResourceExt};
+
+const SEED: &str = include_str!("../../examples/seed-policy.yaml");
+
+/// The control plane with the CRDs, and one operator.
+fn setup() -> &'static ControlPlane {
+    static CRDS: OnceLock<()> = OnceLock::new();
+    let plane = ControlPlane::shared();
+    CRDS.get_or_init(|| install_crds(plane));
+    Operator::shared(plane, &["--cluster-name", "e2e"]);
+    plane
+}
+
+/// The seed example with an EgressProxy that intercepts with `ca_secret`.
+fn seed(ca_secret: &str, replicas: i32) -> String {
+    let without_proxy: Vec<&str> = SEED
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: EgressProxy"))
+        .collect();
+    format!(
+        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: egress\nspec:\n  configurationRef:\n    name: seed\n  replicas: {replicas}\n  tlsInterception:\n    enabled: true\n    caSecretRef:\n      name: {ca_secret}\n",
+        without_proxy.join("\n---\n")
+    )
+}
+
+fn apply_in(plane: &ControlPlane, namespace: &str, yaml: &str) -> (bool, String) {
+    let namespaced = yaml.replace(
+        "metadata:\n",
+        &format!("metadata:\n  namespace: {namespace}\n"),
+    );
+    kubectl_apply(plane, &namespaced)
+}
+
+fn condition(proxy: &EgressProxy, type_: &str) -> Option<(String, String, String)> {
+    proxy
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn proxy_when(
+    client: &Client,
+    namespace: &str,
+    what: &str,
+    ready: impl Fn(&EgressProxy) -> bool,
+) -> EgressProxy {
+    let api: Api<EgressProxy> = Api::namespaced(client.clone(), namespace);
+    eventually(Duration::from_secs(30), what, || {
+        let api = api.clone();
+        let ready = &ready;
+        async move { api.get("egress").await.ok().filter(|p| ready(p)) }
+    })
+    .await
+}
+
+fn holds(proxy: &EgressProxy, type_: &str, status: &str) -> bool {
+    condition(proxy, type_).is_some_and(|(s, _, _)| s == status)
+}
+
+#[tokio::test]
+async fn invalid_resources_are_refused_by_the_server_or_reported_in_status() {
+    let plane = setup();
+    let client = client(plane).await;
+    namespace(&client, "op-invalid").await;
+    for (yaml, field) in [
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: a\nspec:\n  rules:\n    preDNS:\n      - {name: r1, action: Block}\n",
+            "spec.rules.preDNS[0].action: Unsupported value: \"Block\"",
+        ),
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: b\nspec:\n  rules:\n    preRequest:\n      - {name: same, action: Deny}\n      - {name: same, action: Allow}\n",
+            "spec.rules.preRequest: Invalid value: rule names must be unique in a phase",
+        ),
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: c\nspec:\n  rules:\n    preDNS:\n      - {name: \"no spaces\", action: Deny}\n",
+            "spec.rules.preDNS[0].name in body should match",
+        ),
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata:\n  name: d\nspec:\n  ruleGroups: [{name: a}]\n",
+            "spec.defaultActions: Required value",
+        ),
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: e\nspec:\n  configurationRef: {name: d}\n  listeners: {httpPort: 70000}\n",
+            "spec.listeners.httpPort in body should be less than or equal to 65535",
+        ),
+    ] {
+        let (ok, output) = apply_in(plane, "op-invalid", yaml);
+        assert!(!ok, "the server accepted:\n{yaml}");
+        assert!(output.contains(field), "{field}\nnot in:\n{output}");
+    }
+
+    // What only the compiler knows is reported in status, with its path.
+    let (ok, output) = apply_in(
+        plane,
+        "op-invalid",
+        "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: wrong-operator\nspec:\n  rules:\n    preDNS:\n      - name: r1\n        action: Deny\n        conditions: [{key: \"request:DestinationDomain\", operator: NumericEquals, values: [\"1\"]}]\n",
+    );
+    assert!(ok, "{output}");
+    let groups: Api<ProxyRuleGroup> = Api::namespaced(client.clone(), "op-invalid");
+    let message = eventually(
+        Duration::from_secs(30),
+        "the group's Compiled condition",
+        || {
+            let groups = groups.clone();
+            async move {
+                let group = groups.get("wrong-operator").await.ok()?;
+                let c = group
+                    .status?
+                    .conditions
+                    .into_iter()
+                    .find(|c| c.type_ == "Compiled")?;
+                (c.status == "False").then_some((c.reason, c.message))
+            }
+        },
+    )
+    .await;
+    assert_eq!(message.0, "CompileFailed");
+    assert!(
+        message.1.contains("spec.rules.preDNS[0].conditions[0].operator: operator NumericEquals does not fit key request:DestinationDomain"),
+        "{}",
+        message.1
+    );
+}
+
+#[tokio::test]
+async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_policy() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-reconcile";
+    namespace(&client, ns).await;
+    let dir = TempDir::new("reconcile");
+    let ca = openssl_ca(&dir.0, "user", Some(1));
+    create_ca_secret(plane, ns, "parent-ca", &ca);
+    let (ok, output) = apply_in(plane, ns, &seed("parent-ca", 2));
+    assert!(ok, "{output}");
+
+    let proxy = proxy_when(&client, ns, "PolicyCompiled and CertificateReady", |p| {
+        holds(p, "PolicyCompiled", "True") && holds(p, "CertificateReady", "True")
+    })
+    .await;
+    let status = proxy.status.clone().expect("status");
+    assert_eq!(status.observed_generation, proxy.metadata.generation);
+    let (ready, reason, message) = condition(&proxy, "Ready").expect("Ready");
+    assert_eq!(
+        (ready.as_str(), reason.as_str()),
+        ("False", "NoReadyPods"),
+        "no node runs pods here: {message}"
+    );
+    assert!(condition(&proxy, "Progressing").is_some());
+    assert_eq!(
+        status.endpoints.as_ref().map(|e| e.http.as_str()),
+        Some("http://egress.op-reconcile.svc:1080")
+    );
+    assert!(status.intercept_ca_not_after.is_some());
+
+    // The policy ConfigMap: the compiled seed, its hash where status says.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let policy = config_maps
+        .get("egress-policy")
+        .await
+        .expect("policy ConfigMap");
+    let hash = &policy.annotations()["egress.dev/policy-hash"];
+    assert_eq!(Some(hash), status.policy_hash.as_ref());
+    assert_eq!(
+        policy.annotations()["egress.dev/policy-format-version"],
+        "1"
+    );
+    let compiled = egress_policy::CompiledPolicy::from_json(
+        &policy.data.clone().expect("data")["policy.json"],
+    )
+    .expect("the ConfigMap holds a valid compiled policy");
+    assert_eq!(compiled.hash(), hash);
+    assert!(compiled.proxy().settings().intercept);
+
+    // The sub-CA: path length 0, issued by the user's intermediate, chain to the root.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let text = |s: &Secret, key: &str| {
+        String::from_utf8(s.data.clone().expect("data")[key].0.clone()).expect("utf8")
+    };
+    let sub_ca = secrets
+        .get("egress-intercept-ca")
+        .await
+        .expect("sub-CA Secret");
+    let intermediate = std::fs::read_to_string(&ca[0]).expect("intermediate");
+    let root = std::fs::read_to_string(&ca[2]).expect("root");
+    {
+        let pem = x509_parser::pem::parse_x509_pem(text(&sub_ca, "tls.crt").as_bytes())
+            .expect("pem")
+            .1;
+        let cert = pem.parse_x509().expect("x509");
+        let constraints = cert
+            .basic_constraints()
+            .expect("ext")
+            .expect("basicConstraints")
+            .value;
+        assert!(constraints.ca);
+        assert_eq!(constraints.path_len_constraint, Some(0));
+        assert_eq!(cert.issuer().to_string(), "CN=user intermediate");
+        let chain = text(&sub_ca, "ca.crt");
+        assert!(
+            chain.contains(intermediate.trim()) && chain.contains(root.trim()),
+            "{chain}"
+        );
+    }
+    // The listener certificate names the Service.
+    let tls = secrets.get("egress-tls").await.expect("tls Secret");
+    {
+        let pem = x509_parser::pem::parse_x509_pem(text(&tls, "tls.crt").as_bytes())
+            .expect("pem")
+            .1;
+        let cert = pem.parse_x509().expect("x509");
+        let names: Vec<String> = cert
+            .subject_alternative_name()
+            .expect("ext")
+            .expect("SAN")
+            .value
+            .general_names
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        for name in [
+            "egress",
+            "egress.op-reconcile",
+            "egress.op-reconcile.svc",
+            "egress.op-reconcile.svc.cluster.local",
+        ] {
+            assert!(
+                names.contains(&format!("DNSName({name})")),
+                "{name} in {names:?}"
+            );
+        }
+    }
+    let bundle = config_maps
+        .get("egress-trust-bundle")
+        .await
+        .expect("trust bundle");
+    let bundle = bundle.data.expect("data");
+    assert!(bundle["intercept-ca.pem"].contains(root.trim()));
+    assert!(bundle["ca-bundle.pem"].contains(&bundle["listener-ca.pem"]));
+
+    // The gateway: Deployment, Service, PDB, RBAC; all owned by the proxy.
+    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
+        .get("egress")
+        .await
+        .expect("Deployment");
+    let pod = deployment.spec.clone();
+    assert_eq!(pod.replicas, Some(2));
+    let args = pod.template.spec.clone().expect("pod").containers[0]
+        .args
+        .clone()
+        .expect("args")
+        .join(" ");
+    assert!(
+        args.contains("--intercept-ca-cert") && args.contains("--cluster-name e2e"),
+        "{args}"
+    );
+    let service = Api::<Service>::namespaced(client.clone(), ns)
+        .get("egress")
+        .await
+        .expect("Service");
+    let ports: Vec<i32> = service
+        .spec
+        .clone()
+        .and_then(|s| s.ports)
+        .expect("ports")
+        .iter()
+        .map(|p| p.port)
+        .collect();
+    assert_eq!(ports, [1080, 443]);
+    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+        .get("egress")
+        .await
+        .expect("PDB for 2 replicas");
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .get("egress")
+        .await
+        .expect("ServiceAccount");
+    let role = Api::<Role>::namespaced(client.clone(), ns)
+        .get("egress")
+        .await
+        .expect("Role");
+    let binding = Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .get("egress")
+        .await
+        .expect("RoleBinding");
+    let uid = proxy.uid().expect("uid");
+    let owned_by_proxy = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+        meta.owner_references.as_ref().is_some_and(|o| {
+            o.iter().any(|o| {
+                o.uid == uid && o.controller == Some(true) && o.block_owner_deletion == Some(true)
+            })
+        })
+    };
+    for (what, meta) in [
+        ("policy", &policy.metadata),
+        ("sub-CA", &sub_ca.metadata),
+        ("tls", &tls.metadata),
+        ("deployment", &deployment.metadata),
+        ("service", &service.metadata),
+        ("pdb", &pdb.metadata),
+        ("service account", &sa.metadata),
+        ("role", &role.metadata),
+        ("role binding", &binding.metadata),
+    ] {
+        assert!(
+            owned_by_proxy(meta),
+            "{what} is owned by the proxy: {meta:?}"
+        );
+    }
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .get("egress-gateway:op-reconcile:egress")
+        .await
+        .expect("pod reader binding");
+
+    // The configuration and the group know their user.
+    let configuration = Api::<ProxyConfiguration>::namespaced(client.clone(), ns);
+    let configuration = eventually(Duration::from_secs(30), "configuration usedBy", || {
+        let configuration = configuration.clone();
+        async move {
+            configuration
+                .get("seed")
+                .await
+                .ok()
+                .filter(|c| c.status.as_ref().is_some_and(|s| s.used_by == ["egress"]))
+        }
+    })
+    .await;
+    assert!(
+        configuration
+            .status
+            .expect("status")
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Compiled" && c.status == "True")
+    );
+    let groups = Api::<ProxyRuleGroup>::namespaced(client.clone(), ns);
+    let group = eventually(Duration::from_secs(30), "group usedBy", || {
+        let groups = groups.clone();
+        async move {
+            groups
+                .get("seed-rules")
+                .await
+                .ok()
+                .filter(|g| g.status.as_ref().is_some_and(|s| s.used_by == ["egress"]))
+        }
+    })
+    .await;
+    let counts = group.status.expect("status").rules;
+    assert_eq!(
+        (counts.pre_dns, counts.pre_request, counts.post_response),
+        (1, 1, 1)
+    );
+
+    // kubectl shows what a user wants to see.
+    let mut get = plane.kubectl();
+    get.args(["get", "egp,prg,pcfg", "-n", ns]);
+    let table = run(get);
+    for column in [
+        "READY",
+        "ENDPOINT",
+        "INTERCEPTION",
+        "PREDNS",
+        "USED BY",
+        "COMPILED",
+        "GROUPS",
+    ] {
+        assert!(table.contains(column), "{column} in:\n{table}");
+    }
+    assert!(
+        table.contains("http://egress.op-reconcile.svc:1080"),
+        "{table}"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "PolicyRendered"), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r == "SubCAIssued"), "{reasons:?}");
+
+    // A rule change: the ConfigMap follows, nothing else is rewritten.
+    let versions = || async {
+        let rv = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
+            m.resource_version.clone().unwrap_or_default()
+        };
+        let mut all = BTreeMap::new();
+        for name in ["egress-intercept-ca", "egress-tls", "egress-listener-ca"] {
+            all.insert(
+                name.to_owned(),
+                rv(&secrets.get(name).await.expect("secret").metadata),
+            );
+        }
+        all.insert(
+            "trust-bundle".to_owned(),
+            rv(&config_maps
+                .get("egress-trust-bundle")
+                .await
+                .expect("cm")
+                .metadata),
+        );
+        all.insert(
+            "deployment".to_owned(),
+            rv(&Api::<Deployment>::namespaced(client.clone(), ns)
+                .get("egress")
+                .await
+                .expect("d")
+                .metadata),
+        );
+        all.insert(
+            "service".to_owned(),
+            rv(&Api::<Service>::namespaced(client.clone(), ns)
+                .get("egress")
+                .await
+                .expect("s")
+                .metadata),
+        );
+        all.insert(
+            "pdb".to_owned(),
+            rv(&Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
+                .get("egress")
+                .await
+                .expect("p")
+                .metadata),
+        );
+        all
+    };
+    let before = versions().await;
+    let (ok, output) = apply_in(
+        plane,
+        ns,
+        &seed("parent-ca", 2).replace("\"*/files/*\"", "\"*/private/*\""),
+    );
+    assert!(ok, "{output}");
+    let changed = Instant::now();
+    let new_hash = eventually(
+        Duration::from_secs(30),
+        "the new policy in the ConfigMap",
+        || {
+            let config_maps = config_maps.clone();
+            let old = hash.clone();
+            async move {
+                let cm = config_maps.get("egress-policy").await.ok()?;
+                let hash = cm.annotations().get("egress.dev/policy-hash")?.clone();
+                (hash != old).then_some(hash)
+            }
+        },
+    )
+    .await;
+    println!("rule change to ConfigMap: {:?}", changed.elapsed());
+    let policy = config_maps.get("egress-policy").await.expect("policy");
+    assert!(policy.data.expect("data")["policy.json"].contains("*/private/*"));
+    proxy_when(&client, ns, "the new hash in status", |p| {
+        p.status.as_ref().and_then(|s| s.policy_hash.as_deref()) == Some(new_hash.as_str())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        versions().await,
+        before,
+        "only the policy ConfigMap changes"
+    );
+
+    // Deleting the group: reported, and the last good policy stays.
+    Api::<ProxyRuleGroup>::namespaced(client.clone(), ns)
+        .delete("seed-rules", &DeleteParams::default())
+        .await
+        .expect("delete group");
+    let broken = proxy_when(&client, ns, "PolicyCompiled=False", |p| {
+        holds(p, "PolicyCompiled", "False")
+    })
+    .await;
+    let (_, reason, message) = condition(&broken, "PolicyCompiled").expect("condition");
+    assert_eq!(reason, "CompileFailed");
+    assert!(
+        message.contains("rule group \"seed-rules\" not found"),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!("The last good policy {new_hash} keeps serving")),
+        "{message}"
+    );
+    let kept = config_maps.get("egress-policy").await.expect("policy");
+    assert_eq!(kept.annotations()["egress.dev/policy-hash"], new_hash);
+    assert_eq!(broken.status.and_then(|s| s.policy_hash), Some(new_hash));
+
+    // Deleting the proxy: the finalizer removes the cluster-scoped binding;
+    // the rest is owned (a garbage collector would delete it).
+    Api::<EgressProxy>::namespaced(client.clone(), ns)
+        .delete("egress", &DeleteParams::default())
+        .await
+        .expect("delete proxy");
+    let proxies = Api::<EgressProxy>::namespaced(client.clone(), ns);
+    eventually(Duration::from_secs(30), "the proxy to be gone", || {
+        let proxies = proxies.clone();
+        async move {
+            proxies
+                .get_opt("egress")
+                .await
+                .ok()
+                .flatten()
+                .is_none()
+                .then_some(())
+        }
+    })
+    .await;
+    let bindings = Api::<ClusterRoleBinding>::all(client.clone());
+    assert!(
+        bindings
+            .get_opt("egress-gateway:op-reconcile:egress")
+            .await
+            .expect("get")
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn a_parent_that_cannot_sign_a_ca_is_refused_with_what_to_do() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-pathlen";
+    namespace(&client, ns).await;
+    let dir = TempDir::new("pathlen");
+    let ca = openssl_ca(&dir.0, "leafonly", Some(0));
+    create_ca_secret(plane, ns, "parent-ca", &ca);
+    let (ok, output) = apply_in(plane, ns, &seed("parent-ca", 1));
+    assert!(ok, "{output}");
+    let proxy = proxy_when(&client, ns, "CertificateReady=False", |p| {
+        holds(p, "CertificateReady", "False")
+    })
+    .await;
+    let (_, reason, message) = condition(&proxy, "CertificateReady").expect("condition");
+    assert_eq!(reason, "ParentPathLenZero", "{message}");
+    assert!(
+        message.contains("pathlen"),
+        "the message says what to change: {message}"
+    );
+    assert!(
+        holds(&proxy, "PolicyCompiled", "True"),
+        "the policy is not held back by the CA"
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    assert!(
+        secrets
+            .get_opt("egress-intercept-ca")
+            .await
+            .expect("get")
+            .is_none(),
+        "no sub-CA from a parent that cannot sign one"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(Duration::from_secs(30), "a ParentCARefused event", || {
+        let events = events.clone();
+        async move {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("ParentCARefused")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(())
+        }
+    })
+    .await;
+
+    // Fixed parent: the sub-CA is issued without touching anything else.
+    let fixed = openssl_ca(&dir.0, "fixed", None);
+    secrets
+        .delete("parent-ca", &DeleteParams::default())
+        .await
+        .expect("delete");
+    create_ca_secret(plane, ns, "parent-ca", &fixed);
+    let proxy = proxy_when(&client, ns, "CertificateReady=True", |p| {
+        holds(p, "CertificateReady", "True")
+    })
+    .await;
+    assert_eq!(
+        condition(&proxy, "CertificateReady").map(|c| c.1),
+        Some("Issued".to_owned())
+    );
+    assert!(
+        secrets
+            .get_opt("egress-intercept-ca")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}

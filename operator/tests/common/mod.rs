@@ -1,0 +1,395 @@
+//! Harness for the operator on the real control plane: a client, namespaces,
+//! CA material made with openssl (as users make it), kubectl, and the
+//! operator as a real process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use egress_e2e::ControlPlane;
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+pub const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+
+pub async fn client(plane: &ControlPlane) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// A namespace with its `default` ServiceAccount (no controller-manager here).
+pub async fn namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("ns");
+    namespaces
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("namespace created");
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    let sa: ServiceAccount =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).expect("sa");
+    accounts
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("default service account");
+}
+
+/// What a command printed; panics with its output when it fails.
+pub fn run(mut command: Command) -> String {
+    let output = command.output().expect("command runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `kubectl apply` of YAML text: (success, stdout + stderr).
+pub fn kubectl_apply(plane: &ControlPlane, yaml: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = plane
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(yaml.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("kubectl runs");
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+/// The CRDs from `crds/`, applied and Established.
+pub fn install_crds(plane: &ControlPlane) {
+    let mut apply = plane.kubectl();
+    apply.args(["apply", "-f", CRDS]);
+    run(apply);
+    let mut wait = plane.kubectl();
+    wait.args([
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/egressproxies.egress.dev",
+        "crd/proxyconfigurations.egress.dev",
+        "crd/proxyrulegroups.egress.dev",
+    ]);
+    run(wait);
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, for at most `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A directory removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("egress-operator-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let mut command = Command::new("openssl");
+    command.args(args).current_dir(dir);
+    run(command);
+}
+
+/// A root and an intermediate CA made with openssl the way users make them;
+/// the intermediate's path length is `pathlen` (None: unconstrained).
+/// Returns the files (intermediate cert, intermediate key, root cert).
+pub fn openssl_ca(dir: &Path, tag: &str, pathlen: Option<u32>) -> [PathBuf; 3] {
+    let ext = dir.join(format!("{tag}-ext.cnf"));
+    let constraint = match pathlen {
+        Some(n) => format!("critical,CA:TRUE,pathlen:{n}"),
+        None => "critical,CA:TRUE".to_owned(),
+    };
+    std::fs::write(
+        &ext,
+        format!("basicConstraints={constraint}\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"),
+    )
+    .expect("ext");
+    let name = |suffix: &str| format!("{tag}-{suffix}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &name("root.key"),
+            "-out",
+            &name("root.pem"),
+            "-days",
+            "365",
+            "-subj",
+            &format!("/CN={tag} root"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &name("int.key"),
+            "-out",
+            &name("int.csr"),
+            "-subj",
+            &format!("/CN={tag} intermediate"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &name("int.csr"),
+            "-CA",
+            &name("root.pem"),
+            "-CAkey",
+            &name("root.key"),
+            "-CAcreateserial",
+            "-out",
+            &name("int.pem"),
+            "-days",
+            "180",
+            "-extfile",
+            &ext.display().to_string(),
+        ],
+    );
+    [
+        dir.join(name("int.pem")),
+        dir.join(name("int.key")),
+        dir.join(name("root.pem")),
+    ]
+}
+
+/// `kubectl create secret generic` in cert-manager's CA layout.
+pub fn create_ca_secret(
+    plane: &ControlPlane,
+    namespace: &str,
+    name: &str,
+    [cert, key, root]: &[PathBuf; 3],
+) {
+    let mut create = plane.kubectl();
+    create
+        .args(["create", "secret", "generic", name, "-n", namespace])
+        .arg(format!("--from-file=tls.crt={}", cert.display()))
+        .arg(format!("--from-file=tls.key={}", key.display()))
+        .arg(format!("--from-file=ca.crt={}", root.display()));
+    run(create);
+}
+
+/// The operator as a real process, logging JSON diagnostics.
+pub struct Operator {
+    child: Child,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Operator {
+    /// An operator for the whole test binary, started on a thread that lives
+    /// as long as the process: the parent-death signal that keeps it from
+    /// outliving the tests fires when the starting *thread* ends, and test
+    /// threads end with their test.
+    pub fn shared(
+        plane: &'static ControlPlane,
+        extra: &'static [&'static str],
+    ) -> &'static Operator {
+        static SHARED: std::sync::OnceLock<Operator> = std::sync::OnceLock::new();
+        SHARED.get_or_init(|| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = sender.send(Operator::start(plane, extra));
+                loop {
+                    std::thread::park();
+                }
+            });
+            receiver.recv().expect("operator started")
+        })
+    }
+
+    /// `egress-operator` against `plane` with `extra` flags, owned by the
+    /// calling thread (it dies with it).
+    pub fn start(plane: &ControlPlane, extra: &[&str]) -> Operator {
+        let mut child = Command::new("setpriv")
+            .args(["--pdeathsig", "SIGKILL", "--"])
+            .arg(env!("CARGO_BIN_EXE_egress-operator"))
+            .arg("--kubeconfig")
+            .arg(&plane.kubeconfig)
+            .args([
+                "--log-format",
+                "json",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--gateway-image",
+                "egress-gateway:test",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,egress_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("operator starts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        {
+            use std::io::Write;
+            let logs = logs.clone();
+            // Also on disk, to read after a failed run.
+            let path = std::env::temp_dir().join(format!(
+                "egress-operator-{}-{}.log",
+                std::process::id(),
+                child.id()
+            ));
+            let mut file = std::fs::File::create(&path).ok();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(file) = file.as_mut() {
+                        let _ = writeln!(file, "{line}");
+                    }
+                    logs.lock().expect("lock").push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let admin = loop {
+            let found = logs.lock().expect("lock").iter().find_map(|line| {
+                let v: serde_json::Value = serde_json::from_str(line).ok()?;
+                (v["message"] == "listening").then(|| v["address"].as_str()?.parse().ok())?
+            });
+            if let Some(admin) = found {
+                break admin;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "operator exited ({status}):\n{}",
+                    logs.lock().expect("lock").join("\n")
+                );
+            }
+            assert!(Instant::now() < deadline, "operator did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        Operator { child, admin, logs }
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("lock").clone()
+    }
+
+    /// Whether a log line contains every one of `parts`.
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        self.logs()
+            .iter()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
+    }
+
+    /// A metric's value from `/metrics` (summed over lines starting with `prefix`).
+    pub fn metric(&self, prefix: &str) -> f64 {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(self.admin) else {
+            return f64::NAN;
+        };
+        let _ = write!(
+            stream,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn terminate(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
