@@ -15,7 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::leaf_cache::{LeafCache, Lookup};
-use super::{certified_key, load_certs, load_key, pkcs8, provider};
+use super::{certified_key, load_certs, load_pkcs8, provider};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -77,7 +77,7 @@ impl InterceptCa {
                 .ok_or_else(|| Error::NoCertificate {
                     path: cert_path.to_string(),
                 })?;
-        let key_der: PrivatePkcs8KeyDer<'static> = pkcs8(load_key(&files.key)?, &files.key)?;
+        let key_der: PrivatePkcs8KeyDer<'static> = load_pkcs8(&files.key)?;
         let (_, parsed) = X509Certificate::from_der(&cert)
             .map_err(|e| Error::Unusable(format!("{cert_path} is not a valid certificate: {e}")))?;
         let subject = parsed.subject().to_string();

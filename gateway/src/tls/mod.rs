@@ -51,56 +51,14 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     })
 }
 
-/// The key as PKCS#8, which certificate signing needs. PKCS#1 RSA keys are
-/// wrapped; SEC1 EC keys are refused with the command that converts them.
-pub fn pkcs8(
-    key: PrivateKeyDer<'static>,
-    path: &Path,
-) -> Result<PrivatePkcs8KeyDer<'static>, Error> {
-    match key {
-        PrivateKeyDer::Pkcs8(k) => Ok(k),
-        PrivateKeyDer::Pkcs1(k) => Ok(PrivatePkcs8KeyDer::from(wrap_pkcs1_in_pkcs8(
-            k.secret_pkcs1_der(),
-        ))),
-        _ => Err(Error::BadKey {
-            path: path.display().to_string(),
-            reason: format!(
-                "an EC key in SEC1 form; convert it with `openssl pkcs8 -topk8 -nocrypt -in {0} -out {0}.pk8`",
-                path.display()
-            ),
-        }),
-    }
-}
-
-/// PrivateKeyInfo { version 0, rsaEncryption, OCTET STRING pkcs1 } (RFC 5208).
-fn wrap_pkcs1_in_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
-    const VERSION_AND_ALGORITHM: &[u8] = &[
-        0x02, 0x01, 0x00, // INTEGER 0
-        0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
-        0x00, // rsaEncryption, NULL
-    ];
-    let octets = der_tlv(0x04, pkcs1);
-    let mut body = VERSION_AND_ALGORITHM.to_vec();
-    body.extend_from_slice(&octets);
-    der_tlv(0x30, &body)
-}
-
-fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        out.push(0x80 | bytes.len() as u8);
-        out.extend_from_slice(&bytes);
-    }
-    out.extend_from_slice(content);
-    out
+/// The key of a PEM file as PKCS#8, which certificate signing needs
+/// (PKCS#1 RSA and SEC1 EC keys are converted; see `egress_pki`).
+pub fn load_pkcs8(path: &Path) -> Result<PrivatePkcs8KeyDer<'static>, Error> {
+    let text = String::from_utf8_lossy(&read(path)?).into_owned();
+    egress_pki::private_key_pkcs8(&text).map_err(|e| Error::BadKey {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// A certificate chain and key as rustls serves them.
@@ -195,30 +153,4 @@ pub fn upstream_client_config(extra_ca: Option<&Path>) -> Result<Arc<ClientConfi
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn der_lengths() {
-        assert_eq!(der_tlv(0x04, &[1, 2]), [0x04, 2, 1, 2]);
-        let long = der_tlv(0x04, &[0u8; 300]);
-        assert_eq!(&long[..4], &[0x04, 0x82, 0x01, 0x2c]);
-        assert_eq!(long.len(), 304);
-    }
-
-    #[test]
-    fn pkcs1_is_wrapped_as_rsa_private_key_info() {
-        // Interop with real PKCS#1 keys from openssl is in tests/intercept.rs.
-        let wrapped = wrap_pkcs1_in_pkcs8(&[0x30, 0x00]);
-        assert_eq!(
-            wrapped,
-            [
-                0x30, 0x16, 0x02, 0x01, 0x00, 0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7,
-                0x0d, 0x01, 0x01, 0x01, 0x05, 0x00, 0x04, 0x02, 0x30, 0x00
-            ]
-        );
-    }
 }

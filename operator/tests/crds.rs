@@ -1,0 +1,50 @@
+//! The committed `crds/*.yaml` are what the code generates: a change to a
+//! spec type without running `crdgen` fails here.
+
+#[test]
+fn committed_crds_match_the_code() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
+    let mut stale = Vec::new();
+    for (file, crd) in egress_operator::crd::all() {
+        let committed = std::fs::read_to_string(format!("{dir}/{file}")).unwrap_or_default();
+        if committed != egress_operator::crd::yaml(&crd) {
+            stale.push(file);
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "crds/{stale:?} differ from the code: run `cargo run -p egress-operator --bin crdgen` and commit the result"
+    );
+    let files = std::fs::read_dir(dir).expect("crds dir").count();
+    assert_eq!(
+        files,
+        egress_operator::crd::all().len(),
+        "no stray files in crds/"
+    );
+}
+
+#[test]
+fn crdgen_check_reports_drift() {
+    let dir = std::env::temp_dir().join(format!("crdgen-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let crdgen = env!("CARGO_BIN_EXE_crdgen");
+    let out = dir.display().to_string();
+    let wrote = std::process::Command::new(crdgen)
+        .args(["--out", &out])
+        .status()
+        .expect("crdgen");
+    assert!(wrote.success());
+    let clean = std::process::Command::new(crdgen)
+        .args(["--out", &out, "--check"])
+        .output()
+        .expect("crdgen");
+    assert!(clean.status.success());
+    std::fs::write(dir.join("egressproxies.yaml"), "edited").expect("write");
+    let drift = std::process::Command::new(crdgen)
+        .args(["--out", &out, "--check"])
+        .output()
+        .expect("crdgen");
+    assert_eq!(drift.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&drift.stderr).contains("egressproxies.yaml"));
+    let _ = std::fs::remove_dir_all(dir);
+}
