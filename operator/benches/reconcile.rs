@@ -22,16 +22,22 @@ use egress_e2e::ControlPlane;
 use egress_operator::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
+use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::ResourceExt;
 
 const SEED: &str = include_str!("../../examples/seed-policy.yaml");
 
 fn seed(namespace: &str, deny: &str) -> String {
-    SEED.replace("metadata:\n", &format!("metadata:\n  namespace: {namespace}\n"))
-        .replace("\"*/files/*\"", &format!("\"*/{deny}/*\""))
-        .replace("tlsInterception:\n    enabled: true", "tlsInterception:\n    enabled: false")
+    SEED.replace(
+        "metadata:\n",
+        &format!("metadata:\n  namespace: {namespace}\n"),
+    )
+    .replace("\"*/files/*\"", &format!("\"*/{deny}/*\""))
+    .replace(
+        "tlsInterception:\n    enabled: true",
+        "tlsInterception:\n    enabled: false",
+    )
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -123,30 +129,43 @@ async fn main() {
                     {"key": "response:Http:StatusCode", "operator": "NumericGreaterThanEquals", "values": [500]}]}]
             }}
         });
-        groups.patch(&format!("group-{g}"), &apply, &Patch::Apply(group)).await.expect("group");
+        groups
+            .patch(&format!("group-{g}"), &apply, &Patch::Apply(group))
+            .await
+            .expect("group");
     }
     for c in 0..100 {
         // Ten groups each; group-0 is in every configuration.
         let mut listed: Vec<serde_json::Value> = vec![serde_json::json!({"name": "group-0"})];
-        listed.extend((1..10).map(|i| serde_json::json!({"name": format!("group-{}", (c * 9 + i) % 1000)})));
+        listed.extend(
+            (1..10).map(|i| serde_json::json!({"name": format!("group-{}", (c * 9 + i) % 1000)})),
+        );
         listed.dedup();
         let configuration = serde_json::json!({
             "apiVersion": "egress.dev/v1alpha1", "kind": "ProxyConfiguration",
             "metadata": {"name": format!("config-{c}")},
             "spec": {"ruleGroups": listed, "defaultActions": {"preDNS": "Allow", "preRequest": "Allow", "postResponse": "Allow"}}
         });
-        configurations.patch(&format!("config-{c}"), &apply, &Patch::Apply(configuration)).await.expect("configuration");
+        configurations
+            .patch(&format!("config-{c}"), &apply, &Patch::Apply(configuration))
+            .await
+            .expect("configuration");
         let proxy = serde_json::json!({
             "apiVersion": "egress.dev/v1alpha1", "kind": "EgressProxy",
             "metadata": {"name": format!("proxy-{c}")},
             "spec": {"configurationRef": {"name": format!("config-{c}")}}
         });
-        proxies.patch(&format!("proxy-{c}"), &apply, &Patch::Apply(proxy)).await.expect("proxy");
+        proxies
+            .patch(&format!("proxy-{c}"), &apply, &Patch::Apply(proxy))
+            .await
+            .expect("proxy");
     }
     let created = started.elapsed();
     let compiled = |p: &EgressProxy| {
         p.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| c.type_ == "PolicyCompiled" && c.status == "True")
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "PolicyCompiled" && c.status == "True")
         })
     };
     loop {
@@ -168,19 +187,36 @@ async fn main() {
         1000.0 * (cpu_after - cpu_before) / reconciles.max(1.0)
     );
     for controller in ["egressproxy", "proxyconfiguration", "proxyrulegroup"] {
-        let sum = metric(&operator, &format!("egress_operator_reconcile_duration_seconds_sum{{controller=\"{controller}\"}}"));
-        let count = metric(&operator, &format!("egress_operator_reconcile_duration_seconds_count{{controller=\"{controller}\"}}"));
-        println!("  {controller}: {count:.0} reconciles, mean {:.1} ms wall", 1000.0 * sum / count.max(1.0));
+        let sum = metric(
+            &operator,
+            &format!(
+                "egress_operator_reconcile_duration_seconds_sum{{controller=\"{controller}\"}}"
+            ),
+        );
+        let count = metric(
+            &operator,
+            &format!(
+                "egress_operator_reconcile_duration_seconds_count{{controller=\"{controller}\"}}"
+            ),
+        );
+        println!(
+            "  {controller}: {count:.0} reconciles, mean {:.1} ms wall",
+            1000.0 * sum / count.max(1.0)
+        );
     }
 
     // One group every proxy uses changes: every ConfigMap follows.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let before: Vec<Option<String>> = futures_util::future::join_all(
-        (0..100).map(|c| {
-            let config_maps = config_maps.clone();
-            async move { config_maps.get(&format!("proxy-{c}-policy")).await.ok().and_then(|cm| hash_of(&cm)) }
-        }),
-    )
+    let before: Vec<Option<String>> = futures_util::future::join_all((0..100).map(|c| {
+        let config_maps = config_maps.clone();
+        async move {
+            config_maps
+                .get(&format!("proxy-{c}-policy"))
+                .await
+                .ok()
+                .and_then(|cm| hash_of(&cm))
+        }
+    }))
     .await;
     let started = Instant::now();
     let changed = serde_json::json!({
@@ -189,11 +225,20 @@ async fn main() {
         "spec": {"rules": {"preDNS": [{"name": "deny-domain", "action": "Deny", "conditions": [
             {"key": "request:DestinationDomain", "operator": "StringEquals", "values": [".changed.example"]}]}]}}
     });
-    groups.patch("group-0", &apply, &Patch::Apply(changed)).await.expect("change");
+    groups
+        .patch("group-0", &apply, &Patch::Apply(changed))
+        .await
+        .expect("change");
     loop {
         let now: Vec<Option<String>> = futures_util::future::join_all((0..100).map(|c| {
             let config_maps = config_maps.clone();
-            async move { config_maps.get(&format!("proxy-{c}-policy")).await.ok().and_then(|cm| hash_of(&cm)) }
+            async move {
+                config_maps
+                    .get(&format!("proxy-{c}-policy"))
+                    .await
+                    .ok()
+                    .and_then(|cm| hash_of(&cm))
+            }
         }))
         .await;
         if now.iter().zip(&before).all(|(a, b)| a != b) {
@@ -201,7 +246,10 @@ async fn main() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    println!("  a group all 100 proxies use changed -> all 100 ConfigMaps updated after {:?}", started.elapsed());
+    println!(
+        "  a group all 100 proxies use changed -> all 100 ConfigMaps updated after {:?}",
+        started.elapsed()
+    );
     drop(operator);
     drop(plane);
 }

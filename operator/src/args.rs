@@ -11,7 +11,7 @@ use clap::Parser;
 /// compiled policy (ConfigMap), interception sub-CA and serving certificate
 /// (Secrets), Service and RBAC, and reports in status.conditions.
 #[derive(Clone, Debug, Parser)]
-#[command(name = "egress-operator", version, about, long_about = None)]
+#[command(name = "egress-operator", version)]
 pub struct Args {
     /// Kubeconfig to use; in-cluster configuration (or $KUBECONFIG) when not given.
     #[arg(long, env = "EGRESS_KUBECONFIG")]

@@ -171,3 +171,103 @@ pub fn renewal_at(cert: &str) -> Option<SystemTime> {
     let lifetime = info.not_after.duration_since(info.not_before).ok()?;
     info.not_after.checked_sub(lifetime / 3)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    /// A CA that may sign one more CA below it, as users bring.
+    fn parent(now: SystemTime) -> (Parent, String) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test parent");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key).expect("parent").pem();
+        let parent = Parent::load(&cert, &key.serialize_pem(), None, now).expect("usable parent");
+        (parent, cert)
+    }
+
+    #[test]
+    fn the_listener_ca_and_serving_certificate_are_kept_until_due() {
+        let now = SystemTime::now();
+        let (ca, why) = listener_ca(None, "listener", now)
+            .expect("issue")
+            .expect("issued");
+        assert_eq!(why, Why::Missing);
+        assert_eq!(ca.ca, ca.cert, "self-signed: its own anchor");
+        assert!(
+            listener_ca(Some(&ca), "listener", now)
+                .expect("check")
+                .is_none()
+        );
+        let names = vec!["egress".to_owned(), "egress.ns.svc".to_owned()];
+        let (serving_pems, _) = serving(None, &ca, &names, now)
+            .expect("issue")
+            .expect("issued");
+        assert_eq!(serving_pems.ca, ca.cert);
+        assert!(
+            serving(Some(&serving_pems), &ca, &names, now)
+                .expect("check")
+                .is_none()
+        );
+        // New names, or a new CA: issued again.
+        let more = vec!["egress".to_owned(), "egress.other.svc".to_owned()];
+        let (_, why) = serving(Some(&serving_pems), &ca, &more, now)
+            .expect("issue")
+            .expect("reissued");
+        assert_eq!(why, Why::Outdated);
+        // Two thirds into its life: renewed.
+        let later = now + SERVING_LIFETIME * 2 / 3 + DAY;
+        let (_, why) = serving(Some(&serving_pems), &ca, &names, later)
+            .expect("issue")
+            .expect("renewed");
+        assert_eq!(why, Why::Renewal);
+        assert_eq!(why.verb(), "Renewed");
+        let at = renewal_at(&serving_pems.cert).expect("renewal time");
+        assert!(
+            at > now + SERVING_LIFETIME / 2 && at < now + SERVING_LIFETIME,
+            "{at:?}"
+        );
+    }
+
+    #[test]
+    fn the_sub_ca_follows_its_parent() {
+        let now = SystemTime::now();
+        let (parent_a, cert_a) = parent(now);
+        let id_a = parent_id("user-ca", &cert_a);
+        let (pems, why) = sub_ca(None, &parent_a, &id_a, "sub", now)
+            .expect("issue")
+            .expect("issued");
+        assert_eq!(why, Why::Missing);
+        assert_eq!(pems.annotations[PARENT_ANNOTATION], id_a);
+        assert!(
+            pems.ca.contains(cert_a.trim()),
+            "the chain holds the parent"
+        );
+        let info = egress_pki::inspect(&pems.cert).expect("sub-CA");
+        assert_eq!((info.is_ca, info.path_len), (true, Some(0)));
+        assert!(
+            sub_ca(Some(&pems), &parent_a, &id_a, "sub", now)
+                .expect("check")
+                .is_none()
+        );
+        let (parent_b, cert_b) = parent(now);
+        let id_b = parent_id("user-ca", &cert_b);
+        let (_, why) = sub_ca(Some(&pems), &parent_b, &id_b, "sub", now)
+            .expect("issue")
+            .expect("reissued");
+        assert_eq!(why, Why::NewParent);
+        assert_ne!(parent_id("a", "x"), parent_id("a", "y"));
+        assert_ne!(parent_id("a", "x"), parent_id("b", "x"));
+    }
+}

@@ -546,3 +546,91 @@ fn readiness(names: &Names, policy: Option<&str>, ready: i32, deployment: &Deplo
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
+    use super::*;
+
+    fn deployment(desired: i32, generation: i64, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment {
+            spec: DeploymentSpec {
+                replicas: Some(desired),
+                ..DeploymentSpec::default()
+            },
+            status: Some(status),
+            ..Deployment::default()
+        };
+        d.metadata.generation = Some(generation);
+        d
+    }
+
+    fn names() -> Names {
+        Names {
+            proxy: "egress".to_owned(),
+            namespace: "team-a".to_owned(),
+        }
+    }
+
+    #[test]
+    fn readiness_needs_a_policy_and_a_ready_pod() {
+        let settled = DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(2),
+            updated_replicas: Some(2),
+            ready_replicas: Some(2),
+            ..DeploymentStatus::default()
+        };
+        let d = deployment(2, 2, settled.clone());
+        let (ready, progressing) = rollout(&d);
+        assert_eq!(ready, 2);
+        assert_eq!((progressing.status, progressing.reason), (false, "Stable"));
+        let serving = readiness(&names(), Some("sha256:1"), ready, &d);
+        assert_eq!((serving.status, serving.reason), (true, "Serving"));
+        assert!(serving.message.contains("2 of 2"), "{}", serving.message);
+        let no_policy = readiness(&names(), None, ready, &d);
+        assert_eq!((no_policy.status, no_policy.reason), (false, "NoPolicy"));
+        let none_ready = readiness(&names(), Some("sha256:1"), 0, &d);
+        assert_eq!(none_ready.reason, "NoReadyPods");
+        assert!(
+            none_ready
+                .message
+                .contains("kubectl -n team-a describe deployment/egress")
+        );
+    }
+
+    #[test]
+    fn a_new_template_or_missing_pods_is_progress() {
+        let behind = deployment(
+            2,
+            3,
+            DeploymentStatus {
+                observed_generation: Some(2),
+                replicas: Some(2),
+                updated_replicas: Some(2),
+                ready_replicas: Some(2),
+                ..DeploymentStatus::default()
+            },
+        );
+        assert_eq!(rollout(&behind).1.reason, "RollingOut");
+        let surging = deployment(
+            2,
+            3,
+            DeploymentStatus {
+                observed_generation: Some(3),
+                replicas: Some(3),
+                updated_replicas: Some(1),
+                ready_replicas: Some(2),
+                ..DeploymentStatus::default()
+            },
+        );
+        let (ready, progressing) = rollout(&surging);
+        assert_eq!((ready, progressing.status), (2, true));
+        assert!(
+            progressing.message.contains("1 of 2"),
+            "{}",
+            progressing.message
+        );
+    }
+}
