@@ -12,7 +12,6 @@
 //!    ConfigMap.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::time::{Duration, Instant};

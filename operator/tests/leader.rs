@@ -53,7 +53,7 @@ async fn one_replica_leads_and_the_other_takes_over() {
         || async { (holder(&client).await.as_deref() == Some("first")).then_some(()) },
     )
     .await;
-    let mut second = Operator::start(plane, &[&lease[..], &["second"]].concat());
+    let second = Operator::start(plane, &[&lease[..], &["second"]].concat());
     reconciled(&client, plane, "while-first-leads").await;
     assert_eq!(first.metric("egress_operator_leader"), 1.0);
     assert_eq!(
