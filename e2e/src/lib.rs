@@ -108,6 +108,36 @@ impl Binaries {
     }
 }
 
+/// A binary of this workspace (`egress-gateway`, `egress-operator`), built
+/// with the profile of the running test if it is not there yet: tests of one
+/// package run the others' binaries as users would.
+pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf, HarnessError> {
+    let exe = std::env::current_exe().map_err(setup_error("current executable"))?;
+    // target/<profile>/deps/<test> -> target/<profile>
+    let profile_dir = exe.parent().and_then(Path::parent).ok_or_else(|| {
+        HarnessError::Setup(format!("{} is not in a target directory", exe.display()))
+    })?;
+    let binary = profile_dir.join(name);
+    if !binary.exists() {
+        let release = profile_dir.file_name().is_some_and(|p| p == "release");
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+            .args(["build", "-p", package, "--bin", name])
+            .args(release.then_some("--release"))
+            .env(
+                "CARGO_TARGET_DIR",
+                profile_dir.parent().unwrap_or(profile_dir),
+            )
+            .status()
+            .map_err(setup_error("cargo build"))?;
+        if !status.success() || !binary.exists() {
+            return Err(HarnessError::Setup(format!(
+                "cannot build {name} ({status})"
+            )));
+        }
+    }
+    Ok(binary)
+}
+
 /// One started process and its log.
 #[derive(Debug)]
 struct Process {

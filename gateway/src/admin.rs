@@ -86,33 +86,52 @@ fn respond(gw: &Gateway, registry: &Registry, req: &Request<Incoming>) -> Respon
     }
 }
 
+/// What the gateway still waits for before it can serve, if anything.
+fn waiting_for(gw: &Gateway) -> Option<&'static str> {
+    if gw.shutdown.is_cancelled() {
+        return Some("shutting down");
+    }
+    let policy = gw.policy.current()?;
+    if !gw.waits_for_material {
+        return None;
+    }
+    if policy.proxy().settings().intercept && !gw.intercept.is_ready() {
+        return Some("the policy intercepts TLS but no interception sub-CA is loaded yet");
+    }
+    if gw.serving.as_ref().is_some_and(|s| !s.is_installed()) {
+        return Some("the HTTPS listener's certificate is not loaded yet");
+    }
+    None
+}
+
 fn readiness(gw: &Gateway) -> Response<Body> {
+    let source = gw.source.detail();
     let (status, body) = match gw.policy.loaded() {
-        _ if gw.shutdown.is_cancelled() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"ready": false, "reason": "shutting down"}),
-        ),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({"ready": false, "reason": "no valid policy loaded", "source": gw.policy.origin()}),
+            serde_json::json!({"ready": false, "reason": "no valid policy loaded", "policySource": gw.policy.origin(), "source": source}),
         ),
         Some(loaded) => {
             let loaded_at = jiff::Timestamp::try_from(loaded.loaded_at)
                 .map(|t| t.to_string())
                 .unwrap_or_default();
-            (
-                StatusCode::OK,
-                serde_json::json!({
-                    "ready": true,
-                    "policy": {
-                        "configuration": loaded.policy.configuration(),
-                        "proxy": loaded.policy.proxy().name(),
-                        "formatVersion": loaded.policy.format_version(),
-                        "hash": loaded.policy.hash(),
-                        "loadedAt": loaded_at,
-                    }
-                }),
-            )
+            let policy = serde_json::json!({
+                "configuration": loaded.policy.configuration(),
+                "proxy": loaded.policy.proxy().name(),
+                "formatVersion": loaded.policy.format_version(),
+                "hash": loaded.policy.hash(),
+                "loadedAt": loaded_at,
+            });
+            match waiting_for(gw) {
+                Some(reason) => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    serde_json::json!({"ready": false, "reason": reason, "policy": policy, "source": source}),
+                ),
+                None => (
+                    StatusCode::OK,
+                    serde_json::json!({"ready": true, "policy": policy, "source": source, "clientPods": gw.identities.len()}),
+                ),
+            }
         }
     };
     let mut response = Response::new(full(format!("{body}\n")));

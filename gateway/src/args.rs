@@ -40,6 +40,15 @@ pub enum Command {
     Policy(PolicyCommand),
 }
 
+/// Where the gateway reads its policy and certificates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SourceKind {
+    /// Files, polled for changes.
+    File,
+    /// The Kubernetes API: the EgressProxy's ConfigMap and Secrets, and pods.
+    Kubernetes,
+}
+
 /// Diagnostics log format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -52,27 +61,56 @@ pub enum LogFormat {
 /// Flags of `run`.
 #[derive(Clone, Debug, ClapArgs)]
 pub struct RunArgs {
-    /// Policy file: the compiled policy JSON the operator writes, or the CRD YAML
-    /// documents (ProxyRuleGroup, ProxyConfiguration, optionally EgressProxy).
-    /// Reloaded when it changes; a bad version is reported and the last good one
-    /// keeps serving.
-    #[arg(long, env = "EGRESS_POLICY")]
-    pub policy: PathBuf,
+    /// Where the policy and certificates come from: `file` (the files named
+    /// below, reloaded when they change) or `kubernetes` (the EgressProxy's
+    /// ConfigMap and Secrets that the operator renders, watched through the
+    /// API, and the pods whose addresses identify clients).
+    #[arg(long, env = "EGRESS_SOURCE", value_enum, default_value = "file")]
+    pub source: SourceKind,
 
-    /// Which EgressProxy of a YAML policy file to serve, when it holds several.
-    #[arg(long, env = "EGRESS_PROXY_NAME")]
+    /// Policy file (file source): the compiled policy JSON the operator writes,
+    /// or the CRD YAML documents (ProxyRuleGroup, ProxyConfiguration,
+    /// optionally EgressProxy). Reloaded when it changes; a bad version is
+    /// reported and the last good one keeps serving.
+    #[arg(long, env = "EGRESS_POLICY", required_if_eq("source", "file"))]
+    pub policy: Option<PathBuf>,
+
+    /// The EgressProxy: whose ConfigMap and Secrets to watch (kubernetes
+    /// source), or which one of a YAML policy file holding several.
+    #[arg(
+        long,
+        env = "EGRESS_PROXY_NAME",
+        required_if_eq("source", "kubernetes")
+    )]
     pub proxy: Option<String>,
+
+    /// Namespace of the EgressProxy (kubernetes source; the pod's own, from
+    /// the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Kubeconfig (kubernetes source); the in-cluster configuration (or
+    /// $KUBECONFIG) when not given.
+    #[arg(long, env = "EGRESS_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Watch pods to know which one a client is, by its address (kubernetes
+    /// source): the request:Source* identity keys and the src_* log fields.
+    #[arg(long, env = "EGRESS_POD_IDENTITY", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_identity: bool,
 
     /// Address of the plain HTTP listener (clients use http://HOST:PORT as proxy).
     #[arg(long, env = "EGRESS_HTTP_LISTEN", default_value = "0.0.0.0:1080")]
     pub http_listen: SocketAddr,
 
     /// Address of the HTTPS listener (clients speak TLS to the proxy:
-    /// https://HOST:PORT). Needs --tls-cert and --tls-key.
-    #[arg(long, env = "EGRESS_HTTPS_LISTEN", requires_all = ["tls_cert", "tls_key"])]
+    /// https://HOST:PORT). With the file source it needs --tls-cert and
+    /// --tls-key; with the kubernetes source the certificate is the
+    /// EgressProxy's `<proxy>-tls` Secret.
+    #[arg(long, env = "EGRESS_HTTPS_LISTEN")]
     pub https_listen: Option<SocketAddr>,
 
-    /// PEM certificate chain of the HTTPS listener (reloaded when it changes).
+    /// PEM certificate chain of the HTTPS listener (file source; reloaded when it changes).
     #[arg(long, env = "EGRESS_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
 
@@ -247,7 +285,7 @@ pub enum PolicyCommand {
         proxy: Option<String>,
     },
     /// Evaluate one request against a policy file and print the decision log line.
-    Eval(EvalArgs),
+    Eval(Box<EvalArgs>),
 }
 
 /// A request described on the command line.
@@ -282,6 +320,21 @@ pub struct EvalArgs {
     /// Request time (RFC 3339); now when not given.
     #[arg(long)]
     pub time: Option<jiff::Timestamp>,
+    /// The client pod's namespace (request:SourceNamespace, SourceAccount).
+    #[arg(long)]
+    pub source_namespace: Option<String>,
+    /// The client pod's name (request:SourcePod).
+    #[arg(long, requires = "source_namespace")]
+    pub source_pod: Option<String>,
+    /// The client pod's service account (request:SourceServiceAccount; default `default`).
+    #[arg(long, requires = "source_namespace")]
+    pub source_service_account: Option<String>,
+    /// A label of the client pod, `key=value` (request:SourcePodLabel/<key>; repeatable).
+    #[arg(long = "source-label", requires = "source_namespace")]
+    pub source_labels: Vec<String>,
+    /// Cluster name (request:SourceVpc).
+    #[arg(long, default_value = "")]
+    pub cluster_name: String,
 }
 
 /// Parses a share between 0 and 1 (`0.5`).

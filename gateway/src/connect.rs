@@ -52,7 +52,7 @@ pub async fn connect(
     let on_upgrade = hyper::upgrade::on(&mut req);
 
     if exchange.policy().proxy().intercepts(exchange.domain()) {
-        if gw.intercept.is_none() {
+        if !gw.intercept.is_ready() {
             return gw.stopped(
                 exchange,
                 crate::pipeline::Stop::Failed(Error::NoInterceptCa),

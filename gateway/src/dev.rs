@@ -56,8 +56,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
     print_guide(&args, &root);
     let loopback = |port| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let run_args = RunArgs {
-        policy: args.policy.clone(),
+        source: crate::args::SourceKind::File,
+        policy: Some(args.policy.clone()),
         proxy: None,
+        namespace: "default".to_owned(),
+        kubeconfig: None,
+        pod_identity: false,
         http_listen: loopback(args.http_port),
         https_listen: Some(loopback(args.https_port)),
         tls_cert: Some(listener_cert),

@@ -4,8 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
+use anyhow::Context as _;
 use egress_policy::{CompiledPolicy, compile_documents};
 use tokio_util::sync::CancellationToken;
+
+use crate::args::RunArgs;
+use crate::gateway::Gateway;
+use crate::policy_store::PolicyStore;
+use crate::tls::authority::{CaFiles, InterceptAuthority};
+use crate::tls::{Pem, ServingCert};
 
 /// Reads a policy file: compiled policy JSON (what the operator writes) when
 /// it is a JSON object with `formatVersion`, CRD YAML documents otherwise (a
@@ -20,6 +29,110 @@ pub fn load_policy_file(path: &Path, proxy: Option<&str>) -> Result<CompiledPoli
     } else {
         compile_documents(&text, proxy)
             .map_err(|errors| errors.iter().map(ToString::to_string).collect())
+    }
+}
+
+fn ca_files(args: &RunArgs) -> Option<CaFiles> {
+    let intercept = &args.intercept;
+    match (&intercept.intercept_ca_cert, &intercept.intercept_ca_key) {
+        (Some(cert), Some(key)) => Some(CaFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            chain: intercept.intercept_ca_chain.clone(),
+        }),
+        _ => None,
+    }
+}
+
+/// Loads everything at start. A bad policy leaves the gateway unready until
+/// it is fixed; bad certificates stop it (they are the operator's flags, not
+/// content that changes under it).
+pub fn load_at_start(
+    args: &RunArgs,
+    policy: &PolicyStore,
+    intercept: &InterceptAuthority,
+    serving: Option<&ServingCert>,
+) -> anyhow::Result<()> {
+    let path = args
+        .policy
+        .as_deref()
+        .context("--policy is required with --source file")?;
+    let initial = policy
+        .install(load_policy_file(path, args.proxy.as_deref()))
+        .ok();
+    match ca_files(args) {
+        Some(files) => {
+            intercept
+                .install(&files.read()?)
+                .context("the interception sub-CA cannot be used")?;
+        }
+        None if initial.is_some_and(|p| p.proxy().settings().intercept) => tracing::warn!(
+            "the policy turns TLS interception on but no --intercept-ca-cert/--intercept-ca-key was given: \
+             CONNECT requests to intercepted names will fail with 502"
+        ),
+        None => {}
+    }
+    if let Some(serving) = serving {
+        let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+            anyhow::bail!("--https-listen needs --tls-cert and --tls-key with --source file");
+        };
+        serving
+            .install(&Pem::from_files(cert, key, None)?)
+            .context("the HTTPS listener's certificate cannot be used")?;
+    }
+    Ok(())
+}
+
+/// Reloads the policy, the sub-CA and the serving certificate when their
+/// files change.
+pub fn watch(gw: &Arc<Gateway>, args: &RunArgs) {
+    let watch = Watch {
+        interval: args.file_poll_interval,
+        settle: args.file_settle,
+    };
+    if let Some(path) = args.policy.clone() {
+        let (watched, proxy) = (gw.clone(), args.proxy.clone());
+        watch_files(vec![path.clone()], watch, gw.shutdown.clone(), move || {
+            let _ = watched
+                .policy
+                .install(load_policy_file(&path, proxy.as_deref()));
+        });
+    }
+    if let Some(files) = ca_files(args) {
+        let watched = gw.clone();
+        watch_files(
+            files.paths(),
+            watch,
+            gw.shutdown.clone(),
+            move || match files.read().and_then(|pem| watched.intercept.install(&pem)) {
+                Ok(subject) => {
+                    tracing::info!(%subject, "interception sub-CA reloaded; minted leaves dropped")
+                }
+                Err(e) => {
+                    watched.metrics.tls_reload_failures.inc();
+                    tracing::error!(error = %e, "interception sub-CA rejected; the previous one keeps serving");
+                }
+            },
+        );
+    }
+    if let (Some(serving), Some(cert), Some(key)) = (
+        gw.serving.clone(),
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    ) {
+        let watched = gw.clone();
+        watch_files(
+            vec![cert.clone(), key.clone()],
+            watch,
+            gw.shutdown.clone(),
+            move || match Pem::from_files(&cert, &key, None).and_then(|pem| serving.install(&pem)) {
+                Ok(()) => tracing::info!("HTTPS listener certificate reloaded"),
+                Err(e) => {
+                    watched.metrics.tls_reload_failures.inc();
+                    tracing::error!(error = %e, "HTTPS listener certificate rejected; the previous one keeps serving");
+                }
+            },
+        );
     }
 }
 

@@ -19,9 +19,12 @@ use crate::decision_log::DecisionLog;
 use crate::dns::Resolver;
 use crate::error::Error;
 use crate::http_util::{Body, denied, text_response};
+use crate::identity::Identities;
+use crate::kube_source::Health;
 use crate::metrics::{DecisionLabels, ListenerLabels, Metrics};
 use crate::pipeline::{Client, Exchange, Finished, Guard, Resolve, Stop};
 use crate::policy_store::PolicyStore;
+use crate::tls::ServingCert;
 use crate::tls::authority::InterceptAuthority;
 
 /// Shared state.
@@ -31,8 +34,18 @@ pub struct Gateway {
     pub policy: PolicyStore,
     /// Name resolution.
     pub resolver: Resolver,
-    /// The interception sub-CA, when configured.
-    pub intercept: Option<InterceptAuthority>,
+    /// The interception sub-CA (empty until one is installed).
+    pub intercept: InterceptAuthority,
+    /// The HTTPS listener's certificate, when that listener is on.
+    pub serving: Option<Arc<ServingCert>>,
+    /// Where policy and certificates come from, and whether it is reachable.
+    pub source: Health,
+    /// Whether `/readyz` waits for the sub-CA (when the policy intercepts),
+    /// the listener certificate and the pod index: a source that delivers
+    /// them after start (the API) says so.
+    pub waits_for_material: bool,
+    /// Client pods by address (empty without the pod watch).
+    pub identities: Identities,
     /// Upstream TLS client configuration.
     pub upstream_tls: Arc<ClientConfig>,
     /// The decision log.

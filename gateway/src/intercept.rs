@@ -53,14 +53,12 @@ pub async fn serve(
             gw.fail(exchange, -1, (0, 0), &error);
         }
     };
-    let Some(authority) = gw.intercept.as_ref() else {
-        return;
-    };
     let client = match on_upgrade.await {
         Ok(client) => client,
         Err(e) => return fail(Error::Upgrade(e.to_string())),
     };
-    let config = match authority
+    let config = match gw
+        .intercept
         .server_config_for(target.host.domain().as_str())
         .await
     {

@@ -28,8 +28,10 @@ pub mod gateway;
 pub mod handler;
 pub mod http_exchange;
 pub mod http_util;
+pub mod identity;
 pub mod idle;
 pub mod intercept;
+pub mod kube_source;
 pub mod metrics;
 pub mod pipeline;
 pub mod policy_cli;
@@ -49,16 +51,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::args::RunArgs;
+use crate::args::{RunArgs, SourceKind};
 use crate::decision_log::DecisionLog;
 use crate::dns::{Pin, Resolver};
-use crate::file_source::{Watch, load_policy_file, watch_files};
 use crate::gateway::Gateway;
+use crate::identity::Identities;
+use crate::kube_source::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::{Guard, Listener};
 use crate::policy_store::PolicyStore;
 use crate::tls::ServingCert;
-use crate::tls::authority::{CaFiles, InterceptAuthority};
+use crate::tls::authority::InterceptAuthority;
 
 /// Options only the `dev` command sets.
 #[derive(Clone, Debug, Default)]
@@ -73,50 +76,24 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new(&mut registry));
     let registry = Arc::new(registry);
 
-    let policy = PolicyStore::new(
-        format!("file {}", args.policy.display()),
-        args.policy_shrink_warning,
-        metrics.clone(),
-    );
-    // A bad policy at start is reported; the gateway runs unready until it is fixed.
-    let initial = policy
-        .install(load_policy_file(&args.policy, args.proxy.as_deref()))
-        .ok();
-
-    let intercept = match (
-        &args.intercept.intercept_ca_cert,
-        &args.intercept.intercept_ca_key,
-    ) {
-        (Some(cert), Some(key)) => {
-            let files = CaFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                chain: args.intercept.intercept_ca_chain.clone(),
-            };
-            let authority =
-                InterceptAuthority::load(files, args.intercept.cert_cache_size, metrics.clone())
-                    .context("the interception sub-CA cannot be used")?;
-            Some(authority)
-        }
-        _ => None,
+    let kubernetes = args.source == SourceKind::Kubernetes;
+    let origin = match (&args.policy, &args.proxy) {
+        (Some(path), _) if !kubernetes => format!("file {}", path.display()),
+        (_, Some(proxy)) => format!(
+            "ConfigMap {}/{}",
+            args.namespace,
+            egress_policy::objects::policy_config_map(proxy)
+        ),
+        _ => anyhow::bail!(
+            "--policy is required with --source file (the default); --proxy with --source kubernetes"
+        ),
     };
-    if intercept.is_none()
-        && initial
-            .as_ref()
-            .is_some_and(|p| p.proxy().settings().intercept)
-    {
-        tracing::warn!(
-            "the policy turns TLS interception on but no --intercept-ca-cert/--intercept-ca-key was given: \
-             CONNECT requests to intercepted names will fail with 502"
-        );
+    let policy = PolicyStore::new(origin, args.policy_shrink_warning, metrics.clone());
+    let intercept = InterceptAuthority::new(args.intercept.cert_cache_size, metrics.clone())?;
+    let serving = args.https_listen.map(|_| Arc::new(ServingCert::default()));
+    if !kubernetes {
+        file_source::load_at_start(&args, &policy, &intercept, serving.as_deref())?;
     }
-    let serving = match (&args.https_listen, &args.tls_cert, &args.tls_key) {
-        (Some(_), Some(cert), Some(key)) => Some(Arc::new(
-            ServingCert::load(cert, key)
-                .context("the HTTPS listener's certificate cannot be used")?,
-        )),
-        _ => None,
-    };
     let upstream_tls = tls::upstream_client_config(args.upstream_ca.as_deref())
         .context("upstream TLS trust cannot be set up")?;
     let pins = args
@@ -152,6 +129,10 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         policy,
         resolver,
         intercept,
+        serving: serving.clone(),
+        source: Health::new(if kubernetes { "kubernetes" } else { "file" }),
+        waits_for_material: kubernetes,
+        identities: Identities::default(),
         upstream_tls,
         log: DecisionLog::to_stdout(metrics.clone()),
         metrics: metrics.clone(),
@@ -165,7 +146,16 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         shutdown: shutdown.clone(),
     });
 
-    start_watchers(&gw, &args, serving.clone());
+    if kubernetes {
+        let client = kube_client(args.kubeconfig.as_deref()).await?;
+        let target = kube_source::Target {
+            proxy: args.proxy.clone().unwrap_or_default(),
+            namespace: args.namespace.clone(),
+        };
+        kube_source::start(&gw, client, &target, serving.clone(), args.pod_identity);
+    } else {
+        file_source::watch(&gw, &args);
+    }
 
     let mut listeners = vec![server::Listening {
         socket: http_listener,
@@ -206,63 +196,25 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reloads the policy, the sub-CA and the serving certificate when their files change.
-fn start_watchers(gw: &Arc<Gateway>, args: &RunArgs, serving: Option<Arc<ServingCert>>) {
-    let watch = Watch {
-        interval: args.file_poll_interval,
-        settle: args.file_settle,
+/// A client from `kubeconfig`, or the in-cluster configuration (or
+/// `$KUBECONFIG`) when none is given.
+async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster configuration and no usable $KUBECONFIG; pass --kubeconfig")?,
     };
-    let watched_gw = gw.clone();
-    let (path, proxy) = (args.policy.clone(), args.proxy.clone());
-    watch_files(
-        vec![args.policy.clone()],
-        watch,
-        gw.shutdown.clone(),
-        move || {
-            let _ = watched_gw
-                .policy
-                .install(load_policy_file(&path, proxy.as_deref()));
-        },
-    );
-    if let Some(authority) = &gw.intercept {
-        let watched_gw = gw.clone();
-        watch_files(
-            authority.files().paths(),
-            watch,
-            gw.shutdown.clone(),
-            move || {
-                let Some(authority) = &watched_gw.intercept else {
-                    return;
-                };
-                match authority.reload() {
-                    Ok(subject) => {
-                        tracing::info!(%subject, "interception sub-CA reloaded; minted leaves dropped")
-                    }
-                    Err(e) => {
-                        watched_gw.metrics.tls_reload_failures.inc();
-                        tracing::error!(error = %e, "interception sub-CA rejected; the previous one keeps serving");
-                    }
-                }
-            },
-        );
-    }
-    if let (Some(serving), Some(cert), Some(key)) =
-        (serving, args.tls_cert.clone(), args.tls_key.clone())
-    {
-        let watched_gw = gw.clone();
-        watch_files(
-            vec![cert.clone(), key.clone()],
-            watch,
-            gw.shutdown.clone(),
-            move || match serving.reload(&cert, &key) {
-                Ok(()) => tracing::info!("HTTPS listener certificate reloaded"),
-                Err(e) => {
-                    watched_gw.metrics.tls_reload_failures.inc();
-                    tracing::error!(error = %e, "HTTPS listener certificate rejected; the previous one keeps serving");
-                }
-            },
-        );
-    }
+    Ok(kube::Client::try_from(config)?)
 }
 
 async fn wait_for_signal() {

@@ -95,6 +95,8 @@ pub struct Metrics {
     pub log_lines_dropped: Counter,
     /// Relayed tunnels closed because a new policy denies them.
     pub tunnels_revoked: Counter,
+    /// 1 while the policy source reaches the API server (always 1 for files).
+    pub source_connected: Gauge,
 }
 
 impl Metrics {
@@ -121,7 +123,9 @@ impl Metrics {
             open_tunnels: Gauge::default(),
             log_lines_dropped: Counter::default(),
             tunnels_revoked: Counter::default(),
+            source_connected: Gauge::default(),
         };
+        metrics.source_connected.set(1);
         let r = registry.sub_registry_with_prefix("egress");
         r.register(
             "decisions",
@@ -212,6 +216,11 @@ impl Metrics {
             "tunnels_revoked",
             "Relayed tunnels closed because a new policy denies their destination",
             metrics.tunnels_revoked.clone(),
+        );
+        r.register(
+            "source_connected",
+            "1 while the policy source reaches the API server (always 1 for files)",
+            metrics.source_connected.clone(),
         );
         r.register(
             "decision_log_dropped_lines",

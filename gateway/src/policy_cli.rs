@@ -5,7 +5,7 @@ use std::io::Write;
 
 use std::sync::Arc;
 
-use egress_policy::{HttpResponse, Phase, compile_documents};
+use egress_policy::{HttpResponse, Phase, SourceIdentity, compile_documents};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::args::{EvalArgs, PolicyCommand};
@@ -55,7 +55,7 @@ pub fn run(
                 }
             }
         }
-        PolicyCommand::Eval(args) => eval(args, out, err),
+        PolicyCommand::Eval(args) => eval(*args, out, err),
     }
 }
 
@@ -96,11 +96,32 @@ fn eval(args: EvalArgs, out: &mut impl Write, err: &mut impl Write) -> anyhow::R
     };
     let request_headers = headers(&args.headers)?;
     let response_headers = headers(&args.response_headers)?;
+    let identity = match &args.source_namespace {
+        None => None,
+        Some(namespace) => Some(Arc::new(SourceIdentity {
+            namespace: namespace.clone(),
+            pod: args.source_pod.clone().unwrap_or_default(),
+            service_account: args
+                .source_service_account
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            labels: args
+                .source_labels
+                .iter()
+                .map(|label| {
+                    label
+                        .split_once('=')
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or_else(|| anyhow::anyhow!("--source-label {label:?} is not key=value"))
+                })
+                .collect::<anyhow::Result<_>>()?,
+        })),
+    };
     let described = Described {
         client: Client {
             addr: args.source,
             listener: Listener::Http,
-            identity: None,
+            identity,
         },
         url: &args.url,
         method: &args.method,
@@ -114,7 +135,7 @@ fn eval(args: EvalArgs, out: &mut impl Write, err: &mut impl Write) -> anyhow::R
     let runtime = tokio::runtime::Builder::new_current_thread().build()?;
     let finished = runtime.block_on(evaluate(
         policy,
-        Arc::from(""),
+        Arc::from(args.cluster_name.as_str()),
         &described,
         &FixedAddress(args.dest_ip),
         &Guard::default(),

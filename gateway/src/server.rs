@@ -88,7 +88,7 @@ async fn connection(
     let client = Client {
         addr,
         listener: kind,
-        identity: None,
+        identity: gw.identities.lookup(addr.ip()),
     };
     let connection = Arc::new(Connection::new(client, slot, &gw.metrics));
     match tls {

@@ -145,12 +145,19 @@ fn help_explains_the_commands_and_flags() {
         "--resolve",
         "--max-header-bytes",
         "EGRESS_POLICY",
+        "--source",
+        "kubernetes",
+        "--pod-identity",
     ] {
         assert!(run.contains(flag), "{flag}: {run}");
     }
     let missing = gateway(&["run"]);
     assert!(!missing.status.success());
-    assert!(text(&missing.stderr).contains("--policy <POLICY>"));
+    assert!(
+        text(&missing.stderr).contains("--policy is required with --source file"),
+        "{}",
+        text(&missing.stderr)
+    );
 }
 
 #[test]
@@ -339,4 +346,77 @@ fn dev_writes_its_private_keys_owner_only() {
         .permissions()
         .mode();
     assert_eq!(root & 0o777, 0o644, "certificates stay readable");
+}
+
+#[test]
+fn eval_takes_the_client_pod_on_its_command_line() {
+    let dir = TempDir::new("cli-identity");
+    let policy = write(
+        dir.path(),
+        "identity.yaml",
+        "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {name: g}\nspec:\n  rules:\n    preDNS:\n      - name: web-pods-only\n        action: Allow\n        conditions:\n          - {key: \"request:SourceNamespace\", operator: StringEquals, values: [team-a]}\n          - {key: \"request:SourcePodLabel/app\", operator: StringEquals, values: [web]}\n          - {key: \"request:SourceVpc\", operator: StringEquals, values: [prod]}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: c}\nspec: {ruleGroups: [{name: g}], defaultActions: {preDNS: Deny, preRequest: Allow, postResponse: Allow}}\n",
+    );
+    let path = policy.display().to_string();
+    let eval = |extra: &[&str]| -> serde_json::Value {
+        let output = gateway(
+            &[
+                &[
+                    "policy",
+                    "eval",
+                    path.as_str(),
+                    "http://a.example/",
+                    "--cluster-name",
+                    "prod",
+                ],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        serde_json::from_slice(&output.stdout).expect("json")
+    };
+    let web = eval(&[
+        "--source-namespace",
+        "team-a",
+        "--source-pod",
+        "web-1",
+        "--source-label",
+        "app=web",
+        "--source-service-account",
+        "web-sa",
+    ]);
+    assert_eq!(web["final_rule_name"], "web-pods-only", "{web}");
+    assert_eq!(web["src_namespace"], "team-a");
+    assert_eq!(web["src_pod"], "web-1");
+    assert_eq!(web["src_service_account"], "web-sa");
+    assert_eq!(web["src_vpc"], "prod");
+    let other = eval(&[
+        "--source-namespace",
+        "team-a",
+        "--source-label",
+        "app=batch",
+    ]);
+    assert_eq!(other["final_action"], "Deny");
+    let unknown = eval(&[]);
+    assert_eq!(
+        unknown["final_action"], "Deny",
+        "no pod: identity keys never match"
+    );
+    assert!(unknown["src_namespace"].is_null());
+    let bad = gateway(&[
+        "policy",
+        "eval",
+        path.as_str(),
+        "http://a.example/",
+        "--source-namespace",
+        "a",
+        "--source-label",
+        "nolabel",
+    ]);
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("is not key=value"),
+        "{}",
+        text(&bad.stderr)
+    );
 }

@@ -1,8 +1,10 @@
 //! Names, labels and owner references of everything the operator renders for
-//! an `EgressProxy` (SPEC.md section 8). The gateway and the webhook find
-//! these objects by these names, so they are defined once, here.
+//! an `EgressProxy` (SPEC.md section 8). The names the gateway reads too are
+//! defined once, in `egress_policy::objects`.
 
 use std::collections::BTreeMap;
+
+use egress_policy::objects;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -16,12 +18,7 @@ pub const FIELD_MANAGER: &str = "egress-operator";
 /// `app.kubernetes.io/name` of the gateway's objects.
 pub const GATEWAY_NAME: &str = "egress-gateway";
 
-/// Key of the compiled policy in `<proxy>-policy`.
-pub const POLICY_KEY: &str = "policy.json";
-/// Annotation with the compiled policy's content hash.
-pub const POLICY_HASH_ANNOTATION: &str = "egress.dev/policy-hash";
-/// Annotation with the compiled policy's format version.
-pub const POLICY_VERSION_ANNOTATION: &str = "egress.dev/policy-format-version";
+pub use egress_policy::objects::{POLICY_HASH_ANNOTATION, POLICY_KEY, POLICY_VERSION_ANNOTATION};
 /// Annotation on the pod template with the hash of what pods read at start.
 pub const POD_CONFIG_ANNOTATION: &str = "egress.dev/pod-config-hash";
 /// Annotation on the sub-CA Secret: which parent Secret (and certificate) it
@@ -55,27 +52,27 @@ impl Names {
 
     /// ConfigMap with the compiled policy.
     pub fn policy(&self) -> String {
-        format!("{}-policy", self.proxy)
+        objects::policy_config_map(&self.proxy)
     }
 
     /// Secret with the interception sub-CA.
     pub fn intercept_ca(&self) -> String {
-        format!("{}-intercept-ca", self.proxy)
+        objects::intercept_ca_secret(&self.proxy)
     }
 
     /// Secret with the HTTPS listener's serving certificate.
     pub fn tls(&self) -> String {
-        format!("{}-tls", self.proxy)
+        objects::tls_secret(&self.proxy)
     }
 
     /// Secret with the CA that signs the listener's certificate.
     pub fn listener_ca(&self) -> String {
-        format!("{}-listener-ca", self.proxy)
+        objects::listener_ca_secret(&self.proxy)
     }
 
     /// ConfigMap with what clients trust.
     pub fn trust_bundle(&self) -> String {
-        format!("{}-trust-bundle", self.proxy)
+        objects::trust_bundle(&self.proxy)
     }
 
     /// Deployment, Service, ServiceAccount, Role, RoleBinding, PDB, HPA.

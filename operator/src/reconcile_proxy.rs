@@ -356,7 +356,6 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     ];
     let existing_sub_ca = secret_pems(ctx, &namespace, &names.intercept_ca()).await?;
     let mut intercept_roots = None;
-    let mut intercept_ready = false;
     if proxy.spec.tls_interception.enabled {
         match intercept_ca(proxy, ctx, existing_sub_ca.as_ref(), now).await? {
             Ok(sub_ca) => {
@@ -376,7 +375,6 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
                     ),
                 ));
                 intercept_roots = Some(sub_ca.ca);
-                intercept_ready = true;
             }
             Err((reason, message)) => {
                 let already = old
@@ -390,9 +388,8 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
                 // The sub-CA issued before keeps serving.
                 if let Some(previous) = &existing_sub_ca {
                     intercept_roots = Some(previous.ca.clone());
-                    intercept_ready = true;
                 }
-                let keeping = if intercept_ready {
+                let keeping = if existing_sub_ca.is_some() {
                     " The sub-CA issued before keeps serving."
                 } else {
                     " Intercepted tunnels fail until this is fixed."
@@ -435,12 +432,8 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         )
         .await?;
     apply_in::<Service>(ctx, &namespace, &render::service(proxy)).await?;
-    let deployment: Deployment = apply_in(
-        ctx,
-        &namespace,
-        &render::deployment(proxy, &ctx.settings, intercept_ready),
-    )
-    .await?;
+    let deployment: Deployment =
+        apply_in(ctx, &namespace, &render::deployment(proxy, &ctx.settings)).await?;
     match render::pod_disruption_budget(proxy) {
         Some(pdb) => drop(apply_in::<PodDisruptionBudget>(ctx, &namespace, &pdb).await?),
         None => remove::<PodDisruptionBudget>(ctx, &namespace, &names.workload()).await?,

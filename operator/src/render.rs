@@ -14,10 +14,10 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, Secret, SecretVolumeSource, SecurityContext, Service, ServiceAccount,
-    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
+    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
+    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, Secret, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    TopologySpreadConstraint,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{
@@ -45,11 +45,6 @@ pub const HTTP_PORT: i32 = 8080;
 pub const HTTPS_PORT: i32 = 8443;
 /// Admin port in the container (probes, metrics).
 pub const ADMIN_PORT: i32 = 9090;
-
-/// Where the gateway finds what the operator renders.
-const POLICY_DIR: &str = "/etc/egress/policy";
-const TLS_DIR: &str = "/etc/egress/tls";
-const INTERCEPT_DIR: &str = "/etc/egress/intercept-ca";
 
 /// Operator-wide settings that shape every gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -227,23 +222,24 @@ pub fn service(proxy: &EgressProxy) -> Service {
     }
 }
 
-/// The gateway's arguments: its listeners, the files the operator renders
-/// (reloaded when they change), and the sub-CA when interception is ready.
-fn gateway_args(settings: &Settings, intercept_ready: bool) -> Vec<String> {
-    let mut args: Vec<String> = [
+/// The gateway's arguments: its listeners, and its objects read through the
+/// API (`--source kubernetes`): the policy ConfigMap and the certificate
+/// Secrets by name, and pods for client identity. A watch sees a change at
+/// once; a mounted ConfigMap is refreshed only after a minute or more.
+fn gateway_args(proxy: &EgressProxy, settings: &Settings) -> Vec<String> {
+    let names = Names::of(proxy);
+    [
         "--log-format",
         "json",
         "run",
-        "--policy",
-        &format!("{POLICY_DIR}/{POLICY_KEY}"),
+        "--source",
+        "kubernetes",
+        "--proxy",
+        &names.proxy,
         "--http-listen",
         &format!("0.0.0.0:{HTTP_PORT}"),
         "--https-listen",
         &format!("0.0.0.0:{HTTPS_PORT}"),
-        "--tls-cert",
-        &format!("{TLS_DIR}/tls.crt"),
-        "--tls-key",
-        &format!("{TLS_DIR}/tls.key"),
         "--admin-listen",
         &format!("0.0.0.0:{ADMIN_PORT}"),
         "--cluster-name",
@@ -251,18 +247,7 @@ fn gateway_args(settings: &Settings, intercept_ready: bool) -> Vec<String> {
     ]
     .iter()
     .map(|s| s.to_string())
-    .collect();
-    if intercept_ready {
-        for (flag, file) in [
-            ("--intercept-ca-cert", "tls.crt"),
-            ("--intercept-ca-key", "tls.key"),
-            ("--intercept-ca-chain", "ca.crt"),
-        ] {
-            args.push(flag.to_owned());
-            args.push(format!("{INTERCEPT_DIR}/{file}"));
-        }
-    }
-    args
+    .collect()
 }
 
 fn resources(proxy: &EgressProxy) -> Option<ResourceRequirements> {
@@ -283,25 +268,9 @@ fn resources(proxy: &EgressProxy) -> Option<ResourceRequirements> {
 
 /// `Deployment <proxy>`: non-root, read-only, no privilege, probes on the
 /// admin port, spread over nodes, rolled only when what pods read at start
-/// changes (policy and certificates are reloaded live).
-pub fn deployment(proxy: &EgressProxy, settings: &Settings, intercept_ready: bool) -> Deployment {
+/// changes (policy and certificates are followed live through the API).
+pub fn deployment(proxy: &EgressProxy, settings: &Settings) -> Deployment {
     let names = Names::of(proxy);
-    let mut mounts = vec![mount("policy", POLICY_DIR), mount("tls", TLS_DIR)];
-    let mut volumes = vec![
-        Volume {
-            name: "policy".to_owned(),
-            config_map: Some(ConfigMapVolumeSource {
-                name: names.policy(),
-                ..ConfigMapVolumeSource::default()
-            }),
-            ..Volume::default()
-        },
-        secret_volume("tls", names.tls()),
-    ];
-    if intercept_ready {
-        mounts.push(mount("intercept-ca", INTERCEPT_DIR));
-        volumes.push(secret_volume("intercept-ca", names.intercept_ca()));
-    }
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
@@ -322,12 +291,25 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings, intercept_ready: boo
         name: "gateway".to_owned(),
         image: Some(settings.gateway_image.clone()),
         image_pull_policy: Some(settings.image_pull_policy.clone()),
-        args: Some(gateway_args(settings, intercept_ready)),
-        env: Some(vec![EnvVar {
-            name: "RUST_LOG".to_owned(),
-            value: Some("info".to_owned()),
-            ..EnvVar::default()
-        }]),
+        args: Some(gateway_args(proxy, settings)),
+        env: Some(vec![
+            EnvVar {
+                name: "POD_NAMESPACE".to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.namespace".to_owned(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "RUST_LOG".to_owned(),
+                value: Some("info".to_owned()),
+                ..EnvVar::default()
+            },
+        ]),
         ports: Some(vec![
             container_port("http", HTTP_PORT),
             container_port("https", HTTPS_PORT),
@@ -346,12 +328,11 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings, intercept_ready: boo
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(mounts),
         ..Container::default()
     };
     // What the pods read at start; policy and certificate contents are not in
     // it (the gateway reloads them), so a rule change rolls nothing.
-    let pod_config = serde_json::to_vec(&(&container, &volumes)).unwrap_or_default();
+    let pod_config = serde_json::to_vec(&container).unwrap_or_default();
     let pod_config_hash = hex(&Sha256::digest(&pod_config))[..16].to_owned();
     let selector = names.selector();
     let mut pod_labels = names.labels();
@@ -388,7 +369,6 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings, intercept_ready: boo
                 spec: Some(PodSpec {
                     service_account_name: Some(names.workload()),
                     containers: vec![container],
-                    volumes: Some(volumes),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
@@ -416,26 +396,6 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings, intercept_ready: boo
             ..DeploymentSpec::default()
         },
         status: None,
-    }
-}
-
-fn mount(name: &str, path: &str) -> VolumeMount {
-    VolumeMount {
-        name: name.to_owned(),
-        mount_path: path.to_owned(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }
-}
-
-fn secret_volume(name: &str, secret: String) -> Volume {
-    Volume {
-        name: name.to_owned(),
-        secret: Some(SecretVolumeSource {
-            secret_name: Some(secret),
-            ..SecretVolumeSource::default()
-        }),
-        ..Volume::default()
     }
 }
 
@@ -527,7 +487,7 @@ mod tests {
     #[test]
     fn every_object_is_owned_labelled_and_named_after_the_proxy() {
         let p = proxy("configurationRef: {name: seed}");
-        let deployment = deployment(&p, &settings(), false);
+        let deployment = deployment(&p, &settings());
         let meta = &deployment.metadata;
         assert_eq!(meta.name.as_deref(), Some("egress"));
         assert_eq!(meta.namespace.as_deref(), Some("team-a"));
@@ -556,7 +516,7 @@ mod tests {
         let p = proxy(
             "configurationRef: {name: seed}\nreplicas: 3\nresources: {requests: {cpu: 100m}, limits: {memory: 128Mi}}",
         );
-        let d = deployment(&p, &settings(), true);
+        let d = deployment(&p, &settings());
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(3));
         let pod = spec.template.spec.expect("pod");
@@ -572,9 +532,16 @@ mod tests {
         assert!(c.readiness_probe.is_some() && c.liveness_probe.is_some());
         let args = c.args.as_ref().expect("args").join(" ");
         assert!(
-            args.contains("--intercept-ca-cert /etc/egress/intercept-ca/tls.crt"),
+            args.contains("--source kubernetes --proxy egress"),
             "{args}"
         );
+        assert!(pod.volumes.is_none(), "everything is read through the API");
+        let env = c.env.as_ref().expect("env");
+        let namespace = env
+            .iter()
+            .find(|e| e.name == "POD_NAMESPACE")
+            .expect("namespace");
+        assert!(namespace.value_from.is_some(), "from the downward API");
         assert!(args.contains("--cluster-name prod"), "{args}");
         assert_eq!(
             c.resources
@@ -593,8 +560,8 @@ mod tests {
 
     #[test]
     fn only_what_pods_read_at_start_changes_the_pod_config_hash() {
-        let hash = |p: &EgressProxy, intercept| {
-            deployment(p, &settings(), intercept)
+        let hash = |p: &EgressProxy| {
+            deployment(p, &settings())
                 .spec
                 .template
                 .metadata
@@ -605,17 +572,19 @@ mod tests {
         let p = proxy("configurationRef: {name: seed}");
         let other_rules = proxy("configurationRef: {name: other}\nreplicas: 2");
         assert_eq!(
-            hash(&p, false),
-            hash(&other_rules, false),
+            hash(&p),
+            hash(&other_rules),
             "policy and replica changes do not roll pods"
         );
-        assert_ne!(
-            hash(&p, false),
-            hash(&p, true),
-            "turning on interception does"
+        let mut intercepting = proxy("configurationRef: {name: seed}");
+        intercepting.spec.tls_interception.enabled = true;
+        assert_eq!(
+            hash(&p),
+            hash(&intercepting),
+            "interception is followed live too"
         );
         let bigger = proxy("configurationRef: {name: seed}\nresources: {limits: {memory: 1Gi}}");
-        assert_ne!(hash(&p, false), hash(&bigger, false));
+        assert_ne!(hash(&p), hash(&bigger));
     }
 
     #[test]
@@ -646,7 +615,7 @@ mod tests {
         });
         let hpa = autoscaler(&p).map(|h| h.spec).expect("hpa");
         assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 10));
-        assert_eq!(deployment(&p, &settings(), false).spec.replicas, None);
+        assert_eq!(deployment(&p, &settings()).spec.replicas, None);
         assert!(pod_disruption_budget(&p).is_some());
     }
 

@@ -278,7 +278,7 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
         .expect("args")
         .join(" ");
     assert!(
-        args.contains("--intercept-ca-cert") && args.contains("--cluster-name e2e"),
+        args.contains("--source kubernetes --proxy egress") && args.contains("--cluster-name e2e"),
         "{args}"
     );
     let service = Api::<Service>::namespaced(client.clone(), ns)
@@ -616,4 +616,117 @@ async fn a_parent_that_cannot_sign_a_ca_is_refused_with_what_to_do() {
             .expect("get")
             .is_some()
     );
+}
+
+#[tokio::test]
+async fn the_gateway_follows_what_the_operator_renders_within_two_seconds() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-gateway";
+    namespace(&client, ns).await;
+    let dir = TempDir::new("gateway");
+    let ca = openssl_ca(&dir.0, "gw", Some(1));
+    create_ca_secret(plane, ns, "parent-ca", &ca);
+    let (ok, output) = apply_in(plane, ns, &seed("parent-ca", 1));
+    assert!(ok, "{output}");
+    proxy_when(&client, ns, "PolicyCompiled and CertificateReady", |p| {
+        holds(p, "PolicyCompiled", "True") && holds(p, "CertificateReady", "True")
+    })
+    .await;
+
+    // The gateway as its pod would run it, fed through the API.
+    let binary =
+        egress_e2e::workspace_binary("egress-gateway", "egress-gateway").expect("gateway binary");
+    let args: Vec<String> = [
+        "--log-format",
+        "json",
+        "run",
+        "--source",
+        "kubernetes",
+        "--proxy",
+        "egress",
+        "--namespace",
+        ns,
+        "--http-listen",
+        "127.0.0.1:0",
+        "--https-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--kubeconfig",
+        &plane.kubeconfig.display().to_string(),
+        "--resolve",
+        "www.example.org:*:127.0.0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let gateway = Operator::spawn(&binary, &args);
+    let ready = eventually(
+        Duration::from_secs(20),
+        "the gateway to be ready",
+        || async {
+            let (status, body) = gateway.admin_get("/readyz");
+            (status == 200).then_some(body)
+        },
+    )
+    .await;
+    assert!(ready.contains("\"kind\":\"kubernetes\""), "{ready}");
+    let proxy = format!(
+        "http://{}",
+        gateway.listener("http").expect("http listener")
+    );
+    let connect = |url: &str| {
+        let output = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "5",
+                "-o",
+                "/dev/null",
+                "--proxy",
+                &proxy,
+                url,
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(connect("https://www.example.org/").contains("CONNECT tunnel failed, response 403"));
+    let last_rule = || {
+        gateway
+            .logs()
+            .iter()
+            .rev()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|d| d["dest_domain"] == "www.example.org")
+            .map(|d| d["final_rule_name"].as_str().unwrap_or_default().to_owned())
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the deny in the decision log",
+        || async { (last_rule().as_deref() == Some("deny-example-org")).then_some(()) },
+    )
+    .await;
+
+    // The walkthrough's change: the domain deny goes. Timed from the start of
+    // `kubectl apply` to the gateway enforcing the new policy.
+    let without_domain_deny = seed("parent-ca", 1).replace(".example.org", ".example.invalid");
+    let started = Instant::now();
+    let (ok, output) = apply_in(plane, ns, &without_domain_deny);
+    assert!(ok, "{output}");
+    eventually(
+        Duration::from_secs(10),
+        "the gateway to enforce the new policy",
+        || async {
+            connect("https://www.example.org/");
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            // Past PreDNS now: the private-destination guard (127.0.0.1) decides.
+            (last_rule().as_deref() == Some("private-destination")).then_some(())
+        },
+    )
+    .await;
+    let took = started.elapsed();
+    println!("kubectl apply of a rule -> the gateway enforcing it: {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
 }

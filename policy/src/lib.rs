@@ -46,6 +46,7 @@ pub mod domain;
 pub mod glob;
 pub mod host;
 pub mod key;
+pub mod objects;
 pub mod operator;
 pub mod private;
 pub mod spec;

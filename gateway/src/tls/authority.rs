@@ -15,7 +15,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::leaf_cache::{LeafCache, Lookup};
-use super::{certified_key, load_certs, load_pkcs8, provider};
+use super::{Pem, certified_key, provider};
 use crate::error::Error;
 use crate::metrics::Metrics;
 
@@ -63,23 +63,27 @@ impl CaFiles {
         paths.extend(self.chain.clone());
         paths
     }
+
+    /// Their contents.
+    pub fn read(&self) -> Result<Pem, Error> {
+        Pem::from_files(&self.cert, &self.key, self.chain.as_deref())
+    }
 }
 
 impl InterceptCa {
-    /// Loads and checks the sub-CA: a CA certificate allowed to sign
-    /// certificates, currently valid, whose key matches.
+    /// Reads the files and checks the sub-CA (see [`InterceptCa::from_pem`]).
     pub fn load(files: &CaFiles) -> Result<InterceptCa, Error> {
-        let cert_path = files.cert.display();
-        let cert =
-            load_certs(&files.cert)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::NoCertificate {
-                    path: cert_path.to_string(),
-                })?;
-        let key_der: PrivatePkcs8KeyDer<'static> = load_pkcs8(&files.key)?;
+        InterceptCa::from_pem(&files.read()?)
+    }
+
+    /// Checks the sub-CA: a CA certificate allowed to sign certificates,
+    /// currently valid, whose key matches.
+    pub fn from_pem(pem: &Pem) -> Result<InterceptCa, Error> {
+        let origin = &pem.origin;
+        let cert = pem.certificates()?.remove(0);
+        let key_der: PrivatePkcs8KeyDer<'static> = pem.pkcs8()?;
         let (_, parsed) = X509Certificate::from_der(&cert)
-            .map_err(|e| Error::Unusable(format!("{cert_path} is not a valid certificate: {e}")))?;
+            .map_err(|e| Error::Unusable(format!("{origin} is not a valid certificate: {e}")))?;
         let subject = parsed.subject().to_string();
         let is_ca = parsed
             .basic_constraints()
@@ -88,7 +92,7 @@ impl InterceptCa {
             .is_some_and(|bc| bc.value.ca);
         if !is_ca {
             return Err(Error::Unusable(format!(
-                "{cert_path} ({subject}) is not a CA certificate (basicConstraints CA:TRUE is missing); \
+                "{origin} ({subject}) is not a CA certificate (basicConstraints CA:TRUE is missing); \
                  interception needs a sub-CA allowed to sign certificates"
             )));
         }
@@ -96,12 +100,12 @@ impl InterceptCa {
             && !usage.value.key_cert_sign()
         {
             return Err(Error::Unusable(format!(
-                "{cert_path} ({subject}) may not sign certificates (keyUsage lacks keyCertSign)"
+                "{origin} ({subject}) may not sign certificates (keyUsage lacks keyCertSign)"
             )));
         }
         if !parsed.validity().is_valid() {
             return Err(Error::Unusable(format!(
-                "{cert_path} ({subject}) is not valid now (valid from {} to {})",
+                "{origin} ({subject}) is not valid now (valid from {} to {})",
                 parsed.validity().not_before,
                 parsed.validity().not_after
             )));
@@ -111,21 +115,20 @@ impl InterceptCa {
                 u64::try_from(parsed.validity().not_after.timestamp()).unwrap_or(0),
             );
         let key = KeyPair::try_from(&key_der).map_err(|e| Error::BadKey {
-            path: files.key.display().to_string(),
+            path: origin.clone(),
             reason: e.to_string(),
         })?;
         if key.public_key_raw() != parsed.public_key().subject_public_key.data.as_ref() {
             return Err(Error::Unusable(format!(
-                "{} is not the key of {cert_path} ({subject})",
-                files.key.display()
+                "the key of {origin} does not match its certificate ({subject})"
             )));
         }
         let issuer = Issuer::from_ca_cert_der(&cert, key)?;
         let mut chain = vec![cert];
-        let mut chain_pem = std::fs::read_to_string(&files.cert).unwrap_or_default();
-        if let Some(path) = &files.chain {
-            chain.extend(load_certs(path)?);
-            chain_pem.push_str(&std::fs::read_to_string(path).unwrap_or_default());
+        chain.extend(pem.chain_certificates());
+        let mut chain_pem = pem.cert.clone();
+        if let Some(above) = &pem.chain {
+            chain_pem.push_str(above);
         }
         Ok(InterceptCa {
             issuer,
@@ -211,11 +214,10 @@ fn offset_date_time(t: SystemTime) -> time::OffsetDateTime {
 }
 
 /// The sub-CA in use, the leaves it minted, and the server configuration
-/// template for intercepted connections.
+/// template for intercepted connections. Empty until a sub-CA is installed.
 #[derive(Debug)]
 pub struct InterceptAuthority {
-    files: CaFiles,
-    active: RwLock<Arc<Active>>,
+    active: RwLock<Option<Arc<Active>>>,
     cache_size: usize,
     template: Arc<ServerConfig>,
     metrics: Arc<Metrics>,
@@ -231,51 +233,44 @@ struct Active {
 }
 
 impl InterceptAuthority {
-    /// Loads the sub-CA; the cache keeps at most `cache_size` leaves.
-    pub fn load(
-        files: CaFiles,
-        cache_size: usize,
-        metrics: Arc<Metrics>,
-    ) -> Result<InterceptAuthority, Error> {
-        let ca = InterceptCa::load(&files)?;
+    /// An authority without a sub-CA yet; the cache keeps at most
+    /// `cache_size` leaves.
+    pub fn new(cache_size: usize, metrics: Arc<Metrics>) -> Result<InterceptAuthority, Error> {
         let mut template = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(NoCert));
         template.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(InterceptAuthority {
-            files,
-            active: RwLock::new(Arc::new(Active {
-                ca: Arc::new(ca),
-                cache: LeafCache::new(cache_size),
-            })),
+            active: RwLock::new(None),
             cache_size,
             template: Arc::new(template),
             metrics,
         })
     }
 
-    /// The files, for change polling.
-    pub fn files(&self) -> &CaFiles {
-        &self.files
+    /// Whether a sub-CA is installed.
+    pub fn is_ready(&self) -> bool {
+        self.active().is_some()
     }
 
-    fn active(&self) -> Arc<Active> {
+    fn active(&self) -> Option<Arc<Active>> {
         self.active
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    /// Loads the files again. On success, the leaves of the old sub-CA are
-    /// gone with it; on error the old sub-CA stays in use.
-    pub fn reload(&self) -> Result<String, Error> {
-        let ca = InterceptCa::load(&self.files)?;
+    /// Checks and installs a sub-CA, with a new leaf cache (the leaves of the
+    /// old one go with it). On error the installed one stays. Returns the
+    /// new sub-CA's subject.
+    pub fn install(&self, pem: &Pem) -> Result<String, Error> {
+        let ca = InterceptCa::from_pem(pem)?;
         let subject = ca.subject().to_owned();
-        *self.active.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(Active {
+        *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Active {
             ca: Arc::new(ca),
             cache: LeafCache::new(self.cache_size),
-        });
+        }));
         self.metrics.cert_cache_size.set(0);
         Ok(subject)
     }
@@ -292,7 +287,7 @@ impl InterceptAuthority {
     }
 
     async fn leaf_for(&self, name: &str) -> Result<Arc<CertifiedKey>, Error> {
-        let active = self.active();
+        let active = self.active().ok_or(Error::NoInterceptCa)?;
         let started = Instant::now();
         let (ca, name_owned) = (active.ca.clone(), name.to_owned());
         let (leaf, lookup) = active
@@ -313,7 +308,7 @@ impl InterceptAuthority {
         };
         self.metrics
             .cert_cache_size
-            .set(i64::try_from(self.active().cache.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(active.cache.len()).unwrap_or(i64::MAX));
         Ok(leaf)
     }
 }
@@ -451,15 +446,19 @@ mod tests {
         let (files, _) = write_dev_ca(&dir.join("first")).expect("first CA");
         let mut registry = prometheus_client::registry::Registry::default();
         let authority =
-            InterceptAuthority::load(files.clone(), 10, Arc::new(Metrics::new(&mut registry)))
-                .expect("loads");
+            InterceptAuthority::new(10, Arc::new(Metrics::new(&mut registry))).expect("authority");
+        authority
+            .install(&files.read().expect("read"))
+            .expect("loads");
         // A handshake that read the active sub-CA just before the reload...
-        let before = authority.active();
+        let before = authority.active().expect("installed");
         let (second, _) = write_dev_ca(&dir.join("second")).expect("second CA");
         for (from, to) in [(&second.cert, &files.cert), (&second.key, &files.key)] {
             std::fs::copy(from, to).expect("replace");
         }
-        authority.reload().expect("reload");
+        authority
+            .install(&files.read().expect("read"))
+            .expect("reload");
         // ...finishes its mint after it.
         let ca = before.ca.clone();
         before
@@ -468,7 +467,9 @@ mod tests {
             .await
             .expect("mint");
         let leaf = authority.leaf_for("a.test").await.expect("leaf");
-        let new_sub_ca = load_certs(&second.cert).expect("cert").remove(0);
+        let new_sub_ca = super::super::load_certs(&second.cert)
+            .expect("cert")
+            .remove(0);
         assert_eq!(
             leaf.cert[1], new_sub_ca,
             "the leaf is signed by the new sub-CA"

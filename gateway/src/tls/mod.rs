@@ -21,44 +21,98 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, Error> {
-    std::fs::read(path).map_err(|source| Error::File {
+fn read(path: &Path) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|source| Error::File {
         path: path.display().to_string(),
         source,
     })
 }
 
+/// Certificate material as PEM text, whichever source it came from (files,
+/// or a Secret through the API), and a name for it in messages.
+#[derive(Clone)]
+pub struct Pem {
+    /// The certificate, possibly followed by its chain.
+    pub cert: String,
+    /// Its private key.
+    pub key: String,
+    /// Certificates above it (the interception sub-CA's chain), if apart.
+    pub chain: Option<String>,
+    /// Where it came from, e.g. `/etc/tls/tls.crt` or `Secret ns/name`.
+    pub origin: String,
+}
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pem")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pem {
+    /// Reads the files.
+    pub fn from_files(cert: &Path, key: &Path, chain: Option<&Path>) -> Result<Pem, Error> {
+        Ok(Pem {
+            cert: read(cert)?,
+            key: read(key)?,
+            chain: chain.map(read).transpose()?,
+            origin: cert.display().to_string(),
+        })
+    }
+
+    /// The certificates of `cert`, in order.
+    pub fn certificates(&self) -> Result<Vec<CertificateDer<'static>>, Error> {
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(self.cert.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        if certs.is_empty() {
+            return Err(Error::NoCertificate {
+                path: self.origin.clone(),
+            });
+        }
+        Ok(certs)
+    }
+
+    /// The certificates of `chain`.
+    pub fn chain_certificates(&self) -> Vec<CertificateDer<'static>> {
+        self.chain
+            .as_deref()
+            .map(|chain| {
+                CertificateDer::pem_slice_iter(chain.as_bytes())
+                    .filter_map(Result::ok)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The key (PKCS#8, PKCS#1 or SEC1).
+    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, Error> {
+        PrivateKeyDer::from_pem_slice(self.key.as_bytes()).map_err(|e| Error::BadKey {
+            path: self.origin.clone(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The key as PKCS#8, which certificate signing needs (PKCS#1 RSA and
+    /// SEC1 EC keys are converted; see `egress_pki`).
+    pub fn pkcs8(&self) -> Result<PrivatePkcs8KeyDer<'static>, Error> {
+        egress_pki::private_key_pkcs8(&self.key).map_err(|e| Error::BadKey {
+            path: self.origin.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
 /// All certificates of a PEM file, in order.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
-    let bytes = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(Error::NoCertificate {
-            path: path.display().to_string(),
-        });
+    Pem {
+        cert: read(path)?,
+        key: String::new(),
+        chain: None,
+        origin: path.display().to_string(),
     }
-    Ok(certs)
-}
-
-/// The private key of a PEM file (PKCS#8, PKCS#1 or SEC1).
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
-    let bytes = read(path)?;
-    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| Error::BadKey {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
-}
-
-/// The key of a PEM file as PKCS#8, which certificate signing needs
-/// (PKCS#1 RSA and SEC1 EC keys are converted; see `egress_pki`).
-pub fn load_pkcs8(path: &Path) -> Result<PrivatePkcs8KeyDer<'static>, Error> {
-    let text = String::from_utf8_lossy(&read(path)?).into_owned();
-    egress_pki::private_key_pkcs8(&text).map_err(|e| Error::BadKey {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })
+    .certificates()
 }
 
 /// A certificate chain and key as rustls serves them.
@@ -70,37 +124,41 @@ pub fn certified_key(
     Ok(CertifiedKey::new(chain, signing_key))
 }
 
-/// The HTTPS listener's certificate, swapped in place when its files change.
-#[derive(Debug)]
+/// The HTTPS listener's certificate, swapped in place when a new one is
+/// installed; none until the first (handshakes fail meanwhile).
+#[derive(Debug, Default)]
 pub struct ServingCert {
-    current: RwLock<Arc<CertifiedKey>>,
+    current: RwLock<Option<Arc<CertifiedKey>>>,
 }
 
 impl ServingCert {
-    /// Loads the certificate chain and key.
+    /// The certificate and key of these files.
     pub fn load(cert: &Path, key: &Path) -> Result<ServingCert, Error> {
-        Ok(ServingCert {
-            current: RwLock::new(Arc::new(Self::read(cert, key)?)),
-        })
+        let serving = ServingCert::default();
+        serving.install(&Pem::from_files(cert, key, None)?)?;
+        Ok(serving)
     }
 
-    fn read(cert: &Path, key: &Path) -> Result<CertifiedKey, Error> {
-        let certified = certified_key(load_certs(cert)?, load_key(key)?)?;
+    /// Checks and installs a certificate and key; on error the current one
+    /// stays.
+    pub fn install(&self, pem: &Pem) -> Result<(), Error> {
+        let certified = certified_key(pem.certificates()?, pem.private_key()?)?;
         certified.keys_match().map_err(|e| {
             Error::Unusable(format!(
-                "{} does not match {}: {e}",
-                key.display(),
-                cert.display()
+                "the key does not match the certificate of {}: {e}",
+                pem.origin
             ))
         })?;
-        Ok(certified)
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(certified));
+        Ok(())
     }
 
-    /// Loads new files; on error the current certificate stays.
-    pub fn reload(&self, cert: &Path, key: &Path) -> Result<(), Error> {
-        let fresh = Arc::new(Self::read(cert, key)?);
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fresh;
-        Ok(())
+    /// Whether a certificate is installed.
+    pub fn is_installed(&self) -> bool {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 
     /// A server configuration that always presents the current certificate.
@@ -117,12 +175,10 @@ impl ServingCert {
 
 impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(
-            self.current
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-        )
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

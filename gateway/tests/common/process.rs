@@ -227,6 +227,14 @@ impl Gateway {
         .unwrap_or_else(|| panic!("{prefix} stayed at {} (< {at_least})", self.metric(prefix)));
     }
 
+    /// Waits up to 30 s for the metric `prefix` to drop below `value`.
+    pub fn wait_metric_below(&self, prefix: &str, value: f64) {
+        eventually(Duration::from_secs(30), || {
+            (self.metric(prefix) < value).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{prefix} stayed at {} (>= {value})", self.metric(prefix)));
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")

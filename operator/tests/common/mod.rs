@@ -276,29 +276,44 @@ impl Operator {
     /// `egress-operator` against `plane` with `extra` flags, owned by the
     /// calling thread (it dies with it).
     pub fn start(plane: &ControlPlane, extra: &[&str]) -> Operator {
+        let mut args: Vec<String> = vec![
+            "--kubeconfig".into(),
+            plane.kubeconfig.display().to_string(),
+        ];
+        for arg in [
+            "--log-format",
+            "json",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--gateway-image",
+            "egress-gateway:test",
+        ] {
+            args.push(arg.into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Operator::spawn(Path::new(env!("CARGO_BIN_EXE_egress-operator")), &args)
+    }
+
+    /// Any of this workspace's binaries that log JSON and announce their
+    /// listeners (`"message":"listening"`), with exactly `args`.
+    pub fn spawn(binary: &Path, args: &[String]) -> Operator {
         let mut child = Command::new("setpriv")
             .args(["--pdeathsig", "SIGKILL", "--"])
-            .arg(env!("CARGO_BIN_EXE_egress-operator"))
-            .arg("--kubeconfig")
-            .arg(&plane.kubeconfig)
-            .args([
-                "--log-format",
-                "json",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--gateway-image",
-                "egress-gateway:test",
-            ])
-            .args(extra)
+            .arg(binary)
+            .args(args)
             .env("RUST_LOG", "info,egress_operator=debug")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("operator starts");
+            .expect("process starts");
         let logs = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
-        {
+        for stream in [
+            Box::new(stdout) as Box<dyn std::io::Read + Send>,
+            Box::new(stderr),
+        ] {
             use std::io::Write;
             let logs = logs.clone();
             // Also on disk, to read after a failed run.
@@ -307,9 +322,13 @@ impl Operator {
                 std::process::id(),
                 child.id()
             ));
-            let mut file = std::fs::File::create(&path).ok();
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .ok();
             std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
                     if let Some(file) = file.as_mut() {
                         let _ = writeln!(file, "{line}");
                     }
@@ -321,21 +340,60 @@ impl Operator {
         let admin = loop {
             let found = logs.lock().expect("lock").iter().find_map(|line| {
                 let v: serde_json::Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "listening").then(|| v["address"].as_str()?.parse().ok())?
+                (v["message"] == "listening" && v["listener"] == "admin")
+                    .then(|| v["address"].as_str()?.parse().ok())?
             });
             if let Some(admin) = found {
                 break admin;
             }
             if let Ok(Some(status)) = child.try_wait() {
                 panic!(
-                    "operator exited ({status}):\n{}",
+                    "{} exited ({status}):\n{}",
+                    binary.display(),
                     logs.lock().expect("lock").join("\n")
                 );
             }
-            assert!(Instant::now() < deadline, "operator did not start");
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start",
+                binary.display()
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Operator { child, admin, logs }
+    }
+
+    /// The address a listener announced (`http`, `https`, `admin`).
+    pub fn listener(&self, name: &str) -> Option<SocketAddr> {
+        self.logs().iter().find_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            (v["message"] == "listening" && v["listener"] == name)
+                .then(|| v["address"].as_str()?.parse().ok())?
+        })
+    }
+
+    /// GET on the admin listener: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(self.admin) else {
+            return (0, String::new());
+        };
+        let _ = write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = stream.read_to_string(&mut text);
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
     }
 
     /// The process ID.

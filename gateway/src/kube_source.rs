@@ -1,0 +1,277 @@
+//! Policy, certificates and client identity from the Kubernetes API, for the
+//! gateway in a cluster: watches on the proxy's own ConfigMap and Secrets, by
+//! name (a kubelet refreshes a mounted ConfigMap only after a minute or
+//! more; a watch sees a change at once), and on pods for the identity index.
+//!
+//! Every new version goes through the same checks as the file source's: a
+//! bad one is refused, logged and counted, and the last good one keeps
+//! serving. Losing the API server stops nothing: the gateway serves what it
+//! has, and reports the outage (`egress_source_connected` 0, and `/readyz`
+//! detail) until the watches reconnect.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use egress_policy::{CompiledPolicy, objects};
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+
+use crate::gateway::Gateway;
+use crate::identity::PodView;
+use crate::tls::{Pem, ServingCert};
+
+/// Whether the source reaches what it reads (always, for files).
+#[derive(Debug)]
+pub struct Health {
+    kind: &'static str,
+    connected: AtomicBool,
+    problem: Mutex<Option<(String, SystemTime)>>,
+    pods_synced: AtomicBool,
+}
+
+impl Health {
+    /// The health of a `file` or `kubernetes` source.
+    pub fn new(kind: &'static str) -> Health {
+        Health {
+            kind,
+            connected: AtomicBool::new(true),
+            problem: Mutex::new(None),
+            pods_synced: AtomicBool::new(false),
+        }
+    }
+
+    fn ok(&self, gw: &Gateway) {
+        if !self.connected.swap(true, Ordering::Relaxed) {
+            tracing::info!("the API server is reachable again");
+        }
+        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        gw.metrics.source_connected.set(1);
+    }
+
+    fn failed(&self, gw: &Gateway, error: &watcher::Error) {
+        if self.connected.swap(false, Ordering::Relaxed) {
+            tracing::warn!(%error, "the API server is unreachable: serving the last good policy and certificates");
+        }
+        let mut problem = self.problem.lock().unwrap_or_else(|e| e.into_inner());
+        let since = problem
+            .as_ref()
+            .map_or_else(SystemTime::now, |(_, since)| *since);
+        *problem = Some((error.to_string(), since));
+        gw.metrics.source_connected.set(0);
+    }
+
+    /// `/readyz` detail: whether the API is reachable, and the last error
+    /// since when if not.
+    pub fn detail(&self) -> serde_json::Value {
+        let problem = self
+            .problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match problem {
+            None => serde_json::json!({"kind": self.kind, "connected": true}),
+            Some((error, since)) => serde_json::json!({
+                "kind": self.kind,
+                "connected": false,
+                "error": error,
+                "since": jiff::Timestamp::try_from(since).map(|t| t.to_string()).unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// Whether the pod index has been filled once.
+    pub fn pods_synced(&self) -> bool {
+        self.pods_synced.load(Ordering::Relaxed)
+    }
+}
+
+/// Where the gateway finds its objects.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// The EgressProxy.
+    pub proxy: String,
+    /// Its namespace.
+    pub namespace: String,
+}
+
+/// Starts the watches. `serving` is the HTTPS listener's certificate, when
+/// there is one.
+pub fn start(
+    gw: &Arc<Gateway>,
+    client: Client,
+    target: &Target,
+    serving: Option<Arc<ServingCert>>,
+    pods: bool,
+) {
+    let ns = &target.namespace;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let policy_name = objects::policy_config_map(&target.proxy);
+    let origin = format!("ConfigMap {ns}/{policy_name}");
+    follow(gw, config_maps, policy_name, move |gw, cm| {
+        let read = policy_of(&cm)
+            .ok_or_else(|| vec![format!("{origin} has no {} key", objects::POLICY_KEY)]);
+        let _ =
+            gw.policy.install(read.and_then(|json| {
+                CompiledPolicy::from_json(&json).map_err(|e| vec![e.to_string()])
+            }));
+    });
+    let intercept_name = objects::intercept_ca_secret(&target.proxy);
+    let origin = format!("Secret {ns}/{intercept_name}");
+    let mut last = None;
+    follow(gw, secrets.clone(), intercept_name, move |gw, secret| {
+        let pem = pem_of(&secret, &origin);
+        if last.as_ref() == Some(&(pem.cert.clone(), pem.key.clone())) {
+            return;
+        }
+        match gw.intercept.install(&pem) {
+            Ok(subject) => {
+                tracing::info!(%subject, origin = %pem.origin, "interception sub-CA installed; leaves of the previous one dropped");
+                last = Some((pem.cert, pem.key));
+            }
+            Err(error) => {
+                gw.metrics.tls_reload_failures.inc();
+                tracing::error!(%error, "interception sub-CA rejected; the previous one keeps serving");
+            }
+        }
+    });
+    if let Some(serving) = serving {
+        let tls_name = objects::tls_secret(&target.proxy);
+        let origin = format!("Secret {ns}/{tls_name}");
+        follow(gw, secrets, tls_name, move |gw, secret| {
+            match serving.install(&pem_of(&secret, &origin)) {
+                Ok(()) => tracing::info!(%origin, "HTTPS listener certificate installed"),
+                Err(error) => {
+                    gw.metrics.tls_reload_failures.inc();
+                    tracing::error!(%error, "HTTPS listener certificate rejected; the previous one keeps serving");
+                }
+            }
+        });
+    }
+    if pods {
+        watch_pods(gw.clone(), Api::all(client));
+    }
+}
+
+fn policy_of(cm: &ConfigMap) -> Option<String> {
+    cm.data.as_ref()?.get(objects::POLICY_KEY).cloned()
+}
+
+fn pem_of(secret: &Secret, origin: &str) -> Pem {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+    };
+    Pem {
+        cert: text("tls.crt").unwrap_or_default(),
+        key: text("tls.key").unwrap_or_default(),
+        chain: text("ca.crt").filter(|c| !c.trim().is_empty()),
+        origin: origin.to_owned(),
+    }
+}
+
+/// Watches the object `name` and hands every version of it to `install`.
+fn follow<K>(
+    gw: &Arc<Gateway>,
+    api: Api<K>,
+    name: String,
+    mut install: impl FnMut(&Gateway, K) + Send + 'static,
+) where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    let gw = gw.clone();
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    gw.clone().tasks.spawn(async move {
+        let mut events = watcher(api, config).default_backoff().boxed();
+        loop {
+            let event = tokio::select! {
+                _ = gw.shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Err(error)) => gw.source.failed(&gw, &error),
+                Some(Ok(Event::Apply(object) | Event::InitApply(object))) => {
+                    gw.source.ok(&gw);
+                    install(&gw, object);
+                }
+                Some(Ok(Event::Delete(object))) => {
+                    gw.source.ok(&gw);
+                    tracing::warn!(name = %object.name_any(), "deleted; the last good version keeps serving");
+                }
+                Some(Ok(Event::Init | Event::InitDone)) => gw.source.ok(&gw),
+            }
+        }
+    });
+}
+
+/// What the identity index keeps of a pod.
+fn view(pod: &Pod) -> PodView {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let ips = status
+        .pod_ips
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|ip| ip.ip.parse::<IpAddr>().ok())
+        .chain(status.pod_ip.and_then(|ip| ip.parse().ok()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    PodView {
+        uid: pod.uid().unwrap_or_default(),
+        namespace: pod.namespace().unwrap_or_default(),
+        name: pod.name_any(),
+        service_account: spec
+            .service_account_name
+            .unwrap_or_else(|| "default".to_owned()),
+        labels: pod.labels().clone().into_iter().collect::<BTreeMap<_, _>>(),
+        ips,
+        host_network: spec.host_network.unwrap_or(false),
+        finished: matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")),
+    }
+}
+
+fn watch_pods(gw: Arc<Gateway>, api: Api<Pod>) {
+    gw.clone().tasks.spawn(async move {
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
+        let mut relisted: Vec<PodView> = Vec::new();
+        loop {
+            let event = tokio::select! {
+                _ = gw.shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                None => return,
+                Some(Err(error)) => gw.source.failed(&gw, &error),
+                Some(Ok(Event::Apply(pod))) => {
+                    gw.identities.update(|index| index.apply(&view(&pod)))
+                }
+                Some(Ok(Event::Delete(pod))) => gw
+                    .identities
+                    .update(|index| index.delete(&pod.uid().unwrap_or_default())),
+                Some(Ok(Event::Init)) => relisted.clear(),
+                Some(Ok(Event::InitApply(pod))) => relisted.push(view(&pod)),
+                Some(Ok(Event::InitDone)) => {
+                    let pods = std::mem::take(&mut relisted);
+                    gw.identities.update(|index| index.replace(&pods));
+                    gw.source.ok(&gw);
+                    if !gw.source.pods_synced.swap(true, Ordering::Relaxed) {
+                        tracing::info!(addresses = gw.identities.len(), "pod index ready");
+                    }
+                }
+            }
+        }
+    });
+}

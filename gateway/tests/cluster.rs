@@ -1,0 +1,432 @@
+//! The gateway fed from the real API server (`--source kubernetes`): its
+//! policy ConfigMap and certificate Secrets watched by name, pods indexed by
+//! address so the identity keys match the calling pod, changes enforced on
+//! the next request, bad versions refused, an API outage survived.
+//!
+//! No kubelet runs here: pods are created through the API and given their
+//! addresses through the status subresource; the clients are curl processes
+//! bound to those addresses (127.0.0.2, 127.0.0.3, ...).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::clients::curl;
+use common::process::Gateway;
+use common::upstream::Upstream;
+use common::{HOST, Pki, TempDir, eventually};
+use egress_e2e::ControlPlane;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// Pod identity rules: team-a pods labelled app=web may go out; nobody else.
+fn policy(extra_namespace: Option<&str>) -> String {
+    let allowed = match extra_namespace {
+        Some(ns) => format!("[team-a, {ns}]"),
+        None => "[team-a]".to_owned(),
+    };
+    format!(
+        "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {{name: identity}}\nspec:\n  rules:\n    preDNS:\n      - name: allow-web-pods\n        action: Allow\n        conditions:\n          - {{key: \"request:SourceNamespace\", operator: StringEquals, values: {allowed}}}\n          - {{key: \"request:SourcePodLabel/app\", operator: StringEquals, values: [web]}}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {{name: identity}}\nspec:\n  ruleGroups: [{{name: identity}}]\n  defaultActions: {{preDNS: Deny, preRequest: Allow, postResponse: Allow}}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata: {{name: egress}}\nspec:\n  configurationRef: {{name: identity}}\n  tlsInterception: {{enabled: true}}\n  destinations: {{allowPrivateCIDRs: [\"127.0.0.1/32\"]}}\n"
+    )
+}
+
+/// The compiled policy JSON, as the operator would write it.
+fn compiled(yaml: &str, dir: &TempDir) -> String {
+    let path = common::write(dir.path(), "policy.yaml", yaml);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
+        .args(["policy", "compile", &path.display().to_string()])
+        .output()
+        .expect("compile");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf8")
+}
+
+async fn client(plane: &ControlPlane) -> Client {
+    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+async fn create<K>(api: &Api<K>, object: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(object).expect("object");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("created");
+}
+
+async fn namespace(client: &Client, name: &str) {
+    create(
+        &Api::<Namespace>::all(client.clone()),
+        serde_json::json!({"metadata": {"name": name}}),
+    )
+    .await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
+    for sa in ["default", "web-sa"] {
+        create(&accounts, serde_json::json!({"metadata": {"name": sa}})).await;
+    }
+}
+
+/// A pod at `ip`, as a kubelet would report it.
+async fn pod(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    ip: &str,
+    labels: serde_json::Value,
+    host_network: bool,
+) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    create(
+        &pods,
+        serde_json::json!({
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"serviceAccountName": "web-sa", "hostNetwork": host_network,
+                     "containers": [{"name": "app", "image": "client:test"}]}
+        }),
+    )
+    .await;
+    pods.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"phase": "Running", "podIP": ip, "podIPs": [{"ip": ip}]}})),
+    )
+    .await
+    .expect("pod status");
+}
+
+fn secret(name: &str, cert: &str, key: &str, ca: &str) -> Secret {
+    let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([
+            ("tls.crt".to_owned(), bytes(cert)),
+            ("tls.key".to_owned(), bytes(key)),
+            ("ca.crt".to_owned(), bytes(ca)),
+        ])),
+        ..Secret::default()
+    }
+}
+
+fn policy_map(json: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("egress-policy".to_owned()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "policy.json".to_owned(),
+            json.to_owned(),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The objects the operator would render, made by hand.
+async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str) {
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pem");
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let chain = pki.intercept.chain.as_ref().expect("chain");
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret(
+                "egress-intercept-ca",
+                &read(&pki.intercept.cert),
+                &read(&pki.intercept.key),
+                &read(chain),
+            ),
+        )
+        .await
+        .expect("sub-CA secret");
+    secrets
+        .create(
+            &PostParams::default(),
+            &secret(
+                "egress-tls",
+                &read(&pki.proxy_cert),
+                &read(&pki.proxy_key),
+                &read(&pki.intercept_root),
+            ),
+        )
+        .await
+        .expect("tls secret");
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &policy_map(json))
+        .await
+        .expect("policy");
+}
+
+fn start_gateway(plane: &ControlPlane, pki: &Pki, namespace: &str) -> Gateway {
+    let mut args: Vec<String> = [
+        "--log-format",
+        "json",
+        "run",
+        "--source",
+        "kubernetes",
+        "--proxy",
+        "egress",
+        "--namespace",
+        namespace,
+        "--http-listen",
+        "127.0.0.1:0",
+        "--https-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--cluster-name",
+        "e2e",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.extend([
+        "--kubeconfig".into(),
+        plane.kubeconfig.display().to_string(),
+    ]);
+    args.extend([
+        "--upstream-ca".into(),
+        pki.upstream_root.display().to_string(),
+    ]);
+    args.extend(["--resolve".into(), format!("{HOST}:*:127.0.0.1")]);
+    let gateway = Gateway::spawn(&args);
+    eventually(Duration::from_secs(20), || {
+        (gateway.admin_get("/readyz").0 == 200).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "gateway not ready: {:?}\n{}",
+            gateway.admin_get("/readyz"),
+            gateway.diagnostics().join("\n")
+        )
+    });
+    gateway
+}
+
+/// curl from `source` (a loopback address standing for a pod) through the proxy.
+fn request_from(gateway: &Gateway, pki: &Pki, source: &str, url: &str) -> common::clients::Curl {
+    let roots = pki.both_roots.display().to_string();
+    curl(&[
+        "--interface",
+        source,
+        "--proxy",
+        &gateway.http_proxy(),
+        "--cacert",
+        &roots,
+        url,
+    ])
+}
+
+/// Runs `body` on a runtime of its own: the test upstreams start runtimes
+/// of theirs, which cannot happen inside one.
+fn on_runtime(body: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(body);
+}
+
+#[test]
+fn policy_certificates_and_pod_identity_come_from_the_api() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    on_runtime(api_source_test(pki, upstream));
+}
+
+async fn api_source_test(pki: Pki, upstream: Upstream) {
+    let plane = ControlPlane::shared();
+    let client = client(plane).await;
+    for ns in ["gw-api", "team-a", "team-b"] {
+        namespace(&client, ns).await;
+    }
+    let dir = TempDir::new("gw-api");
+    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    render(&client, "gw-api", &pki, &compiled(&policy(None), &dir)).await;
+    pod(
+        &client,
+        "team-a",
+        "web-a",
+        "127.0.0.2",
+        serde_json::json!({"app": "web"}),
+        false,
+    )
+    .await;
+    pod(
+        &client,
+        "team-b",
+        "web-b",
+        "127.0.0.3",
+        serde_json::json!({"app": "web"}),
+        false,
+    )
+    .await;
+    pod(
+        &client,
+        "team-a",
+        "node-agent",
+        "127.0.0.4",
+        serde_json::json!({"app": "web"}),
+        true,
+    )
+    .await;
+    let gateway = start_gateway(plane, &pki, "gw-api");
+    let (_, ready) = gateway.admin_get("/readyz");
+    assert!(
+        ready.contains("\"kind\":\"kubernetes\"") && ready.contains("\"connected\":true"),
+        "{ready}"
+    );
+
+    // The team-a web pod goes out, intercepted with the sub-CA from the Secret.
+    let allowed = request_from(&gateway, &pki, "127.0.0.2", &url);
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    let line = gateway.decision(|d| d["client_src_ip"] == "127.0.0.2");
+    assert_eq!(line["final_rule_name"], "allow-web-pods", "{line}");
+    assert_eq!(line["src_namespace"], "team-a");
+    assert_eq!(line["src_pod"], "web-a");
+    assert_eq!(line["src_service_account"], "web-sa");
+    assert_eq!(line["src_vpc"], "e2e");
+    // The team-b pod and a host-network pod (not indexed) are refused.
+    for (source, namespace) in [
+        ("127.0.0.3", serde_json::json!("team-b")),
+        ("127.0.0.4", serde_json::Value::Null),
+    ] {
+        let refused = request_from(&gateway, &pki, source, &url);
+        assert!(
+            refused
+                .stderr
+                .contains("CONNECT tunnel failed, response 403"),
+            "{source}: {refused:?}"
+        );
+        let line = gateway.decision(|d| d["client_src_ip"] == source);
+        assert_eq!(line["final_rule_name"], "default", "{line}");
+        assert_eq!(line["src_namespace"], namespace, "{line}");
+    }
+    // The HTTPS listener presents the certificate from its Secret.
+    let roots = pki.both_roots.display().to_string();
+    let over_tls = curl(&[
+        "--interface",
+        "127.0.0.2",
+        "--proxy",
+        &gateway.https_proxy(),
+        "--proxy-cacert",
+        &pki.intercept_root.display().to_string(),
+        "--cacert",
+        &roots,
+        &url,
+    ]);
+    assert_eq!(over_tls.status, 200, "{over_tls:?}");
+
+    // A new version through the API is enforced by the next request.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "gw-api");
+    let changed = Instant::now();
+    config_maps
+        .replace(
+            "egress-policy",
+            &PostParams::default(),
+            &policy_map(&compiled(&policy(Some("team-b")), &dir)),
+        )
+        .await
+        .expect("replace");
+    eventually(Duration::from_secs(10), || {
+        (request_from(&gateway, &pki, "127.0.0.3", &url).status == 200).then_some(())
+    })
+    .expect("team-b allowed by the new policy");
+    let took = changed.elapsed();
+    println!("ConfigMap changed through the API -> new decision at the gateway: {took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+
+    // A broken version is refused; the last good one keeps serving.
+    let hash = |g: &Gateway| g.admin_get("/readyz").1;
+    let before = hash(&gateway);
+    let failures = gateway.metric("egress_policy_reload_failures_total");
+    config_maps
+        .replace(
+            "egress-policy",
+            &PostParams::default(),
+            &policy_map("{\"formatVersion\": 1, \"hash\": \"x\"}"),
+        )
+        .await
+        .expect("replace");
+    gateway.wait_metric("egress_policy_reload_failures_total", failures + 1.0);
+    gateway.diagnostic(&["policy rejected", "ConfigMap gw-api/egress-policy"]);
+    assert_eq!(request_from(&gateway, &pki, "127.0.0.3", &url).status, 200);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&hash(&gateway)).expect("json")["policy"]["hash"],
+        serde_json::from_str::<serde_json::Value>(&before).expect("json")["policy"]["hash"]
+    );
+
+    // A pod that goes away takes its identity with it.
+    Api::<Pod>::namespaced(client.clone(), "team-a")
+        .delete("web-a", &Default::default())
+        .await
+        .expect("delete pod");
+    eventually(Duration::from_secs(10), || {
+        request_from(&gateway, &pki, "127.0.0.2", &url)
+            .stderr
+            .contains("response 403")
+            .then_some(())
+    })
+    .expect("the deleted pod's address has no identity any more");
+}
+
+#[test]
+fn losing_the_api_server_stops_nothing() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    on_runtime(outage_test(pki, upstream));
+}
+
+async fn outage_test(pki: Pki, upstream: Upstream) {
+    // A control plane of its own, to stop it.
+    let mut plane = ControlPlane::start().expect("control plane");
+    let client = client(&plane).await;
+    namespace(&client, "gw-outage").await;
+    namespace(&client, "team-a").await;
+    let dir = TempDir::new("gw-outage");
+    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    render(&client, "gw-outage", &pki, &compiled(&policy(None), &dir)).await;
+    pod(
+        &client,
+        "team-a",
+        "web-a",
+        "127.0.0.2",
+        serde_json::json!({"app": "web"}),
+        false,
+    )
+    .await;
+    let gateway = start_gateway(&plane, &pki, "gw-outage");
+    assert_eq!(request_from(&gateway, &pki, "127.0.0.2", &url).status, 200);
+    assert_eq!(gateway.metric("egress_source_connected"), 1.0);
+
+    plane.stop();
+    gateway.wait_metric_below("egress_source_connected", 1.0);
+    let (status, body) = gateway.admin_get("/readyz");
+    assert_eq!(status, 200, "still ready: {body}");
+    assert!(body.contains("\"connected\":false"), "{body}");
+    let during = request_from(&gateway, &pki, "127.0.0.2", &url);
+    assert_eq!(
+        during.status, 200,
+        "the last good policy and pod index keep serving: {during:?}"
+    );
+    let line = gateway.decision(|d| d["src_pod"] == "web-a" && d["http_status_code"] == 200);
+    assert_eq!(line["src_namespace"], "team-a");
+}

@@ -1,0 +1,37 @@
+//! Names and keys of the objects the operator renders for an `EgressProxy`
+//! and the gateway reads through the API (SPEC.md section 8): one definition
+//! for both sides.
+
+/// ConfigMap with the compiled policy.
+pub fn policy_config_map(proxy: &str) -> String {
+    format!("{proxy}-policy")
+}
+
+/// Key of the compiled policy JSON in [`policy_config_map`].
+pub const POLICY_KEY: &str = "policy.json";
+
+/// Annotation on [`policy_config_map`] with the policy's content hash.
+pub const POLICY_HASH_ANNOTATION: &str = "egress.dev/policy-hash";
+
+/// Annotation on [`policy_config_map`] with the policy's format version.
+pub const POLICY_VERSION_ANNOTATION: &str = "egress.dev/policy-format-version";
+
+/// Secret with the interception sub-CA (`tls.crt`, `tls.key`, `ca.crt`).
+pub fn intercept_ca_secret(proxy: &str) -> String {
+    format!("{proxy}-intercept-ca")
+}
+
+/// Secret with the HTTPS listener's serving certificate.
+pub fn tls_secret(proxy: &str) -> String {
+    format!("{proxy}-tls")
+}
+
+/// Secret with the CA that signs the listener's certificate.
+pub fn listener_ca_secret(proxy: &str) -> String {
+    format!("{proxy}-listener-ca")
+}
+
+/// ConfigMap with what clients trust.
+pub fn trust_bundle(proxy: &str) -> String {
+    format!("{proxy}-trust-bundle")
+}
