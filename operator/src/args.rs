@@ -50,9 +50,10 @@ pub struct Args {
     #[arg(long, env = "EGRESS_LEASE_NAME", default_value = "egress-operator")]
     pub lease_name: String,
 
-    /// Namespace of the Lease (the operator's own, from the downward API).
+    /// The operator's own namespace (from the downward API): where the Lease
+    /// and the webhook's certificate live; never injected.
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
-    pub lease_namespace: String,
+    pub namespace: String,
 
     /// Seconds a leader's lease lasts without renewal; a follower takes over after that.
     #[arg(long, env = "EGRESS_LEASE_DURATION", default_value_t = 15)]
@@ -65,6 +66,91 @@ pub struct Args {
     /// Diagnostics format on stderr.
     #[arg(long, env = "EGRESS_LOG_FORMAT", value_enum, default_value = "plain")]
     pub log_format: LogFormat,
+
+    /// Serve the injection webhook (HTTPS) on this address, e.g. 0.0.0.0:9443;
+    /// not served when not given.
+    #[arg(long, env = "EGRESS_WEBHOOK_LISTEN")]
+    pub webhook_listen: Option<SocketAddr>,
+
+    /// Who issues the webhook's serving certificate: `operator` (a
+    /// self-signed CA in Secret <webhook-secret>-ca, renewed before expiry,
+    /// its certificate patched into the webhook configuration's caBundle) or
+    /// `external` (cert-manager or you write Secret <webhook-secret> and
+    /// the caBundle).
+    #[arg(
+        long,
+        env = "EGRESS_WEBHOOK_CERTIFICATES",
+        value_enum,
+        default_value = "operator"
+    )]
+    pub webhook_certificates: WebhookCertificates,
+
+    /// Secret (in --namespace) with the webhook's serving certificate
+    /// (tls.crt, tls.key); reloaded when it changes.
+    #[arg(
+        long,
+        env = "EGRESS_WEBHOOK_SECRET",
+        default_value = "egress-operator-webhook-tls"
+    )]
+    pub webhook_secret: String,
+
+    /// The webhook's Service (in --namespace): its DNS names go in the certificate.
+    #[arg(
+        long,
+        env = "EGRESS_WEBHOOK_SERVICE",
+        default_value = "egress-operator-webhook"
+    )]
+    pub webhook_service: String,
+
+    /// More names or addresses for the webhook's certificate (repeatable), for
+    /// an API server that calls it by URL.
+    #[arg(
+        long = "webhook-host",
+        env = "EGRESS_WEBHOOK_HOSTS",
+        value_delimiter = ','
+    )]
+    pub webhook_hosts: Vec<String>,
+
+    /// The MutatingWebhookConfiguration whose caBundle the operator keeps current.
+    #[arg(
+        long,
+        env = "EGRESS_WEBHOOK_CONFIGURATION",
+        default_value = "egress-proxy"
+    )]
+    pub webhook_configuration: String,
+
+    /// The cluster's Service CIDRs (repeatable or comma-separated): injected
+    /// pods reach them directly (NO_PROXY), and enforced clients may.
+    #[arg(
+        long = "service-cidr",
+        env = "EGRESS_SERVICE_CIDRS",
+        value_delimiter = ','
+    )]
+    pub service_cidrs: Vec<String>,
+
+    /// The cluster's pod CIDRs (repeatable or comma-separated), as --service-cidr.
+    #[arg(long = "pod-cidr", env = "EGRESS_POD_CIDRS", value_delimiter = ',')]
+    pub pod_cidrs: Vec<String>,
+
+    /// Labels of the cluster DNS pods in kube-system, which enforced clients
+    /// may reach on port 53.
+    #[arg(long, env = "EGRESS_DNS_SELECTOR", default_value = "k8s-app=kube-dns")]
+    pub dns_selector: String,
+
+    /// PEM file of the system roots given to clients (SSL_CERT_FILE and the
+    /// Java truststore hold these plus the proxy's roots); this machine's
+    /// roots when not given.
+    #[arg(long, env = "EGRESS_CLIENT_ROOTS")]
+    pub client_roots: Option<PathBuf>,
+}
+
+/// Who issues the webhook's serving certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum WebhookCertificates {
+    /// The operator (self-signed CA, caBundle patched).
+    Operator,
+    /// Someone else (cert-manager), into --webhook-secret.
+    External,
 }
 
 /// Diagnostics log format.

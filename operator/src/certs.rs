@@ -13,8 +13,9 @@ use crate::render::hex;
 
 /// Lifetime asked for the interception sub-CA (capped by its parent's).
 pub const SUB_CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
-/// Lifetime of the per-proxy listener CA.
-pub const LISTENER_CA_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Lifetime of the CAs the operator keeps itself (each proxy's listener
+/// CA, the webhook's CA).
+pub const OWN_CA_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Lifetime of the listener's serving certificate.
 pub const SERVING_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 
@@ -105,8 +106,9 @@ pub fn sub_ca(
     )))
 }
 
-/// The per-proxy listener CA: kept until due for renewal.
-pub fn listener_ca(
+/// A self-signed CA the operator keeps (a proxy's listener CA, the
+/// webhook's CA): kept until due for renewal.
+pub fn own_ca(
     existing: Option<&Pems>,
     common_name: &str,
     now: SystemTime,
@@ -114,7 +116,7 @@ pub fn listener_ca(
     match still_good(existing, now) {
         Ok(_) => Ok(None),
         Err(why) => {
-            let issued = egress_pki::self_signed_ca(common_name, now, LISTENER_CA_LIFETIME)?;
+            let issued = egress_pki::self_signed_ca(common_name, now, OWN_CA_LIFETIME)?;
             let mut pems = ca_pems(issued, BTreeMap::new());
             // A self-signed CA is its own trust anchor.
             pems.ca = pems.cert.clone();
@@ -134,7 +136,7 @@ pub fn serving(
     let why = match still_good(existing, now) {
         Ok(pems) => {
             let covers = egress_pki::inspect(&pems.cert)
-                .map(|info| info.dns_names == names)
+                .map(|info| info.names == names)
                 .unwrap_or(false);
             if covers && pems.ca == ca.cert {
                 return Ok(None);
@@ -161,6 +163,22 @@ fn ca_pems(issued: IssuedCa, annotations: BTreeMap<String, String>) -> Pems {
         key: issued.key_pem,
         ca: issued.chain_pem,
         annotations,
+    }
+}
+
+/// The PEMs of a `kubernetes.io/tls` Secret (empty where a key is missing).
+pub fn pems_of(secret: &k8s_openapi::api::core::v1::Secret) -> Pems {
+    let data = secret.data.clone().unwrap_or_default();
+    let text = |key: &str| {
+        data.get(key)
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    Pems {
+        cert: text("tls.crt"),
+        key: text("tls.key"),
+        ca: text("ca.crt"),
+        annotations: secret.metadata.annotations.clone().unwrap_or_default(),
     }
 }
 
@@ -200,16 +218,12 @@ mod tests {
     #[test]
     fn the_listener_ca_and_serving_certificate_are_kept_until_due() {
         let now = SystemTime::now();
-        let (ca, why) = listener_ca(None, "listener", now)
+        let (ca, why) = own_ca(None, "listener", now)
             .expect("issue")
             .expect("issued");
         assert_eq!(why, Why::Missing);
         assert_eq!(ca.ca, ca.cert, "self-signed: its own anchor");
-        assert!(
-            listener_ca(Some(&ca), "listener", now)
-                .expect("check")
-                .is_none()
-        );
+        assert!(own_ca(Some(&ca), "listener", now).expect("check").is_none());
         let names = vec!["egress".to_owned(), "egress.ns.svc".to_owned()];
         let (serving_pems, _) = serving(None, &ca, &names, now)
             .expect("issue")

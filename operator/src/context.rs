@@ -3,17 +3,20 @@
 //! recorder, metrics and settings; and the reverse lookups that decide which
 //! objects a change concerns.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use egress_policy::Named;
 use egress_policy::spec::ProxyRuleGroupSpec;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use crate::inject::Cluster;
 use crate::metrics::Metrics;
 use crate::render::Settings;
 
@@ -34,6 +37,36 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// What shapes every gateway.
     pub settings: Settings,
+    /// What the clients reconciler reads.
+    pub clients: ClientCaches,
+    /// What shapes what client pods get.
+    pub client_settings: ClientSettings,
+}
+
+/// Caches of the clients reconciler (leader only).
+#[derive(Clone, Debug)]
+pub struct ClientCaches {
+    /// Namespaces (labels and annotations).
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+    /// Pods (labels and annotations), to count those that escaped injection.
+    pub pods: Store<PartialObjectMeta<Pod>>,
+    /// Every proxy's `<proxy>-trust-bundle`, the source of the copies.
+    pub trust_bundles: Store<ConfigMap>,
+    /// Trust bundle copies in client namespaces.
+    pub copies: Store<PartialObjectMeta<ConfigMap>>,
+    /// NetworkPolicies rendered for clients.
+    pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+}
+
+/// Operator-wide settings of what client pods get.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientSettings {
+    /// Cluster facts (domain, CIDRs, the operator's namespace).
+    pub cluster: Cluster,
+    /// The system roots (PEM) that trust bundle copies add the proxy's to.
+    pub system_roots: Arc<str>,
+    /// Labels of the cluster DNS pods in kube-system.
+    pub dns_selector: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Context {

@@ -202,6 +202,34 @@ pub struct EgressProxyStatus {
     /// Gateway pods ready.
     #[serde(default)]
     pub ready_replicas: i32,
+    /// The pods the proxy serves through the injection webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<ClientsStatus>,
+}
+
+/// `EgressProxy.status.clients`: what injected pods get and which escaped.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientsStatus {
+    /// The `NO_PROXY` injected pods get.
+    pub no_proxy: String,
+    /// Namespaces served (labelled `egress.dev/injection=enabled` and selected).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Pods carrying this proxy's settings.
+    #[serde(default)]
+    pub injected_pods: i64,
+    /// Pods this proxy should serve that run without its settings: created
+    /// while the webhook was unreachable, or before their namespace was
+    /// labelled.
+    #[serde(default)]
+    pub escaped_pods: i64,
+    /// Some of them, `<namespace>/<pod>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escaped: Vec<String>,
+    /// What the counts mean and what to do.
+    #[serde(default)]
+    pub message: String,
 }
 
 /// Where clients find the proxy.
@@ -367,6 +395,12 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
                         "string",
                         ".status.endpoints.http",
                         "Proxy URL for clients",
+                    ),
+                    column(
+                        "Escaped",
+                        "integer",
+                        ".status.clients.escapedPods",
+                        "Served pods running without the proxy settings",
                     ),
                     column(
                         "Interception",

@@ -5,25 +5,37 @@
 //! certificates are issued ([`certs`], pure; issuing itself is
 //! `egress-pki`'s), status conditions ([`conditions`]), and the reconcilers
 //! that apply all of it with server-side apply ([`reconcile_proxy`],
-//! [`reconcile_policy`], wired in [`run`]). What a policy means is the
-//! `egress-policy` crate's; serving traffic is the gateway's.
+//! [`reconcile_policy`], wired in [`run`]). For the pods a proxy serves:
+//! the injection decision and patch ([`inject`], pure) behind the webhook
+//! server ([`webhook`], its certificate kept by [`webhook_cert`]), and what
+//! is rendered into client namespaces ([`render_clients`], pure), applied
+//! by [`reconcile_clients`]. What a policy means is the `egress-policy`
+//! crate's; serving traffic is the gateway's.
 
 pub mod admin;
 pub mod args;
+pub mod cache;
 pub mod certs;
 pub mod conditions;
 pub mod context;
 pub mod crd;
 pub mod error;
+pub mod inject;
 pub mod metrics;
 pub mod names;
+pub mod reconcile_clients;
 pub mod reconcile_policy;
 pub mod reconcile_proxy;
 pub mod render;
+pub mod render_clients;
 pub mod run;
+pub mod webhook;
+pub mod webhook_cert;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
@@ -82,6 +94,77 @@ pub async fn ensure_pod_reader_role(client: &Client) -> anyhow::Result<()> {
     )
     .await?;
     Ok(())
+}
+
+/// The addresses of the API server's Service (`default/kubernetes`), which
+/// injected pods reach directly; none when it cannot be read.
+pub async fn api_server_addresses(client: &Client) -> Vec<String> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    match api.get_opt("kubernetes").await {
+        Ok(Some(service)) => service
+            .spec
+            .and_then(|s| s.cluster_ips)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|ip| ip != "None")
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read Service default/kubernetes: its address is not in NO_PROXY");
+            Vec::new()
+        }
+    }
+}
+
+/// Where distributions keep the system roots, most common first.
+const SYSTEM_ROOTS: [&str; 4] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/cert.pem",
+    "/etc/ssl/ca-bundle.pem",
+];
+
+/// The system roots (PEM) client trust bundles start from: `path`, or
+/// `$SSL_CERT_FILE`, or the first of the usual places that exists.
+pub fn system_roots(path: Option<&Path>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let read = |path: &Path| -> anyhow::Result<String> {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the client roots {}", path.display()))?;
+        let count = egress_pki::certificates(&pem)
+            .with_context(|| format!("{} is not a PEM bundle", path.display()))?
+            .len();
+        tracing::info!(path = %path.display(), certificates = count, "client system roots");
+        Ok(pem)
+    };
+    if let Some(path) = path {
+        return read(path);
+    }
+    if let Some(path) = std::env::var_os("SSL_CERT_FILE") {
+        return read(Path::new(&path));
+    }
+    match SYSTEM_ROOTS.iter().map(Path::new).find(|p| p.exists()) {
+        Some(path) => read(path),
+        None => {
+            tracing::warn!(
+                "no system roots found (pass --client-roots): client trust bundles hold only the proxy's roots"
+            );
+            Ok(String::new())
+        }
+    }
+}
+
+/// `key=value,key=value` as a label map.
+pub fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok((key.trim().to_owned(), value.trim().to_owned()))
+            }
+            _ => anyhow::bail!("{pair:?} is not key=value"),
+        })
+        .collect()
 }
 
 /// Completes on SIGTERM or SIGINT.

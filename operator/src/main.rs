@@ -8,11 +8,14 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use egress_operator::admin::{self, Readiness};
-use egress_operator::args::{Args, LogFormat};
-use egress_operator::context::Context;
+use egress_operator::args::{Args, LogFormat, WebhookCertificates};
+use egress_operator::context::{ClientSettings, Context};
+use egress_operator::inject::Cluster;
 use egress_operator::metrics::Metrics;
 use egress_operator::render::Settings;
 use egress_operator::run;
+use egress_operator::webhook::{self, Webhook};
+use egress_operator::webhook_cert::{self, WebhookCert};
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +73,18 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         cluster_name: args.cluster_name.clone(),
         cluster_domain: args.cluster_domain.clone(),
     };
+    let client_settings = ClientSettings {
+        cluster: Cluster {
+            domain: args.cluster_domain.clone(),
+            api_server: egress_operator::api_server_addresses(&client).await,
+            service_cidrs: args.service_cidrs.clone(),
+            pod_cidrs: args.pod_cidrs.clone(),
+            operator_namespace: args.namespace.clone(),
+        },
+        system_roots: egress_operator::system_roots(args.client_roots.as_deref())?.into(),
+        dns_selector: egress_operator::parse_labels(&args.dns_selector)
+            .context("--dns-selector")?,
+    };
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -77,25 +92,71 @@ async fn operate(args: Args) -> anyhow::Result<()> {
             instance: Some(identity.clone()),
         },
     );
+
+    // The webhook runs on every replica; the leader keeps its certificate.
+    let webhook_cert = match (args.webhook_listen, args.webhook_certificates) {
+        (Some(_), WebhookCertificates::Operator) => Some(WebhookCert {
+            namespace: args.namespace.clone(),
+            secret: args.webhook_secret.clone(),
+            service: args.webhook_service.clone(),
+            hosts: args.webhook_hosts.clone(),
+            cluster_domain: args.cluster_domain.clone(),
+            configuration: args.webhook_configuration.clone(),
+        }),
+        _ => None,
+    };
+    match args.webhook_listen {
+        Some(address) => {
+            let webhook = Webhook::start(
+                client.clone(),
+                client_settings.cluster.clone(),
+                &args.namespace,
+                &args.webhook_secret,
+                metrics.clone(),
+            );
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("cannot listen on {address} (webhook)"))?;
+            tracing::info!(listener = "webhook", address = %listener.local_addr()?, "listening");
+            let ready = ready.clone();
+            tokio::spawn(async move {
+                webhook.ready().await;
+                tracing::info!("webhook ready");
+                ready.set(true);
+                if let Err(error) = webhook::serve(listener, webhook).await {
+                    tracing::error!(%error, "webhook stopped");
+                }
+            });
+        }
+        None => ready.set(true),
+    }
+
     let lead = |stop: CancellationToken| {
-        let (client, metrics, settings, recorder) = (
+        let (client, metrics, settings, client_settings, recorder, webhook_cert) = (
             client.clone(),
             metrics.clone(),
             settings.clone(),
+            client_settings.clone(),
             recorder.clone(),
+            webhook_cert.clone(),
         );
         async move {
             egress_operator::ensure_pod_reader_role(&client).await?;
+            if let Some(cert) = webhook_cert {
+                tokio::spawn(webhook_cert::maintain(client.clone(), cert, stop.clone()));
+            }
             run::controllers(
                 client.clone(),
-                |proxies, configurations, groups| Context {
+                |caches| Context {
                     client,
-                    proxies,
-                    configurations,
-                    groups,
+                    proxies: caches.proxies,
+                    configurations: caches.configurations,
+                    groups: caches.groups,
                     recorder,
                     metrics,
                     settings,
+                    clients: caches.clients,
+                    client_settings,
                 },
                 stop,
             )
@@ -103,13 +164,12 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         }
     };
 
-    ready.set(true);
     if !args.leader_election {
         metrics.leader.set(1);
         return lead(shutdown).await;
     }
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.lease_namespace)
+        .with_namespace(&args.namespace)
         .with_identity(&identity)
         .with_duration(args.lease_duration)
         .with_grace((args.lease_duration / 3).max(1))
@@ -117,7 +177,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         .await
         .context("cannot set up leader election")?;
     let (mut leading, lease_task) = manager.watch().await;
-    tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, %identity, "waiting to lead");
+    tracing::info!(lease = %args.lease_name, namespace = %args.namespace, %identity, "waiting to lead");
     while !*leading.borrow_and_update() {
         tokio::select! {
             _ = shutdown.cancelled() => {

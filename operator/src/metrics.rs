@@ -25,6 +25,24 @@ pub struct ErrorLabels {
     pub reason: &'static str,
 }
 
+/// Labels of a webhook review.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// `injected`, `skipped` or `error`.
+    pub outcome: &'static str,
+    /// Why skipped (`opted_out`, `namespace_not_enabled`, ...) or failed.
+    pub reason: &'static str,
+}
+
+/// Labels naming a proxy.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProxyLabels {
+    /// The proxy's namespace.
+    pub namespace: String,
+    /// The proxy.
+    pub proxy: String,
+}
+
 /// Every metric of the operator.
 #[derive(Debug)]
 pub struct Metrics {
@@ -36,6 +54,10 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     /// 1 while this replica leads (runs the controllers).
     pub leader: Gauge,
+    /// Webhook reviews answered.
+    pub webhook: Family<WebhookLabels, Counter>,
+    /// Pods a proxy should serve that run without its settings.
+    pub escaped_pods: Family<ProxyLabels, Gauge>,
 }
 
 impl Metrics {
@@ -48,6 +70,8 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.000_5, 2.0, 16))
             }),
             leader: Gauge::default(),
+            webhook: Family::default(),
+            escaped_pods: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("egress_operator");
         r.register(
@@ -69,6 +93,16 @@ impl Metrics {
             "leader",
             "1 while this replica leads",
             metrics.leader.clone(),
+        );
+        r.register(
+            "webhook_reviews",
+            "Injection webhook reviews, by outcome and reason",
+            metrics.webhook.clone(),
+        );
+        r.register(
+            "escaped_pods",
+            "Pods a proxy should serve that run without its settings (webhook unreachable, or created before their namespace was labelled)",
+            metrics.escaped_pods.clone(),
         );
         metrics
     }

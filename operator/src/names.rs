@@ -32,6 +32,31 @@ pub const BUNDLE_LISTENER: &str = "listener-ca.pem";
 /// Everything clients should trust, in one file.
 pub const BUNDLE_ALL: &str = "ca-bundle.pem";
 
+/// Namespace label that opts a namespace in to injection (value `enabled`).
+pub const INJECTION_LABEL: &str = "egress.dev/injection";
+/// Pod annotation that opts a pod out of injection (value `"false"`).
+pub const INJECT_ANNOTATION: &str = "egress.dev/inject";
+/// Pod annotation the webhook writes: the chosen proxy, `<namespace>/<name>`.
+pub const PROXY_ANNOTATION: &str = "egress.dev/proxy";
+/// Pod annotation the webhook writes: why that proxy.
+pub const PROXY_REASON_ANNOTATION: &str = "egress.dev/proxy-reason";
+/// Label on objects rendered into client namespaces: the proxy's name.
+pub const CLIENT_OF_LABEL: &str = "egress.dev/proxy-name";
+/// Label on objects rendered into client namespaces: the proxy's namespace.
+pub const CLIENT_OF_NAMESPACE_LABEL: &str = "egress.dev/proxy-namespace";
+/// Annotation with the hash of what was rendered, so unchanged objects are
+/// not applied again.
+pub const RENDER_HASH_ANNOTATION: &str = "egress.dev/render-hash";
+
+/// Label on each proxy's `<proxy>-trust-bundle` (value `source`), which the
+/// clients reconciler caches to copy.
+pub const TRUST_BUNDLE_LABEL: &str = "egress.dev/trust-bundle";
+
+/// The system roots plus the proxy's roots, for `SSL_CERT_FILE` and friends.
+pub const BUNDLE_WITH_SYSTEM: &str = "ca-certificates.crt";
+/// The same as a PKCS#12 truststore for Java.
+pub const BUNDLE_JAVA: &str = "truststore.p12";
+
 /// The names of one proxy's objects.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Names {
@@ -73,6 +98,37 @@ impl Names {
     /// ConfigMap with what clients trust.
     pub fn trust_bundle(&self) -> String {
         objects::trust_bundle(&self.proxy)
+    }
+
+    /// The copy of the trust bundle in each client namespace (pods cannot
+    /// mount across namespaces). Named after the proxy's namespace too:
+    /// proxies of two namespaces may serve one client namespace.
+    pub fn client_trust_bundle(&self) -> String {
+        format!("egress-trust.{}.{}", self.namespace, self.proxy)
+    }
+
+    /// NetworkPolicy in each client namespace limiting served pods' egress.
+    pub fn client_egress_policy(&self) -> String {
+        format!("egress-clients.{}.{}", self.namespace, self.proxy)
+    }
+
+    /// NetworkPolicy in the proxy's namespace admitting only served pods.
+    pub fn proxy_ingress_policy(&self) -> String {
+        format!("{}-clients", self.proxy)
+    }
+
+    /// `<namespace>/<name>`, as the pod annotation names the proxy.
+    pub fn qualified(&self) -> String {
+        format!("{}/{}", self.namespace, self.proxy)
+    }
+
+    /// Labels of objects rendered into client namespaces (no owner reference
+    /// can cross namespaces, so these find them for clean-up).
+    pub fn client_labels(&self) -> BTreeMap<String, String> {
+        let mut labels = self.labels();
+        labels.insert(CLIENT_OF_LABEL.to_owned(), self.proxy.clone());
+        labels.insert(CLIENT_OF_NAMESPACE_LABEL.to_owned(), self.namespace.clone());
+        labels
     }
 
     /// Deployment, Service, ServiceAccount, Role, RoleBinding, PDB, HPA.

@@ -107,22 +107,7 @@ where
 
 async fn secret_pems(ctx: &Context, namespace: &str, name: &str) -> Result<Option<Pems>, Error> {
     let api: Api<Secret> = Api::namespaced(ctx.client.clone(), namespace);
-    Ok(api.get_opt(name).await?.map(|s| pems_of(&s)))
-}
-
-fn pems_of(secret: &Secret) -> Pems {
-    let data = secret.data.clone().unwrap_or_default();
-    let text = |key: &str| {
-        data.get(key)
-            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            .unwrap_or_default()
-    };
-    Pems {
-        cert: text("tls.crt"),
-        key: text("tls.key"),
-        ca: text("ca.crt"),
-        annotations: secret.metadata.annotations.clone().unwrap_or_default(),
-    }
+    Ok(api.get_opt(name).await?.map(|s| certs::pems_of(&s)))
 }
 
 /// Why the policy could not be compiled: a reason and a message.
@@ -302,7 +287,7 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     // Certificates: the listener's, and the sub-CA when interception is on.
     let cluster_domain = ctx.settings.cluster_domain.clone();
     let listener_ca = secret_pems(ctx, &namespace, &names.listener_ca()).await?;
-    let listener_ca = match certs::listener_ca(
+    let listener_ca = match certs::own_ca(
         listener_ca.as_ref(),
         &format!("egress-proxy {namespace}/{} listener CA", names.proxy),
         now,
@@ -469,12 +454,15 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         proxy.metadata.generation,
         jiff::Timestamp::now(),
     );
+    // `status.clients` is the clients reconciler's (its own field manager):
+    // compared as it is, never applied from here.
+    status.clients = old.clients.clone();
     if Some(&status) != proxy.status.as_ref() {
         let api: Api<EgressProxy> = Api::namespaced(ctx.client.clone(), &namespace);
         let patch = serde_json::json!({
             "apiVersion": EgressProxy::api_version(&()),
             "kind": EgressProxy::kind(&()),
-            "status": status,
+            "status": EgressProxyStatus { clients: None, ..status },
         });
         api.patch_status(
             &names.proxy,

@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use crate::crd::EgressProxy;
 use crate::names::{
     BUNDLE_ALL, BUNDLE_INTERCEPT, BUNDLE_LISTENER, Names, POD_CONFIG_ANNOTATION,
-    POLICY_HASH_ANNOTATION, POLICY_KEY, POLICY_VERSION_ANNOTATION, metadata,
+    POLICY_HASH_ANNOTATION, POLICY_KEY, POLICY_VERSION_ANNOTATION, TRUST_BUNDLE_LABEL, metadata,
 };
 
 /// The ClusterRole (installed once, shared by every gateway) that lets a
@@ -117,8 +117,12 @@ pub fn trust_bundle(
     }
     all.push_str(listener_ca);
     data.insert(BUNDLE_ALL.to_owned(), all);
+    let mut meta = metadata(proxy, Names::of(proxy).trust_bundle());
+    meta.labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(TRUST_BUNDLE_LABEL.to_owned(), "source".to_owned());
     ConfigMap {
-        metadata: metadata(proxy, Names::of(proxy).trust_bundle()),
+        metadata: meta,
         data: Some(data),
         ..ConfigMap::default()
     }

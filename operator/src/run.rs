@@ -11,6 +11,9 @@
 //!   (whose `usedBy` it changes).
 //! - A change to an object a proxy owns, or to a Secret a proxy names as its
 //!   parent CA, reconciles that proxy.
+//! - The clients reconciler (what a proxy renders for the pods it serves)
+//!   runs on a proxy's change and on changes to namespaces, pods that it may
+//!   serve, its trust bundle and what it rendered in client namespaces.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -19,20 +22,26 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::Context;
+use crate::context::{ClientCaches, Context};
 use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
 use crate::error::Error;
 use crate::metrics::ErrorLabels;
-use crate::names::MANAGER;
-use crate::{reconcile_policy, reconcile_proxy};
+use crate::names::{
+    CLIENT_OF_LABEL, CLIENT_OF_NAMESPACE_LABEL, MANAGER, Names, PROXY_ANNOTATION,
+    TRUST_BUNDLE_LABEL,
+};
+use crate::{cache, inject, reconcile_clients, reconcile_policy, reconcile_proxy};
 
 /// The subscriber a controller reads its primary objects from.
 fn subscriber<K>(
@@ -161,15 +170,24 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     }
 }
 
+/// The caches every controller reads.
+#[derive(Clone, Debug)]
+pub struct Caches {
+    /// EgressProxies.
+    pub proxies: reflector::Store<EgressProxy>,
+    /// ProxyConfigurations.
+    pub configurations: reflector::Store<ProxyConfiguration>,
+    /// ProxyRuleGroups.
+    pub groups: reflector::Store<ProxyRuleGroup>,
+    /// What the clients reconciler reads.
+    pub clients: ClientCaches,
+}
+
 /// Runs the controllers until `stop` is cancelled; the caches are filled before
 /// the first reconcile, so nothing is judged on a partial view.
 pub async fn controllers(
     client: Client,
-    make_context: impl FnOnce(
-        reflector::Store<EgressProxy>,
-        reflector::Store<ProxyConfiguration>,
-        reflector::Store<ProxyRuleGroup>,
-    ) -> Context,
+    make_context: impl FnOnce(Caches) -> Context,
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     let (proxies, proxy_writer) = reflector::store_shared::<EgressProxy>(1024);
@@ -177,6 +195,7 @@ pub async fn controllers(
         reflector::store_shared::<ProxyConfiguration>(1024);
     let (groups, group_writer) = reflector::store_shared::<ProxyRuleGroup>(1024);
     let proxy_events = subscriber(&proxy_writer)?;
+    let client_proxy_events = subscriber(&proxy_writer)?;
     let configuration_events = subscriber(&configuration_writer)?;
     let group_events = subscriber(&group_writer)?;
 
@@ -200,24 +219,48 @@ pub async fn controllers(
             .reflect_shared(group_writer)
             .boxed(),
     );
+    let (client_changes, client_triggers) = tokio::sync::mpsc::unbounded_channel();
+    let client_caches = client_caches(&client, &proxies, &client_changes);
     let (a, b, c) = tokio::join!(
         proxies.wait_until_ready(),
         configurations.wait_until_ready(),
         groups.wait_until_ready()
     );
     a.and(b).and(c).map_err(|e| anyhow::anyhow!("cache: {e}"))?;
+    let ClientCaches {
+        namespaces,
+        pods,
+        trust_bundles,
+        copies,
+        network_policies,
+    } = &client_caches;
+    let (a, b, c, d, e) = tokio::join!(
+        namespaces.wait_until_ready(),
+        pods.wait_until_ready(),
+        trust_bundles.wait_until_ready(),
+        copies.wait_until_ready(),
+        network_policies.wait_until_ready()
+    );
+    a.and(b)
+        .and(c)
+        .and(d)
+        .and(e)
+        .map_err(|e| anyhow::anyhow!("cache: {e}"))?;
     tracing::info!(
         proxies = proxies.state().len(),
         configurations = configurations.state().len(),
         groups = groups.state().len(),
+        namespaces = namespaces.state().len(),
+        pods = pods.state().len(),
         "caches ready; reconciling"
     );
 
-    let ctx = Arc::new(make_context(
-        proxies.clone(),
-        configurations.clone(),
-        groups.clone(),
-    ));
+    let ctx = Arc::new(make_context(Caches {
+        proxies: proxies.clone(),
+        configurations: configurations.clone(),
+        groups: groups.clone(),
+        clients: client_caches.clone(),
+    }));
     let backoff = Arc::new(Backoff::default());
     let managed =
         || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
@@ -356,7 +399,7 @@ pub async fn controllers(
             watcher::Config::default(),
             groups_of_proxy,
         )
-        .graceful_shutdown_on(stop.cancelled_owned())
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
         .run(
             wrapped(
                 "proxyrulegroup",
@@ -368,8 +411,138 @@ pub async fn controllers(
         )
         .for_each(log_outcome);
 
-    tokio::join!(proxy_controller, configuration_controller, group_controller);
+    let triggers = futures_util::stream::unfold(client_triggers, |mut triggers| async move {
+        triggers.recv().await.map(|proxy| (proxy, triggers))
+    });
+    let clients_controller = Controller::for_shared_stream(client_proxy_events, proxies.clone())
+        .reconcile_on(triggers)
+        .graceful_shutdown_on(stop.cancelled_owned())
+        .run(
+            wrapped("clients", reconcile_clients::reconcile, backoff.clone()),
+            error_policy::<EgressProxy>(backoff.clone()),
+            ctx.clone(),
+        )
+        .for_each(log_outcome);
+
+    tokio::join!(
+        proxy_controller,
+        configuration_controller,
+        group_controller,
+        clients_controller
+    );
     Ok(())
+}
+
+/// The clients reconciler's caches; every change is sent to `changes` as
+/// the proxies it concerns.
+fn client_caches(
+    client: &Client,
+    proxies: &reflector::Store<EgressProxy>,
+    changes: &UnboundedSender<ObjectRef<EgressProxy>>,
+) -> ClientCaches {
+    // Which proxies an object rendered for clients (or a trust bundle) is of.
+    let of_labels = |changes: UnboundedSender<ObjectRef<EgressProxy>>| {
+        move |meta: &ObjectMeta| {
+            let labels = meta.labels.clone().unwrap_or_default();
+            let name = labels
+                .get(CLIENT_OF_LABEL)
+                .or_else(|| labels.get("app.kubernetes.io/instance"));
+            let namespace = labels
+                .get(CLIENT_OF_NAMESPACE_LABEL)
+                .or(meta.namespace.as_ref());
+            if let (Some(name), Some(namespace)) = (name, namespace) {
+                let _ = changes.send(ObjectRef::new(name).within(namespace));
+            }
+        }
+    };
+    let every_proxy = {
+        let (proxies, changes) = (proxies.clone(), changes.clone());
+        move || {
+            for proxy in proxies.state() {
+                let _ = changes.send(ObjectRef::from_obj(proxy.as_ref()));
+            }
+        }
+    };
+    let namespaces = {
+        let every_proxy = every_proxy.clone();
+        cache::spawn(
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+            move |_| every_proxy(),
+        )
+    };
+    let pods = {
+        // A pod concerns the proxy it names and those that may serve it.
+        let (proxies, namespaces, changes) = (proxies.clone(), namespaces.clone(), changes.clone());
+        cache::spawn(
+            watcher(
+                Api::<PartialObjectMeta<Pod>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+            move |pod: &PartialObjectMeta<Pod>| {
+                let namespace = pod.namespace().unwrap_or_default();
+                let Some(namespace) = namespaces.get(&ObjectRef::new(&namespace)) else {
+                    return;
+                };
+                let named = pod.annotations().get(PROXY_ANNOTATION);
+                let empty = Default::default();
+                let namespace_labels = namespace.metadata.labels.as_ref().unwrap_or(&empty);
+                for proxy in proxies.state() {
+                    let names = Names::of(&proxy);
+                    if named == Some(&names.qualified())
+                        || inject::serves(&proxy, namespace_labels, pod.labels())
+                    {
+                        let _ = changes.send(ObjectRef::from_obj(proxy.as_ref()));
+                    }
+                }
+            },
+        )
+    };
+    let trust_bundles = {
+        let changed = of_labels(changes.clone());
+        cache::spawn(
+            watcher(
+                Api::<ConfigMap>::all(client.clone()),
+                watcher::Config::default().labels(&format!("{TRUST_BUNDLE_LABEL}=source")),
+            )
+            .default_backoff(),
+            move |c: &ConfigMap| changed(&c.metadata),
+        )
+    };
+    let rendered = || watcher::Config::default().labels(CLIENT_OF_NAMESPACE_LABEL);
+    let copies = {
+        let changed = of_labels(changes.clone());
+        cache::spawn(
+            watcher(
+                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+                rendered(),
+            )
+            .default_backoff(),
+            move |c: &PartialObjectMeta<ConfigMap>| changed(&c.metadata),
+        )
+    };
+    let network_policies = {
+        let changed = of_labels(changes.clone());
+        cache::spawn(
+            watcher(
+                Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
+                rendered(),
+            )
+            .default_backoff(),
+            move |n: &PartialObjectMeta<NetworkPolicy>| changed(&n.metadata),
+        )
+    };
+    ClientCaches {
+        namespaces,
+        pods,
+        trust_bundles,
+        copies,
+        network_policies,
+    }
 }
 
 fn groups_listed(c: &ProxyConfiguration, namespace: &str) -> Vec<ObjectRef<ProxyRuleGroup>> {

@@ -20,8 +20,9 @@ pub struct CertInfo {
     pub is_ca: bool,
     /// basicConstraints pathLenConstraint, when present.
     pub path_len: Option<u32>,
-    /// DNS names of the subjectAltName extension, in order.
-    pub dns_names: Vec<String>,
+    /// DNS names and IP addresses of the subjectAltName extension, in
+    /// order, as [`issue_server_cert`](crate::issue_server_cert) takes them.
+    pub names: Vec<String>,
 }
 
 /// Describes the first certificate of `cert_pem`.
@@ -32,7 +33,7 @@ pub fn inspect(cert_pem: &str) -> Result<CertInfo, Error> {
         .basic_constraints()
         .map_err(|e| invalid(1, e))?
         .map(|ext| ext.value.clone());
-    let dns_names = first
+    let names = first
         .subject_alternative_name()
         .map_err(|e| invalid(1, e))?
         .map(|san| {
@@ -41,6 +42,7 @@ pub fn inspect(cert_pem: &str) -> Result<CertInfo, Error> {
                 .iter()
                 .filter_map(|name| match name {
                     GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    GeneralName::IPAddress(bytes) => ip_address(bytes),
                     _ => None,
                 })
                 .collect()
@@ -52,8 +54,17 @@ pub fn inspect(cert_pem: &str) -> Result<CertInfo, Error> {
         not_after: dates::from_asn1(first.validity().not_after),
         is_ca: constraints.as_ref().is_some_and(|bc| bc.ca),
         path_len: constraints.and_then(|bc| bc.path_len_constraint),
-        dns_names,
+        names,
     })
+}
+
+fn ip_address(bytes: &[u8]) -> Option<String> {
+    let address = match bytes.len() {
+        4 => std::net::IpAddr::from(<[u8; 4]>::try_from(bytes).ok()?),
+        16 => std::net::IpAddr::from(<[u8; 16]>::try_from(bytes).ok()?),
+        _ => return None,
+    };
+    Some(address.to_string())
 }
 
 /// Whether a certificate valid from `not_before` to `not_after` should be
@@ -147,7 +158,7 @@ mod tests {
         );
         assert!(info.is_ca);
         assert_eq!(info.path_len, Some(3));
-        assert_eq!(info.dns_names, ["a.example", "b.example"]);
+        assert_eq!(info.names, ["a.example", "10.0.0.1", "b.example"]);
 
         let leaf = inspect(&other.cert.pem()).expect("inspect");
         assert!(!leaf.is_ca);

@@ -12,7 +12,9 @@
 //!   self-signed listener and webhook CAs ([`self_signed_ca`]) and their
 //!   serving certificates ([`issue_server_cert`]);
 //! - reading back a stored certificate and deciding when to renew it
-//!   ([`inspect`], [`renewal_due`]).
+//!   ([`inspect`], [`renewal_due`]);
+//! - a PKCS#12 truststore of trusted certificates for Java clients
+//!   ([`java_truststore`]).
 //!
 //! It must not touch files, the network, Kubernetes or the clock: every
 //! function takes text or bytes and returns strings, and the caller passes
@@ -47,6 +49,7 @@ mod parent;
 mod pem;
 #[cfg(test)]
 mod testutil;
+mod truststore;
 
 pub use error::Error;
 pub use inspect::{CertInfo, inspect, renewal_due};
@@ -54,3 +57,4 @@ pub use issue::{IssuedCa, IssuedCert, issue_server_cert, self_signed_ca};
 pub use key::private_key_pkcs8;
 pub use parent::Parent;
 pub use pem::certificates;
+pub use truststore::java_truststore;

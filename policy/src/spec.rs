@@ -200,9 +200,9 @@ pub struct EgressProxySpec {
     /// Scale the gateway with its CPU load (renders a HorizontalPodAutoscaler).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<Autoscaling>,
-    /// Which pods (in namespaces opted in to injection) are pointed at this proxy.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_selector: Option<LabelSelector>,
+    /// Which pods are pointed at this proxy by the injection webhook, and how.
+    #[serde(default)]
+    pub clients: Clients,
 }
 
 /// A reference to a `ProxyConfiguration` in the same namespace.
@@ -324,6 +324,73 @@ fn all_actions() -> Vec<Action> {
     vec![Action::Allow, Action::Deny, Action::Alert]
 }
 
+/// The pods a proxy serves (in namespaces labelled
+/// `egress.dev/injection=enabled`) and what the webhook gives them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Clients {
+    /// Namespaces served, among those opted in to injection; all of them
+    /// when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// Pods served in those namespaces; all of them when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// Which listener the injected `HTTPS_PROXY`/`HTTP_PROXY` point at:
+    /// `http` (every client can) or `https` (TLS to the proxy too; Java
+    /// always gets the `http` one, it cannot speak TLS to a proxy).
+    #[serde(default)]
+    pub listener: ClientListener,
+    /// Extra `NO_PROXY` entries (names, `.domain` suffixes, addresses,
+    /// CIDRs) on top of the cluster's own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 256), inner(regex(pattern = r"^[^\s,|]+$")))
+    )]
+    pub no_proxy: Vec<String>,
+    /// Mount the trust bundle and point `SSL_CERT_FILE` and friends at it,
+    /// when there is something to trust (interception on, or the `https`
+    /// listener). Default true.
+    #[serde(default = "yes")]
+    pub inject_trust_bundle: bool,
+    /// Bypass prevention: NetworkPolicies that let the served pods reach only
+    /// the proxy, cluster DNS and the `NO_PROXY` ranges, and admit only them
+    /// to the proxy. Needs a CNI that enforces NetworkPolicy.
+    #[serde(default)]
+    pub enforce: bool,
+}
+
+impl Default for Clients {
+    fn default() -> Self {
+        Clients {
+            namespace_selector: None,
+            pod_selector: None,
+            listener: ClientListener::default(),
+            no_proxy: Vec::new(),
+            inject_trust_bundle: true,
+            enforce: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The listener injected clients use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ClientListener {
+    /// Plain HTTP to the proxy (`http://<proxy>.<ns>.svc:<httpPort>`).
+    #[default]
+    Http,
+    /// TLS to the proxy (`https://<proxy>.<ns>.svc:<httpsPort>`).
+    Https,
+}
+
 /// Compute resources of a container, as Kubernetes quantities (`cpu: 500m`,
 /// `memory: 128Mi`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -388,11 +455,46 @@ pub struct LabelSelector {
 pub struct LabelSelectorRequirement {
     /// The label key.
     pub key: String,
-    /// `In`, `NotIn`, `Exists` or `DoesNotExist`.
-    pub operator: String,
+    /// How the label relates to `values`.
+    pub operator: SelectorOperator,
     /// Values for `In` and `NotIn`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
+}
+
+/// The operator of a [`LabelSelectorRequirement`], as Kubernetes spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum SelectorOperator {
+    /// The label is set to one of the values.
+    In,
+    /// The label is absent or set to none of the values.
+    NotIn,
+    /// The label is set.
+    Exists,
+    /// The label is absent.
+    DoesNotExist,
+}
+
+impl LabelSelector {
+    /// Whether `labels` satisfy every label and requirement (Kubernetes
+    /// semantics: an empty selector selects everything).
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.match_labels
+            .iter()
+            .all(|(key, value)| labels.get(key) == Some(value))
+            && self.match_expressions.iter().all(|requirement| {
+                let value = labels.get(&requirement.key);
+                match requirement.operator {
+                    SelectorOperator::In => value.is_some_and(|v| requirement.values.contains(v)),
+                    SelectorOperator::NotIn => {
+                        !value.is_some_and(|v| requirement.values.contains(v))
+                    }
+                    SelectorOperator::Exists => value.is_some(),
+                    SelectorOperator::DoesNotExist => value.is_none(),
+                }
+            })
+    }
 }
 
 /// Accepts `["404", 404, 1.5, true]`-style lists: YAML users write status codes and
@@ -439,6 +541,48 @@ mod tests {
             ["404", "405"]
         );
         assert!(group.rules.pre_dns.is_empty());
+    }
+
+    #[test]
+    fn label_selectors_follow_kubernetes_semantics() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let selector: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"team": "a"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["web", "api"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+                {"key": "env", "operator": "NotIn", "values": ["dev"]}
+            ]
+        }))
+        .expect("valid selector");
+        assert!(selector.matches(&labels(&[("team", "a"), ("tier", "web")])));
+        assert!(selector.matches(&labels(&[("team", "a"), ("tier", "api"), ("env", "prod")])));
+        assert!(!selector.matches(&labels(&[("team", "b"), ("tier", "web")])));
+        assert!(
+            !selector.matches(&labels(&[("team", "a")])),
+            "In needs the label"
+        );
+        assert!(!selector.matches(&labels(&[("team", "a"), ("tier", "web"), ("legacy", "")])));
+        assert!(!selector.matches(&labels(&[("team", "a"), ("tier", "web"), ("env", "dev")])));
+        assert!(
+            LabelSelector::default().matches(&labels(&[])),
+            "empty selects all"
+        );
+        let exists: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "x", "operator": "Exists"}]
+        }))
+        .expect("valid selector");
+        assert!(exists.matches(&labels(&[("x", "")])));
+        assert!(!exists.matches(&labels(&[("y", "1")])));
+        let typo = serde_json::from_value::<LabelSelector>(serde_json::json!({
+            "matchExpressions": [{"key": "x", "operator": "in"}]
+        }));
+        assert!(typo.is_err(), "operators are spelled as Kubernetes does");
     }
 
     #[test]

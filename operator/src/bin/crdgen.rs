@@ -1,18 +1,21 @@
-//! `crdgen`: writes the CRDs the operator's types generate into `crds/`
-//! (`--check` only compares, for CI and tests).
+//! `crdgen`: writes the CRDs the operator's types generate into `crds/` and
+//! the chart's `crds/` (`--check` only compares, for CI and tests).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 
-/// Writes crds/*.yaml from the operator's resource types.
+/// Writes crds/*.yaml (and the chart's copy) from the operator's resource types.
 #[derive(Debug, Parser)]
 #[command(name = "crdgen", version, about)]
 struct Args {
-    /// Directory to write to.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds"))]
-    out: PathBuf,
+    /// Directories to write to (repeatable).
+    #[arg(long, default_values = [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../crds"),
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/egress-proxy/crds"),
+    ])]
+    out: Vec<PathBuf>,
     /// Compare instead of writing; exit 1 and name the files that differ.
     #[arg(long)]
     check: bool,
@@ -21,9 +24,13 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut stale = Vec::new();
-    for (file, crd) in egress_operator::crd::all() {
-        let path = args.out.join(file);
-        let yaml = egress_operator::crd::yaml(&crd);
+    let crds = egress_operator::crd::all();
+    let files = args
+        .out
+        .iter()
+        .flat_map(|dir| crds.iter().map(move |(file, crd)| (dir.join(file), crd)));
+    for (path, crd) in files {
+        let yaml = egress_operator::crd::yaml(crd);
         if args.check {
             if std::fs::read_to_string(&path).ok().as_deref() != Some(yaml.as_str()) {
                 stale.push(path.display().to_string());

@@ -1,0 +1,370 @@
+//! The injection webhook's HTTPS server: an `AdmissionReview` of a pod in,
+//! a JSON patch out (what to patch is [`crate::inject`]'s decision). Every
+//! replica serves it, not only the leader: the API server calls whichever
+//! the Service picks. Its certificate comes from a Secret and is swapped
+//! when the Secret changes, without a restart.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use kube::core::{DynamicObject, PartialObjectMeta};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use rustls::pki_types::PrivateKeyDer;
+use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
+use rustls::sign::CertifiedKey;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::cache;
+use crate::crd::EgressProxy;
+use crate::inject::{self, Cluster};
+use crate::metrics::{Metrics, WebhookLabels};
+
+/// Largest review accepted (the API server's objects are at most 1.5 MiB).
+const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Connections served at once; more wait for a slot.
+const MAX_CONNECTIONS: usize = 256;
+/// Time for a TLS handshake and a request's headers.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The webhook's serving certificate, swapped in place.
+#[derive(Debug, Default)]
+pub struct ServingCert(RwLock<Option<Arc<CertifiedKey>>>);
+
+impl ServingCert {
+    /// Checks and installs a certificate chain and key (PEM); on error the
+    /// current one stays.
+    pub fn install(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        let chain = egress_pki::certificates(cert_pem).map_err(|e| e.to_string())?;
+        let key = egress_pki::private_key_pkcs8(key_pem).map_err(|e| e.to_string())?;
+        let provider = rustls::crypto::ring::default_provider();
+        let signing = provider
+            .key_provider
+            .load_private_key(PrivateKeyDer::Pkcs8(key))
+            .map_err(|e| e.to_string())?;
+        let certified = CertifiedKey::new(chain, signing);
+        certified
+            .keys_match()
+            .map_err(|e| format!("the key does not match the certificate: {e}"))?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(certified));
+        Ok(())
+    }
+
+    /// Whether a certificate is installed.
+    pub fn is_installed(&self) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    /// A server configuration that always presents the current certificate.
+    pub fn server_config(self: &Arc<Self>) -> anyhow::Result<Arc<ServerConfig>> {
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// What the webhook decides with.
+pub struct Webhook {
+    client: Client,
+    proxies: Store<EgressProxy>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    cluster: Cluster,
+    metrics: Arc<Metrics>,
+    /// The serving certificate.
+    pub cert: Arc<ServingCert>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Webhook {
+    /// Starts the caches the webhook reads (proxies, namespace labels) and
+    /// follows the certificate in Secret `secret` of `namespace`.
+    pub fn start(
+        client: Client,
+        cluster: Cluster,
+        namespace: &str,
+        secret: &str,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Webhook> {
+        let proxies = cache::spawn(
+            watcher(
+                Api::<EgressProxy>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+            |_| {},
+        );
+        let namespaces = cache::spawn(
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff(),
+            |_| {},
+        );
+        let cert = Arc::new(ServingCert::default());
+        tokio::spawn(follow_certificate(
+            Api::namespaced(client.clone(), namespace),
+            secret.to_owned(),
+            cert.clone(),
+        ));
+        Arc::new(Webhook {
+            client,
+            proxies,
+            namespaces,
+            cluster,
+            metrics,
+            cert,
+        })
+    }
+
+    /// Completes once the caches are filled and a certificate is installed.
+    pub async fn ready(&self) {
+        let _ = self.proxies.wait_until_ready().await;
+        let _ = self.namespaces.wait_until_ready().await;
+        while !self.cert.is_installed() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The metadata of namespace `name`: from the cache, or from the API
+    /// server for one created a moment ago.
+    async fn namespace(&self, name: &str) -> anyhow::Result<ObjectMeta> {
+        if let Some(cached) = self.namespaces.get(&ObjectRef::new(name)) {
+            return Ok(cached.metadata.clone());
+        }
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        Ok(api.get_metadata(name).await?.metadata)
+    }
+
+    /// The response to one review. An `Err` is answered with a 500, so the
+    /// API server applies the configuration's failure policy.
+    pub async fn review(
+        &self,
+        review: AdmissionReview<Pod>,
+    ) -> anyhow::Result<AdmissionReview<DynamicObject>> {
+        let request: AdmissionRequest<Pod> = match review.try_into() {
+            Ok(request) => request,
+            Err(error) => return Ok(AdmissionResponse::invalid(error.to_string()).into_review()),
+        };
+        let response = AdmissionResponse::from(&request);
+        let Some(pod) = request.object.as_ref() else {
+            return Ok(response.into_review());
+        };
+        let namespace = request
+            .namespace
+            .clone()
+            .or_else(|| pod.metadata.namespace.clone())
+            .unwrap_or_default();
+        let pod_name = pod
+            .metadata
+            .name
+            .clone()
+            .or_else(|| pod.metadata.generate_name.as_ref().map(|g| format!("{g}*")))
+            .unwrap_or_default();
+        let namespace_meta = self.namespace(&namespace).await?;
+        let proxies = self.proxies.state();
+        let outcome = inject::decide(
+            &pod.metadata,
+            &namespace,
+            &namespace_meta,
+            &proxies,
+            &self.cluster,
+        );
+        let count = |outcome: &'static str, reason: &'static str| {
+            self.metrics
+                .webhook
+                .get_or_create(&WebhookLabels { outcome, reason })
+                .inc();
+        };
+        match outcome {
+            Err(skip) => {
+                count("skipped", skip.reason());
+                tracing::debug!(%namespace, pod = %pod_name, reason = skip.reason(), "not injected");
+                let mut response = response;
+                if let inject::Skip::NotSelected(why) = skip {
+                    // Shown by kubectl: the namespace asked for injection.
+                    response.warnings = Some(vec![format!(
+                        "egress-proxy: {why}; the pod's traffic does not go through a proxy"
+                    )]);
+                }
+                Ok(response.into_review())
+            }
+            Ok(choice) => {
+                let mutated = inject::mutate(pod, &choice, &self.cluster);
+                let patch = json_patch::diff(
+                    &serde_json::to_value(pod)?,
+                    &serde_json::to_value(&mutated)?,
+                );
+                count("injected", "");
+                tracing::info!(
+                    %namespace,
+                    pod = %pod_name,
+                    proxy = %choice.names().qualified(),
+                    why = %choice.reason,
+                    dry_run = request.dry_run,
+                    "injected"
+                );
+                Ok(response.with_patch(patch)?.into_review())
+            }
+        }
+    }
+
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if request.method() != Method::POST || request.uri().path() != "/mutate" {
+            return respond(StatusCode::NOT_FOUND, "POST /mutate only\n".into());
+        }
+        let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(error) => {
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    format!("cannot read the review: {error}\n"),
+                );
+            }
+        };
+        let review: AdmissionReview<Pod> = match serde_json::from_slice(&body) {
+            Ok(review) => review,
+            Err(error) => {
+                count_error(&self.metrics, "malformed");
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    format!("not an AdmissionReview of a Pod: {error}\n"),
+                );
+            }
+        };
+        match self.review(review).await {
+            Ok(answer) => match serde_json::to_vec(&answer) {
+                Ok(json) => {
+                    let mut response = Response::new(Full::new(Bytes::from(json)));
+                    response.headers_mut().insert(
+                        http::header::CONTENT_TYPE,
+                        http::HeaderValue::from_static("application/json"),
+                    );
+                    response
+                }
+                Err(error) => respond(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+            },
+            Err(error) => {
+                count_error(&self.metrics, "internal");
+                tracing::warn!(%error, "review failed; the failure policy decides");
+                respond(StatusCode::INTERNAL_SERVER_ERROR, format!("{error:#}\n"))
+            }
+        }
+    }
+}
+
+fn count_error(metrics: &Metrics, reason: &'static str) {
+    metrics
+        .webhook
+        .get_or_create(&WebhookLabels {
+            outcome: "error",
+            reason,
+        })
+        .inc();
+}
+
+fn respond(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+/// Installs the certificate of Secret `name` whenever it changes; a broken
+/// one is logged and the previous one keeps serving.
+async fn follow_certificate(api: Api<Secret>, name: String, cert: Arc<ServingCert>) {
+    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
+    let mut secrets = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    while let Some(event) = secrets.next().await {
+        let secret = match event {
+            Ok(secret) => secret,
+            Err(error) => {
+                tracing::warn!(%error, secret = %name, "watching the webhook certificate failed; retrying");
+                continue;
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        let text = |key: &str| {
+            data.get(key)
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .unwrap_or_default()
+        };
+        match cert.install(&text("tls.crt"), &text("tls.key")) {
+            Ok(()) => tracing::info!(secret = %name, "webhook certificate installed"),
+            Err(error) => {
+                tracing::warn!(secret = %name, %error, "webhook certificate not usable; keeping the current one");
+            }
+        }
+    }
+}
+
+/// Serves the webhook on `listener` until the process ends.
+pub async fn serve(listener: TcpListener, webhook: Arc<Webhook>) -> anyhow::Result<()> {
+    let acceptor = TlsAcceptor::from(webhook.cert.server_config()?);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
+        let (stream, peer): (_, SocketAddr) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::debug!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, webhook) = (acceptor.clone(), webhook.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "webhook TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = service_fn(move |request| {
+                let webhook = webhook.clone();
+                async move { Ok::<_, Infallible>(webhook.handle(request).await) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HANDSHAKE_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,657 @@
+//! Adoption on the real control plane: the Helm chart lints, renders objects
+//! the API server accepts and installs; the API server calls the operator's
+//! injection webhook (by URL: no node runs here) for pods in labelled
+//! namespaces; the operator copies the trust bundle, renders NetworkPolicies
+//! for enforced clients, swaps its webhook certificate without a restart,
+//! and reports pods that escaped injection while the webhook was down.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::{
+    Operator, TempDir, client, create_ca_secret, eventually, install_crds, kubectl_apply,
+    namespace, openssl_ca, run,
+};
+use egress_e2e::ControlPlane;
+use egress_operator::crd::EgressProxy;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
+use kube::Api;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/egress-proxy");
+/// The release: its name makes the chart's names short (`egress-proxy`,
+/// `egress-proxy-webhook`, ...).
+const RELEASE: &str = "egress-proxy";
+const RELEASE_NAMESPACE: &str = "egress-system";
+
+fn setup() -> &'static ControlPlane {
+    static CRDS: OnceLock<()> = OnceLock::new();
+    let plane = ControlPlane::shared();
+    CRDS.get_or_init(|| install_crds(plane));
+    plane
+}
+
+/// Runs `command` with `input` on stdin: (success, stdout, stderr).
+fn with_stdin(mut command: Command, input: &str) -> (bool, String, String) {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("command starts");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let output = child.wait_with_output().expect("command runs");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Creates a pod and returns it as the API server stored it.
+fn create_pod(plane: &ControlPlane, namespace: &str, pod: serde_json::Value) -> serde_json::Value {
+    let mut create = plane.kubectl();
+    create.args(["create", "-n", namespace, "-o", "json", "-f", "-"]);
+    let (ok, stdout, stderr) = with_stdin(create, &pod.to_string());
+    assert!(ok, "pod not created: {stderr}");
+    serde_json::from_str(&stdout).expect("pod JSON")
+}
+
+fn pod(name: &str, annotations: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"app": "web"}, "annotations": annotations},
+        "spec": {
+            "initContainers": [{"name": "init", "image": "busybox"}],
+            "containers": [{
+                "name": "app",
+                "image": "app",
+                "env": [
+                    {"name": "JAVA_TOOL_OPTIONS", "value": "-Xmx64m"},
+                    {"name": "NO_PROXY", "value": "mine.example"}
+                ]
+            }]
+        }
+    })
+}
+
+/// The environment of container `name` (init containers too).
+fn env(pod: &serde_json::Value, name: &str) -> BTreeMap<String, String> {
+    let spec = &pod["spec"];
+    let containers = spec["containers"]
+        .as_array()
+        .into_iter()
+        .chain(spec["initContainers"].as_array())
+        .flatten();
+    containers
+        .filter(|c| c["name"] == name)
+        .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap_or_default().to_owned(),
+                e["value"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// SHA-256 fingerprint of the certificate served on `port`.
+fn served_fingerprint(port: u16) -> String {
+    let mut connect = Command::new("openssl");
+    connect.args(["s_client", "-connect", &format!("127.0.0.1:{port}")]);
+    let (_, pem, _) = with_stdin(connect, "");
+    let mut fingerprint = Command::new("openssl");
+    fingerprint.args(["x509", "-noout", "-fingerprint", "-sha256"]);
+    let (_, out, _) = with_stdin(fingerprint, &pem);
+    out.trim().to_owned()
+}
+
+/// A kubeconfig that acts as the chart's operator ServiceAccount, so the
+/// operator runs with exactly the RBAC the chart grants.
+fn as_chart_service_account(plane: &ControlPlane, dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(&plane.kubeconfig).expect("kubeconfig");
+    let mut kubeconfig: serde_json::Value = serde_json::from_str(&text).expect("JSON kubeconfig");
+    kubeconfig["users"][0]["user"]["as"] =
+        format!("system:serviceaccount:{RELEASE_NAMESPACE}:egress-proxy-operator").into();
+    kubeconfig["users"][0]["user"]["as-groups"] = serde_json::json!([
+        "system:serviceaccounts",
+        format!("system:serviceaccounts:{RELEASE_NAMESPACE}"),
+        "system:authenticated"
+    ]);
+    let path = dir.join("operator.kubeconfig");
+    std::fs::write(&path, kubeconfig.to_string()).expect("write");
+    path.display().to_string()
+}
+
+fn operator(kubeconfig: &str, port: u16) -> Operator {
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "--kubeconfig",
+        kubeconfig,
+        "--log-format",
+        "json",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--gateway-image",
+        "egress-gateway:test",
+        "--leader-election",
+        "false",
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--webhook-listen",
+        &listen,
+        "--webhook-host",
+        "127.0.0.1",
+        "--webhook-configuration",
+        RELEASE,
+        "--webhook-secret",
+        "egress-proxy-webhook-tls",
+        "--webhook-service",
+        "egress-proxy-webhook",
+        "--service-cidr",
+        "10.0.0.0/24",
+        "--pod-cidr",
+        "10.244.0.0/16",
+    ]
+    .map(str::to_owned);
+    Operator::spawn(Path::new(env!("CARGO_BIN_EXE_egress-operator")), &args)
+}
+
+async fn proxy(client: &kube::Client) -> EgressProxy {
+    let api: Api<EgressProxy> = Api::namespaced(client.clone(), "proxies");
+    api.get("main").await.expect("proxy")
+}
+
+#[test]
+fn the_chart_lints_and_renders_what_the_api_server_accepts() {
+    let plane = setup();
+    let mut lint = plane.helm();
+    lint.args(["lint", "--strict", CHART]);
+    run(lint);
+    // The values schema refuses what would render a broken webhook.
+    let mut bad = plane.helm();
+    bad.args(["lint", CHART, "--set", "webhook.failurePolicy=Sometimes"]);
+    let output = bad.output().expect("helm");
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("failurePolicy"),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+
+    let mut create = plane.kubectl();
+    create.args(["create", "namespace", "egress-dry"]);
+    run(create);
+    // Its own release name: the other test installs RELEASE meanwhile.
+    let mut template = plane.helm();
+    template.args([
+        "template",
+        "dry-run",
+        CHART,
+        "--namespace",
+        "egress-dry",
+        "--include-crds",
+        "--set",
+        "cluster.serviceCIDRs={10.96.0.0/12}",
+    ]);
+    let rendered = run(template);
+    for kind in [
+        "kind: CustomResourceDefinition",
+        "kind: Deployment",
+        "kind: ClusterRole",
+        "kind: MutatingWebhookConfiguration",
+        "kind: Service",
+    ] {
+        assert!(rendered.contains(kind), "{kind} missing");
+    }
+    let mut apply = plane.kubectl();
+    apply.args(["apply", "--dry-run=server", "-f", "-"]);
+    let (ok, stdout, stderr) = with_stdin(apply, &rendered);
+    assert!(ok, "the API server refused the chart:\n{stdout}{stderr}");
+    assert!(stdout.contains("mutatingwebhookconfiguration.admissionregistration.k8s.io/dry-run-egress-proxy created (server dry run)"), "{stdout}");
+
+    // With cert-manager: it issues the certificate and injects the caBundle.
+    let mut template = plane.helm();
+    template.args([
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        "egress-dry",
+        "--set",
+        "webhook.certManager.enabled=true",
+    ]);
+    let rendered = run(template);
+    assert!(
+        rendered.contains("cert-manager.io/inject-ca-from: egress-dry/egress-proxy-webhook-tls")
+    );
+    assert!(rendered.contains("kind: Certificate"));
+    assert!(rendered.contains("value: external"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_reported() {
+    let plane = setup();
+    let client = client(plane).await;
+    let port = free_port();
+
+    // The chart, with the webhook called by URL on this machine.
+    let mut install = plane.helm();
+    install.args([
+        "install",
+        RELEASE,
+        CHART,
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--create-namespace",
+        "--set",
+        &format!("webhook.url=https://127.0.0.1:{port}/mutate"),
+        "--set",
+        "webhook.extraHosts={127.0.0.1}",
+    ]);
+    let notes = run(install);
+    assert!(
+        notes.contains("kubectl label namespace <namespace> egress.dev/injection=enabled"),
+        "{notes}"
+    );
+    let mut webhook_url = plane.kubectl();
+    webhook_url.args([
+        "get",
+        "mutatingwebhookconfiguration",
+        RELEASE,
+        "-o",
+        "jsonpath={.webhooks[0].clientConfig.url} {.webhooks[0].failurePolicy}",
+    ]);
+    assert_eq!(
+        run(webhook_url),
+        format!("https://127.0.0.1:{port}/mutate Ignore")
+    );
+
+    // The operator runs with the chart's RBAC, nothing more.
+    let dir = TempDir::new("webhook");
+    let kubeconfig = as_chart_service_account(plane, &dir.0);
+    let mut op = operator(&kubeconfig, port);
+    eventually(Duration::from_secs(30), "webhook ready", || async {
+        (op.admin_get("/readyz").0 == 200).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(30), "caBundle patched", || async {
+        let mut get = plane.kubectl();
+        get.args([
+            "get",
+            "mutatingwebhookconfiguration",
+            RELEASE,
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.caBundle}",
+        ]);
+        (!run(get).is_empty()).then_some(())
+    })
+    .await;
+
+    // A proxy that intercepts, and the namespaces.
+    namespace(&client, "proxies").await;
+    let ca = openssl_ca(&dir.0, "hook", None);
+    create_ca_secret(plane, "proxies", "user-ca", &ca);
+    let (ok, out) = kubectl_apply(
+        plane,
+        r#"
+apiVersion: egress.dev/v1alpha1
+kind: ProxyRuleGroup
+metadata: {name: allow-all, namespace: proxies}
+spec: {rules: {preDNS: [{name: all, action: Allow, conditions: [{key: "request:DestinationDomain", operator: StringLike, values: ["*"]}]}]}}
+---
+apiVersion: egress.dev/v1alpha1
+kind: ProxyConfiguration
+metadata: {name: config, namespace: proxies}
+spec:
+  ruleGroups: [{name: allow-all}]
+  defaultActions: {preDNS: Deny, preRequest: Allow, postResponse: Allow}
+---
+apiVersion: egress.dev/v1alpha1
+kind: EgressProxy
+metadata: {name: main, namespace: proxies}
+spec:
+  configurationRef: {name: config}
+  tlsInterception: {enabled: true, caSecretRef: {name: user-ca}}
+  clients:
+    podSelector: {matchLabels: {app: web}}
+    noProxy: [internal.example.com]
+"#,
+    );
+    assert!(ok, "{out}");
+    namespace(&client, "team").await;
+    namespace(&client, "plain").await;
+    let mut label = plane.kubectl();
+    label.args(["label", "namespace", "team", "egress.dev/injection=enabled"]);
+    run(label);
+
+    // Injected: every container, the pod's own values kept.
+    let injected = create_pod(plane, "team", pod("web", serde_json::json!({})));
+    assert_eq!(
+        injected["metadata"]["annotations"]["egress.dev/proxy"],
+        "proxies/main"
+    );
+    assert_eq!(
+        injected["metadata"]["annotations"]["egress.dev/proxy-reason"],
+        "the only EgressProxy that selects this pod"
+    );
+    for container in ["init", "app"] {
+        let env = env(&injected, container);
+        assert_eq!(
+            env["HTTPS_PROXY"], "http://main.proxies.svc:1080",
+            "{container}"
+        );
+        assert_eq!(
+            env["http_proxy"], "http://main.proxies.svc:1080",
+            "{container}"
+        );
+        assert_eq!(
+            env["SSL_CERT_FILE"],
+            "/etc/egress-proxy/ca-certificates.crt"
+        );
+        assert_eq!(
+            env["NODE_EXTRA_CA_CERTS"],
+            "/etc/egress-proxy/ca-bundle.pem"
+        );
+        assert_eq!(env["NODE_USE_ENV_PROXY"], "1");
+    }
+    let app = env(&injected, "app");
+    assert_eq!(
+        app["NO_PROXY"], "mine.example",
+        "the pod's own NO_PROXY stays"
+    );
+    assert!(!app.contains_key("no_proxy"));
+    assert!(app["JAVA_TOOL_OPTIONS"].starts_with("-Xmx64m -Dhttp.proxyHost=main.proxies.svc"));
+    assert!(
+        app["JAVA_TOOL_OPTIONS"]
+            .contains("-Djavax.net.ssl.trustStore=/etc/egress-proxy/truststore.p12")
+    );
+    let no_proxy = env(&injected, "init")["NO_PROXY"].clone();
+    for entry in [
+        ".svc",
+        ".cluster.local",
+        "10.0.0.0/24",
+        "10.244.0.0/16",
+        "internal.example.com",
+    ] {
+        assert!(
+            no_proxy.split(',').any(|e| e == entry),
+            "{entry} not in {no_proxy}"
+        );
+    }
+    assert_eq!(
+        injected["spec"]["volumes"]
+            .as_array()
+            .map(|v| v.iter().any(|v| v["name"] == "egress-trust-bundle"
+                && v["configMap"]["name"] == "egress-trust.proxies.main")),
+        Some(true)
+    );
+
+    // Untouched: an unlabelled namespace, an opted-out pod, an unselected pod.
+    let plain = create_pod(plane, "plain", pod("web", serde_json::json!({})));
+    assert!(
+        plain["metadata"]["annotations"]
+            .get("egress.dev/proxy")
+            .is_none()
+    );
+    assert!(!env(&plain, "app").contains_key("HTTPS_PROXY"));
+    let opted_out = create_pod(
+        plane,
+        "team",
+        pod(
+            "opted-out",
+            serde_json::json!({"egress.dev/inject": "false"}),
+        ),
+    );
+    assert!(
+        opted_out["metadata"]["annotations"]
+            .get("egress.dev/proxy")
+            .is_none()
+    );
+    assert!(!env(&opted_out, "app").contains_key("HTTPS_PROXY"));
+    let mut unselected = pod("db", serde_json::json!({}));
+    unselected["metadata"]["labels"] = serde_json::json!({"app": "db"});
+    let mut create = plane.kubectl();
+    create.args(["create", "-n", "team", "-o", "json", "-f", "-"]);
+    let (ok, stdout, stderr) = with_stdin(create, &unselected.to_string());
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains("HTTPS_PROXY"));
+    assert!(
+        stderr.contains("egress-proxy: no EgressProxy selects this pod"),
+        "kubectl shows why: {stderr}"
+    );
+
+    // The trust bundle is copied where the pods can mount it.
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
+    let copy = eventually(Duration::from_secs(30), "trust bundle copy", || async {
+        config_maps
+            .get_opt("egress-trust.proxies.main")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let source: ConfigMap = Api::namespaced(client.clone(), "proxies")
+        .get("main-trust-bundle")
+        .await
+        .expect("source");
+    let data = copy.data.clone().unwrap_or_default();
+    let roots = &source.data.as_ref().expect("data")["ca-bundle.pem"];
+    assert_eq!(&data["ca-bundle.pem"], roots);
+    assert!(data["ca-certificates.crt"].ends_with(roots.as_str()));
+    assert!(
+        data["ca-certificates.crt"]
+            .matches("BEGIN CERTIFICATE")
+            .count()
+            > roots.matches("BEGIN CERTIFICATE").count(),
+        "system roots come first"
+    );
+    assert!(
+        !copy.binary_data.unwrap_or_default()["truststore.p12"]
+            .0
+            .is_empty()
+    );
+
+    // Status: what pods get, and that none escaped.
+    let status = eventually(Duration::from_secs(30), "clients status", || async {
+        let clients = proxy(&client).await.status?.clients?;
+        (clients.injected_pods == 1).then_some(clients)
+    })
+    .await;
+    assert_eq!(status.namespaces, ["team"]);
+    assert_eq!(status.escaped_pods, 0);
+    assert_eq!(status.no_proxy, no_proxy);
+
+    // A new certificate is served without a restart.
+    let before = served_fingerprint(port);
+    assert!(before.contains("Fingerprint"), "{before}");
+    let mut delete = plane.kubectl();
+    delete.args([
+        "delete",
+        "secret",
+        "-n",
+        RELEASE_NAMESPACE,
+        "egress-proxy-webhook-tls",
+    ]);
+    run(delete);
+    eventually(
+        Duration::from_secs(30),
+        "a new webhook certificate served",
+        || async {
+            let now = served_fingerprint(port);
+            (now.contains("Fingerprint") && now != before).then_some(())
+        },
+    )
+    .await;
+    let again = create_pod(plane, "team", pod("web-2", serde_json::json!({})));
+    assert_eq!(
+        again["metadata"]["annotations"]["egress.dev/proxy"],
+        "proxies/main"
+    );
+
+    // The webhook down: pods are still created, and the escape is reported.
+    op.terminate();
+    op.wait(Duration::from_secs(10)).expect("operator stops");
+    let escapee = create_pod(plane, "team", pod("escapee", serde_json::json!({})));
+    assert!(
+        escapee["metadata"]["annotations"]
+            .get("egress.dev/proxy")
+            .is_none()
+    );
+    let op = operator(&kubeconfig, port);
+    let status = eventually(Duration::from_secs(30), "the escape reported", || async {
+        let clients = proxy(&client).await.status?.clients?;
+        (clients.escaped_pods == 1).then_some(clients)
+    })
+    .await;
+    assert_eq!(status.escaped, ["team/escapee"]);
+    assert!(
+        status.message.contains("restart them"),
+        "{}",
+        status.message
+    );
+    assert_eq!(
+        op.metric("egress_operator_escaped_pods{namespace=\"proxies\",proxy=\"main\"}"),
+        1.0
+    );
+    eventually(Duration::from_secs(30), "a warning event", || async {
+        let mut events = plane.kubectl();
+        events.args([
+            "get",
+            "events",
+            "-n",
+            "proxies",
+            "--field-selector",
+            "reason=PodsEscapedInjection",
+            "-o",
+            "name",
+        ]);
+        (!run(events).trim().is_empty()).then_some(())
+    })
+    .await;
+
+    // Bypass prevention: NetworkPolicies in the client and proxy namespaces.
+    let mut enforce = plane.kubectl();
+    enforce.args([
+        "patch",
+        "egressproxy",
+        "main",
+        "-n",
+        "proxies",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"clients":{"enforce":true}}}"#,
+    ]);
+    run(enforce);
+    let team_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "team");
+    let egress = eventually(Duration::from_secs(30), "client egress policy", || async {
+        team_policies
+            .get_opt("egress-clients.proxies.main")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let spec = serde_json::to_value(egress.spec).expect("json");
+    assert_eq!(
+        spec["podSelector"],
+        serde_json::json!({"matchLabels": {"app": "web"}})
+    );
+    let ranges: Vec<&str> = spec["egress"][2]["to"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|peer| peer["ipBlock"]["cidr"].as_str())
+        .collect();
+    assert_eq!(
+        ranges,
+        ["10.0.0.1/32", "10.0.0.0/24", "10.244.0.0/16"],
+        "API server, services, pods"
+    );
+    let proxy_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "proxies");
+    eventually(Duration::from_secs(30), "proxy ingress policy", || async {
+        proxy_policies.get_opt("main-clients").await.ok().flatten()
+    })
+    .await;
+
+    // A namespace no longer labelled loses what was rendered for it.
+    let mut unlabel = plane.kubectl();
+    unlabel.args(["label", "namespace", "team", "egress.dev/injection-"]);
+    run(unlabel);
+    eventually(Duration::from_secs(30), "copies removed", || async {
+        let copy = config_maps
+            .get_opt("egress-trust.proxies.main")
+            .await
+            .ok()?;
+        let policy = team_policies
+            .get_opt("egress-clients.proxies.main")
+            .await
+            .ok()?;
+        (copy.is_none() && policy.is_none()).then_some(())
+    })
+    .await;
+    let mut relabel = plane.kubectl();
+    relabel.args(["label", "namespace", "team", "egress.dev/injection=enabled"]);
+    run(relabel);
+    eventually(Duration::from_secs(30), "copies back", || async {
+        config_maps
+            .get_opt("egress-trust.proxies.main")
+            .await
+            .ok()?
+            .map(|_| ())
+    })
+    .await;
+
+    // Deleting the proxy removes what it put in client namespaces.
+    let mut delete = plane.kubectl();
+    delete.args([
+        "delete",
+        "egressproxy",
+        "main",
+        "-n",
+        "proxies",
+        "--wait=false",
+    ]);
+    run(delete);
+    eventually(
+        Duration::from_secs(30),
+        "client namespace cleaned",
+        || async {
+            let copy = config_maps
+                .get_opt("egress-trust.proxies.main")
+                .await
+                .ok()?;
+            let policy = team_policies
+                .get_opt("egress-clients.proxies.main")
+                .await
+                .ok()?;
+            (copy.is_none() && policy.is_none()).then_some(())
+        },
+    )
+    .await;
+
+    let mut uninstall = plane.helm();
+    uninstall.args(["uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE]);
+    run(uninstall);
+    drop(op);
+}
