@@ -120,7 +120,8 @@ pub struct Args {
     pub webhook_configuration: String,
 
     /// The cluster's Service CIDRs (repeatable or comma-separated): injected
-    /// pods reach them directly (NO_PROXY), and enforced clients may.
+    /// pods reach them directly (NO_PROXY), and enforced clients may. Read
+    /// from the cluster's ServiceCIDR objects when not given.
     #[arg(
         long = "service-cidr",
         env = "EGRESS_SERVICE_CIDRS",
@@ -128,9 +129,25 @@ pub struct Args {
     )]
     pub service_cidrs: Vec<String>,
 
-    /// The cluster's pod CIDRs (repeatable or comma-separated), as --service-cidr.
+    /// The cluster's pod CIDRs (repeatable or comma-separated), as
+    /// --service-cidr. Read from the nodes' podCIDRs when not given.
     #[arg(long = "pod-cidr", env = "EGRESS_POD_CIDRS", value_delimiter = ',')]
     pub pod_cidrs: Vec<String>,
+
+    /// Namespaces whose EgressProxies may serve pods of other namespaces
+    /// (repeatable or comma-separated), besides --namespace. A proxy
+    /// elsewhere serves only its own namespace, and namespaces that pin it.
+    #[arg(
+        long = "shared-proxy-namespace",
+        env = "EGRESS_SHARED_PROXY_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub shared_proxy_namespaces: Vec<String>,
+
+    /// Create the gateways' pod-reader ClusterRole at start (off when the
+    /// chart installs it).
+    #[arg(long, env = "EGRESS_MANAGE_POD_READER_ROLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub manage_pod_reader_role: bool,
 
     /// Labels of the cluster DNS pods in kube-system, which enforced clients
     /// may reach on port 53.
@@ -142,6 +159,29 @@ pub struct Args {
     /// roots when not given.
     #[arg(long, env = "EGRESS_CLIENT_ROOTS")]
     pub client_roots: Option<PathBuf>,
+}
+
+impl Args {
+    /// The arguments from the command line and the environment, with the
+    /// empty entries a list read from an empty variable has dropped
+    /// (`EGRESS_WEBHOOK_HOSTS=""` means none).
+    pub fn parse_normalized() -> Args {
+        use clap::Parser;
+        Args::parse().normalized()
+    }
+
+    /// These arguments without empty list entries.
+    pub fn normalized(mut self) -> Args {
+        for list in [
+            &mut self.webhook_hosts,
+            &mut self.service_cidrs,
+            &mut self.pod_cidrs,
+            &mut self.shared_proxy_namespaces,
+        ] {
+            list.retain(|entry| !entry.trim().is_empty());
+        }
+        self
+    }
 }
 
 /// Who issues the webhook's serving certificate.
@@ -164,9 +204,26 @@ pub enum LogFormat {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
     #[test]
     fn cli_is_consistent() {
         use clap::CommandFactory;
         super::Args::command().debug_assert();
+    }
+
+    #[test]
+    fn empty_list_entries_are_dropped() {
+        // As the chart's `EGRESS_WEBHOOK_HOSTS: ""` arrives.
+        let args = super::Args::parse_from([
+            "egress-operator",
+            "--webhook-host",
+            "",
+            "--service-cidr",
+            "10.0.0.0/8,,",
+        ])
+        .normalized();
+        assert!(args.webhook_hosts.is_empty());
+        assert_eq!(args.service_cidrs, ["10.0.0.0/8"]);
     }
 }

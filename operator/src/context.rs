@@ -3,8 +3,9 @@
 //! recorder, metrics and settings; and the reverse lookups that decide which
 //! objects a change concerns.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use egress_policy::Named;
 use egress_policy::spec::ProxyRuleGroupSpec;
@@ -19,6 +20,7 @@ use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
 use crate::inject::Cluster;
 use crate::metrics::Metrics;
 use crate::render::Settings;
+use crate::render_clients::TrustFiles;
 
 /// Shared state of the controllers.
 #[derive(Clone)]
@@ -56,6 +58,19 @@ pub struct ClientCaches {
     pub copies: Store<PartialObjectMeta<ConfigMap>>,
     /// NetworkPolicies rendered for clients.
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// What the clients reconciler remembers between runs.
+    pub memo: Arc<ClientMemo>,
+}
+
+/// What the clients reconciler remembers between runs, per proxy
+/// (`<namespace>/<name>`).
+#[derive(Debug, Default)]
+pub struct ClientMemo {
+    /// The trust files last built, and the proxy roots they were built from.
+    pub trust_files: Mutex<HashMap<String, (String, Arc<TrustFiles>)>>,
+    /// When everything was last applied regardless of hashes (so edits to
+    /// what the operator rendered are undone).
+    pub full_apply: Mutex<HashMap<String, Instant>>,
 }
 
 /// Operator-wide settings of what client pods get.

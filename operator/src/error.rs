@@ -21,6 +21,10 @@ pub enum Error {
     /// An object lacks what the API server always sets (name, namespace).
     #[error("{0}")]
     Incomplete(&'static str),
+    /// What a proxy renders for its clients could not all be applied (also
+    /// in its `status.clients.message`).
+    #[error("clients: {0}")]
+    Clients(String),
 }
 
 impl Error {
@@ -32,6 +36,7 @@ impl Error {
             Error::Certificate(_) => "certificate",
             Error::Encode(_) => "encoding",
             Error::Incomplete(_) => "incomplete_object",
+            Error::Clients(_) => "clients",
         }
     }
 }

@@ -25,8 +25,8 @@ pub const TRUST_VOLUME: &str = "egress-trust-bundle";
 pub const TRUST_DIR: &str = "/etc/egress-proxy";
 /// Namespaces never injected, whatever their labels say.
 const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
-/// What marks our options in `JAVA_TOOL_OPTIONS` (so a second pass adds nothing).
-const JAVA_MARKER: &str = "-Dhttps.proxyHost=";
+/// The label of gateway pods, which are never injected.
+const GATEWAY_LABEL: (&str, &str) = ("app.kubernetes.io/name", crate::names::GATEWAY_NAME);
 
 /// What the injected settings depend on besides the proxy.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,8 +39,21 @@ pub struct Cluster {
     pub service_cidrs: Vec<String>,
     /// Pod CIDRs.
     pub pod_cidrs: Vec<String>,
-    /// The operator's namespace (never injected).
+    /// The operator's namespace (never injected; its proxies may serve
+    /// other namespaces).
     pub operator_namespace: String,
+    /// Other namespaces whose proxies may serve other namespaces (set by the
+    /// cluster's administrator: whoever creates a proxy there decides other
+    /// teams' traffic and the roots they trust).
+    pub shared_proxy_namespaces: Vec<String>,
+}
+
+impl Cluster {
+    /// Whether proxies in `namespace` may serve other namespaces.
+    pub fn shares_proxies_of(&self, namespace: &str) -> bool {
+        namespace == self.operator_namespace
+            || self.shared_proxy_namespaces.iter().any(|n| n == namespace)
+    }
 }
 
 /// Why a pod is left untouched.
@@ -48,6 +61,8 @@ pub struct Cluster {
 pub enum Skip {
     /// The pod says `egress.dev/inject: "false"`.
     OptedOut,
+    /// A gateway pod (`app.kubernetes.io/name=egress-gateway`).
+    GatewayPod,
     /// A system namespace, or the operator's own.
     SystemNamespace,
     /// The namespace lacks `egress.dev/injection=enabled`.
@@ -61,6 +76,7 @@ impl Skip {
     pub fn reason(&self) -> &'static str {
         match self {
             Skip::OptedOut => "opted_out",
+            Skip::GatewayPod => "gateway_pod",
             Skip::SystemNamespace => "system_namespace",
             Skip::NotEnabled => "namespace_not_enabled",
             Skip::NotSelected(_) => "no_proxy_selects",
@@ -87,10 +103,10 @@ impl Choice {
 /// Which proxy serves a pod with metadata `pod` in `namespace` (whose labels
 /// and annotations are given), or why none.
 ///
-/// A namespace may pin its proxy with the annotation `egress.dev/proxy:
-/// <namespace>/<name>`; otherwise, among the proxies that select the pod, one
-/// in the pod's own namespace wins, then the first by namespace and name, so
-/// the choice never depends on the order the operator learned of them.
+/// The candidates are the proxies that may serve the namespace (see
+/// [`serves_namespace`]) and whose selectors take the pod. A candidate in the
+/// pod's own namespace wins, then the first by namespace and name, so the
+/// choice never depends on the order the operator learned of them.
 pub fn decide(
     pod: &ObjectMeta,
     namespace: &str,
@@ -106,45 +122,37 @@ pub fn decide(
     if opted_out {
         return Err(Skip::OptedOut);
     }
+    let empty = BTreeMap::new();
+    let pod_labels = pod.labels.as_ref().unwrap_or(&empty);
+    if pod_labels.get(GATEWAY_LABEL.0).map(String::as_str) == Some(GATEWAY_LABEL.1) {
+        return Err(Skip::GatewayPod);
+    }
     if let Some(skip) = namespace_skip(namespace, namespace_meta, cluster) {
         return Err(skip);
     }
-    let empty = BTreeMap::new();
     let namespace_labels = namespace_meta.labels.as_ref().unwrap_or(&empty);
-    let pod_labels = pod.labels.as_ref().unwrap_or(&empty);
     let mut candidates: Vec<&Arc<EgressProxy>> = proxies
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| serves_namespace(p, namespace, namespace_meta, cluster))
         .filter(|p| serves(p, namespace_labels, pod_labels))
         .collect();
-    let pinned = namespace_meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PROXY_ANNOTATION));
-    if let Some(pinned) = pinned {
-        return candidates
-            .into_iter()
-            .find(|p| &Names::of(p).qualified() == pinned)
-            .map(|p| Choice {
-                proxy: p.clone(),
-                reason: format!("the namespace pins it ({PROXY_ANNOTATION} annotation)"),
-            })
-            .ok_or_else(|| {
-                Skip::NotSelected(format!(
-                    "the namespace pins {pinned}, which does not exist or does not select this pod"
-                ))
-            });
-    }
     candidates.sort_by_key(|p| {
         let names = Names::of(p);
         (names.namespace != namespace, names.namespace, names.proxy)
     });
+    let pinned = pinned(namespace_meta);
     let Some(first) = candidates.first() else {
-        return Err(Skip::NotSelected(
-            "no EgressProxy selects this pod".to_owned(),
-        ));
+        return Err(Skip::NotSelected(match pinned {
+            Some(pinned) => format!(
+                "the namespace pins {pinned}, which does not exist or does not select this pod"
+            ),
+            None => "no EgressProxy selects this pod".to_owned(),
+        }));
     };
-    let reason = if candidates.len() == 1 {
+    let reason = if pinned.is_some() {
+        format!("the namespace pins it ({PROXY_ANNOTATION} annotation)")
+    } else if candidates.len() == 1 {
         "the only EgressProxy that selects this pod".to_owned()
     } else {
         let all: Vec<String> = candidates
@@ -168,6 +176,14 @@ pub fn decide(
     })
 }
 
+/// The proxy a namespace pins with the annotation `egress.dev/proxy`.
+fn pinned(namespace_meta: &ObjectMeta) -> Option<&String> {
+    namespace_meta
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(PROXY_ANNOTATION))
+}
+
 /// Why no pod of `namespace` is injected, if that is so: a system
 /// namespace (or the operator's), or not opted in.
 fn namespace_skip(namespace: &str, namespace_meta: &ObjectMeta, cluster: &Cluster) -> Option<Skip> {
@@ -182,8 +198,10 @@ fn namespace_skip(namespace: &str, namespace_meta: &ObjectMeta, cluster: &Cluste
     (!enabled).then_some(Skip::NotEnabled)
 }
 
-/// Whether `proxy` serves (some) pods of `namespace`: opted in, selected by
-/// the proxy's namespace selector, and not pinned to another proxy.
+/// Whether `proxy` may serve (some) pods of `namespace`: the namespace is
+/// opted in; the proxy is in it, or in a namespace whose proxies the
+/// administrator shares, or the namespace pins it (its own consent); no
+/// other proxy is pinned; and the proxy's namespace selector takes it.
 pub fn serves_namespace(
     proxy: &EgressProxy,
     namespace: &str,
@@ -193,12 +211,13 @@ pub fn serves_namespace(
     if namespace_skip(namespace, namespace_meta, cluster).is_some() {
         return false;
     }
-    let pinned = namespace_meta
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PROXY_ANNOTATION));
+    let names = Names::of(proxy);
+    let allowed = match pinned(namespace_meta) {
+        Some(pinned) => *pinned == names.qualified(),
+        None => names.namespace == namespace || cluster.shares_proxies_of(&names.namespace),
+    };
     let empty = BTreeMap::new();
-    pinned.is_none_or(|p| *p == Names::of(proxy).qualified())
+    allowed
         && proxy
             .spec
             .clients
@@ -235,7 +254,7 @@ pub fn mounts_trust_bundle(proxy: &EgressProxy) -> bool {
 
 /// `NO_PROXY` for pods of `proxy`: loopback, cluster names, the API server,
 /// the service and pod ranges, then the proxy's extras; no duplicates, and
-/// nothing that would break the variable's syntax (commas, spaces).
+/// no entry that is unusable (see [`unusable_no_proxy`]).
 pub fn no_proxy(proxy: &EgressProxy, cluster: &Cluster) -> Vec<String> {
     let mut entries: Vec<String> = ["localhost", "127.0.0.1", "::1", ".svc"]
         .into_iter()
@@ -253,55 +272,96 @@ pub fn no_proxy(proxy: &EgressProxy, cluster: &Cluster) -> Vec<String> {
         .chain(&proxy.spec.clients.no_proxy);
     for entry in rest {
         let entry = entry.trim();
-        let usable = !entry.is_empty()
-            && !entry.contains(|c: char| c == ',' || c == '|' || c.is_whitespace());
-        if usable && !entries.iter().any(|e| e == entry) {
+        if why_unusable(entry).is_none() && !entries.iter().any(|e| e == entry) {
             entries.push(entry.to_owned());
         }
     }
     entries
 }
 
+/// The proxy's `clients.noProxy` entries that are left out, and why.
+pub fn unusable_no_proxy(proxy: &EgressProxy) -> Vec<String> {
+    proxy
+        .spec
+        .clients
+        .no_proxy
+        .iter()
+        .filter_map(|e| why_unusable(e.trim()).map(|why| format!("{e:?} ({why})")))
+        .collect()
+}
+
+/// Why a `NO_PROXY` entry is left out: it would break the variable's syntax,
+/// is not a range, or would send everything around the proxy.
+fn why_unusable(entry: &str) -> Option<&'static str> {
+    if entry.is_empty() || entry.contains(|c: char| c == ',' || c == '|' || c.is_whitespace()) {
+        return Some("empty, or a comma, bar or space in it");
+    }
+    if entry == "*" {
+        return Some("it would bypass the proxy for everything");
+    }
+    let (address, bits) = entry.split_once('/')?;
+    let (Ok(address), Ok(bits)) = (address.parse::<IpAddr>(), bits.parse::<u8>()) else {
+        return Some("not an address range");
+    };
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    if bits == 0 || bits > max {
+        return Some(if bits == 0 {
+            "it would bypass the proxy for every address"
+        } else {
+            "the prefix length is too long"
+        });
+    }
+    None
+}
+
 /// `NO_PROXY` entries as Java's `http.nonProxyHosts`: `|`-separated, `*.`
-/// for domain suffixes; CIDRs become octet wildcards (`10.96.0.0/12` →
-/// `10.*`, rounded out to the enclosing octet), since Java has no CIDRs.
+/// for domain suffixes. Java has no CIDRs: an IPv4 range becomes the octet
+/// wildcards that cover exactly it (`10.96.0.0/12` → `10.96.*` ... `10.111.*`,
+/// at most 128 of them); IPv6 ranges are left out.
 pub fn java_non_proxy_hosts(no_proxy: &[String]) -> String {
     let mut hosts: Vec<String> = Vec::new();
     for entry in no_proxy {
-        let host = if let Some(suffix) = entry.strip_prefix('.') {
-            Some(format!("*.{suffix}"))
+        let expanded = if let Some(suffix) = entry.strip_prefix('.') {
+            vec![format!("*.{suffix}")]
         } else if let Some((address, bits)) = entry.split_once('/') {
-            ipv4_wildcard(address, bits)
+            ipv4_wildcards(address, bits)
         } else {
-            Some(entry.clone())
+            vec![entry.clone()]
         };
-        if let Some(host) = host
-            && !hosts.contains(&host)
-        {
-            hosts.push(host);
+        for host in expanded {
+            if !hosts.contains(&host) {
+                hosts.push(host);
+            }
         }
     }
     hosts.join("|")
 }
 
-fn ipv4_wildcard(address: &str, bits: &str) -> Option<String> {
-    let IpAddr::V4(address) = address.parse().ok()? else {
-        return None;
+fn ipv4_wildcards(address: &str, bits: &str) -> Vec<String> {
+    let (Ok(IpAddr::V4(address)), Ok(bits)) = (address.parse(), bits.parse::<u32>()) else {
+        return Vec::new();
     };
-    let bits: u8 = bits.parse().ok()?;
-    let octets = usize::from(bits.min(32) / 8);
-    if octets == 0 {
-        return None; // everything: never bypass the proxy for all addresses
+    if bits == 0 || bits > 32 {
+        return Vec::new(); // never bypass the proxy for every address
     }
-    let kept: Vec<String> = address.octets()[..octets]
-        .iter()
-        .map(u8::to_string)
-        .collect();
-    Some(if octets == 4 {
-        kept.join(".")
-    } else {
-        format!("{}.*", kept.join("."))
-    })
+    // The octets the prefix touches; the last one takes `spread` values.
+    let octets = bits.div_ceil(8);
+    let spread = 1u32 << (octets * 8 - bits);
+    let base = u32::from(address) & (u32::MAX << (32 - bits));
+    (0..spread)
+        .map(|n| {
+            let start = base + (n << (32 - octets * 8));
+            let kept: Vec<String> = start.to_be_bytes()[..octets as usize]
+                .iter()
+                .map(u8::to_string)
+                .collect();
+            if octets == 4 {
+                kept.join(".")
+            } else {
+                format!("{}.*", kept.join("."))
+            }
+        })
+        .collect()
 }
 
 /// The pod with `choice`'s settings added: annotations naming the proxy, the
@@ -317,31 +377,31 @@ pub fn mutate(pod: &Pod, choice: &Choice, cluster: &Cluster) -> Pod {
         ClientListener::Http => format!("http://{host}:{}", listeners.http_port),
         ClientListener::Https => format!("https://{host}:{}", listeners.https_port),
     };
-    let no_proxy = no_proxy(proxy, cluster);
-    let trust = mounts_trust_bundle(proxy);
-    // Java cannot speak TLS to a proxy: always the plain listener.
-    let mut java = format!(
-        "-Dhttp.proxyHost={host} -Dhttp.proxyPort={port} -Dhttps.proxyHost={host} -Dhttps.proxyPort={port} -Dhttp.nonProxyHosts={hosts}",
-        port = listeners.http_port,
-        hosts = java_non_proxy_hosts(&no_proxy),
-    );
-    if trust {
-        java.push_str(&format!(
-            " -Djavax.net.ssl.trustStore={TRUST_DIR}/{BUNDLE_JAVA} -Djavax.net.ssl.trustStoreType=PKCS12"
-        ));
-    }
+    let mut pod = pod.clone();
+    let spec = pod.spec.get_or_insert_with(PodSpec::default);
+    let volume = Volume {
+        name: TRUST_VOLUME.to_owned(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: names.client_trust_bundle(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    // A volume of that name that is not ours: no trust bundle, rather than
+    // variables pointing at someone else's files.
+    let trust = mounts_trust_bundle(proxy)
+        && spec
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.name != TRUST_VOLUME || *v == volume);
     let variables = Variables {
         url,
-        no_proxy: no_proxy.join(","),
-        java,
+        no_proxy: no_proxy(proxy, cluster).join(","),
+        java_host: host,
+        java_port: listeners.http_port,
         trust,
     };
-
-    let mut pod = pod.clone();
-    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
-    annotations.insert(PROXY_ANNOTATION.to_owned(), names.qualified());
-    annotations.insert(PROXY_REASON_ANNOTATION.to_owned(), choice.reason.clone());
-    let spec = pod.spec.get_or_insert_with(PodSpec::default);
     for container in spec
         .containers
         .iter_mut()
@@ -351,17 +411,13 @@ pub fn mutate(pod: &Pod, choice: &Choice, cluster: &Cluster) -> Pod {
     }
     if trust {
         let volumes = spec.volumes.get_or_insert_with(Vec::new);
-        if !volumes.iter().any(|v| v.name == TRUST_VOLUME) {
-            volumes.push(Volume {
-                name: TRUST_VOLUME.to_owned(),
-                config_map: Some(ConfigMapVolumeSource {
-                    name: names.client_trust_bundle(),
-                    ..ConfigMapVolumeSource::default()
-                }),
-                ..Volume::default()
-            });
+        if !volumes.contains(&volume) {
+            volumes.push(volume);
         }
     }
+    let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    annotations.insert(PROXY_ANNOTATION.to_owned(), names.qualified());
+    annotations.insert(PROXY_REASON_ANNOTATION.to_owned(), choice.reason.clone());
     pod
 }
 
@@ -369,13 +425,24 @@ pub fn mutate(pod: &Pod, choice: &Choice, cluster: &Cluster) -> Pod {
 struct Variables {
     url: String,
     no_proxy: String,
-    java: String,
+    /// Java always uses the plain listener: it cannot speak TLS to a proxy.
+    java_host: String,
+    java_port: u16,
     trust: bool,
 }
 
 impl Variables {
     fn add_to(&self, container: &mut Container) {
         let env = container.env.get_or_insert_with(Vec::new);
+        let value_of = |env: &[EnvVar], name: &str| -> Option<String> {
+            let lower = name.to_ascii_lowercase();
+            env.iter()
+                .find(|e| e.name == name || e.name == lower)
+                .map(|e| e.value.clone().unwrap_or_default())
+        };
+        // What the container chose itself, which Java follows too.
+        let own_proxy = value_of(env, "HTTPS_PROXY").is_some();
+        let no_proxy = value_of(env, "NO_PROXY").unwrap_or_else(|| self.no_proxy.clone());
         // A pair the container sets either half of is its own choice: adding
         // the other half would override it in clients that prefer that case.
         for (upper, value) in [
@@ -383,51 +450,89 @@ impl Variables {
             ("HTTP_PROXY", &self.url),
             ("NO_PROXY", &self.no_proxy),
         ] {
-            let lower = upper.to_ascii_lowercase();
-            if !env.iter().any(|e| e.name == upper || e.name == lower) {
+            if value_of(env, upper).is_none() {
                 env.push(variable(upper, value));
-                env.push(variable(&lower, value));
+                env.push(variable(&upper.to_ascii_lowercase(), value));
             }
         }
         set_if_absent(env, "NODE_USE_ENV_PROXY", "1");
-        match env.iter_mut().find(|e| e.name == "JAVA_TOOL_OPTIONS") {
-            None => env.push(variable("JAVA_TOOL_OPTIONS", &self.java)),
-            // Appended to the pod's own options, once; a value from a
-            // Secret or ConfigMap cannot be appended to and is left alone.
-            Some(existing) => {
-                if let Some(value) = existing.value.as_mut()
-                    && existing.value_from.is_none()
-                    && !value.contains(JAVA_MARKER)
-                {
-                    value.push(' ');
-                    value.push_str(&self.java);
-                }
-            }
-        }
-        if !self.trust {
-            return;
-        }
-        let with_system = format!("{TRUST_DIR}/{BUNDLE_WITH_SYSTEM}");
-        for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
-            set_if_absent(env, name, &with_system);
-        }
-        // Node adds these to its own roots.
-        set_if_absent(
-            env,
-            "NODE_EXTRA_CA_CERTS",
-            &format!("{TRUST_DIR}/{BUNDLE_ALL}"),
-        );
+
+        // The trust bundle, unless something else is mounted where it goes.
         let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
-        if !mounts
-            .iter()
-            .any(|m| m.name == TRUST_VOLUME || m.mount_path == TRUST_DIR)
-        {
+        let ours = |m: &VolumeMount| m.name == TRUST_VOLUME && m.mount_path == TRUST_DIR;
+        let trust = self.trust
+            && mounts
+                .iter()
+                .all(|m| ours(m) || (m.name != TRUST_VOLUME && m.mount_path != TRUST_DIR));
+        if trust && !mounts.iter().any(ours) {
             mounts.push(VolumeMount {
                 name: TRUST_VOLUME.to_owned(),
                 mount_path: TRUST_DIR.to_owned(),
                 read_only: Some(true),
                 ..VolumeMount::default()
             });
+        }
+
+        let mut java = Vec::new();
+        if !own_proxy {
+            let (host, port) = (&self.java_host, self.java_port);
+            let hosts: Vec<String> = no_proxy.split(',').map(|e| e.trim().to_owned()).collect();
+            java.extend([
+                ("http.proxyHost", host.clone()),
+                ("http.proxyPort", port.to_string()),
+                ("https.proxyHost", host.clone()),
+                ("https.proxyPort", port.to_string()),
+                ("http.nonProxyHosts", java_non_proxy_hosts(&hosts)),
+            ]);
+        }
+        if trust {
+            java.extend([
+                (
+                    "javax.net.ssl.trustStore",
+                    format!("{TRUST_DIR}/{BUNDLE_JAVA}"),
+                ),
+                ("javax.net.ssl.trustStoreType", "PKCS12".to_owned()),
+            ]);
+            let with_system = format!("{TRUST_DIR}/{BUNDLE_WITH_SYSTEM}");
+            for name in ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"] {
+                set_if_absent(env, name, &with_system);
+            }
+            // Node adds these to its own roots.
+            set_if_absent(
+                env,
+                "NODE_EXTRA_CA_CERTS",
+                &format!("{TRUST_DIR}/{BUNDLE_ALL}"),
+            );
+        }
+        add_java_options(env, &java);
+    }
+}
+
+/// Adds each `-D<property>=<value>` the container's `JAVA_TOOL_OPTIONS` does
+/// not set yet (the container's own settings win); a value taken from a
+/// Secret or ConfigMap cannot be appended to and is left alone.
+fn add_java_options(env: &mut Vec<EnvVar>, properties: &[(&str, String)]) {
+    let index = match env.iter().position(|e| e.name == "JAVA_TOOL_OPTIONS") {
+        Some(index) => index,
+        None if properties.is_empty() => return,
+        None => {
+            env.push(variable("JAVA_TOOL_OPTIONS", ""));
+            env.len() - 1
+        }
+    };
+    let existing = &mut env[index];
+    if existing.value_from.is_some() {
+        return;
+    }
+    let value = existing.value.get_or_insert_with(String::new);
+    for (property, setting) in properties {
+        let option = format!("-D{property}=");
+        if !value.split_whitespace().any(|o| o.starts_with(&option)) {
+            if !value.is_empty() {
+                value.push(' ');
+            }
+            value.push_str(&option);
+            value.push_str(setting);
         }
     }
 }
@@ -482,6 +587,7 @@ mod tests {
             service_cidrs: vec!["10.96.0.0/12".to_owned()],
             pod_cidrs: vec!["10.244.0.0/16".to_owned()],
             operator_namespace: "egress-system".to_owned(),
+            shared_proxy_namespaces: ["egress", "aaa", "bbb"].map(str::to_owned).to_vec(),
         }
     }
 
@@ -585,12 +691,85 @@ mod tests {
         );
         assert_eq!(app["HTTP_PROXY"], "http://main.egress.svc:1080");
         assert_eq!(app["SSL_CERT_FILE"], "/my/roots.pem");
-        assert!(
-            app["JAVA_TOOL_OPTIONS"].starts_with("-Xmx256m -Dhttp.proxyHost=main.egress.svc"),
-            "appended: {}",
-            app["JAVA_TOOL_OPTIONS"]
+        assert_eq!(
+            app["JAVA_TOOL_OPTIONS"], "-Xmx256m",
+            "a container with its own proxy keeps it for Java too"
         );
         assert!(mutated.spec.as_ref().expect("spec").volumes.is_none());
+    }
+
+    #[test]
+    fn java_follows_the_containers_own_settings_property_by_property() {
+        let proxies = [proxy_with("egress", "main", serde_json::json!({}), true)];
+        let pod = pod(serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [
+                {"name": "own-no-proxy", "image": "j", "env": [
+                    {"name": "no_proxy", "value": "db.internal,.corp"},
+                    {"name": "JAVA_TOOL_OPTIONS", "value": "-Dhttp.proxyPort=3128 -Xss1m"}
+                ]},
+                {"name": "from-secret", "image": "j", "env": [
+                    {"name": "JAVA_TOOL_OPTIONS", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}
+                ]}
+            ]}
+        }));
+        let choice = choose(&pod, "team", &enabled(), &proxies).expect("served");
+        let mutated = mutate(&pod, &choice, &cluster());
+        let own = env(&mutated, "own-no-proxy");
+        assert_eq!(own["no_proxy"], "db.internal,.corp");
+        assert!(!own.contains_key("NO_PROXY"));
+        assert_eq!(
+            own["JAVA_TOOL_OPTIONS"],
+            "-Dhttp.proxyPort=3128 -Xss1m -Dhttp.proxyHost=main.egress.svc -Dhttps.proxyHost=main.egress.svc -Dhttps.proxyPort=1080 -Dhttp.nonProxyHosts=db.internal|*.corp -Djavax.net.ssl.trustStore=/etc/egress-proxy/truststore.p12 -Djavax.net.ssl.trustStoreType=PKCS12",
+            "its own port stays; Java bypasses what the container's no_proxy says"
+        );
+        let secret = mutated.spec.as_ref().expect("spec").containers[1]
+            .env
+            .clone()
+            .unwrap_or_default();
+        let java = secret
+            .iter()
+            .find(|e| e.name == "JAVA_TOOL_OPTIONS")
+            .expect("kept");
+        assert!(
+            java.value.is_none() && java.value_from.is_some(),
+            "left alone"
+        );
+    }
+
+    #[test]
+    fn trust_variables_only_point_at_the_operators_own_mount() {
+        let proxies = [proxy_with("egress", "main", serde_json::json!({}), true)];
+        let pod = pod(serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {
+                "containers": [
+                    {"name": "clash", "image": "a", "volumeMounts": [{"name": "mine", "mountPath": "/etc/egress-proxy"}]},
+                    {"name": "plain", "image": "b"}
+                ],
+                "volumes": [{"name": "mine", "emptyDir": {}}]
+            }
+        }));
+        let choice = choose(&pod, "team", &enabled(), &proxies).expect("served");
+        let mutated = mutate(&pod, &choice, &cluster());
+        assert!(!env(&mutated, "clash").contains_key("SSL_CERT_FILE"));
+        assert!(!env(&mutated, "clash")["JAVA_TOOL_OPTIONS"].contains("trustStore"));
+        assert_eq!(
+            env(&mutated, "plain")["SSL_CERT_FILE"],
+            "/etc/egress-proxy/ca-certificates.crt"
+        );
+        // A pod volume of the same name that is not the bundle: none at all.
+        let mut taken = pod.clone();
+        taken.spec.as_mut().expect("spec").volumes = Some(vec![
+            serde_json::from_value(serde_json::json!({"name": TRUST_VOLUME, "emptyDir": {}}))
+                .expect("volume"),
+        ]);
+        let mutated = mutate(&taken, &choice, &cluster());
+        assert!(!env(&mutated, "plain").contains_key("SSL_CERT_FILE"));
+        assert_eq!(
+            mutated.spec.expect("spec").volumes.expect("volumes").len(),
+            1
+        );
     }
 
     #[test]
@@ -699,6 +878,15 @@ mod tests {
                 Skip::SystemNamespace
             );
         }
+        let mut gateway = app_pod();
+        gateway.metadata.labels = Some(BTreeMap::from([(
+            "app.kubernetes.io/name".to_owned(),
+            "egress-gateway".to_owned(),
+        )]));
+        assert_eq!(
+            choose(&gateway, "egress", &enabled(), &proxies).expect_err("skipped"),
+            Skip::GatewayPod
+        );
         let unlabelled = namespace(&[("egress.dev/injection", "disabled")], &[]);
         assert_eq!(
             choose(&app_pod(), "team", &unlabelled, &proxies).expect_err("skipped"),
@@ -774,11 +962,35 @@ mod tests {
     }
 
     #[test]
+    fn a_proxy_outside_the_shared_namespaces_serves_only_its_own_and_consenting_namespaces() {
+        let rogue = proxy("aaa-rogue", "grab", serde_json::json!({}));
+        assert!(matches!(
+            choose(&app_pod(), "team", &enabled(), std::slice::from_ref(&rogue)),
+            Err(Skip::NotSelected(_))
+        ));
+        let own = choose(
+            &app_pod(),
+            "aaa-rogue",
+            &enabled(),
+            std::slice::from_ref(&rogue),
+        );
+        assert_eq!(
+            own.expect("its own namespace").names().qualified(),
+            "aaa-rogue/grab"
+        );
+        let consenting = namespace(
+            &[("egress.dev/injection", "enabled")],
+            &[(PROXY_ANNOTATION, "aaa-rogue/grab")],
+        );
+        assert!(choose(&app_pod(), "team", &consenting, &[rogue]).is_ok());
+    }
+
+    #[test]
     fn no_proxy_keeps_the_cluster_direct() {
         let p = proxy(
             "egress",
             "main",
-            serde_json::json!({"noProxy": ["internal.example.com", ".corp", "10.96.0.0/12", "bad entry", "a,b"]}),
+            serde_json::json!({"noProxy": ["internal.example.com", ".corp", "10.96.0.0/12", "bad entry", "a,b", "*", "10.0.0.0/33", "0.0.0.0/0", "x/8"]}),
         );
         assert_eq!(
             no_proxy(&p, &cluster()).join(","),
@@ -786,16 +998,50 @@ mod tests {
         );
         assert_eq!(
             java_non_proxy_hosts(&no_proxy(&p, &cluster())),
-            "localhost|127.0.0.1|::1|*.svc|*.cluster.local|kubernetes.default|kubernetes|10.96.0.1|10.*|10.244.*|internal.example.com|*.corp"
+            format!(
+                "localhost|127.0.0.1|::1|*.svc|*.cluster.local|kubernetes.default|kubernetes|10.96.0.1|{}|10.244.*|internal.example.com|*.corp",
+                (96..112)
+                    .map(|n| format!("10.{n}.*"))
+                    .collect::<Vec<_>>()
+                    .join("|")
+            )
+        );
+        assert_eq!(
+            unusable_no_proxy(&p),
+            [
+                "\"bad entry\" (empty, or a comma, bar or space in it)",
+                "\"a,b\" (empty, or a comma, bar or space in it)",
+                "\"*\" (it would bypass the proxy for everything)",
+                "\"10.0.0.0/33\" (the prefix length is too long)",
+                "\"0.0.0.0/0\" (it would bypass the proxy for every address)",
+                "\"x/8\" (not an address range)"
+            ]
         );
         let odd = [
             "192.168.1.7/32",
-            "172.16.0.0/12",
+            "192.168.4.0/23",
+            "172.16.0.0/15",
+            "10.1.2.3/8",
+            "100.64.0.0/10",
             "0.0.0.0/0",
             "fd00::/8",
             "*.x",
         ]
         .map(str::to_owned);
-        assert_eq!(java_non_proxy_hosts(&odd), "192.168.1.7|172.*|*.x");
+        assert_eq!(
+            java_non_proxy_hosts(&odd),
+            "192.168.1.7|192.168.4.*|192.168.5.*|172.16.*|172.17.*|10.*|100.64.*|100.65.*|100.66.*|100.67.*|100.68.*|100.69.*|100.70.*|100.71.*|100.72.*|100.73.*|100.74.*|100.75.*|100.76.*|100.77.*|100.78.*|100.79.*|100.80.*|100.81.*|100.82.*|100.83.*|100.84.*|100.85.*|100.86.*|100.87.*|100.88.*|100.89.*|100.90.*|100.91.*|100.92.*|100.93.*|100.94.*|100.95.*|100.96.*|100.97.*|100.98.*|100.99.*|100.100.*|100.101.*|100.102.*|100.103.*|100.104.*|100.105.*|100.106.*|100.107.*|100.108.*|100.109.*|100.110.*|100.111.*|100.112.*|100.113.*|100.114.*|100.115.*|100.116.*|100.117.*|100.118.*|100.119.*|100.120.*|100.121.*|100.122.*|100.123.*|100.124.*|100.125.*|100.126.*|100.127.*|*.x"
+        );
+        // Past 256 wildcards a range is rounded out to its enclosing octet.
+        assert_eq!(
+            java_non_proxy_hosts(&["10.0.0.0/15".to_owned()]),
+            "10.0.*|10.1.*"
+        );
+        assert_eq!(
+            java_non_proxy_hosts(&["10.0.0.0/15".to_owned()])
+                .split('|')
+                .count(),
+            2
+        );
     }
 }

@@ -35,7 +35,8 @@ pub mod webhook_cert;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::networking::v1::ServiceCIDR;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
@@ -111,6 +112,50 @@ pub async fn api_server_addresses(client: &Client) -> Vec<String> {
         Ok(None) => Vec::new(),
         Err(error) => {
             tracing::warn!(%error, "cannot read Service default/kubernetes: its address is not in NO_PROXY");
+            Vec::new()
+        }
+    }
+}
+
+/// The Service CIDRs of the cluster's ServiceCIDR objects; none when they
+/// cannot be read (then pass --service-cidr).
+pub async fn discover_service_cidrs(client: &Client) -> Vec<String> {
+    let api: Api<ServiceCIDR> = Api::all(client.clone());
+    match api.list(&Default::default()).await {
+        Ok(list) => {
+            let cidrs: Vec<String> = list
+                .items
+                .into_iter()
+                .flat_map(|s| s.spec.and_then(|s| s.cidrs).unwrap_or_default())
+                .collect();
+            tracing::info!(?cidrs, "service CIDRs from the cluster's ServiceCIDRs");
+            cidrs
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot list ServiceCIDRs: pass --service-cidr so injected pods reach Services directly");
+            Vec::new()
+        }
+    }
+}
+
+/// The pod CIDRs the nodes were given; none when they cannot be read or the
+/// network plugin assigns addresses itself (then pass --pod-cidr).
+pub async fn discover_pod_cidrs(client: &Client) -> Vec<String> {
+    let api: Api<Node> = Api::all(client.clone());
+    match api.list(&Default::default()).await {
+        Ok(list) => {
+            let mut cidrs: Vec<String> = list
+                .items
+                .into_iter()
+                .flat_map(|n| n.spec.and_then(|s| s.pod_cidrs).unwrap_or_default())
+                .collect();
+            cidrs.sort();
+            cidrs.dedup();
+            tracing::info!(?cidrs, "pod CIDRs from the nodes");
+            cidrs
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot list nodes: pass --pod-cidr so injected pods reach pods directly");
             Vec::new()
         }
     }

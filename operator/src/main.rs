@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
 use egress_operator::admin::{self, Readiness};
 use egress_operator::args::{Args, LogFormat, WebhookCertificates};
 use egress_operator::context::{ClientSettings, Context};
@@ -22,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_normalized();
     init_tracing(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -77,9 +76,16 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         cluster: Cluster {
             domain: args.cluster_domain.clone(),
             api_server: egress_operator::api_server_addresses(&client).await,
-            service_cidrs: args.service_cidrs.clone(),
-            pod_cidrs: args.pod_cidrs.clone(),
+            service_cidrs: match args.service_cidrs.as_slice() {
+                [] => egress_operator::discover_service_cidrs(&client).await,
+                given => given.to_vec(),
+            },
+            pod_cidrs: match args.pod_cidrs.as_slice() {
+                [] => egress_operator::discover_pod_cidrs(&client).await,
+                given => given.to_vec(),
+            },
             operator_namespace: args.namespace.clone(),
+            shared_proxy_namespaces: args.shared_proxy_namespaces.clone(),
         },
         system_roots: egress_operator::system_roots(args.client_roots.as_deref())?.into(),
         dns_selector: egress_operator::parse_labels(&args.dns_selector)
@@ -131,6 +137,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         None => ready.set(true),
     }
 
+    let manage_pod_reader_role = args.manage_pod_reader_role;
     let lead = |stop: CancellationToken| {
         let (client, metrics, settings, client_settings, recorder, webhook_cert) = (
             client.clone(),
@@ -141,7 +148,9 @@ async fn operate(args: Args) -> anyhow::Result<()> {
             webhook_cert.clone(),
         );
         async move {
-            egress_operator::ensure_pod_reader_role(&client).await?;
+            if manage_pod_reader_role {
+                egress_operator::ensure_pod_reader_role(&client).await?;
+            }
             if let Some(cert) = webhook_cert {
                 tokio::spawn(webhook_cert::maintain(client.clone(), cert, stop.clone()));
             }

@@ -7,18 +7,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -31,6 +31,7 @@ use crate::names::{
     BUNDLE_ALL, CLIENT_OF_LABEL, CLIENT_OF_NAMESPACE_LABEL, FIELD_MANAGER, Names, PROXY_ANNOTATION,
     RENDER_HASH_ANNOTATION,
 };
+use crate::reconcile_proxy::remove;
 use crate::render_clients::{self, TrustFiles};
 
 /// Finalizer of what is rendered in client namespaces.
@@ -70,66 +71,91 @@ pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Act
 
 async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     let names = Names::of(proxy);
+    let qualified = names.qualified();
     let cluster = &ctx.client_settings.cluster;
-    let served: BTreeMap<String, ObjectMeta> = ctx
-        .clients
-        .namespaces
-        .state()
+    let namespaces = ctx.clients.namespaces.state();
+    let served: BTreeMap<String, ObjectMeta> = namespaces
         .iter()
         .map(|ns| (ns.name_any(), ns.metadata.clone()))
         .filter(|(name, meta)| inject::serves_namespace(proxy, name, meta, cluster))
         .collect();
     let no_proxy = inject::no_proxy(proxy, cluster);
-
-    // Trust bundle copies.
-    let mut copies = Vec::new();
-    if inject::mounts_trust_bundle(proxy) {
-        let source = ctx
+    let proxies = ctx.proxies.state();
+    // Now and then everything is applied again, whatever the hashes say.
+    let force = {
+        let mut last = ctx
             .clients
-            .trust_bundles
-            .get(&ObjectRef::new(&names.trust_bundle()).within(&names.namespace));
-        // Until the proxy reconciler has written it, nothing to copy yet
-        // (its creation triggers this again).
-        if let Some(roots) = source.and_then(|s| s.data.as_ref()?.get(BUNDLE_ALL).cloned()) {
-            let files = TrustFiles::new(&roots, &ctx.client_settings.system_roots)?;
-            copies = served
-                .keys()
-                .map(|ns| render_clients::trust_bundle_copy(proxy, ns, &files))
-                .collect();
+            .memo
+            .full_apply
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let due = last
+            .get(&qualified)
+            .is_none_or(|at| at.elapsed() >= RECHECK);
+        if due {
+            last.insert(qualified.clone(), Instant::now());
+        }
+        due
+    };
+    let mut problems = Vec::new();
+
+    // Trust bundle copies; while the source is missing (not written yet, or
+    // being replaced) the copies there are kept.
+    if !inject::mounts_trust_bundle(proxy) {
+        sync(ctx, &ctx.clients.copies, &names, None, force).await?;
+    } else if let Some(files) = trust_files(proxy, ctx)? {
+        let copies: Vec<ConfigMap> = served
+            .keys()
+            .map(|ns| render_clients::trust_bundle_copy(proxy, ns, &files))
+            .collect();
+        if let Err(error) = sync(ctx, &ctx.clients.copies, &names, Some(&copies), force).await {
+            problems.push(format!("trust bundle copies: {error}"));
         }
     }
-    sync(&ctx.client, &ctx.clients.copies, &names, &copies).await?;
 
     // Bypass prevention.
-    let mut policies = Vec::new();
-    if proxy.spec.clients.enforce {
-        policies = served
-            .keys()
-            .map(|ns| {
+    let policies = proxy.spec.clients.enforce.then(|| {
+        let mut policies: Vec<NetworkPolicy> = served
+            .iter()
+            .map(|(ns, meta)| {
+                let serving: Vec<Names> = proxies
+                    .iter()
+                    .filter(|p| inject::serves_namespace(p, ns, meta, cluster))
+                    .map(|p| Names::of(p))
+                    .collect();
                 render_clients::client_egress_policy(
                     proxy,
                     ns,
+                    &serving,
                     &no_proxy,
                     &ctx.client_settings.dns_selector,
                 )
             })
             .collect();
-        policies.push(render_clients::proxy_ingress_policy(
-            proxy,
-            &cluster.operator_namespace,
-        ));
-    }
-    sync(
-        &ctx.client,
+        let served_names: Vec<String> = served.keys().cloned().collect();
+        policies.push(render_clients::proxy_ingress_policy(proxy, &served_names));
+        policies
+    });
+    if let Err(error) = sync(
+        ctx,
         &ctx.clients.network_policies,
         &names,
-        &policies,
+        policies.as_deref(),
+        force,
     )
-    .await?;
+    .await
+    {
+        problems.push(format!("NetworkPolicies: {error}"));
+    }
+    if proxy.spec.clients.enforce && cluster.pod_cidrs.is_empty() {
+        problems.push("enforce is on but the pod CIDRs are unknown: served pods cannot reach other pods directly; set --pod-cidr (the chart's cluster.podCIDRs)".to_owned());
+    }
+    let unusable = inject::unusable_no_proxy(proxy);
+    if !unusable.is_empty() {
+        problems.push(format!("noProxy entries left out: {}", unusable.join(", ")));
+    }
 
     // Which served pods carry the settings, and which escaped.
-    let proxies = ctx.proxies.state();
-    let qualified = names.qualified();
     let (mut injected, mut escaped) = (0, Vec::new());
     for pod in ctx.clients.pods.state() {
         let namespace = pod.namespace().unwrap_or_default();
@@ -153,7 +179,7 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         }
     }
     escaped.sort();
-    let status = clients_status(&served, &no_proxy, injected, &escaped);
+    let status = clients_status(&served, &no_proxy, injected, &escaped, &problems);
     ctx.metrics
         .escaped_pods
         .get_or_create(&ProxyLabels {
@@ -181,18 +207,53 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         )
         .await?;
     }
+    if problems
+        .iter()
+        .any(|p| p.starts_with("trust") || p.starts_with("NetworkPolicies"))
+    {
+        // Reported in status; retried with backoff.
+        return Err(Error::Clients(problems.join("; ")));
+    }
     Ok(Action::requeue(RECHECK))
 }
 
-/// `status.clients` from the counts.
+/// The trust files for `proxy`'s current roots (built once per change of
+/// them); `None` while its `<proxy>-trust-bundle` is not there.
+fn trust_files(proxy: &EgressProxy, ctx: &Context) -> Result<Option<Arc<TrustFiles>>, Error> {
+    let names = Names::of(proxy);
+    let source = ctx
+        .clients
+        .trust_bundles
+        .get(&ObjectRef::new(&names.trust_bundle()).within(&names.namespace));
+    let Some(roots) = source.and_then(|s| s.data.as_ref()?.get(BUNDLE_ALL).cloned()) else {
+        return Ok(None);
+    };
+    let mut memo = ctx
+        .clients
+        .memo
+        .trust_files
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some((built_from, files)) = memo.get(&names.qualified())
+        && *built_from == roots
+    {
+        return Ok(Some(files.clone()));
+    }
+    let files = Arc::new(TrustFiles::new(&roots, &ctx.client_settings.system_roots)?);
+    memo.insert(names.qualified(), (roots, files.clone()));
+    Ok(Some(files))
+}
+
+/// `status.clients` from the counts and what went wrong.
 fn clients_status(
     served: &BTreeMap<String, ObjectMeta>,
     no_proxy: &[String],
     injected: i64,
     escaped: &[String],
+    problems: &[String],
 ) -> ClientsStatus {
     let namespaces: Vec<String> = served.keys().cloned().collect();
-    let message = if escaped.is_empty() {
+    let mut message = if escaped.is_empty() {
         format!(
             "{injected} pod(s) in {} namespace(s) carry this proxy's settings",
             namespaces.len()
@@ -210,6 +271,10 @@ fn clients_status(
             if escaped.len() > 3 { ", ..." } else { "" }
         )
     };
+    for problem in problems {
+        message.push_str(". ");
+        message.push_str(problem);
+    }
     ClientsStatus {
         no_proxy: no_proxy.join(","),
         namespaces,
@@ -220,13 +285,15 @@ fn clients_status(
     }
 }
 
-/// Makes the objects of `kind` rendered for the proxy exactly `wanted`:
-/// applies those whose hash differs from the cached one, deletes the rest.
+/// Makes the objects of one kind rendered for the proxy exactly `wanted`
+/// (`None`: none): applies those whose hash differs from the cached one (or
+/// all of them with `force`), deletes the rest.
 async fn sync<K>(
-    client: &Client,
+    ctx: &Context,
     cache: &Store<PartialObjectMeta<K>>,
     names: &Names,
-    wanted: &[K],
+    wanted: Option<&[K]>,
+    force: bool,
 ) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
@@ -236,7 +303,7 @@ where
         + std::fmt::Debug,
 {
     let mut keep = BTreeSet::new();
-    for object in wanted {
+    for object in wanted.unwrap_or_default() {
         let meta = object.meta();
         let (namespace, name) = (
             meta.namespace.clone().unwrap_or_default(),
@@ -246,8 +313,8 @@ where
         let current = cache
             .get(&ObjectRef::new(&name).within(&namespace))
             .and_then(|c| hash(&c.metadata));
-        if current.is_none() || current != hash(meta) {
-            let api: Api<K> = Api::namespaced(client.clone(), &namespace);
+        if force || current.is_none() || current != hash(meta) {
+            let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
             api.patch(
                 &name,
                 &PatchParams::apply(FIELD_MANAGER).force(),
@@ -266,25 +333,10 @@ where
             existing.name_any(),
         );
         if ours && !keep.contains(&key) {
-            delete::<K>(client, &key.0, &key.1).await?;
+            remove::<K>(ctx, &key.0, &key.1).await?;
         }
     }
     Ok(())
-}
-
-async fn delete<K>(client: &Client, namespace: &str, name: &str) -> Result<(), Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
 }
 
 /// Removes what the proxy rendered in client namespaces (no owner
@@ -297,12 +349,12 @@ async fn remove_all(ctx: &Context, names: &Names) -> Result<(), Error> {
     let config_maps: Api<ConfigMap> = Api::all(ctx.client.clone());
     for object in config_maps.list_metadata(&selector).await? {
         let namespace = object.namespace().unwrap_or_default();
-        delete::<ConfigMap>(&ctx.client, &namespace, &object.name_any()).await?;
+        remove::<ConfigMap>(ctx, &namespace, &object.name_any()).await?;
     }
     let policies: Api<NetworkPolicy> = Api::all(ctx.client.clone());
     for object in policies.list_metadata(&selector).await? {
         let namespace = object.namespace().unwrap_or_default();
-        delete::<NetworkPolicy>(&ctx.client, &namespace, &object.name_any()).await?;
+        remove::<NetworkPolicy>(ctx, &namespace, &object.name_any()).await?;
     }
     ctx.metrics.escaped_pods.remove(&ProxyLabels {
         namespace: names.namespace.clone(),
@@ -322,7 +374,7 @@ mod tests {
             ("b".to_owned(), ObjectMeta::default()),
         ]);
         let no_proxy = ["localhost".to_owned(), ".svc".to_owned()];
-        let fine = clients_status(&served, &no_proxy, 4, &[]);
+        let fine = clients_status(&served, &no_proxy, 4, &[], &[]);
         assert_eq!(fine.no_proxy, "localhost,.svc");
         assert_eq!(fine.namespaces, ["a", "b"]);
         assert_eq!((fine.injected_pods, fine.escaped_pods), (4, 0));
@@ -331,10 +383,21 @@ mod tests {
             "4 pod(s) in 2 namespace(s) carry this proxy's settings"
         );
         let escaped: Vec<String> = (0..12).map(|n| format!("a/pod-{n:02}")).collect();
-        let bad = clients_status(&served, &no_proxy, 1, &escaped);
+        let bad = clients_status(
+            &served,
+            &no_proxy,
+            1,
+            &escaped,
+            &["noProxy entries left out: \"*\"".to_owned()],
+        );
         assert_eq!(bad.escaped_pods, 12);
         assert_eq!(bad.escaped.len(), EXAMPLES);
         assert!(bad.message.starts_with("12 pod(s) this proxy serves run without its settings (a/pod-00, a/pod-01, a/pod-02, ...)"), "{}", bad.message);
-        assert!(bad.message.contains("restart them"));
+        assert!(
+            bad.message
+                .ends_with("restart them. noProxy entries left out: \"*\""),
+            "{}",
+            bad.message
+        );
     }
 }

@@ -89,8 +89,8 @@ where
         .await?)
 }
 
-/// Deletes a namespaced object the spec no longer asks for.
-async fn remove<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
+/// Deletes a namespaced object the spec no longer asks for (gone already is fine).
+pub(crate) async fn remove<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::EgressProxy;
 use crate::names::{
-    BUNDLE_ALL, BUNDLE_JAVA, BUNDLE_WITH_SYSTEM, INJECTION_LABEL, Names, RENDER_HASH_ANNOTATION,
+    BUNDLE_ALL, BUNDLE_JAVA, BUNDLE_WITH_SYSTEM, GATEWAY_NAME, Names, RENDER_HASH_ANNOTATION,
     metadata,
 };
 use crate::render::{ADMIN_PORT, HTTP_PORT, HTTPS_PORT, hex};
@@ -114,26 +114,6 @@ pub fn trust_bundle_copy(proxy: &EgressProxy, namespace: &str, files: &TrustFile
     }
 }
 
-/// A Kubernetes label selector from the spec's.
-fn selector(spec: Option<&egress_policy::spec::LabelSelector>) -> LabelSelector {
-    let Some(spec) = spec else {
-        return LabelSelector::default();
-    };
-    let expressions: Vec<LabelSelectorRequirement> = spec
-        .match_expressions
-        .iter()
-        .map(|r| LabelSelectorRequirement {
-            key: r.key.clone(),
-            operator: format!("{:?}", r.operator),
-            values: (!r.values.is_empty()).then(|| r.values.clone()),
-        })
-        .collect();
-    LabelSelector {
-        match_labels: (!spec.match_labels.is_empty()).then(|| spec.match_labels.clone()),
-        match_expressions: (!expressions.is_empty()).then_some(expressions),
-    }
-}
-
 fn labels(pairs: &[(&str, &str)]) -> LabelSelector {
     LabelSelector {
         match_labels: Some(
@@ -186,19 +166,22 @@ pub fn cidrs(no_proxy: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// In client namespace `namespace`: the served pods may send only to the
-/// proxy's listeners, cluster DNS (pods labelled `dns` in kube-system, port
+/// In client namespace `namespace`: every pod (labels cannot take a pod out
+/// of it; gateway pods of a proxy in this namespace excepted) may send only
+/// to the listeners of the proxies that serve the namespace (`serving`, this
+/// one among them), cluster DNS (pods labelled `dns` in kube-system, port
 /// 53) and the `NO_PROXY` address ranges.
 pub fn client_egress_policy(
     proxy: &EgressProxy,
     namespace: &str,
+    serving: &[Names],
     no_proxy: &[String],
     dns: &BTreeMap<String, String>,
 ) -> NetworkPolicy {
     let names = Names::of(proxy);
     let mut rules = vec![
         NetworkPolicyEgressRule {
-            to: Some(vec![gateway_pods(&names)]),
+            to: Some(serving.iter().map(gateway_pods).collect()),
             ports: Some(vec![port("TCP", HTTP_PORT), port("TCP", HTTPS_PORT)]),
         },
         NetworkPolicyEgressRule {
@@ -228,10 +211,21 @@ pub fn client_egress_policy(
             ports: None,
         });
     }
+    let hosts_a_gateway = serving.iter().any(|n| n.namespace == namespace);
+    let pods = LabelSelector {
+        match_labels: None,
+        match_expressions: hosts_a_gateway.then(|| {
+            vec![LabelSelectorRequirement {
+                key: "app.kubernetes.io/name".to_owned(),
+                operator: "NotIn".to_owned(),
+                values: Some(vec![GATEWAY_NAME.to_owned()]),
+            }]
+        }),
+    };
     with_hash(NetworkPolicy {
         metadata: client_metadata(&names, namespace, names.client_egress_policy()),
         spec: Some(NetworkPolicySpec {
-            pod_selector: Some(selector(proxy.spec.clients.pod_selector.as_ref())),
+            pod_selector: Some(pods),
             policy_types: Some(vec!["Egress".to_owned()]),
             egress: Some(rules),
             ingress: None,
@@ -239,32 +233,33 @@ pub fn client_egress_policy(
     })
 }
 
-/// In the proxy's namespace: its listeners admit only the pods it serves
-/// (in namespaces opted in to injection and selected); its admin port
-/// (probes, metrics) stays open.
-pub fn proxy_ingress_policy(proxy: &EgressProxy, operator_namespace: &str) -> NetworkPolicy {
+/// In the proxy's namespace: its listeners admit only pods of the
+/// namespaces it serves (`served`); its admin port (probes, metrics) stays
+/// open.
+pub fn proxy_ingress_policy(proxy: &EgressProxy, served: &[String]) -> NetworkPolicy {
     let names = Names::of(proxy);
-    let clients = &proxy.spec.clients;
-    let mut namespaces = selector(clients.namespace_selector.as_ref());
-    let expressions = namespaces.match_expressions.get_or_insert_with(Vec::new);
-    expressions.push(LabelSelectorRequirement {
-        key: INJECTION_LABEL.to_owned(),
-        operator: "In".to_owned(),
-        values: Some(vec!["enabled".to_owned()]),
-    });
-    expressions.push(LabelSelectorRequirement {
-        key: NAMESPACE_NAME_LABEL.to_owned(),
-        operator: "NotIn".to_owned(),
-        values: Some(
-            [
-                "kube-system",
-                "kube-public",
-                "kube-node-lease",
-                operator_namespace,
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        ),
+    let mut rules = Vec::new();
+    // No served namespace: no rule at all (an empty `from` would admit all).
+    if !served.is_empty() {
+        rules.push(NetworkPolicyIngressRule {
+            from: Some(vec![NetworkPolicyPeer {
+                namespace_selector: Some(LabelSelector {
+                    match_labels: None,
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: NAMESPACE_NAME_LABEL.to_owned(),
+                        operator: "In".to_owned(),
+                        values: Some(served.to_vec()),
+                    }]),
+                }),
+                pod_selector: None,
+                ip_block: None,
+            }]),
+            ports: Some(vec![port("TCP", HTTP_PORT), port("TCP", HTTPS_PORT)]),
+        });
+    }
+    rules.push(NetworkPolicyIngressRule {
+        from: None,
+        ports: Some(vec![port("TCP", ADMIN_PORT)]),
     });
     let mut meta = metadata(proxy, names.proxy_ingress_policy());
     meta.labels
@@ -278,20 +273,7 @@ pub fn proxy_ingress_policy(proxy: &EgressProxy, operator_namespace: &str) -> Ne
                 match_expressions: None,
             }),
             policy_types: Some(vec!["Ingress".to_owned()]),
-            ingress: Some(vec![
-                NetworkPolicyIngressRule {
-                    from: Some(vec![NetworkPolicyPeer {
-                        namespace_selector: Some(namespaces),
-                        pod_selector: Some(selector(clients.pod_selector.as_ref())),
-                        ip_block: None,
-                    }]),
-                    ports: Some(vec![port("TCP", HTTP_PORT), port("TCP", HTTPS_PORT)]),
-                },
-                NetworkPolicyIngressRule {
-                    from: None,
-                    ports: Some(vec![port("TCP", ADMIN_PORT)]),
-                },
-            ]),
+            ingress: Some(rules),
             egress: None,
         }),
     })
@@ -316,10 +298,14 @@ mod tests {
     }
 
     #[test]
-    fn client_egress_reaches_only_the_proxy_dns_and_no_proxy_ranges() {
+    fn client_egress_reaches_only_the_serving_proxies_dns_and_no_proxy_ranges() {
         let p = proxy(
             serde_json::json!({"enforce": true, "podSelector": {"matchLabels": {"app": "web"}}}),
         );
+        let other = Names {
+            proxy: "other".to_owned(),
+            namespace: "team".to_owned(),
+        };
         let no_proxy = [
             "localhost",
             "127.0.0.1",
@@ -332,7 +318,7 @@ mod tests {
         ]
         .map(str::to_owned);
         let dns = BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]);
-        let policy = client_egress_policy(&p, "team", &no_proxy, &dns);
+        let policy = client_egress_policy(&p, "team", &[Names::of(&p), other], &no_proxy, &dns);
         let meta = json(&policy.metadata);
         assert_eq!(meta["name"], "egress-clients.egress.main");
         assert_eq!(meta["namespace"], "team");
@@ -342,17 +328,22 @@ mod tests {
             meta.get("ownerReferences").is_none(),
             "cannot cross namespaces"
         );
+        let gateway = |ns: &str, name: &str| {
+            serde_json::json!({
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns}},
+                "podSelector": {"matchLabels": {"app.kubernetes.io/instance": name, "app.kubernetes.io/name": "egress-gateway"}}
+            })
+        };
         assert_eq!(
             json(&policy.spec),
             serde_json::json!({
-                "podSelector": {"matchLabels": {"app": "web"}},
+                // Every pod but the gateway of the proxy that lives here:
+                // relabelling a pod does not take it out.
+                "podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["egress-gateway"]}]},
                 "policyTypes": ["Egress"],
                 "egress": [
                     {
-                        "to": [{
-                            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "egress"}},
-                            "podSelector": {"matchLabels": {"app.kubernetes.io/instance": "main", "app.kubernetes.io/name": "egress-gateway"}}
-                        }],
+                        "to": [gateway("egress", "main"), gateway("team", "other")],
                         "ports": [{"protocol": "TCP", "port": 8080}, {"protocol": "TCP", "port": 8443}]
                     },
                     {
@@ -370,15 +361,18 @@ mod tests {
                 ]
             })
         );
+        let elsewhere = client_egress_policy(&p, "shop", &[Names::of(&p)], &no_proxy, &dns);
+        assert_eq!(
+            json(&elsewhere.spec)["podSelector"],
+            serde_json::json!({}),
+            "no gateway there"
+        );
     }
 
     #[test]
-    fn the_proxy_admits_only_served_pods_on_its_listeners() {
-        let p = proxy(serde_json::json!({
-            "enforce": true,
-            "namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "Exists"}]}
-        }));
-        let policy = proxy_ingress_policy(&p, "egress-system");
+    fn the_proxy_admits_only_served_namespaces_on_its_listeners() {
+        let p = proxy(serde_json::json!({"enforce": true}));
+        let policy = proxy_ingress_policy(&p, &["a".to_owned(), "b".to_owned()]);
         assert_eq!(policy.metadata.name.as_deref(), Some("main-clients"));
         assert!(
             policy.metadata.owner_references.is_some(),
@@ -391,20 +385,21 @@ mod tests {
         );
         assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
         assert_eq!(
-            spec["ingress"][0]["from"][0]["namespaceSelector"],
-            serde_json::json!({"matchExpressions": [
-                {"key": "team", "operator": "Exists"},
-                {"key": "egress.dev/injection", "operator": "In", "values": ["enabled"]},
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "kube-public", "kube-node-lease", "egress-system"]}
-            ]})
-        );
-        assert_eq!(
-            spec["ingress"][0]["from"][0]["podSelector"],
-            serde_json::json!({})
+            spec["ingress"][0]["from"],
+            serde_json::json!([{"namespaceSelector": {"matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["a", "b"]}
+            ]}}])
         );
         assert_eq!(
             spec["ingress"][1],
             serde_json::json!({"ports": [{"protocol": "TCP", "port": 9090}]})
+        );
+        // Serving no namespace: the listeners admit no one (an empty `from`
+        // would admit everyone).
+        let none = json(&proxy_ingress_policy(&p, &[]).spec);
+        assert_eq!(
+            none["ingress"],
+            serde_json::json!([{"ports": [{"protocol": "TCP", "port": 9090}]}])
         );
     }
 
@@ -450,9 +445,10 @@ mod tests {
     fn the_hash_follows_the_content() {
         let p = proxy(serde_json::json!({}));
         let dns = BTreeMap::new();
-        let a = client_egress_policy(&p, "team", &["10.0.0.0/8".to_owned()], &dns);
-        let b = client_egress_policy(&p, "team", &["10.0.0.0/8".to_owned()], &dns);
-        let c = client_egress_policy(&p, "team", &["10.1.0.0/16".to_owned()], &dns);
+        let serving = [Names::of(&p)];
+        let a = client_egress_policy(&p, "team", &serving, &["10.0.0.0/8".to_owned()], &dns);
+        let b = client_egress_policy(&p, "team", &serving, &["10.0.0.0/8".to_owned()], &dns);
+        let c = client_egress_policy(&p, "team", &serving, &["10.1.0.0/16".to_owned()], &dns);
         let hash = |n: &NetworkPolicy| {
             n.metadata.annotations.as_ref().expect("annotated")[RENDER_HASH_ANNOTATION].clone()
         };

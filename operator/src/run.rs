@@ -26,7 +26,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -233,6 +233,7 @@ pub async fn controllers(
         trust_bundles,
         copies,
         network_policies,
+        ..
     } = &client_caches;
     let (a, b, c, d, e) = tokio::join!(
         namespaces.wait_until_ready(),
@@ -414,12 +415,21 @@ pub async fn controllers(
     let triggers = futures_util::stream::unfold(client_triggers, |mut triggers| async move {
         triggers.recv().await.map(|proxy| (proxy, triggers))
     });
+    // Pod churn triggers this often: a second's debounce folds bursts into
+    // one run. Its own backoff: the proxy controller's successes must not
+    // reset its failures.
+    let clients_backoff = Arc::new(Backoff::default());
     let clients_controller = Controller::for_shared_stream(client_proxy_events, proxies.clone())
+        .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
         .reconcile_on(triggers)
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(
-            wrapped("clients", reconcile_clients::reconcile, backoff.clone()),
-            error_policy::<EgressProxy>(backoff.clone()),
+            wrapped(
+                "clients",
+                reconcile_clients::reconcile,
+                clients_backoff.clone(),
+            ),
+            error_policy::<EgressProxy>(clients_backoff),
             ctx.clone(),
         )
         .for_each(log_outcome);
@@ -542,6 +552,7 @@ fn client_caches(
         trust_bundles,
         copies,
         network_policies,
+        memo: Default::default(),
     }
 }
 

@@ -35,12 +35,20 @@ use crate::crd::EgressProxy;
 use crate::inject::{self, Cluster};
 use crate::metrics::{Metrics, WebhookLabels};
 
-/// Largest review accepted (the API server's objects are at most 1.5 MiB).
-const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Largest review accepted (a pod is at most 1.5 MiB in etcd). With
+/// [`MAX_CONNECTIONS`] it bounds the memory reviews can take.
+const MAX_BODY: usize = 2 * 1024 * 1024;
 /// Connections served at once; more wait for a slot.
-const MAX_CONNECTIONS: usize = 256;
+const MAX_CONNECTIONS: usize = 64;
 /// Time for a TLS handshake and a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for a whole request, body included (the API server gives up sooner:
+/// the chart's `timeoutSeconds` is 5).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one connection is kept; then it is closed between requests
+/// (the API server opens another), so idle connections cannot hold the
+/// slots.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// The webhook's serving certificate, swapped in place.
 #[derive(Debug, Default)]
@@ -358,13 +366,27 @@ pub async fn serve(listener: TcpListener, webhook: Arc<Webhook>) -> anyhow::Resu
             };
             let service = service_fn(move |request| {
                 let webhook = webhook.clone();
-                async move { Ok::<_, Infallible>(webhook.handle(request).await) }
+                async move {
+                    let response = tokio::time::timeout(REQUEST_TIMEOUT, webhook.handle(request))
+                        .await
+                        .unwrap_or_else(|_| {
+                            respond(StatusCode::REQUEST_TIMEOUT, "request too slow\n".into())
+                        });
+                    Ok::<_, Infallible>(response)
+                }
             });
-            let _ = http1::Builder::new()
+            let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
+                .serve_connection(TokioIo::new(tls), service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, connection).await;
+                }
+            }
         });
     }
 }

@@ -108,6 +108,10 @@ pub async fn maintain(client: Client, cert: WebhookCert, stop: CancellationToken
 
 /// One pass: issue what is missing or due, patch the `caBundle`; how long
 /// until the next pass.
+///
+/// A new CA goes into the `caBundle` next to the previous one before any
+/// certificate it signed is served, so the API server trusts both sides of
+/// the change: the serving certificate follows on a later pass.
 async fn ensure(client: &Client, cert: &WebhookCert) -> anyhow::Result<Duration> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &cert.namespace);
     let now = SystemTime::now();
@@ -115,18 +119,26 @@ async fn ensure(client: &Client, cert: &WebhookCert) -> anyhow::Result<Duration>
         .get_opt(&cert.ca_secret())
         .await?
         .map(|s| certs::pems_of(&s));
-    let ca = match certs::own_ca(existing_ca.as_ref(), "egress-operator webhook CA", now)? {
-        Some((pems, why)) => {
+    let (ca, new_ca) = match next_ca(existing_ca.as_ref(), now)? {
+        Some(pems) => {
             apply_secret(&secrets, cert, &cert.ca_secret(), &pems).await?;
-            tracing::info!(secret = %cert.ca_secret(), ?why, "webhook CA issued");
-            pems
+            tracing::info!(secret = %cert.ca_secret(), "webhook CA issued");
+            (pems, true)
         }
-        None => existing_ca.unwrap_or_default(),
+        None => (existing_ca.unwrap_or_default(), false),
     };
+    let patched = patch_ca_bundle(client, &cert.configuration, &ca.ca).await?;
     let existing = secrets
         .get_opt(&cert.secret)
         .await?
         .map(|s| certs::pems_of(&s));
+    let serving_usable = existing
+        .as_ref()
+        .and_then(|p| egress_pki::inspect(&p.cert).ok())
+        .is_some_and(|info| info.not_before <= now && now < info.not_after);
+    if new_ca && serving_usable {
+        return Ok(RETRY);
+    }
     let serving = match certs::serving(existing.as_ref(), &ca, &cert.names(), now)? {
         Some((pems, why)) => {
             apply_secret(&secrets, cert, &cert.secret, &pems).await?;
@@ -135,7 +147,6 @@ async fn ensure(client: &Client, cert: &WebhookCert) -> anyhow::Result<Duration>
         }
         None => existing.unwrap_or_default(),
     };
-    let patched = patch_ca_bundle(client, &cert.configuration, &ca.cert).await?;
     let next = [&ca.cert, &serving.cert]
         .into_iter()
         .filter_map(|pem| certs::renewal_at(pem))
@@ -144,6 +155,21 @@ async fn ensure(client: &Client, cert: &WebhookCert) -> anyhow::Result<Duration>
         .unwrap_or(RECHECK)
         .clamp(Duration::from_secs(1), RECHECK);
     Ok(if patched { next } else { next.min(RETRY) })
+}
+
+/// The webhook CA to store when one is due (`None`: keep `existing`): a new
+/// self-signed CA whose `ca.crt` also holds the previous one while that is
+/// still valid, so the `caBundle` spans the change.
+fn next_ca(existing: Option<&Pems>, now: SystemTime) -> Result<Option<Pems>, egress_pki::Error> {
+    let Some((mut pems, _)) = certs::own_ca(existing, "egress-operator webhook CA", now)? else {
+        return Ok(None);
+    };
+    let previous = existing
+        .filter(|old| egress_pki::inspect(&old.cert).is_ok_and(|info| now < info.not_after));
+    if let Some(old) = previous {
+        pems.ca = format!("{}\n{}", pems.cert.trim_end(), old.cert.trim_end()) + "\n";
+    }
+    Ok(Some(pems))
 }
 
 async fn apply_secret(
@@ -223,6 +249,32 @@ async fn patch_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> anyhow::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_renewed_ca_is_trusted_next_to_the_previous_one() {
+        let now = SystemTime::now();
+        let first = next_ca(None, now).expect("issue").expect("issued");
+        assert_eq!(first.ca, first.cert, "alone at first");
+        assert!(
+            next_ca(Some(&first), now).expect("check").is_none(),
+            "kept while good"
+        );
+        let later = now + certs::OWN_CA_LIFETIME * 3 / 4;
+        let second = next_ca(Some(&first), later)
+            .expect("issue")
+            .expect("renewed");
+        assert_ne!(second.cert, first.cert);
+        let anchors = egress_pki::certificates(&second.ca).expect("bundle");
+        assert_eq!(anchors.len(), 2, "new and previous");
+        assert!(second.ca.starts_with(second.cert.trim_end()));
+        assert!(second.ca.contains(first.cert.trim_end()));
+        // Once the previous one has expired it is dropped.
+        let much_later = now + certs::OWN_CA_LIFETIME * 2;
+        let third = next_ca(Some(&first), much_later)
+            .expect("issue")
+            .expect("replaced");
+        assert_eq!(third.ca, third.cert);
+    }
 
     #[test]
     fn the_certificate_names_the_service_and_the_extras() {

@@ -142,38 +142,60 @@ fn as_chart_service_account(plane: &ControlPlane, dir: &std::path::Path) -> Stri
     path.display().to_string()
 }
 
-fn operator(kubeconfig: &str, port: u16) -> Operator {
-    let listen = format!("127.0.0.1:{port}");
-    let args = [
-        "--kubeconfig",
-        kubeconfig,
-        "--log-format",
-        "json",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--gateway-image",
-        "egress-gateway:test",
-        "--leader-election",
-        "false",
-        "--namespace",
-        RELEASE_NAMESPACE,
-        "--webhook-listen",
-        &listen,
-        "--webhook-host",
-        "127.0.0.1",
-        "--webhook-configuration",
-        RELEASE,
-        "--webhook-secret",
-        "egress-proxy-webhook-tls",
-        "--webhook-service",
-        "egress-proxy-webhook",
-        "--service-cidr",
-        "10.0.0.0/24",
-        "--pod-cidr",
-        "10.244.0.0/16",
-    ]
-    .map(str::to_owned);
-    Operator::spawn(Path::new(env!("CARGO_BIN_EXE_egress-operator")), &args)
+/// The environment the chart gives the operator container, as installed,
+/// with the downward API's values filled in and the webhook on `port` of
+/// this machine.
+fn chart_environment(plane: &ControlPlane, port: u16) -> Vec<(String, String)> {
+    let mut manifest = plane.helm();
+    manifest.args(["get", "manifest", RELEASE, "--namespace", RELEASE_NAMESPACE]);
+    let manifest = run(manifest);
+    let deployment: serde_json::Value = manifest
+        .split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).ok())
+        .find(|doc| doc["kind"] == "Deployment")
+        .expect("the chart renders the operator Deployment");
+    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    env.iter()
+        .map(|var| {
+            let name = var["name"].as_str().unwrap_or_default().to_owned();
+            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.namespace") => RELEASE_NAMESPACE.to_owned(),
+                Some("metadata.name") => "egress-proxy-operator-0".to_owned(),
+                Some(other) => panic!("{name}: no value for fieldRef {other}"),
+                None => var["value"].as_str().unwrap_or_default().to_owned(),
+            };
+            let value = if name == "EGRESS_WEBHOOK_LISTEN" {
+                format!("127.0.0.1:{port}")
+            } else {
+                value
+            };
+            (name, value)
+        })
+        .collect()
+}
+
+/// The operator as the chart runs it: its environment and its RBAC.
+fn operator(kubeconfig: &str, env: &[(String, String)]) -> Operator {
+    let args = ["--kubeconfig", kubeconfig, "--admin-listen", "127.0.0.1:0"].map(str::to_owned);
+    Operator::spawn_with_env(Path::new(env!("CARGO_BIN_EXE_egress-operator")), &args, env)
+}
+
+/// `curl` to the webhook: the status code.
+fn webhook_status(port: u16, method: &str, body: &str) -> String {
+    let mut curl = Command::new("curl");
+    curl.args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", method])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("https://127.0.0.1:{port}/mutate"));
+    let (_, code, _) = with_stdin(curl, body);
+    code
 }
 
 async fn proxy(client: &kube::Client) -> EgressProxy {
@@ -267,6 +289,12 @@ async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_re
         &format!("webhook.url=https://127.0.0.1:{port}/mutate"),
         "--set",
         "webhook.extraHosts={127.0.0.1}",
+        "--set",
+        "sharedProxyNamespaces={proxies}",
+        "--set",
+        "cluster.serviceCIDRs={10.0.0.0/24}",
+        "--set",
+        "cluster.podCIDRs={10.244.0.0/16}",
     ]);
     let notes = run(install);
     assert!(
@@ -286,10 +314,12 @@ async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_re
         format!("https://127.0.0.1:{port}/mutate Ignore")
     );
 
-    // The operator runs with the chart's RBAC, nothing more.
+    // The operator runs with the chart's environment and RBAC, nothing more
+    // (leader election included).
     let dir = TempDir::new("webhook");
     let kubeconfig = as_chart_service_account(plane, &dir.0);
-    let mut op = operator(&kubeconfig, port);
+    let chart_env = chart_environment(plane, port);
+    let mut op = operator(&kubeconfig, &chart_env);
     eventually(Duration::from_secs(30), "webhook ready", || async {
         (op.admin_get("/readyz").0 == 200).then_some(())
     })
@@ -306,6 +336,12 @@ async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_re
         (!run(get).is_empty()).then_some(())
     })
     .await;
+
+    // What is not a review is refused without harm.
+    assert_eq!(webhook_status(port, "POST", "not json"), "400");
+    assert_eq!(webhook_status(port, "GET", ""), "404");
+    let oversized = format!("{{\"padding\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
+    assert_eq!(webhook_status(port, "POST", &oversized), "400");
 
     // A proxy that intercepts, and the namespaces.
     namespace(&client, "proxies").await;
@@ -517,7 +553,7 @@ spec:
             .get("egress.dev/proxy")
             .is_none()
     );
-    let op = operator(&kubeconfig, port);
+    let op = operator(&kubeconfig, &chart_env);
     let status = eventually(Duration::from_secs(30), "the escape reported", || async {
         let clients = proxy(&client).await.status?.clients?;
         (clients.escaped_pods == 1).then_some(clients)
@@ -575,7 +611,8 @@ spec:
     let spec = serde_json::to_value(egress.spec).expect("json");
     assert_eq!(
         spec["podSelector"],
-        serde_json::json!({"matchLabels": {"app": "web"}})
+        serde_json::json!({}),
+        "every pod of the namespace, whatever its labels"
     );
     let ranges: Vec<&str> = spec["egress"][2]["to"]
         .as_array()

@@ -297,10 +297,16 @@ impl Operator {
     /// Any of this workspace's binaries that log JSON and announce their
     /// listeners (`"message":"listening"`), with exactly `args`.
     pub fn spawn(binary: &Path, args: &[String]) -> Operator {
+        Operator::spawn_with_env(binary, args, &[])
+    }
+
+    /// As [`Operator::spawn`], with these environment variables too.
+    pub fn spawn_with_env(binary: &Path, args: &[String], env: &[(String, String)]) -> Operator {
         let mut child = Command::new("setpriv")
             .args(["--pdeathsig", "SIGKILL", "--"])
             .arg(binary)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info,egress_operator=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
