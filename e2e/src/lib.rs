@@ -11,8 +11,10 @@
 //! the thread that started it even if the test process is killed; stopping is
 //! otherwise by PID (SIGTERM, then SIGKILL).
 
+pub mod node;
+
 use std::fs;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -63,7 +65,7 @@ pub enum HarnessError {
     Setup(String),
 }
 
-fn setup_error(what: &str) -> impl Fn(std::io::Error) -> HarnessError + '_ {
+pub(crate) fn setup_error(what: &str) -> impl Fn(std::io::Error) -> HarnessError + '_ {
     move |e| HarnessError::Setup(format!("{what}: {e}"))
 }
 
@@ -146,6 +148,17 @@ struct Process {
     log: PathBuf,
 }
 
+/// How a control plane is started.
+#[derive(Clone, Debug, Default)]
+pub struct PlaneOptions {
+    /// Serve on and advertise this address instead of 127.0.0.1, and keep
+    /// the `kubernetes` Service's endpoints on it (lease reconciler): what a
+    /// control plane with a node needs, so pods reach the API server through
+    /// the Service, and the API server reaches the kubelet at the node's
+    /// InternalIP. `None`: loopback only, no Service endpoints.
+    pub address: Option<Ipv4Addr>,
+}
+
 /// A running control plane (or one found through `$EGRESS_E2E_KUBECONFIG`).
 #[derive(Debug)]
 pub struct ControlPlane {
@@ -164,6 +177,11 @@ impl ControlPlane {
     /// Starts etcd and kube-apiserver on free ports of 127.0.0.1, in a new
     /// directory under `$EGRESS_E2E_DIR` (default: the system temp dir).
     pub fn start() -> Result<ControlPlane, HarnessError> {
+        ControlPlane::start_with(&PlaneOptions::default())
+    }
+
+    /// As [`ControlPlane::start`], with `options`.
+    pub fn start_with(options: &PlaneOptions) -> Result<ControlPlane, HarnessError> {
         let binaries = Binaries::ensure()?;
         let base = std::env::var_os("EGRESS_E2E_DIR")
             .map(PathBuf::from)
@@ -181,7 +199,7 @@ impl ControlPlane {
             processes: Vec::new(),
         };
         let started = Instant::now();
-        let result = plane.boot();
+        let result = plane.boot(options);
         if result.is_err() {
             plane.stop();
         } else {
@@ -255,8 +273,9 @@ impl ControlPlane {
         }
     }
 
-    fn boot(&mut self) -> Result<(), HarnessError> {
-        let pki = Pki::write(&self.dir.join("pki"))?;
+    fn boot(&mut self, options: &PlaneOptions) -> Result<(), HarnessError> {
+        let address = options.address.unwrap_or(Ipv4Addr::LOCALHOST);
+        let pki = Pki::write(&self.dir.join("pki"), address)?;
         let (etcd_client, etcd_peer, api_port) = (free_port()?, free_port()?, free_port()?);
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
         let peer_url = format!("http://127.0.0.1:{etcd_peer}");
@@ -277,14 +296,23 @@ impl ControlPlane {
         )?;
         self.wait_ready("etcd", || http_ok(etcd_client, "/health"))?;
 
-        self.server = format!("https://127.0.0.1:{api_port}");
+        self.server = format!("https://{address}:{api_port}");
         let p = |name: &str| pki.dir.join(name).display().to_string();
+        // With a node: Service endpoints on the advertised address, and the
+        // kubelet dialled at its InternalIP (its name resolves nowhere).
+        let node_flags = match options.address {
+            Some(_) => vec![
+                "--endpoint-reconciler-type=lease".to_owned(),
+                "--kubelet-preferred-address-types=InternalIP".to_owned(),
+            ],
+            None => vec!["--endpoint-reconciler-type=none".to_owned()],
+        };
         self.spawn(
             "kube-apiserver",
             &[
                 format!("--etcd-servers={etcd_url}"),
-                "--bind-address=127.0.0.1".to_owned(),
-                "--advertise-address=127.0.0.1".to_owned(),
+                format!("--bind-address={address}"),
+                format!("--advertise-address={address}"),
                 format!("--secure-port={api_port}"),
                 format!("--cert-dir={}", self.dir.join("apiserver-certs").display()),
                 format!("--tls-cert-file={}", p("apiserver.crt")),
@@ -297,8 +325,10 @@ impl ControlPlane {
                 "--authorization-mode=RBAC".to_owned(),
                 "--allow-privileged=true".to_owned(),
                 "--enable-priority-and-fairness=false".to_owned(),
-                "--endpoint-reconciler-type=none".to_owned(),
-            ],
+            ]
+            .into_iter()
+            .chain(node_flags)
+            .collect::<Vec<_>>(),
         )?;
         fs::write(&self.kubeconfig, pki.kubeconfig(&self.server))
             .map_err(setup_error("kubeconfig"))?;
@@ -444,7 +474,7 @@ impl Drop for ControlPlane {
     }
 }
 
-fn unique() -> usize {
+pub(crate) fn unique() -> usize {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     N.fetch_add(1, Ordering::SeqCst)
@@ -452,7 +482,7 @@ fn unique() -> usize {
 
 /// A port nobody listens on now (the OS picks it; the short race with other
 /// processes is caught by the start-up checks).
-fn free_port() -> Result<u16, HarnessError> {
+pub(crate) fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(setup_error("free port"))?;
     Ok(listener
         .local_addr()
@@ -461,7 +491,7 @@ fn free_port() -> Result<u16, HarnessError> {
 }
 
 /// A plain-HTTP GET answering 200.
-fn http_ok(port: u16, path: &str) -> bool {
+pub(crate) fn http_ok(port: u16, path: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -480,7 +510,7 @@ fn http_ok(port: u16, path: &str) -> bool {
     response.starts_with("HTTP/1.1 200")
 }
 
-fn tail(path: &Path, lines: usize) -> String {
+pub(crate) fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -510,7 +540,8 @@ struct Pki {
 }
 
 impl Pki {
-    fn write(dir: &Path) -> Result<Pki, HarnessError> {
+    /// `address`: where the API server serves (in its certificate too).
+    fn write(dir: &Path, address: Ipv4Addr) -> Result<Pki, HarnessError> {
         fs::create_dir_all(dir).map_err(setup_error("pki directory"))?;
         let mint = |e: rcgen::Error| HarnessError::Setup(format!("certificate generation: {e}"));
         let ca_key = KeyPair::generate().map_err(mint)?;
@@ -536,6 +567,11 @@ impl Pki {
             SanType::IpAddress([127, 0, 0, 1].into()),
             SanType::IpAddress([10, 0, 0, 1].into()),
         ];
+        if !address.is_loopback() {
+            server
+                .subject_alt_names
+                .push(SanType::IpAddress(IpAddr::V4(address)));
+        }
         for name in [
             "localhost",
             "kubernetes",

@@ -1,6 +1,7 @@
 //! `egress-e2e`: the test control plane from a shell.
 
 use clap::{Parser, Subcommand};
+use egress_e2e::node::Cluster;
 use egress_e2e::{Binaries, ControlPlane};
 
 /// A real kube-apiserver and etcd on 127.0.0.1 for development and tests.
@@ -17,13 +18,61 @@ enum Cmd {
     Binaries,
     /// Start a control plane, print how to use it, and keep it running until
     /// Ctrl-C or SIGTERM (then stop it and remove its files).
-    Up,
+    Up {
+        /// Start a node too (containerd, kubelet, kube-proxy, CoreDNS,
+        /// kube-controller-manager, kube-scheduler, kube-router; needs root).
+        #[arg(long)]
+        node: bool,
+    },
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+fn wait_for_signal() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok::<_, std::io::Error>(())
+        })?;
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Cmd::Binaries => println!("{}", Binaries::ensure()?.dir.display()),
-        Cmd::Up => {
+        Cmd::Up { node: true } => {
+            let started = std::time::Instant::now();
+            let mut cluster = Cluster::start()?;
+            println!(
+                "control plane and node ready in {:.1}s at {}",
+                started.elapsed().as_secs_f64(),
+                cluster.plane.server
+            );
+            for (name, pid, rss) in cluster
+                .plane
+                .memory()
+                .into_iter()
+                .chain(cluster.node.memory())
+            {
+                println!("  {name}: pid {pid}, {rss:.0} MiB resident");
+            }
+            println!("  control plane: {}", cluster.plane.dir.display());
+            println!("  node: {}", cluster.node.dir.display());
+            println!();
+            println!("export KUBECONFIG={}", cluster.plane.kubeconfig.display());
+            println!("export PATH={}:$PATH", cluster.plane.binaries.dir.display());
+            wait_for_signal()?;
+            println!("stopping");
+            cluster.node.stop();
+            cluster.plane.stop();
+        }
+        Cmd::Up { node: false } => {
             let started = std::time::Instant::now();
             let mut plane = ControlPlane::start()?;
             println!(
@@ -46,18 +95,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "Run one test against it:  cargo test -p egress-e2e --test control_plane <name>"
             );
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(async {
-                    use tokio::signal::unix::{SignalKind, signal};
-                    let mut term = signal(SignalKind::terminate())?;
-                    tokio::select! {
-                        _ = term.recv() => {}
-                        _ = tokio::signal::ctrl_c() => {}
-                    }
-                    Ok::<_, std::io::Error>(())
-                })?;
+            wait_for_signal()?;
             println!("stopping");
             plane.stop();
         }

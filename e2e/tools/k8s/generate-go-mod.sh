@@ -8,7 +8,9 @@
 # lines only count in the main module. So every such line of the go.mod that the
 # Go module proxy serves for that release becomes a replace to the published
 # staging module of the same release (v1.37.2 -> v0.37.2). The etcd server is
-# required at the version Kubernetes pins, so both binaries share one graph.
+# required at the version Kubernetes pins, so every binary shares one graph:
+# the control plane's (etcd, kube-apiserver, kubectl) and the node's (kubelet,
+# kube-proxy, kube-controller-manager, kube-scheduler; see ../node/build.sh).
 set -euo pipefail
 version=${1:?usage: $0 vX.Y.Z (a k8s.io/kubernetes release served by the module proxy)}
 here=$(cd "$(dirname "$0")" && pwd)
@@ -43,7 +45,11 @@ go_directive=$(awk '$1 == "go" { print $2; exit }' "$k8s_mod")
 	echo "tool ("
 	echo "	go.etcd.io/etcd/server/v3"
 	echo "	k8s.io/kubernetes/cmd/kube-apiserver"
+	echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+	echo "	k8s.io/kubernetes/cmd/kube-proxy"
+	echo "	k8s.io/kubernetes/cmd/kube-scheduler"
 	echo "	k8s.io/kubernetes/cmd/kubectl"
+	echo "	k8s.io/kubernetes/cmd/kubelet"
 	echo ")"
 } >go.mod
 rm -f go.sum
