@@ -1,0 +1,115 @@
+//! The node harness's own failure handling: a part that dies during start-up
+//! is named with the end of its log, and what the run changed on the machine
+//! is undone.
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::PathBuf;
+use std::process::Command;
+
+use egress_e2e::node::NodeBinaries;
+
+/// A node bin dir with the real binaries except `broken`, a script that fails
+/// the way a misconfigured process does.
+fn bin_dir_with_broken(broken: &str) -> PathBuf {
+    let real = NodeBinaries::ensure().expect("node binaries").dir;
+    let dir = std::env::temp_dir().join(format!(
+        "egress-e2e-node-broken-{broken}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    for entry in std::fs::read_dir(&real).expect("node bin dir").flatten() {
+        let name = entry.file_name();
+        if name == broken {
+            let script = dir.join(broken);
+            std::fs::write(&script, "#!/bin/sh\necho \"starting $0\"\necho 'Error: unknown flag: --pretend-misconfiguration' >&2\nexit 3\n")
+                .expect("script");
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        } else {
+            symlink(entry.path(), dir.join(&name)).expect("symlink");
+        }
+    }
+    dir
+}
+
+fn bridge_exists() -> bool {
+    Command::new("ip")
+        .args(["link", "show", "egress-e2e0"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The KUBE-* chains of iptables (kubelet's canaries, kube-router's chains).
+fn kube_chains() -> Vec<String> {
+    let output = Command::new("iptables-save")
+        .output()
+        .expect("iptables-save");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with(":KUBE-"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn a_node_part_that_dies_is_named_and_the_host_is_restored() {
+    // kube-proxy starts after containerd, kubelet and the controllers: its
+    // failure leaves the most to undo.
+    let bin = bin_dir_with_broken("kube-proxy");
+    let chains_before = kube_chains();
+    let kubepods_before = std::path::Path::new("/sys/fs/cgroup/memory/kubepods").exists();
+    let base = std::env::temp_dir().join(format!("egress-e2e-node-test-{}", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_egress-e2e"))
+        .args(["up", "--node"])
+        .env("EGRESS_E2E_NODE_BIN_DIR", &bin)
+        .env("EGRESS_E2E_NODE_DIR", &base)
+        .output()
+        .expect("runs");
+    assert!(!output.status.success(), "start-up must fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("kube-proxy exited during start-up (exit status: 3)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown flag: --pretend-misconfiguration"),
+        "the log tail is shown: {stderr}"
+    );
+
+    // Everything started before the failure was stopped and undone.
+    assert!(!bridge_exists(), "the bridge was removed");
+    assert!(!base.join("lock").exists(), "the node lock was released");
+    let runs: Vec<_> = std::fs::read_dir(&base)
+        .expect("node base dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
+        .collect();
+    assert!(runs.is_empty(), "run directories left: {runs:?}");
+    let leftovers = Command::new("pgrep")
+        .args(["-f", &base.display().to_string()])
+        .output()
+        .expect("pgrep");
+    assert!(
+        leftovers.stdout.is_empty(),
+        "processes of the run left: {}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&base.display().to_string()),
+        "mounts left:\n{mounts}"
+    );
+    assert_eq!(
+        kube_chains(),
+        chains_before,
+        "kubelet's iptables chains are gone"
+    );
+    assert_eq!(
+        std::path::Path::new("/sys/fs/cgroup/memory/kubepods").exists(),
+        kubepods_before,
+        "kubelet's cgroups are gone"
+    );
+    let _ = std::fs::remove_dir_all(&bin);
+    let _ = std::fs::remove_dir_all(&base);
+}
