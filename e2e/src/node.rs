@@ -49,6 +49,9 @@ pub const HOST_NAME: &str = "host.e2e.test";
 /// The port the kubelet serves on (logs, exec, port-forward), on [`HOST_ADDRESS`].
 pub const KUBELET_PORT: u16 = 10250;
 const BRIDGE: &str = "egress-e2e0";
+/// The machine-wide node lock: whatever `$EGRESS_E2E_NODE_DIR` says, a node
+/// changes the machine (the bridge, rules, sysctls), so there is one at a time.
+const LOCK: &str = "/run/egress-e2e-node.lock";
 const READY_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Images imported into the node's containerd. Pods use them with
@@ -375,7 +378,7 @@ impl Node {
         let base = Node::base();
         fs::create_dir_all(&base).map_err(setup_error("node base directory"))?;
         let dir = base.join(format!("run-{}-{}", std::process::id(), unique()));
-        let lock = base.join("lock");
+        let lock = PathBuf::from(LOCK);
         take_lock(&lock, &dir)?;
         let mut node = Node {
             dir,
@@ -440,7 +443,7 @@ impl Node {
             .arg(
                 r#"while kill -0 "$1" 2>/dev/null; do sleep 1; done
                    bash "$2" "$3" >>"$4" 2>&1
-                   [ -n "$5" ] || rm -rf "$3"
+                   grep -qF " $3" /proc/self/mountinfo || [ -n "$5" ] || rm -rf "$3"
                    [ "$(sed -n 2p "$6" 2>/dev/null)" = "$3" ] && rm -f "$6""#,
             )
             .args([
@@ -926,7 +929,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             let _ = process.child.wait();
         }
         teardown(&self.dir);
-        if std::env::var_os("EGRESS_E2E_KEEP").is_none() {
+        // Never into a file system still mounted there.
+        if std::env::var_os("EGRESS_E2E_KEEP").is_none() && !mounted_under(&self.dir) {
             let _ = fs::remove_dir_all(&self.dir);
         }
         release_lock(&self.lock, &self.dir);
@@ -1054,11 +1058,16 @@ fn take_lock(lock: &Path, dir: &Path) -> Result<(), HarnessError> {
             ));
         }
         let alive = !owner.is_empty() && Path::new("/proc").join(&owner).exists();
-        if !alive {
+        // A dead holder's watchdog may still be restoring the host; it
+        // releases the lock when done.
+        let restoring = !held_by.as_os_str().is_empty() && process_naming(&held_by);
+        if !alive && !restoring {
             // Its owner died and its watchdog did not finish: restore the host now.
             if held_by.is_dir() {
                 teardown(&held_by);
-                let _ = fs::remove_dir_all(&held_by);
+                if !mounted_under(&held_by) {
+                    let _ = fs::remove_dir_all(&held_by);
+                }
             }
             let _ = fs::remove_file(lock);
             continue;
@@ -1072,6 +1081,33 @@ fn take_lock(lock: &Path, dir: &Path) -> Result<(), HarnessError> {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Whether anything is mounted at or under `dir`.
+fn mounted_under(dir: &Path) -> bool {
+    let prefix = dir.display().to_string();
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .any(|mount| mount == prefix || mount.starts_with(&format!("{prefix}/")))
+}
+
+/// Whether a live process names `dir` on its command line (a watchdog, or a
+/// node process that outlived its run).
+fn process_naming(dir: &Path) -> bool {
+    let needle = dir.display().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            && fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(&needle))
+    })
 }
 
 fn release_lock(lock: &Path, dir: &Path) {
