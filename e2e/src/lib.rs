@@ -452,7 +452,9 @@ fn unique() -> usize {
 
 /// A port nobody listens on now (the OS picks it; the short race with other
 /// processes is caught by the start-up checks).
-fn free_port() -> Result<u16, HarnessError> {
+/// A port nobody listens on now on 127.0.0.1 (another process may take it
+/// before the caller binds it; rare enough for tests).
+pub fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(setup_error("free port"))?;
     Ok(listener
         .local_addr()
@@ -460,8 +462,8 @@ fn free_port() -> Result<u16, HarnessError> {
         .port())
 }
 
-/// A plain-HTTP GET answering 200.
-fn http_ok(port: u16, path: &str) -> bool {
+/// Whether a plain-HTTP GET of `path` on 127.0.0.1:`port` answers 200.
+pub fn http_ok(port: u16, path: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
