@@ -392,3 +392,64 @@ fn the_walkthrough_from_an_empty_cluster_to_enforced_logged_egress() {
         "enforce: NetworkPolicies rendered; refusing a pod that goes around the proxy needs a node (e2e real node)"
     );
 }
+
+/// A client users run, with exactly the client pod's environment; the
+/// proxy's Service name resolves to this machine (`EGRESS_TEST_RESOLVE`, or
+/// a hosts file for Java), as cluster DNS resolves it to the Service.
+fn client(demo: &Demo, program: &std::path::Path) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", std::env::var_os("HOME").unwrap_or_default())
+        .envs(demo.client_env.iter().map(|(k, v)| (k, v)))
+        .env("EGRESS_TEST_RESOLVE", format!("{PROXY_SERVICE}=127.0.0.1"));
+    command
+}
+
+#[test]
+fn clients_users_run_use_what_the_webhook_injected_and_nothing_else() {
+    let demo = demo();
+    let urls = [
+        demo.url(ALLOWED_HOST, "/"),
+        demo.url(ALLOWED_HOST, "/files/report.pdf"),
+    ];
+    let clients = egress_e2e::clients::dir();
+    let hosts = demo.dir.join("hosts");
+    std::fs::write(&hosts, format!("127.0.0.1 {PROXY_SERVICE}\n")).expect("hosts file");
+
+    let mut runs: Vec<(&str, std::process::Command)> = Vec::new();
+    let mut python = client(demo, &egress_e2e::clients::python().expect("python venv"));
+    python.arg(clients.join("env_client.py")).args(&urls);
+    runs.push(("Python requests", python));
+    let mut go = client(demo, &egress_e2e::clients::go_client().expect("go client"));
+    go.args(&urls);
+    runs.push(("Go net/http", go));
+    let mut node = client(demo, &egress_e2e::clients::node().expect("node"));
+    node.arg(clients.join("fetch_client.mjs")).args(&urls);
+    runs.push(("Node fetch", node));
+    let mut java = client(demo, &egress_e2e::clients::java().expect("java"));
+    java.arg(format!("-Djdk.net.hosts.file={}", hosts.display()))
+        .arg(clients.join("HttpClientCheck.java"))
+        .args(&urls);
+    runs.push(("Java HttpClient", java));
+
+    for (name, mut command) in runs {
+        let output = command.output().unwrap_or_else(|e| panic!("{name}: {e}"));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let lines: Vec<&str> = stdout.lines().collect();
+        let report = format!(
+            "{name}:\n{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(lines.len(), 2, "{report}");
+        assert!(
+            lines[0].starts_with("200 "),
+            "allowed, intercepted: {report}"
+        );
+        assert!(
+            lines[1].starts_with("403 "),
+            "PreREQUEST deny inside the tunnel: {report}"
+        );
+    }
+}
