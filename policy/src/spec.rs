@@ -330,8 +330,9 @@ fn all_actions() -> Vec<Action> {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Clients {
-    /// Namespaces served, among those opted in to injection; all of them
-    /// when not set.
+    /// Namespaces served, among those labelled `egress.dev/injection=enabled`
+    /// that this proxy may serve (its own; any, when it is in a shared-proxy
+    /// namespace; those that pin it); all of them when not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// Pods served in those namespaces; all of them when not set.
@@ -352,12 +353,13 @@ pub struct Clients {
     pub no_proxy: Vec<String>,
     /// Mount the trust bundle and point `SSL_CERT_FILE` and friends at it,
     /// when there is something to trust (interception on, or the `https`
-    /// listener). Default true.
+    /// listener).
     #[serde(default = "yes")]
     pub inject_trust_bundle: bool,
-    /// Bypass prevention: NetworkPolicies that let the served pods reach only
-    /// the proxy, cluster DNS and the `NO_PROXY` ranges, and admit only them
-    /// to the proxy. Needs a CNI that enforces NetworkPolicy.
+    /// Bypass prevention: NetworkPolicies that let every pod of the served
+    /// namespaces reach only the proxies serving them, cluster DNS and the
+    /// `NO_PROXY` ranges, and admit only those namespaces to the proxy.
+    /// Needs a CNI that enforces NetworkPolicy.
     #[serde(default)]
     pub enforce: bool,
 }
