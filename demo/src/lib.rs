@@ -1,6 +1,6 @@
 //! The whole product on one machine, as a user would set it up on a cluster:
 //! the Helm chart installed into the test control plane, the operator and
-//! its injection webhook, the interception CA made with `examples/ca.sh`,
+//! its injection webhook, the interception CA made with `examples/cluster/ca.sh`,
 //! the seed policy, the gateway fed from the API server, a namespace labelled
 //! for injection with a client pod, and a demo destination.
 //!
@@ -211,7 +211,7 @@ impl Demo {
         )?;
         demo.wait_ready("operator", ports.operator_admin)?;
 
-        say("making the interception CA (examples/ca.sh) and applying the seed policy");
+        say("making the interception CA (examples/cluster/ca.sh) and applying the seed policy");
         demo.kubectl_ok(&["create", "namespace", PROXY_NAMESPACE])?;
         demo.make_ca("egress-ca", 1)?;
         let seed = repository().join("examples/seed-policy.yaml");
@@ -458,12 +458,12 @@ Ctrl-C stops everything.
         Ok(())
     }
 
-    /// Runs `examples/ca.sh` (as a user would) for a CA Secret `secret` in
+    /// Runs `examples/cluster/ca.sh` (as a user would) for a CA Secret `secret` in
     /// the proxy's namespace whose intermediate has path length `pathlen`;
     /// its files are in `<dir>/<secret>`.
     pub fn make_ca(&self, secret: &str, pathlen: u32) -> anyhow::Result<()> {
         let mut ca = Command::new("bash");
-        ca.arg(repository().join("examples/ca.sh"))
+        ca.arg(repository().join("examples/cluster/ca.sh"))
             .arg(self.dir.join(secret))
             .args([PROXY_NAMESPACE, secret])
             .env("PATHLEN", pathlen.to_string())

@@ -28,15 +28,15 @@ fn the_guides_snippets_are_the_files_the_suite_runs() {
         checked.push(file.to_owned());
     }
     assert!(
-        checked.contains(&"examples/ca.sh".to_owned()),
+        checked.contains(&"examples/cluster/ca.sh".to_owned()),
         "{checked:?}"
     );
 }
 
 #[test]
 fn the_cert_manager_ca_fills_the_secret_the_seed_proxy_names() {
-    let yaml =
-        std::fs::read_to_string(repository().join("examples/cert-manager-ca.yaml")).expect("file");
+    let yaml = std::fs::read_to_string(repository().join("examples/cluster/cert-manager-ca.yaml"))
+        .expect("file");
     let seed =
         std::fs::read_to_string(repository().join("examples/seed-policy.yaml")).expect("seed");
     assert!(

@@ -191,7 +191,7 @@ fn the_walkthrough_from_an_empty_cluster_to_enforced_logged_egress() {
     assert_eq!(env["HTTPS_PROXY"], proxy_url);
     assert_eq!(env["http_proxy"], proxy_url);
     assert!(env["NO_PROXY"].split(',').any(|e| e == ".svc"));
-    // Its trust bundle holds the root examples/ca.sh made.
+    // Its trust bundle holds the root examples/cluster/ca.sh made.
     let root = std::fs::read_to_string(demo.dir.join("egress-ca/root.pem")).expect("root");
     let bundle = std::fs::read_to_string(demo.trust_dir().join("ca-bundle.pem")).expect("bundle");
     assert!(bundle.contains(root.trim()), "the user's root is trusted");

@@ -4,7 +4,7 @@
 # (pathlen:1), from which the operator derives each proxy's sub-CA. The
 # intermediate goes into a Secret laid out as cert-manager lays out a CA.
 #
-#   examples/ca.sh DIR NAMESPACE [SECRET]     (SECRET defaults to egress-ca)
+#   examples/cluster/ca.sh DIR NAMESPACE [SECRET]     (SECRET defaults to egress-ca)
 #
 # PATHLEN=0 makes an intermediate that cannot sign a CA: the operator refuses
 # it and says so in the EgressProxy's status (ParentPathLenZero).
