@@ -274,11 +274,11 @@ mod tests {
         let crds = crate::crd::all();
         let (_, crd) = &crds[0];
         let begin = begin_marker(&crd.spec.names.plural);
-        let document = format!("# Title\n\n{begin}\nold\n{END_MARKER}\n\nprose\n");
+        let document = format!("# Title\n\n{begin}\nSTALE TABLE\n{END_MARKER}\n\nprose\n");
         let updated = update(&document, &crds[..1]).expect("markers");
         assert!(updated.starts_with("# Title\n\n"));
         assert!(updated.ends_with(&format!("{END_MARKER}\n\nprose\n")));
-        assert!(!updated.contains("old"));
+        assert!(!updated.contains("STALE TABLE"));
         assert_eq!(
             update(&updated, &crds[..1]).expect("again"),
             updated,

@@ -400,11 +400,18 @@ fn compile_rule(
         if operator.is_none() {
             errors.push(CompileError::new(
                 format!("{path}.operator"),
-                format!(
-                    "unknown operator {:?}; expected one of {}",
-                    condition.operator,
-                    Operator::NAMES.join(", ")
-                ),
+                match Operator::closest(&condition.operator) {
+                    Some(close) => format!(
+                        "unknown operator {:?}; did you mean {close:?}? (operators: {})",
+                        condition.operator,
+                        Operator::NAMES.join(", ")
+                    ),
+                    None => format!(
+                        "unknown operator {:?}; expected one of {}",
+                        condition.operator,
+                        Operator::NAMES.join(", ")
+                    ),
+                },
             ));
         }
         let (Some(key), Some(operator)) = (key, operator) else {
