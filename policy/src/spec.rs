@@ -309,6 +309,12 @@ pub struct Logging {
     /// often carry tokens and other credentials.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub query_strings: bool,
+    /// The shape of each line: `native` (RFC 3339 times, actions as
+    /// written in rules) or `aws` (AWS Network Firewall Proxy's: epoch
+    /// seconds, lower-case actions, `url` and `all_matches` as objects), for
+    /// log pipelines built for it.
+    #[serde(default, skip_serializing_if = "LogFormat::is_native")]
+    pub format: LogFormat,
 }
 
 impl Default for Logging {
@@ -316,7 +322,27 @@ impl Default for Logging {
         Logging {
             actions: all_actions(),
             query_strings: false,
+            format: LogFormat::Native,
         }
+    }
+}
+
+/// The shape of decision log lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// This project's (SPEC.md section 7).
+    #[default]
+    Native,
+    /// AWS Network Firewall Proxy's.
+    Aws,
+}
+
+impl LogFormat {
+    /// Whether this is the default.
+    pub fn is_native(&self) -> bool {
+        *self == LogFormat::Native
     }
 }
 
