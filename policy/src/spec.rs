@@ -654,7 +654,8 @@ mod tests {
         let operators = condition["operator"]["enum"]
             .as_array()
             .expect("operator enum");
-        assert_eq!(operators.len(), 16);
+        assert_eq!(operators.len(), crate::operator::Operator::NAMES.len());
+        assert!(operators.contains(&serde_json::json!("DateGreaterThanEquals")));
         assert!(operators.contains(&serde_json::json!("StringLike")));
         assert_eq!(
             condition["values"]["items"]["x-kubernetes-int-or-string"], true,
