@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+pub mod clients;
+
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -482,7 +484,9 @@ pub(crate) fn unique() -> usize {
 
 /// A port nobody listens on now (the OS picks it; the short race with other
 /// processes is caught by the start-up checks).
-pub(crate) fn free_port() -> Result<u16, HarnessError> {
+/// A port nobody listens on now on 127.0.0.1 (another process may take it
+/// before the caller binds it; rare enough for tests).
+pub fn free_port() -> Result<u16, HarnessError> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(setup_error("free port"))?;
     Ok(listener
         .local_addr()
@@ -490,8 +494,8 @@ pub(crate) fn free_port() -> Result<u16, HarnessError> {
         .port())
 }
 
-/// A plain-HTTP GET answering 200.
-pub(crate) fn http_ok(port: u16, path: &str) -> bool {
+/// Whether a plain-HTTP GET of `path` on 127.0.0.1:`port` answers 200.
+pub fn http_ok(port: u16, path: &str) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;

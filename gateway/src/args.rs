@@ -286,6 +286,37 @@ pub enum PolicyCommand {
     },
     /// Evaluate one request against a policy file and print the decision log line.
     Eval(Box<EvalArgs>),
+    /// Convert AWS Network Firewall Proxy rules into ProxyRuleGroup and
+    /// ProxyConfiguration YAML (on stdout; what cannot mean the same here
+    /// on stderr, exit 1 if a decision could change).
+    Import {
+        /// Where the rules come from.
+        #[arg(value_enum)]
+        from: Vendor,
+        /// AWS CLI JSON (create-proxy-rule-group --cli-input-json,
+        /// describe-proxy-rule-group, create-proxy-rules,
+        /// create-proxy-configuration, describe-proxy-configuration) or the
+        /// console's CSV export (its rule group is named after the file).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Convert ProxyRuleGroup and ProxyConfiguration YAML into the AWS CLI's
+    /// JSON (`{"CreateProxyRuleGroup": [...], "CreateProxyConfiguration":
+    /// [...]}`, each element a --cli-input-json body).
+    Export {
+        /// Where the rules go.
+        #[arg(value_enum)]
+        to: Vendor,
+        /// CRD YAML documents.
+        file: PathBuf,
+    },
+}
+
+/// Another proxy's rule format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Vendor {
+    /// AWS Network Firewall Proxy.
+    Aws,
 }
 
 /// A request described on the command line.

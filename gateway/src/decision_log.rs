@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use egress_policy::spec::LogFormat;
 use egress_policy::{Action, Decision, RuleMatch};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -30,6 +31,9 @@ const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 /// One request's log record, filled in as the request progresses.
 #[derive(Clone, Debug, Serialize)]
 pub struct Record {
+    /// When the request arrived.
+    #[serde(skip)]
+    pub arrived: Timestamp,
     /// When the request arrived (RFC 3339, milliseconds, UTC).
     pub event_timestamp: String,
     /// `proxy_name`.
@@ -98,6 +102,7 @@ impl Record {
     ) -> Record {
         let identity = client.identity.as_deref();
         Record {
+            arrived,
             // jiff prints UTC timestamps as RFC 3339 with a `Z`.
             event_timestamp: format!("{arrived:.3}"),
             proxy_name: proxy_name.to_owned(),
@@ -141,6 +146,102 @@ impl Record {
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+
+    /// The JSON line in AWS Network Firewall Proxy's shape (its proxy
+    /// logging documentation's example record): `event_timestamp` in epoch
+    /// seconds, lower-case actions, `dest_domain` with its trailing dot,
+    /// `url` split into its parts, `all_matches` as `{"matches": [{rule_id,
+    /// hook, action}]}` with `default` for a phase default, and the
+    /// namespace as `account_id`; plus this project's identity fields.
+    pub fn to_aws_line(&self) -> String {
+        let lower = |action: Action| action.as_str().to_ascii_lowercase();
+        let hook = |phase: egress_policy::Phase| match phase {
+            egress_policy::Phase::PreDns => "pre_dns",
+            egress_policy::Phase::PreRequest => "pre_request",
+            egress_policy::Phase::PostResponse => "post_response",
+        };
+        let mut matches: Vec<serde_json::Value> = self
+            .all_matches
+            .iter()
+            .map(|m| {
+                serde_json::json!({"rule_id": &*m.rule, "hook": hook(m.phase), "action": lower(m.action)})
+            })
+            .collect();
+        let by_default = self.final_rule_name == egress_policy::DEFAULT_RULE;
+        let final_hook = aws_hook(self.decision_phase);
+        let listed = matches
+            .iter()
+            .any(|m| m["rule_id"] == egress_policy::DEFAULT_RULE && m["hook"] == final_hook);
+        if by_default && !listed {
+            // The default that decided, as AWS lists it.
+            matches.push(serde_json::json!({
+                "rule_id": egress_policy::DEFAULT_RULE,
+                "hook": final_hook,
+                "action": lower(self.final_action),
+            }));
+        }
+        let dest_domain = if self.dest_domain.is_empty() || self.dest_domain.ends_with('.') {
+            self.dest_domain.clone()
+        } else {
+            format!("{}.", self.dest_domain)
+        };
+        serde_json::json!({
+            "event_timestamp": self.arrived.as_second(),
+            "proxy_name": self.proxy_name,
+            "client_src_ip": self.client_src_ip,
+            "client_src_port": self.client_src_port,
+            "src_vpc": self.src_vpc,
+            "src_vpce": self.src_vpce,
+            "account_id": self.src_namespace.clone().unwrap_or_default(),
+            "dest_domain": dest_domain,
+            "url": aws_url(&self.url),
+            "http_method": self.http_method,
+            "dest_ip": self.dest_ip,
+            "dest_port": self.dest_port,
+            "http_status_code": self.http_status_code,
+            "first_alert_match": self.first_alert_match.as_ref().map(|m| m.rule.to_string()).unwrap_or_default(),
+            "all_matches": {"matches": matches},
+            "final_action": lower(self.final_action),
+            "final_rule_name": self.final_rule_name,
+            "final_rule_group_name": if by_default { String::new() } else { self.final_rule_group_name.clone() },
+            "request_size": self.request_size,
+            "response_size": self.response_size,
+            "src_namespace": self.src_namespace,
+            "src_pod": self.src_pod,
+            "src_service_account": self.src_service_account,
+        })
+        .to_string()
+    }
+}
+
+/// `PreDNS` and friends as AWS's `hook` values.
+fn aws_hook(phase: &str) -> &'static str {
+    match phase {
+        "PreREQUEST" => "pre_request",
+        "PostRESPONSE" => "post_response",
+        _ => "pre_dns",
+    }
+}
+
+/// A logged URL split as AWS logs it: `scheme`, `authority`, `path`,
+/// `query`, `fragment` (empty strings for what is absent; a relayed tunnel
+/// has only an authority).
+fn aws_url(url: &str) -> serde_json::Value {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, path_and_query) = match rest.find('/') {
+        Some(at) if !scheme.is_empty() => rest.split_at(at),
+        _ => (rest, ""),
+    };
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    serde_json::json!({
+        "scheme": scheme,
+        "authority": authority,
+        "path": path,
+        "query": query,
+        "fragment": "",
+    })
 }
 
 /// The writer side of the decision log.
@@ -178,9 +279,12 @@ impl DecisionLog {
         DecisionLog { shared, metrics }
     }
 
-    /// Appends a record's line.
-    pub fn write(&self, record: &Record) {
-        let mut line = record.to_line();
+    /// Appends a record's line, in `format`.
+    pub fn write(&self, record: &Record, format: LogFormat) {
+        let mut line = match format {
+            LogFormat::Native => record.to_line(),
+            LogFormat::Aws => record.to_aws_line(),
+        };
         line.push('\n');
         let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
         if buffer.len() + line.len() > MAX_BUFFERED {
@@ -283,6 +387,101 @@ mod tests {
         );
     }
 
+    /// The example record of AWS's proxy logging documentation
+    /// (docs.aws.amazon.com/network-firewall/latest/developerguide/proxy-logging-and-monitoring.html).
+    const AWS_EXAMPLE: &str = r#"{
+      "proxy_name": "my-awesome-proxy", "event_timestamp": 1717171,
+      "client_src_ip": "192.168.10.1", "client_src_port": 123,
+      "src_vpc": "vpc-aabbccdd", "src_vpce": "vpce-xxyyzz", "account_id": "1122334455",
+      "dest_domain": "www.amazon.com",
+      "url": {"scheme": "https", "authority": "www.amazon.com", "path": "/xyz", "query": "crid=U7M9K3I5QT25&dib", "fragment": ""},
+      "http_method": "GET", "dest_ip": "205.251.242.103", "dest_port": 443, "http_status_code": 200,
+      "first_alert_match": "rule-that-alerts-if-it-goes-to-amazon.com",
+      "all_matches": {"matches": [
+        {"rule_id": "rule-that-alerts-if-it-goes-to-amazon.com", "hook": "pre_dns", "action": "alert"},
+        {"rule_id": "default", "hook": "pre_dns", "action": "allow"}]},
+      "final_action": "allow", "final_rule_name": "", "final_rule_group_name": ""
+    }"#;
+
+    #[test]
+    fn the_aws_format_has_the_documented_fields_and_shapes() {
+        let client = Client {
+            addr: "192.168.10.1:123".parse().expect("addr"),
+            listener: crate::pipeline::Listener::Https,
+            identity: Some(std::sync::Arc::new(egress_policy::SourceIdentity {
+                namespace: "team-a".into(),
+                service_account: "default".into(),
+                pod: "web-0".into(),
+                labels: Default::default(),
+            })),
+        };
+        let arrived: Timestamp = "2026-01-10T04:56:45.250Z".parse().expect("time");
+        let mut record = Record::new("egress", "prod", "egress-https", &client, "GET", arrived);
+        record.dest_domain = "www.amazon.com".into();
+        record.dest_ip = Some("205.251.242.103".parse().expect("ip"));
+        record.dest_port = 443;
+        record.url = "https://www.amazon.com/xyz?crid=U7M9K3I5QT25&dib".into();
+        record.http_status_code = 200;
+        let alert = RuleMatch {
+            rule: "alert-amazon".into(),
+            group: "watch".into(),
+            phase: egress_policy::Phase::PreDns,
+            action: Action::Alert,
+        };
+        record.first_alert_match = Some(alert.clone());
+        record.all_matches = vec![alert];
+        record.decision_phase = "PostRESPONSE";
+        let line: serde_json::Value = serde_json::from_str(&record.to_aws_line()).expect("json");
+        let example: serde_json::Value = serde_json::from_str(AWS_EXAMPLE).expect("example");
+        // Every documented field, with the documented JSON type.
+        let kind = |v: &serde_json::Value| match v {
+            serde_json::Value::Number(_) => "number",
+            serde_json::Value::String(_) => "string",
+            serde_json::Value::Object(_) => "object",
+            serde_json::Value::Array(_) => "array",
+            _ => "other",
+        };
+        for (field, value) in example.as_object().expect("object") {
+            assert_eq!(kind(&line[field]), kind(value), "{field}: {line}");
+        }
+        for (field, value) in example["url"].as_object().expect("url") {
+            assert_eq!(kind(&line["url"][field]), kind(value), "url.{field}");
+        }
+        assert_eq!(line["event_timestamp"], 1_768_021_005, "epoch seconds");
+        assert_eq!(line["final_action"], "allow");
+        assert_eq!(
+            line["dest_domain"], "www.amazon.com.",
+            "the trailing dot AWS logs"
+        );
+        assert_eq!(line["url"]["path"], "/xyz");
+        assert_eq!(line["url"]["query"], "crid=U7M9K3I5QT25&dib");
+        assert_eq!(
+            line["account_id"], "team-a",
+            "the namespace stands for the account"
+        );
+        assert_eq!(line["first_alert_match"], "alert-amazon");
+        assert_eq!(
+            line["all_matches"],
+            serde_json::json!({"matches": [
+                {"rule_id": "alert-amazon", "hook": "pre_dns", "action": "alert"},
+                {"rule_id": "default", "hook": "post_response", "action": "allow"}
+            ]})
+        );
+        assert_eq!(
+            (
+                line["final_rule_name"].as_str(),
+                line["final_rule_group_name"].as_str()
+            ),
+            (Some("default"), Some(""))
+        );
+        assert_eq!(line["src_pod"], "web-0");
+        // A relayed tunnel: only an authority.
+        assert_eq!(
+            aws_url("api.example.com:443"),
+            serde_json::json!({"scheme": "", "authority": "api.example.com:443", "path": "", "query": "", "fragment": ""})
+        );
+    }
+
     #[test]
     fn lines_are_written_in_batches_and_drained() {
         let mut registry = prometheus_client::registry::Registry::default();
@@ -297,7 +496,7 @@ mod tests {
         };
         let record = Record::new("p", "", "p-http", &client, "GET", Timestamp::now());
         for _ in 0..3 {
-            log.write(&record);
+            log.write(&record, LogFormat::Native);
         }
         let mut out = Vec::new();
         log.shared.flush_to(&mut out).expect("flush");

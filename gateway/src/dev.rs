@@ -133,8 +133,9 @@ Try each phase of the seed policy (examples/seed-policy.yaml):
     );
 }
 
-/// The demo upstream: `/` and `/files/...` answer 200, anything else 404.
-async fn demo_upstream(listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
+/// The demo upstream: `/` and `/files/...` answer 200, anything else 404
+/// (also the demo destination of `egress-demo`).
+pub async fn demo_upstream(listener: TcpListener, tls: Arc<rustls::ServerConfig>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -118,7 +118,7 @@ impl Gateway {
             tracing::debug!(url = %finished.record.url, %error, "request failed");
         }
         if finished.logged {
-            self.log.write(&finished.record);
+            self.log.write(&finished.record, finished.log_format);
         }
     }
 

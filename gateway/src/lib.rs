@@ -180,9 +180,11 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     let admin = tokio::spawn(admin::serve(gw.clone(), admin_listener, registry));
 
     wait_for_signal().await;
-    tracing::info!(grace = ?gw.limits.shutdown_grace, "shutting down: no new connections, draining open ones");
     shutdown.cancel();
+    // The accept loop owns the listeners: once it has returned they are
+    // closed, and the line below is true.
     let _ = accept_loop.await;
+    tracing::info!(grace = ?gw.limits.shutdown_grace, "shutting down: no new connections, draining open ones");
     gw.tasks.close();
     tokio::select! {
         _ = gw.tasks.wait() => tracing::info!("all connections drained"),

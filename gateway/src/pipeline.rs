@@ -26,6 +26,7 @@ use jiff::Timestamp;
 
 use crate::decision_log::Record;
 use crate::error::Error;
+use egress_policy::spec::LogFormat;
 
 /// Names to one address: the one checked is the one dialed.
 pub trait Resolve: Sync {
@@ -196,6 +197,8 @@ pub struct Finished {
     pub decision: Decision,
     /// Whether the proxy's logging settings select it.
     pub logged: bool,
+    /// The shape of its line.
+    pub log_format: LogFormat,
 }
 
 /// One request on its way through the phases.
@@ -414,6 +417,7 @@ impl Exchange {
         record.error = error.map(Error::log_text);
         Finished {
             logged: self.policy.proxy().logs(&self.decision),
+            log_format: self.policy.proxy().settings().log_format,
             record,
             decision: self.decision,
         }

@@ -1,5 +1,6 @@
-//! `egress-gateway policy check|compile|eval`: the policy engine without the
-//! network, for editing policies and for CI pipelines.
+//! `egress-gateway policy check|compile|eval|import|export`: the policy
+//! engine without the network, for editing policies, CI pipelines, and
+//! moving rules from and to AWS Network Firewall Proxy.
 
 use std::io::Write;
 
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use egress_policy::{HttpResponse, Phase, SourceIdentity, compile_documents};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use crate::args::{EvalArgs, PolicyCommand};
+use crate::args::{EvalArgs, PolicyCommand, Vendor};
 use crate::file_source::load_policy_file;
 use crate::pipeline::{Client, Described, FixedAddress, Guard, Listener, evaluate};
 
@@ -56,6 +57,51 @@ pub fn run(
             }
         }
         PolicyCommand::Eval(args) => eval(*args, out, err),
+        PolicyCommand::Import {
+            from: Vendor::Aws,
+            files,
+        } => {
+            let mut inputs = Vec::new();
+            for file in &files {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+                inputs.push((file.display().to_string(), text));
+            }
+            let imported = match egress_policy::aws::import(&inputs) {
+                Ok(imported) => imported,
+                Err(error) => {
+                    writeln!(err, "error: {error}")?;
+                    return Ok(1);
+                }
+            };
+            write!(out, "{}", imported.yaml)?;
+            for note in &imported.notes {
+                let mark = if note.changes_decisions {
+                    "changes decisions"
+                } else {
+                    "note"
+                };
+                writeln!(err, "{mark}: {}: {}", note.at, note.message)?;
+            }
+            Ok(i32::from(imported.changes_decisions()))
+        }
+        PolicyCommand::Export {
+            to: Vendor::Aws,
+            file,
+        } => {
+            let text = std::fs::read_to_string(&file)?;
+            match egress_policy::parse_documents(&text) {
+                Ok(documents) => {
+                    let json = egress_policy::aws::export(&documents);
+                    writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+                    Ok(0)
+                }
+                Err(errors) => {
+                    let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    report(err, &file, &errors)
+                }
+            }
+        }
     }
 }
 

@@ -163,8 +163,11 @@ fn help_explains_the_commands_and_flags() {
 #[test]
 fn every_example_compiles_and_does_what_its_comments_say() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
-    for entry in std::fs::read_dir(examples).expect("examples dir") {
-        let path = entry.expect("entry").path();
+    let policies = std::fs::read_dir(examples)
+        .expect("examples dir")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"));
+    for path in policies {
         let output = gateway(&["policy", "check", &path.display().to_string()]);
         assert!(
             output.status.success(),
@@ -418,5 +421,96 @@ fn eval_takes_the_client_pod_on_its_command_line() {
         text(&bad.stderr).contains("is not key=value"),
         "{}",
         text(&bad.stderr)
+    );
+}
+
+const AWS_SEED: [&str; 2] = [
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/aws/seed-rule-group.json"
+    ),
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/aws/seed-configuration.json"
+    ),
+];
+
+#[test]
+fn the_seed_imported_from_aws_decides_as_the_seed_does() {
+    let dir = TempDir::new("aws-import");
+    let imported = gateway(&[&["policy", "import", "aws"][..], &AWS_SEED].concat());
+    assert!(imported.status.success(), "{}", text(&imported.stderr));
+    assert!(
+        imported.stderr.is_empty(),
+        "nothing to report: {}",
+        text(&imported.stderr)
+    );
+    // Served by the seed's proxy (AWS keeps TLS interception on the proxy,
+    // not in these files).
+    let seed = std::fs::read_to_string(SEED).expect("seed");
+    let proxy = seed
+        .split("\n---\n")
+        .find(|doc| doc.contains("kind: EgressProxy"))
+        .expect("the seed's proxy");
+    let policy = dir.path().join("imported.yaml");
+    std::fs::write(&policy, format!("{}---\n{proxy}", text(&imported.stdout))).expect("write");
+    let check = gateway(&["policy", "check", &policy.display().to_string()]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    for request in [
+        vec!["https://www.example.org/"],
+        vec!["https://www.example.com/a/files/b"],
+        vec!["https://www.example.com/missing", "--status", "404"],
+        vec!["https://www.example.com/", "--status", "200"],
+    ] {
+        let ours = eval(&request);
+        let theirs = eval_file(&policy, &request);
+        for field in [
+            "final_action",
+            "final_rule_name",
+            "final_rule_group_name",
+            "decision_phase",
+            "http_status_code",
+            "all_matches",
+        ] {
+            assert_eq!(ours[field], theirs[field], "{request:?}: {field}");
+        }
+    }
+    // And back: the seed exported is what the AWS files say.
+    let exported = gateway(&["policy", "export", "aws", SEED]);
+    assert!(exported.status.success(), "{}", text(&exported.stderr));
+    let exported: serde_json::Value = serde_json::from_slice(&exported.stdout).expect("json");
+    let file = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
+    };
+    assert_eq!(exported["CreateProxyRuleGroup"][0], file(AWS_SEED[0]));
+    assert_eq!(exported["CreateProxyConfiguration"][0], file(AWS_SEED[1]));
+}
+
+#[test]
+fn an_import_that_would_decide_differently_says_so_and_exits_1() {
+    let dir = TempDir::new("aws-vpc");
+    let rules = dir.path().join("Vpc-Rules.json");
+    std::fs::write(
+        &rules,
+        r#"{"ProxyRuleGroupName": "Vpc-Rules", "Rules": {"PreDNS": [{"ProxyRuleName": "block-untrusted-vpcs", "Action": "DENY",
+            "Conditions": [{"ConditionKey": "request:SourceVpc", "ConditionOperator": "StringEquals", "ConditionValues": ["vpc-094feb95245dfde25"]}]}]}}"#,
+    )
+    .expect("write");
+    let output = gateway(&["policy", "import", "aws", &rules.display().to_string()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = text(&output.stderr);
+    assert!(err.contains("changes decisions: Vpc-Rules: PreDNS rule \"block-untrusted-vpcs\" condition 0: request:SourceVpc is the cluster's name"), "{err}");
+    // The YAML is written all the same, with the AWS name kept for logs.
+    let yaml = text(&output.stdout);
+    assert!(
+        yaml.contains("name: vpc-rules") && yaml.contains("egress.dev/aws-name: Vpc-Rules"),
+        "{yaml}"
+    );
+    let unreadable = gateway(&["policy", "import", "aws", SEED]);
+    assert_eq!(unreadable.status.code(), Some(1));
+    assert!(
+        text(&unreadable.stderr).contains("neither AWS CLI JSON"),
+        "{}",
+        text(&unreadable.stderr)
     );
 }

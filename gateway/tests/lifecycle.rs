@@ -267,6 +267,31 @@ fn only_selected_actions_are_logged() {
 }
 
 #[test]
+fn the_aws_log_format_is_chosen_per_proxy() {
+    let pki = Pki::new();
+    let dir = TempDir::new("log-format");
+    let upstream = Upstream::http(Behavior::Normal);
+    let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
+    let text = std::fs::read_to_string(&policy).expect("read") + "  logging:\n    format: aws\n";
+    std::fs::write(&policy, text).expect("write");
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let denied = format!("http://{HOST}:{}/files/x", upstream.addr.port());
+    assert_eq!(
+        curl(&["--proxy", &gateway.http_proxy(), &denied]).status,
+        403
+    );
+    let line = gateway.decision(|d| d["url"]["path"] == "/files/x");
+    assert_eq!(line["final_action"], "deny");
+    assert_eq!(line["final_rule_name"], "deny-files");
+    assert_eq!(line["url"]["scheme"], "http");
+    assert!(line["event_timestamp"].is_u64(), "{line}");
+    assert_eq!(
+        line["all_matches"]["matches"][0],
+        serde_json::json!({"rule_id": "deny-files", "hook": "pre_request", "action": "deny"})
+    );
+}
+
+#[test]
 fn admin_endpoints() {
     let pki = Pki::new();
     let dir = TempDir::new("admin");

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use egress_policy::Named;
+use egress_policy::objects::AWS_NAME_ANNOTATION;
 use egress_policy::spec::ProxyRuleGroupSpec;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -109,7 +110,10 @@ impl Context {
             .filter_map(|r| {
                 self.groups
                     .get(&ObjectRef::new(&r.name).within(&namespace))
-                    .map(|g| Named::new(r.name.clone(), g.spec.clone()))
+                    .map(|g| {
+                        let log_name = g.annotations().get(AWS_NAME_ANNOTATION).cloned();
+                        Named::new(r.name.clone(), g.spec.clone()).with_log_name(log_name)
+                    })
             })
             .collect()
     }

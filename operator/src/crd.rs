@@ -462,7 +462,7 @@ mod tests {
         let condition = &rule["conditions"]["items"]["properties"];
         assert_eq!(
             condition["operator"]["enum"].as_array().map(Vec::len),
-            Some(16)
+            Some(egress_policy::operator::Operator::NAMES.len())
         );
         assert_eq!(
             condition["values"]["items"]["x-kubernetes-int-or-string"],

@@ -19,6 +19,7 @@ pub mod certs;
 pub mod conditions;
 pub mod context;
 pub mod crd;
+pub mod crd_reference;
 pub mod error;
 pub mod inject;
 pub mod metrics;

@@ -50,3 +50,15 @@ fn crdgen_check_reports_drift() {
     assert!(String::from_utf8_lossy(&drift.stderr).contains("egressproxies.yaml"));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn the_references_field_tables_match_the_crds() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/reference.md");
+    let document = std::fs::read_to_string(path).expect("reference");
+    let updated = egress_operator::crd_reference::update(&document, &egress_operator::crd::all())
+        .expect("every kind has its markers");
+    assert!(
+        updated == document,
+        "docs/reference.md's field tables differ from the CRDs: run `cargo run -p egress-operator --bin crdgen` and commit the result"
+    );
+}

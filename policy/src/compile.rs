@@ -35,6 +35,11 @@ pub struct Named<T> {
     pub name: String,
     /// `spec`.
     pub spec: T,
+    /// The name decision logs and metrics show, when not `name` (a rule
+    /// group imported from AWS keeps its AWS name there; see
+    /// [`crate::objects::AWS_NAME_ANNOTATION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_name: Option<String>,
 }
 
 impl<T> Named<T> {
@@ -43,7 +48,19 @@ impl<T> Named<T> {
         Named {
             name: name.into(),
             spec,
+            log_name: None,
         }
+    }
+
+    /// The same, shown as `log_name` in logs and metrics (when given).
+    pub fn with_log_name(mut self, log_name: Option<String>) -> Named<T> {
+        self.log_name = log_name.filter(|n| !n.is_empty() && *n != self.name);
+        self
+    }
+
+    /// The name logs and metrics show.
+    pub fn log_name(&self) -> &str {
+        self.log_name.as_deref().unwrap_or(&self.name)
     }
 }
 
@@ -171,7 +188,7 @@ fn compile_with_settings(
             if let Some(group) = available.get(reference.name.as_str())
                 && listed.get(reference.name.as_str()) == Some(&i)
                 && let Err(group_errors) =
-                    compile_group(&format!("ruleGroups[{i}]."), &group.spec, &group.name)
+                    compile_group(&format!("ruleGroups[{i}]."), &group.spec, group.log_name())
             {
                 errors.extend(group_errors);
             }
@@ -199,7 +216,7 @@ impl CompiledPolicy {
         let mut errors = Vec::new();
         let mut phases: [Vec<CompiledRule>; 3] = Default::default();
         for (i, group) in document.rule_groups.iter().enumerate() {
-            match compile_group(&format!("ruleGroups[{i}]."), &group.spec, &group.name) {
+            match compile_group(&format!("ruleGroups[{i}]."), &group.spec, group.log_name()) {
                 Ok(rules) => {
                     for (all, mut mine) in phases.iter_mut().zip(rules) {
                         all.append(&mut mine);
@@ -400,11 +417,18 @@ fn compile_rule(
         if operator.is_none() {
             errors.push(CompileError::new(
                 format!("{path}.operator"),
-                format!(
-                    "unknown operator {:?}; expected one of {}",
-                    condition.operator,
-                    Operator::NAMES.join(", ")
-                ),
+                match Operator::closest(&condition.operator) {
+                    Some(close) => format!(
+                        "unknown operator {:?}; did you mean {close:?}? (operators: {})",
+                        condition.operator,
+                        Operator::NAMES.join(", ")
+                    ),
+                    None => format!(
+                        "unknown operator {:?}; expected one of {}",
+                        condition.operator,
+                        Operator::NAMES.join(", ")
+                    ),
+                },
             ));
         }
         let (Some(key), Some(operator)) = (key, operator) else {

@@ -41,6 +41,8 @@ struct Metadata {
     name: String,
     #[serde(default)]
     namespace: Option<String>,
+    #[serde(default)]
+    annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Parses a multi-document YAML file; every malformed document is reported.
@@ -100,10 +102,17 @@ pub fn parse_documents(yaml: &str) -> Result<Documents, Vec<CompileError>> {
             .clone()
             .unwrap_or_else(|| "default".to_owned());
         let name = header.metadata.name.clone();
+        let log_name = header
+            .metadata
+            .annotations
+            .get(crate::objects::AWS_NAME_ANNOTATION)
+            .cloned();
         let spec_path = format!("{what}.spec");
         match header.kind.as_str() {
             "ProxyRuleGroup" => match spec_of(&spec_path, header.spec) {
-                Ok(spec) => docs.rule_groups.push((namespace, Named::new(name, spec))),
+                Ok(spec) => docs
+                    .rule_groups
+                    .push((namespace, Named::new(name, spec).with_log_name(log_name))),
                 Err(e) => errors.push(e),
             },
             "ProxyConfiguration" => match spec_of(&spec_path, header.spec) {

@@ -178,7 +178,7 @@ pub enum KeyError {
     Unknown {
         /// The key as written.
         key: String,
-        /// A known key that differs only in case, if any.
+        /// The closest known key, if one is close.
         suggestion: Option<String>,
     },
     /// A header key whose name is not a valid HTTP header name.
@@ -200,19 +200,30 @@ pub enum KeyError {
 }
 
 impl ConditionKey {
-    /// Parses a key as written in a condition. Keys are case-sensitive, as in the
-    /// cloud API; header names after `Header/` are not.
+    /// Parses a key as written in a condition. Key names are matched without
+    /// regard to case, as IAM matches them (`request:destinationdomain` is
+    /// `request:DestinationDomain`); so are header names after `Header/`.
+    /// Pod label keys after `SourcePodLabel/` keep their case: labels are
+    /// case-sensitive.
     pub fn parse(key: &str) -> Result<Self, KeyError> {
-        if let Some((_, fixed)) = FIXED_KEYS.iter().find(|(name, _)| *name == key) {
+        if let Some((_, fixed)) = FIXED_KEYS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(key))
+        {
             return Ok(fixed.clone());
         }
-        if let Some(name) = key.strip_prefix(REQUEST_HEADER) {
+        let after = |prefix: &str| {
+            key.get(..prefix.len())
+                .filter(|head| head.eq_ignore_ascii_case(prefix))
+                .map(|_| &key[prefix.len()..])
+        };
+        if let Some(name) = after(REQUEST_HEADER) {
             return header_name(key, name).map(|h| ConditionKey::Text(TextKey::RequestHeader(h)));
         }
-        if let Some(name) = key.strip_prefix(RESPONSE_HEADER) {
+        if let Some(name) = after(RESPONSE_HEADER) {
             return header_name(key, name).map(|h| ConditionKey::Text(TextKey::ResponseHeader(h)));
         }
-        if let Some(label) = key.strip_prefix(POD_LABEL) {
+        if let Some(label) = after(POD_LABEL) {
             if is_label_key(label) {
                 return Ok(ConditionKey::Text(TextKey::SourcePodLabel(
                     label.to_owned(),
@@ -301,16 +312,48 @@ fn is_label_key(label: &str) -> bool {
 }
 
 fn suggest(key: &str) -> Option<String> {
-    let lower = key.to_ascii_lowercase();
-    for prefix in [REQUEST_HEADER, RESPONSE_HEADER, POD_LABEL] {
-        if lower.starts_with(&prefix.to_ascii_lowercase()) {
-            return Some(format!("{prefix}{}", &key[prefix.len()..]));
+    // A misspelt prefix of a key with a name part: keep the name.
+    if let Some((head, name)) = key.split_once('/') {
+        let prefixes = [REQUEST_HEADER, RESPONSE_HEADER, POD_LABEL];
+        let heads = prefixes.map(|p| p.trim_end_matches('/'));
+        if let Some(close) = closest(head, heads) {
+            return Some(format!("{close}/{name}"));
         }
     }
-    FIXED_KEYS
-        .iter()
-        .find(|(name, _)| name.eq_ignore_ascii_case(key))
-        .map(|(name, _)| (*name).to_owned())
+    closest(key, FIXED_KEYS.iter().map(|(name, _)| *name)).map(str::to_owned)
+}
+
+/// The candidate closest to `word` by edit distance, ignoring case, if it
+/// is within a fifth of the word's length (at least two edits): close enough
+/// to be a typo rather than another word.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let word = word.to_ascii_lowercase();
+    let limit = (word.chars().count() / 5).max(2);
+    candidates
+        .into_iter()
+        .map(|c| (edit_distance(&word, &c.to_ascii_lowercase()), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -379,8 +422,12 @@ mod tests {
     fn bad_keys_say_why() {
         let cases = [
             (
-                "request:destinationdomain",
+                "request:DestinatonDomain",
                 "did you mean \"request:DestinationDomain\"?",
+            ),
+            (
+                "requst:Http:Method",
+                "did you mean \"request:Http:Method\"?",
             ),
             ("request:Nope", "unknown condition key \"request:Nope\""),
             (
@@ -393,7 +440,7 @@ mod tests {
                 "is not a valid Kubernetes label key",
             ),
             (
-                "request:http:header/X-A",
+                "request:Http:Headers/X-A",
                 "did you mean \"request:Http:Header/X-A\"?",
             ),
         ];
@@ -401,5 +448,21 @@ mod tests {
             let err = ConditionKey::parse(key).expect_err(key).to_string();
             assert!(err.contains(want), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn key_names_match_without_regard_to_case_as_iam_does() {
+        for (written, canonical) in [
+            ("request:destinationdomain", "request:DestinationDomain"),
+            ("REQUEST:HTTP:URI", "request:Http:Uri"),
+            ("Response:Http:StatusCode", "response:Http:StatusCode"),
+            ("request:http:header/X-Team", "request:Http:Header/x-team"),
+        ] {
+            let key = ConditionKey::parse(written).expect(written);
+            assert_eq!(key.to_string(), canonical, "{written}");
+        }
+        // Label keys keep their case: Kubernetes labels are case-sensitive.
+        let label = ConditionKey::parse("request:sourcepodlabel/App").expect("label");
+        assert_eq!(label.to_string(), "request:SourcePodLabel/App");
     }
 }

@@ -42,6 +42,7 @@
 //! assert_eq!(&*decision.final_rule_name, "no-example");
 //! ```
 
+pub mod aws;
 pub mod domain;
 pub mod glob;
 pub mod host;

@@ -35,3 +35,8 @@ pub fn listener_ca_secret(proxy: &str) -> String {
 pub fn trust_bundle(proxy: &str) -> String {
     format!("{proxy}-trust-bundle")
 }
+
+/// Annotation on a `ProxyRuleGroup` imported from AWS (`policy import aws`)
+/// whose AWS name is not a valid Kubernetes name: that name, which decision
+/// logs and metrics show as the group's, so log queries keep working.
+pub const AWS_NAME_ANNOTATION: &str = "egress.dev/aws-name";

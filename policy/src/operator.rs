@@ -38,6 +38,14 @@ pub enum Operator {
     DateLessThan,
     /// After an instant, or after a time of day.
     DateGreaterThan,
+    /// At an instant, or at a time of day (to the second).
+    DateEquals,
+    /// At none of the instants or times of day.
+    DateNotEquals,
+    /// At or before.
+    DateLessThanEquals,
+    /// At or after.
+    DateGreaterThanEquals,
 }
 
 /// Operators grouped by the value types they compare.
@@ -53,7 +61,7 @@ pub enum Family {
     Date,
 }
 
-const ALL: [(Operator, &str); 16] = [
+const ALL: [(Operator, &str); 20] = [
     (Operator::StringEquals, "StringEquals"),
     (Operator::StringNotEquals, "StringNotEquals"),
     (Operator::StringEqualsIgnoreCase, "StringEqualsIgnoreCase"),
@@ -76,12 +84,16 @@ const ALL: [(Operator, &str); 16] = [
     (Operator::NotIpAddress, "NotIpAddress"),
     (Operator::DateLessThan, "DateLessThan"),
     (Operator::DateGreaterThan, "DateGreaterThan"),
+    (Operator::DateEquals, "DateEquals"),
+    (Operator::DateNotEquals, "DateNotEquals"),
+    (Operator::DateLessThanEquals, "DateLessThanEquals"),
+    (Operator::DateGreaterThanEquals, "DateGreaterThanEquals"),
 ];
 
 impl Operator {
     /// Every operator name, for the CRD schema's `enum`.
-    pub const NAMES: [&'static str; 16] = {
-        let mut names = [""; 16];
+    pub const NAMES: [&'static str; 20] = {
+        let mut names = [""; 20];
         let mut i = 0;
         while i < ALL.len() {
             names[i] = ALL[i].1;
@@ -120,7 +132,12 @@ impl Operator {
             | NumericGreaterThan
             | NumericGreaterThanEquals => Family::Numeric,
             IpAddress | NotIpAddress => Family::Ip,
-            DateLessThan | DateGreaterThan => Family::Date,
+            DateLessThan
+            | DateGreaterThan
+            | DateEquals
+            | DateNotEquals
+            | DateLessThanEquals
+            | DateGreaterThanEquals => Family::Date,
         }
     }
 
@@ -134,6 +151,7 @@ impl Operator {
                 | StringNotLike
                 | NumericNotEquals
                 | NotIpAddress
+                | DateNotEquals
         )
     }
 
@@ -146,6 +164,12 @@ impl Operator {
                 | (Family::Ip, ValueType::Ip)
                 | (Family::Date, ValueType::Time)
         )
+    }
+
+    /// The known operator closest to a misspelt `name` (by edit distance,
+    /// ignoring case), if one is close enough to be what was meant.
+    pub fn closest(name: &str) -> Option<&'static str> {
+        crate::key::closest(name, Operator::NAMES.iter().copied())
     }
 
     /// The operators that fit a value type, for error messages.

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Domain, DomainValue};
 use crate::engine::Decision;
 use crate::error::CompileError;
-use crate::spec::{Action, EgressProxySpec};
+use crate::spec::{Action, EgressProxySpec, LogFormat};
 
 /// What a compiled policy carries of its `EgressProxy` (serialized with it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,9 @@ pub struct ProxySettings {
     /// Whether logged URLs keep their query string.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub log_query_strings: bool,
+    /// The shape of log lines.
+    #[serde(default, skip_serializing_if = "LogFormat::is_native")]
+    pub log_format: LogFormat,
 }
 
 impl ProxySettings {
@@ -47,6 +50,7 @@ impl ProxySettings {
             allow_private_cidrs: spec.destinations.allow_private_cidrs.clone(),
             log_actions: spec.logging.actions.clone(),
             log_query_strings: spec.logging.query_strings,
+            log_format: spec.logging.format,
         }
     }
 }
@@ -62,6 +66,7 @@ impl Default for ProxySettings {
             allow_private_cidrs: Vec::new(),
             log_actions: vec![Action::Allow, Action::Deny, Action::Alert],
             log_query_strings: false,
+            log_format: LogFormat::Native,
         }
     }
 }
@@ -167,6 +172,7 @@ mod tests {
             allow_private_cidrs: allow.iter().map(|s| s.to_string()).collect(),
             log_actions: log.to_vec(),
             log_query_strings: false,
+            log_format: LogFormat::Native,
         })
         .expect("valid settings")
     }

@@ -309,6 +309,12 @@ pub struct Logging {
     /// often carry tokens and other credentials.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub query_strings: bool,
+    /// The shape of each line: `native` (RFC 3339 times, actions as
+    /// written in rules) or `aws` (AWS Network Firewall Proxy's: epoch
+    /// seconds, lower-case actions, `url` and `all_matches` as objects), for
+    /// log pipelines built for it.
+    #[serde(default, skip_serializing_if = "LogFormat::is_native")]
+    pub format: LogFormat,
 }
 
 impl Default for Logging {
@@ -316,7 +322,27 @@ impl Default for Logging {
         Logging {
             actions: all_actions(),
             query_strings: false,
+            format: LogFormat::Native,
         }
+    }
+}
+
+/// The shape of decision log lines.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// This project's (SPEC.md section 7).
+    #[default]
+    Native,
+    /// AWS Network Firewall Proxy's.
+    Aws,
+}
+
+impl LogFormat {
+    /// Whether this is the default.
+    pub fn is_native(&self) -> bool {
+        *self == LogFormat::Native
     }
 }
 
@@ -330,8 +356,9 @@ fn all_actions() -> Vec<Action> {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Clients {
-    /// Namespaces served, among those opted in to injection; all of them
-    /// when not set.
+    /// Namespaces served, among those labelled `egress.dev/injection=enabled`
+    /// that this proxy may serve (its own; any, when it is in a shared-proxy
+    /// namespace; those that pin it); all of them when not set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
     /// Pods served in those namespaces; all of them when not set.
@@ -352,12 +379,13 @@ pub struct Clients {
     pub no_proxy: Vec<String>,
     /// Mount the trust bundle and point `SSL_CERT_FILE` and friends at it,
     /// when there is something to trust (interception on, or the `https`
-    /// listener). Default true.
+    /// listener).
     #[serde(default = "yes")]
     pub inject_trust_bundle: bool,
-    /// Bypass prevention: NetworkPolicies that let the served pods reach only
-    /// the proxy, cluster DNS and the `NO_PROXY` ranges, and admit only them
-    /// to the proxy. Needs a CNI that enforces NetworkPolicy.
+    /// Bypass prevention: NetworkPolicies that let every pod of the served
+    /// namespaces reach only the proxies serving them, cluster DNS and the
+    /// `NO_PROXY` ranges, and admit only those namespaces to the proxy.
+    /// Needs a CNI that enforces NetworkPolicy.
     #[serde(default)]
     pub enforce: bool,
 }
@@ -626,7 +654,8 @@ mod tests {
         let operators = condition["operator"]["enum"]
             .as_array()
             .expect("operator enum");
-        assert_eq!(operators.len(), 16);
+        assert_eq!(operators.len(), crate::operator::Operator::NAMES.len());
+        assert!(operators.contains(&serde_json::json!("DateGreaterThanEquals")));
         assert!(operators.contains(&serde_json::json!("StringLike")));
         assert_eq!(
             condition["values"]["items"]["x-kubernetes-int-or-string"], true,

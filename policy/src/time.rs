@@ -1,11 +1,13 @@
 //! Values of `request:Time` conditions.
 //!
-//! `DateLessThan` and `DateGreaterThan` take either an RFC 3339 instant
-//! (`2026-12-31T18:00:00Z`) or a time of day (`09:00`, `17:30:00`, `22:00+02:00`;
-//! UTC unless an offset is given). A time of day compares against the request's
-//! time of day at that offset, every day, which gives daily windows:
-//! `DateGreaterThan 09:00` and `DateLessThan 17:00` in one rule is "office hours
-//! UTC"; a window across midnight is two rules.
+//! The `Date*` operators take an instant, as IAM writes them (an ISO 8601
+//! date-time with an offset, `2026-12-31T18:00:00Z`; a date, `2026-12-31`,
+//! meaning its midnight UTC; or epoch seconds, `1798761600`), or a time of
+//! day (`09:00`, `17:30:00`, `22:00+02:00`; UTC unless an offset is given).
+//! A time of day compares against the request's time of day at that offset,
+//! every day, which gives daily windows: `DateGreaterThan 09:00` and
+//! `DateLessThan 17:00` in one rule is "office hours UTC"; a window across
+//! midnight is two rules. Comparisons are to the second.
 
 use jiff::Timestamp;
 
@@ -20,35 +22,39 @@ pub(crate) enum TimeBound {
 
 impl TimeBound {
     pub(crate) fn parse(value: &str) -> Result<TimeBound, String> {
+        let value = value.trim();
         if let Ok(instant) = value.parse::<Timestamp>() {
+            return Ok(TimeBound::Instant(instant));
+        }
+        if let Ok(date) = value.parse::<jiff::civil::Date>()
+            && value.len() == 10
+            && let Ok(midnight) = date.to_zoned(jiff::tz::TimeZone::UTC)
+        {
+            return Ok(TimeBound::Instant(midnight.timestamp()));
+        }
+        if !value.is_empty()
+            && value.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(seconds) = value.parse::<i64>()
+            && let Ok(instant) = Timestamp::from_second(seconds)
+        {
             return Ok(TimeBound::Instant(instant));
         }
         parse_time_of_day(value).ok_or_else(|| {
             format!(
-                "{value:?} is not a time (expected RFC 3339 like 2026-01-31T18:00:00Z, or a time of day like 09:00, 09:00:30 or 17:30+02:00)"
+                "{value:?} is not a time (expected an instant like 2026-01-31T18:00:00Z, 2026-01-31 or epoch seconds like 1769882400, or a time of day like 09:00, 09:00:30 or 17:30+02:00)"
             )
         })
     }
 
-    /// `now` is strictly before this bound.
-    pub(crate) fn is_after(&self, now: Timestamp) -> bool {
+    /// How `now` compares with this bound, to the second: `Less` when it is
+    /// before it.
+    pub(crate) fn compare(&self, now: Timestamp) -> std::cmp::Ordering {
         match *self {
-            TimeBound::Instant(t) => now < t,
+            TimeBound::Instant(t) => now.as_second().cmp(&t.as_second()),
             TimeBound::TimeOfDay {
                 seconds,
                 offset_seconds,
-            } => local_seconds(now, offset_seconds) < seconds,
-        }
-    }
-
-    /// `now` is strictly after this bound.
-    pub(crate) fn is_before(&self, now: Timestamp) -> bool {
-        match *self {
-            TimeBound::Instant(t) => now > t,
-            TimeBound::TimeOfDay {
-                seconds,
-                offset_seconds,
-            } => local_seconds(now, offset_seconds) > seconds,
+            } => local_seconds(now, offset_seconds).cmp(&seconds),
         }
     }
 }
@@ -134,6 +140,8 @@ mod tests {
             "09:60",
             "09:00:00:00",
             "2026-13-01T00:00:00Z",
+            "2026-1-01",
+            "-5",
             "09:00+25:00",
             "",
         ] {
@@ -142,21 +150,28 @@ mod tests {
     }
 
     #[test]
-    fn instants_compare() {
+    fn instants_compare_to_the_second() {
+        use std::cmp::Ordering::*;
         let bound = TimeBound::parse("2026-06-01T00:00:00Z").expect("valid");
-        assert!(bound.is_after(at("2026-05-31T23:59:59Z")));
-        assert!(!bound.is_after(at("2026-06-01T00:00:00Z")));
-        assert!(bound.is_before(at("2026-06-01T00:00:01Z")));
+        assert_eq!(bound.compare(at("2026-05-31T23:59:59Z")), Less);
+        assert_eq!(bound.compare(at("2026-06-01T00:00:00.700Z")), Equal);
+        assert_eq!(bound.compare(at("2026-06-01T00:00:01Z")), Greater);
+        // The same instant as IAM also writes it.
+        assert_eq!(TimeBound::parse("2026-06-01"), Ok(bound));
+        assert_eq!(TimeBound::parse("1780272000"), Ok(bound));
+        assert_eq!(TimeBound::parse("2026-06-01T02:00:00+02:00"), Ok(bound));
     }
 
     #[test]
     fn time_of_day_uses_the_offset() {
         let nine_paris = TimeBound::parse("09:00+01:00").expect("valid");
+        use std::cmp::Ordering::*;
         // 08:30 UTC is 09:30 at +01:00: after nine.
-        assert!(nine_paris.is_before(at("2026-03-02T08:30:00Z")));
+        assert_eq!(nine_paris.compare(at("2026-03-02T08:30:00Z")), Greater);
         // 07:30 UTC is 08:30 at +01:00: before nine.
-        assert!(nine_paris.is_after(at("2026-03-02T07:30:00Z")));
+        assert_eq!(nine_paris.compare(at("2026-03-02T07:30:00Z")), Less);
         // Wraps around midnight: 23:30 UTC is 00:30 the next day at +01:00.
-        assert!(nine_paris.is_after(at("2026-03-02T23:30:00Z")));
+        assert_eq!(nine_paris.compare(at("2026-03-02T23:30:00Z")), Less);
+        assert_eq!(nine_paris.compare(at("2026-03-02T08:00:00Z")), Equal);
     }
 }

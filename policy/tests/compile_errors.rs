@@ -60,10 +60,10 @@ fn every_error_of_a_configuration_at_once() {
             "ruleGroups[1].rules.preDNS[1].conditions[0].key: unknown condition key \"request:Nope\"",
             "ruleGroups[1].rules.preDNS[2].conditions[0].key: key request:Http:Uri has no value in phase preDNS (it is known from preRequest on), so this condition could never match",
             "ruleGroups[1].rules.preRequest[0].conditions[0].values[2]: \"10.0.0.0/33\" is not a CIDR",
-            "ruleGroups[1].rules.preRequest[0].conditions[1].values[0]: \"1o24\" is not a number (expected an integer)",
+            "ruleGroups[1].rules.preRequest[0].conditions[1].values[0]: \"1o24\" is not a number (expected an integer or a decimal like 2.5)",
             "ruleGroups[1].rules.preRequest[0].conditions[2].values[0]: an empty pattern only matches the empty string; use StringEquals \"\" for that",
-            "ruleGroups[1].rules.preRequest[0].conditions[3].values[0]: \"nine o'clock\" is not a time (expected RFC 3339 like 2026-01-31T18:00:00Z, or a time of day like 09:00, 09:00:30 or 17:30+02:00)",
-            "ruleGroups[1].rules.preRequest[0].conditions[4].operator: unknown operator \"StringEqualz\"; expected one of StringEquals, StringNotEquals, StringEqualsIgnoreCase, StringNotEqualsIgnoreCase, StringLike, StringNotLike, NumericEquals, NumericNotEquals, NumericLessThan, NumericLessThanEquals, NumericGreaterThan, NumericGreaterThanEquals, IpAddress, NotIpAddress, DateLessThan, DateGreaterThan",
+            "ruleGroups[1].rules.preRequest[0].conditions[3].values[0]: \"nine o'clock\" is not a time (expected an instant like 2026-01-31T18:00:00Z, 2026-01-31 or epoch seconds like 1769882400, or a time of day like 09:00, 09:00:30 or 17:30+02:00)",
+            "ruleGroups[1].rules.preRequest[0].conditions[4].operator: unknown operator \"StringEqualz\"; did you mean \"StringEquals\"? (operators: StringEquals, StringNotEquals, StringEqualsIgnoreCase, StringNotEqualsIgnoreCase, StringLike, StringNotLike, NumericEquals, NumericNotEquals, NumericLessThan, NumericLessThanEquals, NumericGreaterThan, NumericGreaterThanEquals, IpAddress, NotIpAddress, DateLessThan, DateGreaterThan, DateEquals, DateNotEquals, DateLessThanEquals, DateGreaterThanEquals)",
             "ruleGroups[1].rules.preRequest[0].conditions[5].values: values must not be empty",
             "ruleGroups[1].rules.postResponse[0].name: rule name \"dup\" is already used in this group at ruleGroups[1].rules.preDNS[0]",
         ]
@@ -181,7 +181,9 @@ fn a_group_alone_is_checked_with_paths_from_its_spec() {
         .collect();
     assert_eq!(
         errors,
-        ["rules.preDNS[0].conditions[0].values[0]: \"x\" is not a number (expected an integer)"]
+        [
+            "rules.preDNS[0].conditions[0].values[0]: \"x\" is not a number (expected an integer or a decimal like 2.5)"
+        ]
     );
 }
 

@@ -1,12 +1,13 @@
-//! Real clients: curl, Python (`requests`, `websockets`) and Go `net/http`.
-//! The Python venv and the Go binary are built once into the cache folder
-//! (`$EGRESS_CACHE_DIR`, default `~/.cache/egress-proxy`), keyed by a hash of
-//! their sources, so every test run uses the same versions.
+//! Real clients: curl, Python (`requests`, `websockets`) and Go `net/http`
+//! (provisioned by `egress_e2e::clients`, sources in `e2e/clients/`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
-const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients");
+/// The client sources, shared with the other crates' tests.
+fn clients() -> PathBuf {
+    egress_e2e::clients::dir()
+}
 
 /// What curl did.
 #[derive(Debug)]
@@ -51,77 +52,15 @@ pub fn curl(args: &[&str]) -> Curl {
     }
 }
 
-fn cache_dir() -> PathBuf {
-    std::env::var_os("EGRESS_CACHE_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/egress-proxy")
-        })
-}
-
-fn hash_of(paths: &[&Path]) -> String {
-    use std::hash::{DefaultHasher, Hash, Hasher};
-    let mut hasher = DefaultHasher::new();
-    for path in paths {
-        std::fs::read(path).expect("read source").hash(&mut hasher);
-    }
-    format!("{:016x}", hasher.finish())
-}
-
-/// Builds `final_dir` with `build` into a temporary sibling and renames it into
-/// place, so concurrent tests never see a half-built directory.
-fn build_once(final_dir: &Path, build: impl FnOnce(&Path)) {
-    if final_dir.exists() {
-        return;
-    }
-    let tmp = final_dir.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).expect("create build dir");
-    build(&tmp);
-    if std::fs::rename(&tmp, final_dir).is_err() {
-        // Another test built it first.
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-}
-
-fn check(output: Output, what: &str) {
-    assert!(
-        output.status.success(),
-        "{what} failed:\n{}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-/// The Python of a venv with `tests/clients/requirements.txt` installed.
+/// The Python of the shared clients venv (`e2e/clients/requirements.txt`).
 pub fn python() -> PathBuf {
-    let requirements = Path::new(CLIENTS).join("requirements.txt");
-    let dir = cache_dir().join(format!("py-{}", hash_of(&[&requirements])));
-    build_once(&dir, |tmp| {
-        check(
-            Command::new("python3")
-                .args(["-m", "venv"])
-                .arg(tmp)
-                .output()
-                .expect("python3"),
-            "python3 -m venv",
-        );
-        check(
-            Command::new(tmp.join("bin/python"))
-                .args(["-m", "pip", "install", "--quiet", "-r"])
-                .arg(&requirements)
-                .output()
-                .expect("pip"),
-            "pip install -r tests/clients/requirements.txt",
-        );
-    });
-    dir.join("bin/python")
+    egress_e2e::clients::python().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs one of the Python clients.
 pub fn python_script(script: &str, args: &[&str]) -> Output {
     Command::new(python())
-        .arg(Path::new(CLIENTS).join(script))
+        .arg(clients().join(script))
         .args(args)
         .env_remove("HTTPS_PROXY")
         .env_remove("https_proxy")
@@ -131,25 +70,7 @@ pub fn python_script(script: &str, args: &[&str]) -> Output {
 
 /// The Go client binary.
 pub fn go_client() -> PathBuf {
-    let source = Path::new(CLIENTS).join("goclient");
-    let dir = cache_dir().join(format!(
-        "goclient-{}",
-        hash_of(&[&source.join("main.go"), &source.join("go.mod")])
-    ));
-    build_once(&dir, |tmp| {
-        check(
-            Command::new("go")
-                .args(["build", "-o"])
-                .arg(tmp.join("goclient"))
-                .arg(".")
-                .current_dir(&source)
-                .env("GOFLAGS", "-mod=mod")
-                .output()
-                .expect("go"),
-            "go build goclient",
-        );
-    });
-    dir.join("goclient")
+    egress_e2e::clients::go_client().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A client process driven step by step: it prints a line per result and
@@ -210,7 +131,7 @@ impl Drop for Interactive {
 pub fn python_command(script: &str, args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(python());
     command
-        .arg(Path::new(CLIENTS).join(script))
+        .arg(clients().join(script))
         .args(args)
         .env_remove("HTTPS_PROXY")
         .env_remove("https_proxy")

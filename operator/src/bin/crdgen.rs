@@ -1,5 +1,6 @@
 //! `crdgen`: writes the CRDs the operator's types generate into `crds/` and
-//! the chart's `crds/` (`--check` only compares, for CI and tests).
+//! the chart's `crds/`, and their field tables into the reference
+//! (`--check` only compares, for CI and tests).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,9 @@ struct Args {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/egress-proxy/crds"),
     ])]
     out: Vec<PathBuf>,
+    /// The reference whose field tables are generated.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/reference.md"))]
+    docs: PathBuf,
     /// Compare instead of writing; exit 1 and name the files that differ.
     #[arg(long)]
     check: bool,
@@ -40,6 +44,22 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         } else {
             println!("wrote {}", path.display());
+        }
+    }
+    let document = std::fs::read_to_string(&args.docs).unwrap_or_default();
+    match egress_operator::crd_reference::update(&document, &crds) {
+        Err(e) => {
+            eprintln!("error: {}: {e}", args.docs.display());
+            return ExitCode::FAILURE;
+        }
+        Ok(updated) if updated == document => {}
+        Ok(_) if args.check => stale.push(args.docs.display().to_string()),
+        Ok(updated) => {
+            if let Err(e) = std::fs::write(&args.docs, updated) {
+                eprintln!("error: cannot write {}: {e}", args.docs.display());
+                return ExitCode::FAILURE;
+            }
+            println!("wrote {}", args.docs.display());
         }
     }
     if stale.is_empty() {

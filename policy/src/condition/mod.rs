@@ -28,8 +28,8 @@ pub(crate) enum Condition {
     },
     Number {
         key: NumberKey,
-        op: NumericOp,
-        values: Vec<i64>,
+        op: Comparison,
+        values: Vec<f64>,
     },
     Ip {
         key: IpKey,
@@ -37,7 +37,7 @@ pub(crate) enum Condition {
         nets: Vec<IpNet>,
     },
     Time {
-        before: bool,
+        op: Comparison,
         bounds: Vec<TimeBound>,
     },
 }
@@ -57,14 +57,50 @@ pub(crate) enum DomainTest {
     Like(Vec<Glob>),
 }
 
+/// How a number or a time compares with a condition's values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum NumericOp {
+pub(crate) enum Comparison {
     Eq,
     Ne,
     Lt,
     Le,
     Gt,
     Ge,
+}
+
+impl Comparison {
+    fn of(operator: Operator) -> Comparison {
+        use Operator::*;
+        match operator {
+            NumericEquals | DateEquals => Comparison::Eq,
+            NumericNotEquals | DateNotEquals => Comparison::Ne,
+            NumericLessThan | DateLessThan => Comparison::Lt,
+            NumericLessThanEquals | DateLessThanEquals => Comparison::Le,
+            NumericGreaterThan | DateGreaterThan => Comparison::Gt,
+            _ => Comparison::Ge,
+        }
+    }
+
+    /// Whether `actual` compared with the values (`ordering(value)` is how
+    /// `actual` compares with one) satisfies it: any value for the positive
+    /// comparisons, every value for `Ne`.
+    fn holds<T>(self, values: &[T], ordering: impl Fn(&T) -> Option<std::cmp::Ordering>) -> bool {
+        use std::cmp::Ordering::*;
+        let test = |v: &T| match (self, ordering(v)) {
+            (_, None) => self == Comparison::Ne,
+            (Comparison::Eq, Some(o)) => o == Equal,
+            (Comparison::Ne, Some(o)) => o != Equal,
+            (Comparison::Lt, Some(o)) => o == Less,
+            (Comparison::Le, Some(o)) => o != Greater,
+            (Comparison::Gt, Some(o)) => o == Greater,
+            (Comparison::Ge, Some(o)) => o != Less,
+        };
+        if self == Comparison::Ne {
+            values.iter().all(test)
+        } else {
+            values.iter().any(test)
+        }
+    }
 }
 
 /// Where an index may file a rule: one entry per value of a positive
@@ -81,7 +117,7 @@ pub(crate) enum IndexEntry<'a> {
         lowercase: bool,
         value: &'a str,
     },
-    /// A number key equals this value.
+    /// A number key equals this (whole) value.
     Number { key: NumberKey, value: i64 },
     /// An IP key falls in this bucket.
     Ip { key: IpKey, bucket: IpBucket },
@@ -192,14 +228,7 @@ impl Condition {
             }
             ConditionKey::Number(key) => Condition::Number {
                 key,
-                op: match operator {
-                    Operator::NumericEquals => NumericOp::Eq,
-                    Operator::NumericNotEquals => NumericOp::Ne,
-                    Operator::NumericLessThan => NumericOp::Lt,
-                    Operator::NumericLessThanEquals => NumericOp::Le,
-                    Operator::NumericGreaterThan => NumericOp::Gt,
-                    _ => NumericOp::Ge,
-                },
+                op: Comparison::of(operator),
                 values: values
                     .iter()
                     .map(|v| parse_number(v))
@@ -216,7 +245,7 @@ impl Condition {
                     .map_err(fail)?,
             },
             ConditionKey::Time => Condition::Time {
-                before: operator == Operator::DateLessThan,
+                op: Comparison::of(operator),
                 bounds: values
                     .iter()
                     .map(|v| TimeBound::parse(v))
@@ -244,28 +273,15 @@ impl Condition {
                 None => false,
             },
             Condition::Number { key, op, values } => match ctx.number(*key) {
-                Some(actual) => match op {
-                    NumericOp::Ne => values.iter().all(|v| actual != *v),
-                    NumericOp::Eq => values.contains(&actual),
-                    NumericOp::Lt => values.iter().any(|v| actual < *v),
-                    NumericOp::Le => values.iter().any(|v| actual <= *v),
-                    NumericOp::Gt => values.iter().any(|v| actual > *v),
-                    NumericOp::Ge => values.iter().any(|v| actual >= *v),
-                },
+                Some(actual) => op.holds(values, |v| (actual as f64).partial_cmp(v)),
                 None => false,
             },
             Condition::Ip { key, negated, nets } => match ctx.ip(*key) {
                 Some(actual) => nets.iter().any(|net| net.contains(&actual)) != *negated,
                 None => false,
             },
-            Condition::Time { before, bounds } => match ctx.time {
-                Some(now) => bounds.iter().any(|b| {
-                    if *before {
-                        b.is_after(now)
-                    } else {
-                        b.is_before(now)
-                    }
-                }),
+            Condition::Time { op, bounds } => match ctx.time {
+                Some(now) => op.holds(bounds, |b| Some(b.compare(now))),
                 None => false,
             },
         }
@@ -340,14 +356,16 @@ impl Condition {
                     Some((rank, entries))
                 }
             },
+            // Whole values only (a key's numbers are whole: a decimal value
+            // never equals one, and leaves the rule out of the index).
             Condition::Number {
                 key,
-                op: NumericOp::Eq,
+                op: Comparison::Eq,
                 values,
             } => all(values, |v| {
-                Some(IndexEntry::Number {
+                (v.fract() == 0.0 && v.abs() < 9.0e15).then_some(IndexEntry::Number {
                     key: *key,
-                    value: *v,
+                    value: *v as i64,
                 })
             })
             .map(|e| (1, e)),
@@ -442,11 +460,21 @@ fn eq_lowercase(actual: &str, lower: &str) -> bool {
     }
 }
 
-fn parse_number(value: &str) -> Result<i64, String> {
-    value
-        .trim()
-        .parse::<i64>()
-        .map_err(|_| format!("{value:?} is not a number (expected an integer)"))
+/// An integer or a decimal number (`404`, `-1`, `2.5`), as IAM's numeric
+/// operators take them.
+fn parse_number(value: &str) -> Result<f64, String> {
+    let text = value.trim();
+    let plain = !text.is_empty()
+        && text
+            .trim_start_matches(['-', '+'])
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b'.');
+    text.parse::<f64>()
+        .ok()
+        .filter(|n| plain && n.is_finite())
+        .ok_or_else(|| {
+            format!("{value:?} is not a number (expected an integer or a decimal like 2.5)")
+        })
 }
 
 /// A CIDR (host bits are ignored, as the cloud API does) or a single address.

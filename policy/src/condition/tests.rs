@@ -416,6 +416,61 @@ const CASES: &[Case] = &[
     ("request:Time", "DateLessThan", &["17:00"], true),
     ("request:Time", "DateGreaterThan", &["11:00"], false),
     ("request:Time", "DateGreaterThan", &["11:00+01:00"], true),
+    // The IAM date family, and the forms IAM writes instants in.
+    (
+        "request:Time",
+        "DateEquals",
+        &["2026-03-02T10:30:00Z"],
+        true,
+    ),
+    (
+        "request:Time",
+        "DateEquals",
+        &["2026-03-02T11:30:00+01:00"],
+        true,
+    ),
+    ("request:Time", "DateEquals", &["1772447400"], true),
+    ("request:Time", "DateEquals", &["10:30"], true),
+    ("request:Time", "DateEquals", &["2026-03-02"], false),
+    ("request:Time", "DateNotEquals", &["09:00", "10:30"], false),
+    ("request:Time", "DateNotEquals", &["09:00", "12:00"], true),
+    (
+        "request:Time",
+        "DateLessThanEquals",
+        &["2026-03-02T10:30:00Z"],
+        true,
+    ),
+    ("request:Time", "DateLessThanEquals", &["10:29"], false),
+    ("request:Time", "DateGreaterThanEquals", &["10:30"], true),
+    ("request:Time", "DateGreaterThanEquals", &["10:31"], false),
+    ("request:Time", "DateGreaterThan", &["1772447399"], true),
+    ("request:Time", "DateLessThan", &["2026-03-03"], true),
+    // Decimal numbers, as IAM's numeric operators take them.
+    ("request:DestinationPort", "NumericEquals", &["443.0"], true),
+    (
+        "request:DestinationPort",
+        "NumericEquals",
+        &["443.5"],
+        false,
+    ),
+    (
+        "request:DestinationPort",
+        "NumericLessThan",
+        &["443.5"],
+        true,
+    ),
+    (
+        "request:DestinationPort",
+        "NumericGreaterThan",
+        &["442.9"],
+        true,
+    ),
+    (
+        "request:DestinationPort",
+        "NumericNotEquals",
+        &["443.5"],
+        true,
+    ),
 ];
 
 #[test]

@@ -1,3 +1,0 @@
-module egress-proxy/gateway/tests/clients/goclient
-
-go 1.22
