@@ -584,11 +584,20 @@ spec:
     client_pod(cluster, ns, "asker", r#"{"app": "asker"}"#);
     let proxy = format!("http://egress.{ns}.svc.cluster.local:1080");
     let allowed = format!("http://{HOST_NAME}:{}/allowed", outside.addr.port());
-    let (code, output) = exec(
-        cluster,
-        ns,
-        "asker",
-        &["curl", "-sS", "-m", "10", "-x", &proxy, &allowed],
+    // An available Deployment may be ahead of kube-proxy: until it has
+    // programmed the Service's endpoints, connections are refused (curl 7).
+    let (code, output) = eventually(
+        Duration::from_secs(30),
+        "the proxy Service to route",
+        || {
+            let (code, output) = exec(
+                cluster,
+                ns,
+                "asker",
+                &["curl", "-sS", "-m", "10", "-x", &proxy, &allowed],
+            );
+            (code != 7).then_some((code, output))
+        },
     );
     assert_eq!(code, 0, "{output}");
     assert_eq!(output, "from outside: /allowed\n");
