@@ -11,33 +11,11 @@
 //! it is full, the handshake time of first-seen names (mint included) against
 //! names already cached, and the gateway's own mint time histogram.
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-
-fn gateway_binary() -> PathBuf {
-    // target/<profile>/examples/leaf_cache_memory -> target/<profile>/egress-gateway
-    let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .join("egress-gateway")
-}
-
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
 
 fn metric(admin: SocketAddr, name: &str) -> f64 {
     use std::io::{Read, Write};
@@ -62,19 +40,7 @@ fn destination(i: usize) -> IpAddr {
 /// CONNECT to `dest:443` and a TLS handshake with the minted leaf; returns its duration.
 async fn handshake(proxy: SocketAddr, dest: IpAddr, tls: Arc<rustls::ClientConfig>) -> Duration {
     let started = Instant::now();
-    let mut stream = TcpStream::connect(proxy).await.expect("connect to gateway");
-    stream
-        .write_all(format!("CONNECT {dest}:443 HTTP/1.1\r\nHost: {dest}:443\r\n\r\n").as_bytes())
-        .await
-        .expect("write CONNECT");
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).await.expect("status line");
-    assert!(line.starts_with("HTTP/1.1 200"), "CONNECT refused: {line}");
-    while {
-        line.clear();
-        reader.read_line(&mut line).await.expect("header") > 2
-    } {}
+    let reader = common::connect(proxy, &format!("{dest}:443")).await;
     let name = rustls_pki_types::ServerName::IpAddress(dest.into());
     tokio_rustls::TlsConnector::from(tls)
         .connect(name, reader.into_inner())
@@ -94,55 +60,19 @@ async fn main() {
     let cache: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let dir = std::env::temp_dir().join(format!("leaf-cache-memory-{}", std::process::id()));
     let (ca, root) = egress_gateway::tls::authority::write_dev_ca(&dir).expect("dev CA");
-    let policy = dir.join("policy.yaml");
-    std::fs::write(
-        &policy,
-        "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: bench}\n\
-         spec: {defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n---\n\
-         apiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata: {name: bench}\n\
-         spec: {configurationRef: {name: bench}, tlsInterception: {enabled: true}, destinations: {allowPrivateCIDRs: [\"127.0.0.0/8\"]}, logging: {actions: [Deny]}}\n",
-    )
-    .expect("policy");
-    let mut child = Command::new(gateway_binary())
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--policy")
-        .arg(&policy)
-        .arg("--intercept-ca-cert")
-        .arg(&ca.cert)
-        .arg("--intercept-ca-key")
-        .arg(&ca.key)
-        .args(["--cert-cache-size", &cache.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start the release gateway (cargo build --release -p egress-gateway first)");
+    let policy = common::allow_all_policy(&dir, true);
+    let cache_size = cache.to_string();
+    let (mut child, proxy, admin) = common::start_gateway(&[
+        "--policy".as_ref(),
+        policy.as_os_str(),
+        "--intercept-ca-cert".as_ref(),
+        ca.cert.as_os_str(),
+        "--intercept-ca-key".as_ref(),
+        ca.key.as_os_str(),
+        "--cert-cache-size".as_ref(),
+        cache_size.as_ref(),
+    ]);
     let pid = child.id();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
-        child.stderr.take().expect("stderr"),
-    ));
-    let (mut proxy, mut admin) = (None, None);
-    while proxy.is_none() || admin.is_none() {
-        let line = lines.next().expect("gateway output").expect("line");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        let addr = v["address"]
-            .as_str()
-            .and_then(|a| a.parse::<SocketAddr>().ok());
-        match v["listener"].as_str() {
-            Some("http") => proxy = addr,
-            Some("admin") => admin = addr,
-            _ => {}
-        }
-    }
-    let (proxy, admin) = (proxy.expect("proxy"), admin.expect("admin"));
-    std::thread::spawn(move || lines.for_each(drop));
 
     let mut roots = rustls::RootCertStore::empty();
     for cert in egress_gateway::tls::load_certs(&root).expect("root") {
@@ -161,7 +91,7 @@ async fn main() {
     );
     println!("| names seen | leaves cached | gateway RSS MiB |");
     println!("|---:|---:|---:|");
-    println!("| 0 | 0 | {:.1} |", rss_mib(pid));
+    println!("| 0 | 0 | {:.1} |", common::rss_mib(pid));
     let mut first_seen = Vec::with_capacity(names);
     let step = (names / 8).max(1);
     let mut next = 0;
@@ -178,7 +108,7 @@ async fn main() {
         }
         next = end;
         let cached = metric(admin, "egress_certificate_cache_size");
-        println!("| {next} | {cached:.0} | {:.1} |", rss_mib(pid));
+        println!("| {next} | {cached:.0} | {:.1} |", common::rss_mib(pid));
     }
     // Names still in the cache (the most recent ones): no mint.
     let mut cached_times = Vec::new();

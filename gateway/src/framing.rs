@@ -81,6 +81,11 @@ impl<S> Inspected<S> {
         }
     }
 
+    /// The stream itself (it holds no bytes of its own).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     fn feed(&mut self, input: &[u8]) {
         // Owned so that what follows a head (kept inside the head buffer) can
         // be fed on without recursion.

@@ -30,7 +30,8 @@ impl Default for Activity {
 }
 
 impl Activity {
-    fn touch(&self) {
+    /// Records that bytes moved now.
+    pub fn touch(&self) {
         let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -71,6 +72,11 @@ pub struct Tracked<S> {
 }
 
 impl<S> Tracked<S> {
+    /// The stream itself.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
     /// The count of bytes read from the stream so far (shared, live).
     pub fn bytes_read(&self) -> Arc<AtomicU64> {
         self.read.clone()

@@ -38,6 +38,8 @@ pub mod policy_cli;
 pub mod policy_store;
 pub mod relay;
 pub mod server;
+#[cfg(target_os = "linux")]
+pub mod splice;
 pub mod tls;
 pub mod upstream;
 
@@ -70,8 +72,46 @@ pub struct DevOptions {
     pub private_allow: Vec<IpNet>,
 }
 
+/// Each connection holds up to two sockets (client and upstream). Raises the
+/// soft open-file limit to the hard one, as Go programs and nginx's
+/// `worker_rlimit_nofile` do, and warns when even that cannot hold
+/// `--max-connections`: past it, accepts fail instead of clients queueing.
+#[cfg(target_os = "linux")]
+fn raise_open_file_limit(max_connections: usize) {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    // `None` is unlimited.
+    if let Rlimit {
+        current: Some(soft),
+        maximum: Some(hard),
+    } = getrlimit(Resource::Nofile)
+        && soft < hard
+    {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(hard),
+                maximum: Some(hard),
+            },
+        );
+    }
+    let Some(open_files) = getrlimit(Resource::Nofile).current else {
+        return;
+    };
+    let needed = 2 * max_connections as u64 + 64;
+    if open_files < needed {
+        tracing::warn!(
+            open_file_limit = open_files,
+            max_connections,
+            "the open-file limit holds about {} connections (two sockets each), fewer than --max-connections; raise it (ulimit -n, or the container runtime's limit) or lower --max-connections",
+            open_files.saturating_sub(64) / 2
+        );
+    }
+}
+
 /// Runs the gateway until SIGTERM or SIGINT (a second one stops at once).
 pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
+    #[cfg(target_os = "linux")]
+    raise_open_file_limit(args.limits.max_connections);
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let registry = Arc::new(registry);

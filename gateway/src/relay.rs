@@ -2,6 +2,11 @@
 //! name bypassed) and upgraded connections (WebSocket). A relayed tunnel is
 //! judged again whenever the policy changes, and closed, with a decision log
 //! line, when the new policy denies its destination.
+//!
+//! A tunnel from the plain-HTTP listener joins two TCP sockets: on Linux it is
+//! spliced (`crate::splice`), its bytes never copied through the gateway, and
+//! an idle one holds no buffer. Other streams (a client on the HTTPS
+//! listener, WebSocket upgrades) are copied through buffers.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,9 +22,10 @@ use crate::gateway::{Connection, Gateway};
 use crate::idle::Activity;
 use crate::pipeline::Exchange;
 
-/// Buffer size for each direction of a relay. With tokio's default 8 KiB, a
-/// 64 KiB body takes eight reads and writes each way.
-const COPY_BUFFER: usize = 64 * 1024;
+/// Buffer size for each direction of a copied relay, held for the relay's
+/// life. Decrypted TLS arrives in records of at most 16 KiB, so larger buffers
+/// would not make fewer reads on the HTTPS listener.
+const COPY_BUFFER: usize = 16 * 1024;
 
 /// Bytes read from each side.
 #[derive(Clone, Copy, Debug, Default)]
@@ -59,6 +65,45 @@ where
     }
 }
 
+/// What a client on the plain-HTTP listener is served over (see
+/// `crate::server`).
+#[cfg(target_os = "linux")]
+type PlainClient = crate::framing::Inspected<crate::idle::Tracked<TcpStream>>;
+
+/// [`relay`] between two TCP sockets by splicing. `early` is what the client
+/// sent after its CONNECT before the tunnel opened (read by hyper already).
+#[cfg(target_os = "linux")]
+async fn splice_relay(
+    gw: &Gateway,
+    client: TcpStream,
+    early: bytes::Bytes,
+    mut upstream: TcpStream,
+    stop: impl Future<Output = ()>,
+) -> Relayed {
+    use tokio::io::AsyncWriteExt;
+
+    let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
+    let activity = Activity::default();
+    let sent = std::sync::atomic::AtomicU64::new(early.len() as u64);
+    let received = std::sync::atomic::AtomicU64::new(0);
+    let moved = async {
+        upstream.write_all(&early).await?;
+        // A view of hyper's read buffer: kept, it would hold the buffer.
+        drop(early);
+        crate::splice::relay(&client, &upstream, &activity, &sent, &received).await
+    };
+    tokio::select! {
+        // A reset on either side just ends the relay.
+        _ = moved => {}
+        _ = activity.idle_exceeds(gw.limits.idle_timeout) => {}
+        () = stop => {}
+    }
+    Relayed {
+        sent: sent.load(Ordering::Relaxed),
+        received: received.load(Ordering::Relaxed),
+    }
+}
+
 /// A relayed CONNECT tunnel, from the client's upgrade to its close; logged
 /// when it closes.
 pub async fn tunnel(
@@ -73,10 +118,19 @@ pub async fn tunnel(
         Err(e) => return gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
     };
     let mut revoked = None;
-    let relayed = relay(&gw, TokioIo::new(client), upstream, async {
+    let stop = async {
         revoked = Some(revocation(&gw, &exchange).await);
-    })
-    .await;
+    };
+    #[cfg(target_os = "linux")]
+    let relayed = match client.downcast::<TokioIo<PlainClient>>() {
+        Ok(plain) => {
+            let client = plain.io.into_inner().into_inner().into_inner();
+            splice_relay(&gw, client, plain.read_buf, upstream, stop).await
+        }
+        Err(client) => relay(&gw, TokioIo::new(client), upstream, stop).await,
+    };
+    #[cfg(not(target_os = "linux"))]
+    let relayed = relay(&gw, TokioIo::new(client), upstream, stop).await;
     drop(connection);
     match revoked {
         None => gw.record(exchange.finish(-1, relayed.sent, relayed.received, None)),

@@ -1,0 +1,304 @@
+//! Relayed CONNECT tunnels move bytes exactly: each side's end is passed on as
+//! a half-close while the other direction keeps flowing, a large transfer
+//! arrives unchanged both ways at once, an abrupt reset on either side ends
+//! the tunnel (and its place) promptly, and bytes a client sends right behind
+//! its CONNECT are not lost. Run through the plain-HTTP listener (spliced on
+//! Linux) against a raw TCP upstream the test controls.
+
+mod common;
+
+use std::hash::Hasher;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::process::Gateway;
+use common::{Pki, TempDir, policy_with_proxy, seed_without_proxy};
+
+/// A gateway relaying (interception off) with loopback allowed.
+fn relaying_gateway(tag: &str) -> (Gateway, TempDir) {
+    let pki = Pki::new();
+    let dir = TempDir::new(tag);
+    let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
+    (Gateway::start(&pki, &policy, &[]), dir)
+}
+
+/// Opens a tunnel to `to` with `early` sent in the same write as the CONNECT;
+/// returns the client side and the upstream's accepted side.
+fn tunnel(gateway: &Gateway, upstream: &TcpListener, early: &[u8]) -> (TcpStream, TcpStream) {
+    let to = upstream.local_addr().expect("addr");
+    let mut client = TcpStream::connect(gateway.http).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut request = format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").into_bytes();
+    request.extend_from_slice(early);
+    client.write_all(&request).expect("write");
+    let (server, _) = upstream.accept().expect("accept");
+    server
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut head = Vec::new();
+    let mut reader = BufReader::new(client.try_clone().expect("clone"));
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("reply");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push(line);
+    }
+    assert!(head[0].starts_with("HTTP/1.1 200"), "{head:?}");
+    assert!(reader.buffer().is_empty(), "nothing follows the 200 yet");
+    (client, server)
+}
+
+fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").expect("bind")
+}
+
+fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).expect("read to the end");
+    all
+}
+
+#[test]
+fn bytes_sent_right_behind_the_connect_reach_the_upstream() {
+    let (gateway, _dir) = relaying_gateway("relay-early");
+    let upstream = listener();
+    let (mut client, mut server) = tunnel(&gateway, &upstream, b"hello before the 200");
+    let mut got = [0u8; 20];
+    server.read_exact(&mut got).expect("early bytes");
+    assert_eq!(&got, b"hello before the 200");
+    server.write_all(b"and back").expect("write");
+    let mut back = [0u8; 8];
+    client.read_exact(&mut back).expect("read");
+    assert_eq!(&back, b"and back");
+    drop((client, server));
+    let line = gateway.decision(|d| d["http_method"] == "CONNECT");
+    assert_eq!(line["request_size"].as_u64(), Some(20), "{line}");
+    assert_eq!(line["response_size"].as_u64(), Some(8), "{line}");
+}
+
+#[test]
+fn the_client_s_half_close_reaches_the_upstream_and_the_reply_still_flows() {
+    let (gateway, _dir) = relaying_gateway("relay-client-half-close");
+    let upstream = listener();
+    let (mut client, mut server) = tunnel(&gateway, &upstream, b"");
+    client.write_all(b"request").expect("write");
+    client.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(
+        read_to_end(&mut server),
+        b"request",
+        "the upstream sees the end"
+    );
+    // The other direction is still open: a reply written after the end arrives.
+    server.write_all(b"reply after your end").expect("write");
+    server.shutdown(Shutdown::Write).expect("close");
+    assert_eq!(read_to_end(&mut client), b"reply after your end");
+}
+
+#[test]
+fn the_upstream_s_half_close_reaches_the_client_and_the_client_can_still_send() {
+    let (gateway, _dir) = relaying_gateway("relay-upstream-half-close");
+    let upstream = listener();
+    let (mut client, mut server) = tunnel(&gateway, &upstream, b"");
+    server.write_all(b"all I have").expect("write");
+    server.shutdown(Shutdown::Write).expect("half-close");
+    assert_eq!(
+        read_to_end(&mut client),
+        b"all I have",
+        "the client sees the end"
+    );
+    client.write_all(b"late upload").expect("write");
+    client.shutdown(Shutdown::Write).expect("close");
+    assert_eq!(read_to_end(&mut server), b"late upload");
+}
+
+/// `len` bytes of a fixed pseudo-random stream, written in uneven pieces;
+/// returns their hash.
+fn send_stream(stream: &mut TcpStream, seed: u64, len: usize) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut state = seed;
+    let mut sent = 0;
+    let mut piece = 1;
+    while sent < len {
+        piece = (piece * 7 + 13) % 200_000 + 1;
+        let n = piece.min(len - sent);
+        let chunk: Vec<u8> = (0..n)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        hasher.write(&chunk);
+        stream.write_all(&chunk).expect("send");
+        sent += n;
+    }
+    stream.shutdown(Shutdown::Write).expect("end");
+    hasher.finish()
+}
+
+/// Reads to the end; returns the count and hash of what arrived.
+fn receive_stream(stream: &mut TcpStream) -> (usize, u64) {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut buffer = vec![0u8; 50_000];
+    let mut total = 0;
+    loop {
+        let n = stream.read(&mut buffer).expect("receive");
+        if n == 0 {
+            return (total, hasher.finish());
+        }
+        hasher.write(&buffer[..n]);
+        total += n;
+    }
+}
+
+#[test]
+fn a_large_transfer_arrives_unchanged_both_ways_at_once() {
+    const LEN: usize = 48 * 1024 * 1024;
+    let (gateway, _dir) = relaying_gateway("relay-large");
+    let upstream = listener();
+    let (client, server) = tunnel(&gateway, &upstream, b"");
+    let transfer = |mut from: TcpStream, mut to: TcpStream, seed: u64| {
+        let sender = std::thread::spawn(move || send_stream(&mut from, seed, LEN));
+        let received = receive_stream(&mut to);
+        (sender.join().expect("sender"), received)
+    };
+    let up = {
+        let (client, server) = (
+            client.try_clone().expect("clone"),
+            server.try_clone().expect("clone"),
+        );
+        std::thread::spawn(move || transfer(client, server, 1))
+    };
+    let (sent_down, (len_down, got_down)) = transfer(server, client, 2);
+    let (sent_up, (len_up, got_up)) = up.join().expect("upload");
+    assert_eq!((len_up, got_up), (LEN, sent_up), "client to upstream");
+    assert_eq!((len_down, got_down), (LEN, sent_down), "upstream to client");
+    let line = gateway.decision(|d| d["http_method"] == "CONNECT");
+    assert_eq!(line["request_size"].as_u64(), Some(LEN as u64), "{line}");
+    assert_eq!(line["response_size"].as_u64(), Some(LEN as u64), "{line}");
+}
+
+/// Closes `stream` with a reset instead of an orderly end (SO_LINGER with a
+/// zero timeout makes close() send RST).
+fn reset(stream: TcpStream) {
+    rustix::net::sockopt::set_socket_linger(&stream, Some(Duration::ZERO)).expect("SO_LINGER");
+    drop(stream);
+}
+
+/// Waits until the peer of `stream` is gone (end or error), at most 5 s.
+fn ends_within(stream: &mut TcpStream, what: &str) -> Duration {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) | Err(_) if started.elapsed() < Duration::from_secs(5) => started.elapsed(),
+        other => panic!("{what}: the tunnel stayed open ({other:?})"),
+    }
+}
+
+#[test]
+fn a_reset_on_either_side_ends_the_tunnel_and_frees_its_place() {
+    let (gateway, _dir) = relaying_gateway("relay-reset");
+    let upstream = listener();
+    for upstream_resets in [true, false] {
+        let (mut client, mut server) = tunnel(&gateway, &upstream, b"");
+        client.write_all(b"ping").expect("write");
+        let mut ping = [0u8; 4];
+        server.read_exact(&mut ping).expect("read");
+        gateway.wait_metric("egress_open_tunnels", 1.0);
+        if upstream_resets {
+            reset(server);
+            ends_within(&mut client, "upstream reset");
+        } else {
+            reset(client);
+            ends_within(&mut server, "client reset");
+        }
+        gateway.wait_metric_below("egress_open_tunnels", 0.5);
+    }
+    let tunnels_logged = || {
+        gateway
+            .decisions()
+            .iter()
+            .filter(|d| d["http_method"] == "CONNECT")
+            .count()
+    };
+    common::eventually(Duration::from_secs(5), || {
+        (tunnels_logged() == 2).then_some(())
+    })
+    .unwrap_or_else(|| panic!("each reset tunnel is logged once: {}", tunnels_logged()));
+}
+
+/// The soft and hard open-file limits in a `/proc/<pid>/limits` file.
+fn open_file_limits(pid: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    (fields[3].to_owned(), fields[4].to_owned())
+}
+
+#[test]
+fn the_open_file_limit_is_raised_and_a_cap_it_cannot_hold_is_named() {
+    let (_, hard) = open_file_limits("self");
+    let Ok(hard) = hard.parse::<u64>() else {
+        return eprintln!("skipped: the hard open-file limit is unlimited here");
+    };
+    let dir = TempDir::new("relay-open-files");
+    let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
+    // Two sockets per connection: this cap needs more than the hard limit.
+    let cap = (hard / 2 + 100).to_string();
+    let mut child = std::process::Command::new("bash")
+        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
+        .arg(env!("CARGO_BIN_EXE_egress-gateway"))
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", "127.0.0.1:0", "--max-connections", &cap])
+        .arg("--policy")
+        .arg(&policy)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("gateway");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut warning = None;
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        if line.contains("open-file limit") {
+            warning = Some(line.clone());
+        }
+        if line.contains("\"listening\"") {
+            break;
+        }
+    }
+    let (soft_now, hard_now) = open_file_limits(&child.id().to_string());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        soft_now, hard_now,
+        "the soft limit (256 at exec) is raised to the hard one"
+    );
+    let warning = warning.expect("a warning names the open-file limit");
+    assert!(
+        warning.contains(&format!("\"max_connections\":{cap}")),
+        "{warning}"
+    );
+    assert!(
+        warning.contains(&format!("\"open_file_limit\":{hard}")),
+        "{warning}"
+    );
+}
