@@ -72,7 +72,8 @@ pub struct DevOptions {
     pub private_allow: Vec<IpNet>,
 }
 
-/// Each connection holds up to two sockets (client and upstream). Raises the
+/// Each connection holds up to two sockets (client and upstream), and
+/// spliced tunnels share up to `splice::MAX_PIPES` pipes. Raises the
 /// soft open-file limit to the hard one, as Go programs and nginx's
 /// `worker_rlimit_nofile` do, and warns when even that cannot hold
 /// `--max-connections`: past it, accepts fail instead of clients queueing.
@@ -97,13 +98,14 @@ fn raise_open_file_limit(max_connections: usize) {
     let Some(open_files) = getrlimit(Resource::Nofile).current else {
         return;
     };
-    let needed = 2 * max_connections as u64 + 64;
+    // Two sockets per connection, the spliced tunnels' pipes, and the rest.
+    let needed = 2 * (max_connections + splice::MAX_PIPES) as u64 + 64;
     if open_files < needed {
         tracing::warn!(
             open_file_limit = open_files,
             max_connections,
             "the open-file limit holds about {} connections (two sockets each), fewer than --max-connections; raise it (ulimit -n, or the container runtime's limit) or lower --max-connections",
-            open_files.saturating_sub(64) / 2
+            (open_files.saturating_sub(64) / 2).saturating_sub(splice::MAX_PIPES as u64)
         );
     }
 }

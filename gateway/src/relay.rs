@@ -65,11 +65,6 @@ where
     }
 }
 
-/// What a client on the plain-HTTP listener is served over (see
-/// `crate::server`).
-#[cfg(target_os = "linux")]
-type PlainClient = crate::framing::Inspected<crate::idle::Tracked<TcpStream>>;
-
 /// [`relay`] between two TCP sockets by splicing. `early` is what the client
 /// sent after its CONNECT before the tunnel opened (read by hyper already).
 #[cfg(target_os = "linux")]
@@ -77,21 +72,15 @@ async fn splice_relay(
     gw: &Gateway,
     client: TcpStream,
     early: bytes::Bytes,
-    mut upstream: TcpStream,
+    upstream: TcpStream,
     stop: impl Future<Output = ()>,
 ) -> Relayed {
-    use tokio::io::AsyncWriteExt;
-
     let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
     let activity = Activity::default();
-    let sent = std::sync::atomic::AtomicU64::new(early.len() as u64);
+    let sent = std::sync::atomic::AtomicU64::new(0);
     let received = std::sync::atomic::AtomicU64::new(0);
-    let moved = async {
-        upstream.write_all(&early).await?;
-        // A view of hyper's read buffer: kept, it would hold the buffer.
-        drop(early);
-        crate::splice::relay(&client, &upstream, &activity, &sent, &received).await
-    };
+    tracing::debug!(client = ?client.peer_addr().ok(), "tunnel relayed by splicing");
+    let moved = crate::splice::relay(&client, &upstream, early, &activity, &sent, &received);
     tokio::select! {
         // A reset on either side just ends the relay.
         _ = moved => {}
@@ -122,7 +111,7 @@ pub async fn tunnel(
         revoked = Some(revocation(&gw, &exchange).await);
     };
     #[cfg(target_os = "linux")]
-    let relayed = match client.downcast::<TokioIo<PlainClient>>() {
+    let relayed = match client.downcast::<crate::server::ServedIo<TcpStream>>() {
         Ok(plain) => {
             let client = plain.io.into_inner().into_inner().into_inner();
             splice_relay(&gw, client, plain.read_buf, upstream, stop).await

@@ -19,9 +19,14 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::framing::{Heads, Inspected};
 use crate::gateway::{Connection, Gateway};
-use crate::idle::Activity;
+use crate::idle::{Activity, Tracked};
 use crate::pipeline::{Client, Listener};
 use crate::upstream::Pool;
+
+/// What hyper serves a client connection over: its stream, with traffic
+/// counted as activity and request heads inspected. A CONNECT tunnel from the
+/// plain listener takes the `TcpStream` back out of it (`crate::relay`).
+pub type ServedIo<S> = TokioIo<Inspected<Tracked<S>>>;
 
 /// A client-facing listener.
 #[derive(Debug)]
@@ -122,7 +127,7 @@ where
     let pool = Arc::new(Pool::default());
     let heads = Heads::default();
     let activity = Activity::default();
-    let io = TokioIo::new(Inspected::new(activity.track(stream), heads.clone()));
+    let io: ServedIo<S> = TokioIo::new(Inspected::new(activity.track(stream), heads.clone()));
     let handler_gw = gw.clone();
     let service = service_fn(move |req| {
         crate::handler::handle(

@@ -77,6 +77,7 @@ fn bytes_sent_right_behind_the_connect_reach_the_upstream() {
     assert_eq!(&back, b"and back");
     drop((client, server));
     let line = gateway.decision(|d| d["http_method"] == "CONNECT");
+    gateway.diagnostic(&["tunnel relayed by splicing"]);
     assert_eq!(line["request_size"].as_u64(), Some(20), "{line}");
     assert_eq!(line["response_size"].as_u64(), Some(8), "{line}");
 }
