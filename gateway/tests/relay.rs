@@ -17,10 +17,14 @@ use common::{Pki, TempDir, policy_with_proxy, seed_without_proxy};
 
 /// A gateway relaying (interception off) with loopback allowed.
 fn relaying_gateway(tag: &str) -> (Gateway, TempDir) {
+    relaying_gateway_with(tag, &[])
+}
+
+fn relaying_gateway_with(tag: &str, extra: &[&str]) -> (Gateway, TempDir) {
     let pki = Pki::new();
     let dir = TempDir::new(tag);
     let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
-    (Gateway::start(&pki, &policy, &[]), dir)
+    (Gateway::start(&pki, &policy, extra), dir)
 }
 
 /// Opens a tunnel to `to` with `early` sent in the same write as the CONNECT;
@@ -235,6 +239,27 @@ fn a_reset_on_either_side_ends_the_tunnel_and_frees_its_place() {
         (tunnels_logged() == 2).then_some(())
     })
     .unwrap_or_else(|| panic!("each reset tunnel is logged once: {}", tunnels_logged()));
+}
+
+#[test]
+fn a_silent_tunnel_is_closed_after_the_idle_timeout() {
+    let (gateway, _dir) = relaying_gateway_with("relay-idle", &["--idle-timeout", "1s"]);
+    let upstream = listener();
+    let (mut client, mut server) = tunnel(&gateway, &upstream, b"");
+    // Traffic within the timeout keeps it open.
+    for _ in 0..3 {
+        std::thread::sleep(Duration::from_millis(600));
+        client.write_all(b"x").expect("write");
+        let mut x = [0u8; 1];
+        server.read_exact(&mut x).expect("still open");
+    }
+    let silent_for = ends_within(&mut client, "silent tunnel");
+    assert!(
+        silent_for >= Duration::from_millis(800),
+        "closed after {silent_for:?}"
+    );
+    ends_within(&mut server, "silent tunnel, upstream side");
+    gateway.decision(|d| d["http_method"] == "CONNECT");
 }
 
 /// The soft and hard open-file limits in a `/proc/<pid>/limits` file.
