@@ -52,18 +52,7 @@ fn main() -> anyhow::Result<()> {
     };
     say("ready");
     println!("{}", demo.guide(&plane));
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            Ok::<_, std::io::Error>(())
-        })?;
+    egress_e2e::wait_for_signal()?;
     eprintln!("stopping");
     drop(demo);
     plane.stop();

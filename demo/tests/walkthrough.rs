@@ -147,29 +147,12 @@ fn seed_group_without_dns_rule() -> String {
 }
 
 fn apply(demo: &Demo, yaml: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = demo
-        .kubectl()
-        .args(["apply", "-n", PROXY_NAMESPACE, "-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("kubectl runs");
+    let mut apply = demo.kubectl();
+    apply.args(["apply", "-n", PROXY_NAMESPACE, "-f", "-"]);
+    let output = egress_e2e::run_with_stdin(apply, yaml.as_bytes()).expect("kubectl runs");
     (
         output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+        egress_e2e::combined_output(&output),
     )
 }
 

@@ -253,21 +253,7 @@ impl ControlPlane {
             if let Some(kubeconfig) = std::env::var_os("EGRESS_E2E_KUBECONFIG") {
                 return ControlPlane::attach(kubeconfig.into()).map_err(|e| e.to_string());
             }
-            let (sender, receiver) = std::sync::mpsc::channel();
-            std::thread::Builder::new()
-                .name("control-plane".to_owned())
-                .spawn(move || {
-                    let _ = sender.send(ControlPlane::start());
-                    // Parent-death signals fire when the starting thread ends.
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-            receiver
-                .recv()
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
+            start_for_process("control-plane", ControlPlane::start)
         });
         match shared {
             Ok(plane) => plane,
@@ -484,6 +470,70 @@ pub(crate) fn unique() -> usize {
 
 /// A port nobody listens on now (the OS picks it; the short race with other
 /// processes is caught by the start-up checks).
+/// Runs `start` on a thread that lives as long as the process and returns
+/// what it made: the processes it starts get a parent-death signal, which
+/// fires when the thread that started them ends, so they die with the test
+/// binary and not before.
+pub(crate) fn start_for_process<T: Send + 'static>(
+    name: &str,
+    start: fn() -> Result<T, HarnessError>,
+) -> Result<T, String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            let _ = sender.send(start());
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    receiver
+        .recv()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Runs `command` with `input` on its stdin; its stdout and stderr are
+/// captured.
+pub fn run_with_stdin(mut command: Command, input: &[u8]) -> std::io::Result<std::process::Output> {
+    use std::io::Write;
+    let mut child = command
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(input)?;
+    }
+    child.wait_with_output()
+}
+
+/// `stdout` followed by `stderr`, as text.
+pub fn combined_output(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+pub fn wait_for_signal() -> std::io::Result<()> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            Ok(())
+        })
+}
+
 /// A port nobody listens on now on 127.0.0.1 (another process may take it
 /// before the caller binds it; rare enough for tests).
 pub fn free_port() -> Result<u16, HarnessError> {

@@ -26,23 +26,6 @@ enum Cmd {
     },
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-fn wait_for_signal() -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(async {
-            use tokio::signal::unix::{SignalKind, signal};
-            let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            Ok::<_, std::io::Error>(())
-        })?;
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Cmd::Binaries => println!("{}", Binaries::ensure()?.dir.display()),
@@ -67,7 +50,7 @@ fn main() -> anyhow::Result<()> {
             println!();
             println!("export KUBECONFIG={}", cluster.plane.kubeconfig.display());
             println!("export PATH={}:$PATH", cluster.plane.binaries.dir.display());
-            wait_for_signal()?;
+            egress_e2e::wait_for_signal()?;
             println!("stopping");
             cluster.node.stop();
             cluster.plane.stop();
@@ -95,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "Run one test against it:  cargo test -p egress-e2e --test control_plane <name>"
             );
-            wait_for_signal()?;
+            egress_e2e::wait_for_signal()?;
             println!("stopping");
             plane.stop();
         }

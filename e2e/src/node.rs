@@ -275,22 +275,7 @@ impl Cluster {
     /// exits, its processes die and the node's watchdog restores the host.
     pub fn shared() -> &'static Cluster {
         static SHARED: OnceLock<Result<Cluster, String>> = OnceLock::new();
-        let shared = SHARED.get_or_init(|| {
-            let (sender, receiver) = std::sync::mpsc::channel();
-            std::thread::Builder::new()
-                .name("cluster".to_owned())
-                .spawn(move || {
-                    let _ = sender.send(Cluster::start());
-                    loop {
-                        std::thread::park();
-                    }
-                })
-                .map_err(|e| e.to_string())?;
-            receiver
-                .recv()
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())
-        });
+        let shared = SHARED.get_or_init(|| crate::start_for_process("cluster", Cluster::start));
         match shared {
             Ok(cluster) => cluster,
             Err(e) => panic!("the cluster could not start: {e}"),

@@ -48,21 +48,9 @@ fn kubectl(cluster: &Cluster, args: &[&str]) -> Command {
 }
 
 fn apply(cluster: &Cluster, manifest: &str) {
-    let mut child = cluster
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(manifest.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("kubectl runs");
+    let output =
+        egress_e2e::run_with_stdin(kubectl(cluster, &["apply", "-f", "-"]), manifest.as_bytes())
+            .expect("kubectl runs");
     assert!(
         output.status.success(),
         "kubectl apply failed:\n{}\n{manifest}",
@@ -322,19 +310,11 @@ fn a_deployment_runs_and_its_service_answers_by_address_and_by_name() {
     // logs and exec (with stdin) through the API server and the kubelet.
     let logs = run(kubectl(cluster, &["logs", "-n", ns, "deployment/web"]));
     assert!(logs.contains("serving as web-"), "{logs}");
-    let mut child = kubectl(cluster, &["exec", "-i", "-n", ns, "client", "--", "cat"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl exec -i");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"through stdin\n")
-        .expect("write");
-    let echoed = child.wait_with_output().expect("kubectl exec -i runs");
+    let echoed = egress_e2e::run_with_stdin(
+        kubectl(cluster, &["exec", "-i", "-n", ns, "client", "--", "cat"]),
+        b"through stdin\n",
+    )
+    .expect("kubectl exec -i runs");
     assert_eq!(
         String::from_utf8_lossy(&echoed.stdout),
         "through stdin\n",

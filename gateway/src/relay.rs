@@ -48,20 +48,37 @@ where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
-    let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
     let activity = Activity::default();
     let mut client = activity.track(client);
     let mut upstream = activity.track(upstream);
     let (from_client, from_upstream) = (client.bytes_read(), upstream.bytes_read());
-    tokio::select! {
-        // A reset on either side just ends the relay.
-        _ = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, COPY_BUFFER, COPY_BUFFER) => {}
-        _ = activity.idle_exceeds(gw.limits.idle_timeout) => {}
-        () = stop => {}
-    }
+    let moved = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        COPY_BUFFER,
+        COPY_BUFFER,
+    );
+    until_done(gw, &activity, moved, stop).await;
     Relayed {
         sent: from_client.load(Ordering::Relaxed),
         received: from_upstream.load(Ordering::Relaxed),
+    }
+}
+
+/// Drives `moved` until it ends (both sides done, or either failed: a reset
+/// just ends the relay), nothing moves for the idle timeout, or `stop`
+/// completes; the tunnel counts as open meanwhile.
+async fn until_done(
+    gw: &Gateway,
+    activity: &Activity,
+    moved: impl Future,
+    stop: impl Future<Output = ()>,
+) {
+    let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
+    tokio::select! {
+        _ = moved => {}
+        _ = activity.idle_exceeds(gw.limits.idle_timeout) => {}
+        () = stop => {}
     }
 }
 
@@ -75,18 +92,12 @@ async fn splice_relay(
     upstream: TcpStream,
     stop: impl Future<Output = ()>,
 ) -> Relayed {
-    let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
     let activity = Activity::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
     let received = std::sync::atomic::AtomicU64::new(0);
     tracing::debug!(client = ?client.peer_addr().ok(), "tunnel relayed by splicing");
     let moved = crate::splice::relay(&client, &upstream, early, &activity, &sent, &received);
-    tokio::select! {
-        // A reset on either side just ends the relay.
-        _ = moved => {}
-        _ = activity.idle_exceeds(gw.limits.idle_timeout) => {}
-        () = stop => {}
-    }
+    until_done(gw, &activity, moved, stop).await;
     Relayed {
         sent: sent.load(Ordering::Relaxed),
         received: received.load(Ordering::Relaxed),

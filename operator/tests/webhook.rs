@@ -8,9 +8,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -38,20 +37,8 @@ fn setup() -> &'static ControlPlane {
 }
 
 /// Runs `command` with `input` on stdin: (success, stdout, stderr).
-fn with_stdin(mut command: Command, input: &str) -> (bool, String, String) {
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("command starts");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("command runs");
+fn with_stdin(command: Command, input: &str) -> (bool, String, String) {
+    let output = egress_e2e::run_with_stdin(command, input.as_bytes()).expect("command runs");
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

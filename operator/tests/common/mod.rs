@@ -58,29 +58,12 @@ pub fn run(mut command: Command) -> String {
 
 /// `kubectl apply` of YAML text: (success, stdout + stderr).
 pub fn kubectl_apply(plane: &ControlPlane, yaml: &str) -> (bool, String) {
-    use std::io::Write;
-    let mut child = plane
-        .kubectl()
-        .args(["apply", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(yaml.as_bytes())
-        .expect("write");
-    let output = child.wait_with_output().expect("kubectl runs");
+    let mut apply = plane.kubectl();
+    apply.args(["apply", "-f", "-"]);
+    let output = egress_e2e::run_with_stdin(apply, yaml.as_bytes()).expect("kubectl runs");
     (
         output.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
+        egress_e2e::combined_output(&output),
     )
 }
 
