@@ -153,6 +153,12 @@ pub struct RunArgs {
     #[arg(long, env = "EGRESS_WORKER_THREADS")]
     pub worker_threads: Option<usize>,
 
+    /// Threads that relay CONNECT tunnels from the plain-HTTP listener, each
+    /// an event loop for many tunnels (Linux); default: half the worker
+    /// threads, at least one.
+    #[arg(long, env = "EGRESS_RELAY_THREADS")]
+    pub relay_threads: Option<usize>,
+
     /// How often policy and certificate files are checked for changes.
     #[arg(long, env = "EGRESS_FILE_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub file_poll_interval: Duration,

@@ -92,6 +92,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             shutdown_grace: std::time::Duration::from_secs(5),
         },
         worker_threads: None,
+        relay_threads: None,
         file_poll_interval: std::time::Duration::from_secs(1),
         file_settle: std::time::Duration::from_millis(500),
         policy_shrink_warning: 0.5,

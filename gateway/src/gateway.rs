@@ -60,6 +60,9 @@ pub struct Gateway {
     pub guard: Guard,
     /// Tracks every connection and tunnel for graceful shutdown.
     pub tasks: TaskTracker,
+    /// The threads spliced tunnels run on.
+    #[cfg(target_os = "linux")]
+    pub relays: crate::relay_loop::RelayLoops,
     /// Cancelled when shutdown starts.
     pub shutdown: CancellationToken,
 }

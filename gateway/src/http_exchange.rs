@@ -179,7 +179,7 @@ async fn relay_upgrade(
         &gw,
         TokioIo::new(client),
         TokioIo::new(upstream),
-        std::future::pending(),
+        std::pin::pin!(std::future::pending()),
     )
     .await;
     gw.record(exchange.finish(101, relayed.sent, relayed.received, None));

@@ -37,6 +37,8 @@ pub mod pipeline;
 pub mod policy_cli;
 pub mod policy_store;
 pub mod relay;
+#[cfg(target_os = "linux")]
+pub mod relay_loop;
 pub mod server;
 #[cfg(target_os = "linux")]
 pub mod splice;
@@ -185,6 +187,8 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
             extra_allowed: dev.private_allow,
         },
         tasks: TaskTracker::new(),
+        #[cfg(target_os = "linux")]
+        relays: relay_loops(&args)?,
         shutdown: shutdown.clone(),
     });
 
@@ -238,6 +242,19 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     admin.abort();
     gw.log.drain(std::time::Duration::from_secs(5));
     Ok(())
+}
+
+/// The relay loops `--relay-threads` asks for, by default half the worker
+/// threads (as many as CPUs the process may use, unless set).
+#[cfg(target_os = "linux")]
+fn relay_loops(args: &RunArgs) -> anyhow::Result<relay_loop::RelayLoops> {
+    let threads = args.relay_threads.unwrap_or_else(|| {
+        let workers = args.worker_threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        });
+        relay_loop::RelayLoops::default_threads(workers)
+    });
+    relay_loop::RelayLoops::start(threads).context("cannot start the relay threads")
 }
 
 /// A client from `kubeconfig`, or the in-cluster configuration (or

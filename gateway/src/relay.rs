@@ -3,16 +3,18 @@
 //! judged again whenever the policy changes, and closed, with a decision log
 //! line, when the new policy denies its destination.
 //!
-//! A tunnel from the plain-HTTP listener joins two TCP sockets: on Linux it is
-//! spliced (`crate::splice`), its bytes never copied through the gateway, and
-//! an idle one holds no buffer. Other streams (a client on the HTTPS
-//! listener, WebSocket upgrades) are copied through buffers.
+//! A tunnel from the plain-HTTP listener joins two TCP sockets: on Linux it
+//! moves to a relay loop (`crate::relay_loop`) and is spliced there
+//! (`crate::splice`), and an idle one holds no buffer. Other streams (a
+//! client on the HTTPS listener, WebSocket upgrades) are copied through
+//! buffers.
 
 use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -42,7 +44,7 @@ pub async fn relay<A, B>(
     gw: &Gateway,
     client: A,
     upstream: B,
-    stop: impl Future<Output = ()>,
+    stop: Pin<&mut impl Future<Output = ()>>,
 ) -> Relayed
 where
     A: AsyncRead + AsyncWrite + Unpin,
@@ -52,12 +54,12 @@ where
     let mut client = activity.track(client);
     let mut upstream = activity.track(upstream);
     let (from_client, from_upstream) = (client.bytes_read(), upstream.bytes_read());
-    let moved = tokio::io::copy_bidirectional_with_sizes(
+    let moved = pin!(tokio::io::copy_bidirectional_with_sizes(
         &mut client,
         &mut upstream,
         COPY_BUFFER,
         COPY_BUFFER,
-    );
+    ));
     until_done(gw, &activity, moved, stop).await;
     Relayed {
         sent: from_client.load(Ordering::Relaxed),
@@ -68,11 +70,16 @@ where
 /// Drives `moved` until it ends (both sides done, or either failed: a reset
 /// just ends the relay), nothing moves for the idle timeout, or `stop`
 /// completes; the tunnel counts as open meanwhile.
+///
+/// The futures are pinned by the caller and passed by reference, here and in
+/// the functions above: moved from one async function into the next, each
+/// would be stored again in every frame (a tunnel's task, held for its whole
+/// life, was 5.5 KiB that way, 3.4 KiB now).
 async fn until_done(
     gw: &Gateway,
     activity: &Activity,
-    moved: impl Future,
-    stop: impl Future<Output = ()>,
+    moved: Pin<&mut impl Future>,
+    stop: Pin<&mut impl Future<Output = ()>>,
 ) {
     let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
     tokio::select! {
@@ -82,21 +89,32 @@ async fn until_done(
     }
 }
 
-/// [`relay`] between two TCP sockets by splicing. `early` is what the client
-/// sent after its CONNECT before the tunnel opened (read by hyper already).
+/// [`relay`] between two TCP sockets by splicing (`crate::splice`), on the
+/// relay loop this runs on. `early` is what the client sent after its CONNECT
+/// before the tunnel opened (read by hyper already).
 #[cfg(target_os = "linux")]
 async fn splice_relay(
     gw: &Gateway,
-    client: TcpStream,
+    client: std::net::TcpStream,
     early: bytes::Bytes,
-    upstream: TcpStream,
-    stop: impl Future<Output = ()>,
+    upstream: std::net::TcpStream,
+    stop: Pin<&mut impl Future<Output = ()>>,
 ) -> Relayed {
+    use crate::splice::register;
     let activity = Activity::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
     let received = std::sync::atomic::AtomicU64::new(0);
     tracing::debug!(client = ?client.peer_addr().ok(), "tunnel relayed by splicing");
-    let moved = crate::splice::relay(&client, &upstream, early, &activity, &sent, &received);
+    let (client, upstream) = match (register(client), register(upstream)) {
+        (Ok(client), Ok(upstream)) => (client, upstream),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot register a tunnel's sockets: closed");
+            return Relayed::default();
+        }
+    };
+    let moved = pin!(crate::splice::relay(
+        &client, &upstream, early, &activity, &sent, &received
+    ));
     until_done(gw, &activity, moved, stop).await;
     Relayed {
         sent: sent.load(Ordering::Relaxed),
@@ -104,8 +122,26 @@ async fn splice_relay(
     }
 }
 
+/// The two sides of a tunnel.
+enum Joined {
+    /// A client on the plain-HTTP listener: two TCP sockets, spliced on a
+    /// relay loop. `early` is what the client sent behind its CONNECT.
+    #[cfg(target_os = "linux")]
+    Spliced {
+        client: std::net::TcpStream,
+        early: bytes::Bytes,
+        upstream: std::net::TcpStream,
+    },
+    /// Anything else, copied.
+    Copied {
+        client: TokioIo<Upgraded>,
+        upstream: TcpStream,
+    },
+}
+
 /// A relayed CONNECT tunnel, from the client's upgrade to its close; logged
-/// when it closes.
+/// when it closes. A tunnel from the plain-HTTP listener moves to a relay
+/// loop (`crate::relay_loop`) for its life.
 pub async fn tunnel(
     gw: Arc<Gateway>,
     connection: Arc<Connection>,
@@ -117,24 +153,67 @@ pub async fn tunnel(
         Ok(client) => client,
         Err(e) => return gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
     };
-    let mut revoked = None;
-    let stop = async {
-        revoked = Some(revocation(&gw, &exchange).await);
-    };
     #[cfg(target_os = "linux")]
-    let relayed = match client.downcast::<crate::server::ServedIo<TcpStream>>() {
+    let client = match client.downcast::<crate::server::ServedIo<TcpStream>>() {
         Ok(plain) => {
+            // Deregistered here, registered again on the relay loop.
             let client = plain.io.into_inner().into_inner().into_inner();
-            splice_relay(&gw, client, plain.read_buf, upstream, stop).await
+            match (client.into_std(), upstream.into_std()) {
+                (Ok(client), Ok(upstream)) => {
+                    let joined = Joined::Spliced {
+                        client,
+                        early: plain.read_buf,
+                        upstream,
+                    };
+                    let tunnel = relay_and_log(gw.clone(), connection, exchange, joined);
+                    gw.relays.next().spawn(gw.tasks.track_future(tunnel));
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string()));
+                }
+            }
+            return;
         }
-        Err(client) => relay(&gw, TokioIo::new(client), upstream, stop).await,
+        Err(client) => client,
     };
-    #[cfg(not(target_os = "linux"))]
-    let relayed = relay(&gw, TokioIo::new(client), upstream, stop).await;
+    let joined = Joined::Copied {
+        client: TokioIo::new(client),
+        upstream,
+    };
+    relay_and_log(gw, connection, exchange, joined).await;
+}
+
+/// Relays a tunnel until it ends or the policy revokes it, then logs it.
+async fn relay_and_log(
+    gw: Arc<Gateway>,
+    connection: Arc<Connection>,
+    exchange: Exchange,
+    joined: Joined,
+) {
+    let mut revoked = None;
+    let relayed = {
+        let stop = pin!(async {
+            revoked = Some(Box::new(revocation(&gw, &exchange).await));
+        });
+        match joined {
+            #[cfg(target_os = "linux")]
+            Joined::Spliced {
+                client,
+                early,
+                upstream,
+            } => splice_relay(&gw, client, early, upstream, stop).await,
+            // Boxed: the spliced arm's task, the common one, does not carry
+            // room for it.
+            Joined::Copied { client, upstream } => {
+                Box::pin(relay(&gw, client, upstream, stop)).await
+            }
+        }
+    };
     drop(connection);
     match revoked {
         None => gw.record(exchange.finish(-1, relayed.sent, relayed.received, None)),
-        Some((denied, hash)) => {
+        Some(revoked) => {
+            let (denied, hash) = *revoked;
             gw.metrics.tunnels_revoked.inc();
             tracing::info!(
                 destination = %exchange.target().authority(),

@@ -262,6 +262,95 @@ fn a_silent_tunnel_is_closed_after_the_idle_timeout() {
     gateway.decision(|d| d["http_method"] == "CONNECT");
 }
 
+/// TCP urgent data (`send(MSG_OOB)`, telnet's and FTP's "interrupt") marks a
+/// byte in the stream; a relay that stops at the mark would stall that
+/// direction until the idle timeout. The urgent byte itself is not relayed
+/// (as with a read(2)-based relay); everything around it is, promptly.
+#[cfg(target_os = "linux")]
+#[test]
+fn urgent_data_does_not_stall_a_tunnel() {
+    let (gateway, _dir) = relaying_gateway("relay-urgent");
+    let upstream = listener();
+    let (client, server) = tunnel(&gateway, &upstream, b"");
+    for (mut from, mut to, way) in [(&client, &server, "upload"), (&server, &client, "download")] {
+        to.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        from.write_all(b"before").expect("write");
+        rustix::net::send(from, b"!", rustix::net::SendFlags::OOB).expect("urgent byte");
+        from.write_all(b"after").expect("write");
+        let mut got = [0u8; 11];
+        to.read_exact(&mut got)
+            .unwrap_or_else(|e| panic!("{way}: the bytes around the urgent one arrive: {e}"));
+        assert_eq!(&got, b"beforeafter", "{way}");
+        // And the direction keeps flowing.
+        from.write_all(b"more").expect("write");
+        let mut more = [0u8; 4];
+        to.read_exact(&mut more).expect("more");
+        assert_eq!(&more, b"more", "{way}");
+    }
+}
+
+/// Each thread of `pid` by name, with the nanoseconds it has run.
+#[cfg(target_os = "linux")]
+fn threads_run_time(pid: u32) -> Vec<(String, u64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("tasks");
+    tasks
+        .filter_map(|task| {
+            let dir = task.ok()?.path();
+            let name = std::fs::read_to_string(dir.join("comm")).ok()?;
+            let ran = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            let ran = ran.split_whitespace().next()?.parse().ok()?;
+            Some((name.trim().to_owned(), ran))
+        })
+        .collect()
+}
+
+/// `--relay-threads` starts that many relay loops, and a tunnel's bytes are
+/// moved by one of them, not by the workers that parse requests.
+#[cfg(target_os = "linux")]
+#[test]
+fn tunnels_are_relayed_on_the_relay_threads() {
+    let (gateway, _dir) = relaying_gateway_with(
+        "relay-threads",
+        &["--relay-threads", "3", "--worker-threads", "2"],
+    );
+    let upstream = listener();
+    let (mut client, mut server) = tunnel(&gateway, &upstream, b"");
+    let before = threads_run_time(gateway.pid());
+    let relays: Vec<&String> = before
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| name.starts_with("relay-"))
+        .collect();
+    assert_eq!(relays.len(), 3, "{before:?}");
+    let uploading = std::thread::spawn(move || {
+        send_stream(&mut client, 7, 32 << 20);
+        client
+    });
+    let (got, _) = receive_stream(&mut server);
+    assert_eq!(got, 32 << 20);
+    drop(uploading.join().expect("upload"));
+    let after = threads_run_time(gateway.pid());
+    let ran = |relay: bool| -> u64 {
+        after
+            .iter()
+            .filter(|(name, _)| name.starts_with("relay-") == relay)
+            .map(|(name, ran)| {
+                let was = before
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or(0, |(_, r)| *r);
+                ran.saturating_sub(was)
+            })
+            .sum()
+    };
+    let (relay, others) = (ran(true), ran(false));
+    assert!(
+        relay > 4 * others,
+        "relay threads ran {relay} ns, the others {others} ns: {after:?}"
+    );
+}
+
 /// The soft and hard open-file limits in a `/proc/<pid>/limits` file.
 fn open_file_limits(pid: &str) -> (String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");

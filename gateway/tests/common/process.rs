@@ -144,6 +144,11 @@ impl Gateway {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn http_proxy(&self) -> String {
         format!("http://{}", self.http)
     }
