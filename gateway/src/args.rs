@@ -205,7 +205,8 @@ pub struct LimitArgs {
     #[arg(long, env = "EGRESS_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
 
-    /// Most bytes of request line plus headers (beyond: 431).
+    /// Most bytes of a request head from a client (beyond: 431) or a
+    /// response head from an upstream (beyond: 502).
     #[arg(long, env = "EGRESS_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
 

@@ -65,11 +65,14 @@ pub async fn connect_tls(
 
 /// HTTP/1.1 over an established stream; the connection task runs until the
 /// peer or the last sender goes away, and keeps upgrades (WebSocket) possible.
-pub async fn handshake<S>(stream: S) -> Result<SendRequest<Body>, Error>
+/// `max_buffer` caps the connection's read and write buffers, and so the
+/// size of a response head.
+pub async fn handshake<S>(stream: S, max_buffer: usize) -> Result<SendRequest<Body>, Error>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (sender, connection) = http1::Builder::new()
+        .max_buf_size(max_buffer.max(8192))
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Error::UpstreamProtocol(e.to_string()))?;
@@ -157,7 +160,7 @@ pub async fn send(
             gw.metrics
                 .upstream_connect_seconds
                 .observe(started.elapsed().as_secs_f64());
-            handshake(stream).await?
+            handshake(stream, gw.limits.max_header_bytes).await?
         }
     };
     let upgrade = crate::http_util::is_upgrade(request.headers());

@@ -206,6 +206,39 @@ fn upstreams_that_reset_or_have_bad_certificates() {
     s.still_serving();
 }
 
+/// `--max-header-bytes` bounds response heads from upstreams too (and with
+/// them the buffers an upstream connection may grow).
+#[test]
+fn an_upstream_response_head_beyond_the_header_limit_is_502() {
+    let s = setup(&["--max-header-bytes", "16384"]);
+    let proxy = s.gateway.http_proxy();
+    let head_with = |header: usize| -> &'static str {
+        let value = "a".repeat(header);
+        let response = format!("HTTP/1.1 200 OK\r\nX-Big: {value}\r\nContent-Length: 2\r\n\r\nok");
+        Box::leak(response.into_boxed_str())
+    };
+    let within = Upstream::http(Behavior::Raw(head_with(10_000)));
+    let url = format!("http://{HOST}:{}/", within.addr.port());
+    let result = curl(&["--proxy", &proxy, &url]);
+    assert_eq!(
+        (result.status, result.body.as_str()),
+        (200, "ok"),
+        "{result:?}"
+    );
+
+    let beyond = Upstream::http(Behavior::Raw(head_with(20_000)));
+    let url = format!("http://{HOST}:{}/", beyond.addr.port());
+    assert_eq!(curl(&["--proxy", &proxy, &url]).status, 502);
+    let line = s.gateway.decision_for(&url);
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("upstream_protocol") && e.contains("too large")),
+        "{line}"
+    );
+    s.still_serving();
+}
+
 #[test]
 fn nxdomain_is_502_and_a_silent_resolver_is_504() {
     let dns = FakeDns::start();
