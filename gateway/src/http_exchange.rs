@@ -58,14 +58,17 @@ pub async fn exchange(
     if let Err(stop) = exchange.pre_request(Some(request)) {
         return gw.stopped(exchange, stop, http1);
     }
+    let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     // Request keys stay visible in PostRESPONSE; keep the headers only if rules
-    // there could read them.
-    let request_headers = if exchange.policy().rule_count(Phase::PostResponse) > 0 {
+    // there could read them, or an upgraded connection is judged again when
+    // the policy changes.
+    let keep_headers =
+        exchange.policy().rule_count(Phase::PostResponse) > 0 || client_upgrade.is_some();
+    let request_headers = if keep_headers {
         req.headers().clone()
     } else {
         HeaderMap::new()
     };
-    let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
 
     let protocol = if key.tls_name.is_some() {
         Protocol::Https
@@ -133,10 +136,18 @@ pub async fn exchange(
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let (mut parts, _) = response.into_parts();
+        let heads = UpgradeHeads {
+            method,
+            uri: normalized,
+            request_headers,
+            status: status.as_u16(),
+            response_headers: parts.headers.clone(),
+        };
         strip_hop_by_hop(&mut parts.headers);
         gw.tasks.spawn(relay_upgrade(
             gw.clone(),
             exchange,
+            heads,
             client_upgrade,
             upstream_upgrade,
         ));
@@ -164,10 +175,23 @@ pub async fn exchange(
     Response::from_parts(parts, logged.boxed())
 }
 
-/// After a 101: bytes flow both ways until either side closes or goes idle.
+/// What an upgraded connection is judged by again when the policy changes:
+/// the request that asked for the upgrade and the response that granted it.
+struct UpgradeHeads {
+    method: String,
+    /// The normalised target.
+    uri: String,
+    request_headers: HeaderMap,
+    status: u16,
+    response_headers: HeaderMap,
+}
+
+/// After a 101: bytes flow both ways until either side closes or goes idle,
+/// or a new policy denies the request that was upgraded.
 async fn relay_upgrade(
     gw: Arc<Gateway>,
     exchange: Exchange,
+    heads: UpgradeHeads,
     client: OnUpgrade,
     upstream: OnUpgrade,
 ) {
@@ -175,14 +199,27 @@ async fn relay_upgrade(
         Ok(both) => both,
         Err(e) => return gw.fail(exchange, 101, (0, 0), &Error::Upgrade(e.to_string())),
     };
-    let relayed = crate::relay::relay(
-        &gw,
-        TokioIo::new(client),
-        TokioIo::new(upstream),
-        std::pin::pin!(std::future::pending()),
-    )
-    .await;
-    gw.record(exchange.finish(101, relayed.sent, relayed.received, None));
+    let mut revoked = None;
+    let relayed = {
+        let stop = std::pin::pin!(async {
+            let judge = |policy| {
+                let request = HttpRequest {
+                    method: &heads.method,
+                    uri: &heads.uri,
+                    headers: &heads.request_headers,
+                };
+                let response = HttpResponse {
+                    status: heads.status,
+                    headers: &heads.response_headers,
+                };
+                exchange.reevaluate(policy, &gw.guard, Some((request, response)))
+            };
+            revoked = Some(crate::relay::revocation(&gw, judge).await);
+        });
+        let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+        crate::relay::relay(&gw, client, upstream, stop).await
+    };
+    crate::relay::record_relayed(&gw, exchange, 101, relayed, revoked);
 }
 
 #[cfg(test)]

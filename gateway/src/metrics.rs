@@ -93,7 +93,8 @@ pub struct Metrics {
     pub open_tunnels: Gauge,
     /// Decision log lines dropped because stdout could not keep up.
     pub log_lines_dropped: Counter,
-    /// Relayed tunnels closed because a new policy denies them.
+    /// Relayed tunnels and upgraded connections closed because a new policy
+    /// denies them.
     pub tunnels_revoked: Counter,
     /// 1 while the policy source reaches the API server (always 1 for files).
     pub source_connected: Gauge,
@@ -214,7 +215,7 @@ impl Metrics {
         );
         r.register(
             "tunnels_revoked",
-            "Relayed tunnels closed because a new policy denies their destination",
+            "Relayed tunnels and upgraded connections closed because a new policy denies them",
             metrics.tunnels_revoked.clone(),
         );
         r.register(

@@ -378,10 +378,17 @@ impl Exchange {
         self.evaluate(Phase::PostResponse, request, Some(response))
     }
 
-    /// The same request (a relayed tunnel) judged by `policy`: `Some` with
-    /// the denying decision when it would now be refused, `None` when it may
-    /// stay open.
-    pub fn reevaluate(&self, policy: Arc<CompiledPolicy>, guard: &Guard) -> Option<Exchange> {
+    /// The same request judged by `policy`: a relayed tunnel (`http` is
+    /// `None`), or an upgraded connection with its request and the response
+    /// that upgraded it, which go through PreREQUEST and PostRESPONSE again.
+    /// `Some` with the denying decision when it would now be refused, `None`
+    /// when it may stay open.
+    pub fn reevaluate(
+        &self,
+        policy: Arc<CompiledPolicy>,
+        guard: &Guard,
+        http: Option<(HttpRequest<'_>, HttpResponse<'_>)>,
+    ) -> Option<Exchange> {
         let mut again = Exchange::new(
             policy,
             self.cluster.clone(),
@@ -394,9 +401,11 @@ impl Exchange {
         );
         again.started = self.started;
         let ip = self.dest_ip?;
+        let (request, response) = http.unzip();
         let denied = again.pre_dns().is_err()
             || again.check_address(ip, guard).is_err()
-            || again.pre_request(None).is_err();
+            || again.pre_request(request).is_err()
+            || response.is_some_and(|response| again.post_response(request, response).is_err());
         denied.then_some(again)
     }
 
@@ -621,9 +630,9 @@ mod tests {
             .await
             .expect("resolves");
         tunnel.pre_request(None).expect("allowed");
-        assert!(tunnel.reevaluate(allow, &Guard::default()).is_none());
+        assert!(tunnel.reevaluate(allow, &Guard::default(), None).is_none());
         let revoked = tunnel
-            .reevaluate(deny, &Guard::default())
+            .reevaluate(deny, &Guard::default(), None)
             .expect("the new policy denies it");
         let finished = revoked.finish(-1, 10, 20, None);
         assert_eq!(&*finished.decision.final_rule_name, "no-a");

@@ -1,7 +1,7 @@
 //! Bytes copied both ways: relayed CONNECT tunnels (interception off, or the
-//! name bypassed) and upgraded connections (WebSocket). A relayed tunnel is
-//! judged again whenever the policy changes, and closed, with a decision log
-//! line, when the new policy denies its destination.
+//! name bypassed) and upgraded connections (WebSocket). Both are judged again
+//! whenever the policy changes, and closed, with a decision log line, when
+//! the new policy denies them.
 //!
 //! A tunnel from the plain-HTTP listener joins two TCP sockets: on Linux it
 //! moves to a relay loop (`crate::relay_loop`) and is spliced there
@@ -14,6 +14,7 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use egress_policy::CompiledPolicy;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -193,7 +194,8 @@ async fn relay_and_log(
     let mut revoked = None;
     let relayed = {
         let stop = pin!(async {
-            revoked = Some(Box::new(revocation(&gw, &exchange).await));
+            let judge = |policy| exchange.reevaluate(policy, &gw.guard, None);
+            revoked = Some(Box::new(revocation(&gw, judge).await));
         });
         match joined {
             #[cfg(target_os = "linux")]
@@ -210,27 +212,41 @@ async fn relay_and_log(
         }
     };
     drop(connection);
-    match revoked {
-        None => gw.record(exchange.finish(-1, relayed.sent, relayed.received, None)),
-        Some(revoked) => {
-            let (denied, hash) = *revoked;
-            gw.metrics.tunnels_revoked.inc();
-            tracing::info!(
-                destination = %exchange.target().authority(),
-                client = %exchange.client().addr,
-                policy = %hash,
-                "tunnel closed: the new policy denies it"
-            );
-            let mut finished = denied.finish(-1, relayed.sent, relayed.received, None);
-            finished.record.revoked_by = Some(hash);
-            gw.record(finished);
-        }
-    }
+    record_relayed(&gw, exchange, -1, relayed, revoked.map(|revoked| *revoked));
 }
 
-/// Completes when a newly installed policy denies the tunnel's destination:
-/// the denying decision and that policy's hash.
-async fn revocation(gw: &Gateway, tunnel: &Exchange) -> (Exchange, String) {
+/// Logs a relayed connection (a tunnel, `status` -1, or an upgraded one,
+/// 101) once it has closed; one a new policy closed is logged with that
+/// policy's denying decision and hash (`revoked_by`).
+pub(crate) fn record_relayed(
+    gw: &Gateway,
+    exchange: Exchange,
+    status: i32,
+    relayed: Relayed,
+    revoked: Option<(Exchange, String)>,
+) {
+    let Some((denied, hash)) = revoked else {
+        return gw.record(exchange.finish(status, relayed.sent, relayed.received, None));
+    };
+    gw.metrics.tunnels_revoked.inc();
+    tracing::info!(
+        destination = %exchange.target().authority(),
+        client = %exchange.client().addr,
+        policy = %hash,
+        "relayed connection closed: the new policy denies it"
+    );
+    let mut finished = denied.finish(status, relayed.sent, relayed.received, None);
+    finished.record.revoked_by = Some(hash);
+    gw.record(finished);
+}
+
+/// Completes when a newly installed policy denies a relayed connection, as
+/// `judge` (the connection's `Exchange::reevaluate`) finds: the denying
+/// decision and that policy's hash.
+pub(crate) async fn revocation(
+    gw: &Gateway,
+    judge: impl Fn(Arc<CompiledPolicy>) -> Option<Exchange>,
+) -> (Exchange, String) {
     let mut policies = gw.policy.subscribe();
     loop {
         if policies.changed().await.is_err() {
@@ -240,7 +256,7 @@ async fn revocation(gw: &Gateway, tunnel: &Exchange) -> (Exchange, String) {
         let Some(loaded) = policies.borrow_and_update().clone() else {
             continue;
         };
-        if let Some(denied) = tunnel.reevaluate(loaded.policy.clone(), &gw.guard) {
+        if let Some(denied) = judge(loaded.policy.clone()) {
             return (denied, loaded.policy.hash().to_owned());
         }
     }

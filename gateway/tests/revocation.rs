@@ -1,7 +1,7 @@
 //! A policy change reaches connections that are already open: the next
 //! request on an intercepted connection (HTTP/1 keep-alive or an HTTP/2
-//! stream) meets the new policy, and relayed tunnels the new policy denies are
-//! closed, each with a decision line.
+//! stream) meets the new policy, and relayed tunnels and upgraded connections
+//! the new policy denies are closed, each with a decision line.
 
 mod common;
 
@@ -162,4 +162,125 @@ fn relayed_tunnels_the_new_policy_denies_are_closed_within_two_seconds() {
             .count(),
         1
     );
+}
+
+/// An upstream that answers each request with `101 Switching Protocols`, then
+/// echoes what it receives.
+fn upgrading_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                read_head(&mut stream);
+                let upgraded = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n";
+                if stream.write_all(upgraded.as_bytes()).is_err() {
+                    return;
+                }
+                let mut buffer = [0u8; 1024];
+                while let Ok(n @ 1..) = stream.read(&mut buffer) {
+                    if stream.write_all(&buffer[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// Reads a message head byte by byte (nothing after it is consumed).
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Asks the upstream at `port` for an upgrade of `path` through the plain
+/// listener; returns the connection and the status line.
+fn upgrade(gateway: &Gateway, port: u16, path: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(gateway.http).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET http://{HOST}:{port}{path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+    )
+    .expect("write");
+    let head = read_head(&mut stream);
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (stream, status)
+}
+
+fn echoes(stream: &mut TcpStream) -> bool {
+    let mut back = [0u8; 4];
+    stream.write_all(b"ping").is_ok() && stream.read_exact(&mut back).is_ok() && &back == b"ping"
+}
+
+/// Rule group and configuration: upgrades allowed only on `/ws` (PreREQUEST
+/// denies by default), plus the given PreDNS and PostRESPONSE rules.
+fn upgrade_policy(pre_dns: &str, post_response: &str) -> String {
+    format!(
+        "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: g\nspec:\n  rules:\n    preDNS: {pre_dns}\n    preRequest:\n      - name: allow-ws\n        action: Allow\n        conditions: [{{key: \"request:Http:Uri\", operator: StringEquals, values: [\"/ws\"]}}]\n    postResponse: {post_response}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata:\n  name: seed\nspec:\n  ruleGroups: [{{name: g}}]\n  defaultActions: {{preDNS: Allow, preRequest: Deny, postResponse: Allow}}\n"
+    )
+}
+
+/// Installs `documents` (with the test proxy) by a rename and waits until the
+/// gateway has loaded it.
+fn install(gateway: &Gateway, policy: &std::path::Path, documents: &str) {
+    let reloads = gateway.metric("egress_policy_reloads_total");
+    let next = TempDir::new("revoke-upgraded-next");
+    let written = policy_with_proxy(next.path(), documents, false, &["127.0.0.1/32"]);
+    std::fs::rename(written, policy).expect("rename");
+    gateway.wait_metric("egress_policy_reloads_total", reloads + 1.0);
+}
+
+/// An upgraded connection (WebSocket and the like) is judged again, with the
+/// request that asked for the upgrade and the response that granted it, when
+/// a new policy is installed: kept when that policy still allows both, closed
+/// and logged when it denies either.
+#[test]
+fn upgraded_connections_are_judged_again_with_their_request_and_response() {
+    let pki = Pki::new();
+    let dir = TempDir::new("revoke-upgraded");
+    let port = upgrading_upstream();
+    let policy = policy_with_proxy(
+        dir.path(),
+        &upgrade_policy("[]", "[]"),
+        false,
+        &["127.0.0.1/32"],
+    );
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let (_, refused) = upgrade(&gateway, port, "/other");
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+    let (mut upgraded, status) = upgrade(&gateway, port, "/ws");
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
+    assert!(echoes(&mut upgraded));
+
+    // Still allowed: its path matches the PreREQUEST rule that allowed it.
+    let unrelated = "[{name: no-other, action: Deny, conditions: [{key: \"request:DestinationDomain\", operator: StringEquals, values: [other.example]}]}]";
+    install(&gateway, &policy, &upgrade_policy(unrelated, "[]"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        echoes(&mut upgraded),
+        "kept open by a policy that allows it"
+    );
+
+    // Denied by its response: closed.
+    let no_upgrades = "[{name: no-upgrades, action: Deny, conditions: [{key: \"response:Http:StatusCode\", operator: NumericEquals, values: [101]}]}]";
+    let changed = Instant::now();
+    install(&gateway, &policy, &upgrade_policy(unrelated, no_upgrades));
+    let mut rest = Vec::new();
+    let _ = upgraded.read_to_end(&mut rest);
+    assert!(changed.elapsed() < Duration::from_secs(3), "closed");
+    let line = gateway.decision(|d| d["revoked_by"].is_string());
+    assert_eq!(line["http_status_code"], 101, "{line}");
+    assert_eq!(line["final_rule_name"], "no-upgrades", "{line}");
+    assert_eq!(line["url"], format!("http://{HOST}:{port}/ws"), "{line}");
+    assert_eq!(gateway.metric("egress_tunnels_revoked_total"), 1.0);
 }
