@@ -214,7 +214,7 @@ async fn relay_upgrade(
                 };
                 exchange.reevaluate(policy, &gw.guard, Some((request, response)))
             };
-            revoked = Some(crate::relay::revocation(&gw, judge).await);
+            revoked = Some(crate::relay::revocation(&gw, exchange.policy(), judge).await);
         });
         let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
         crate::relay::relay(&gw, client, upstream, stop).await

@@ -100,27 +100,21 @@ async fn splice_relay(
     early: bytes::Bytes,
     upstream: std::net::TcpStream,
     stop: Pin<&mut impl Future<Output = ()>>,
-) -> Relayed {
+) -> std::io::Result<Relayed> {
     use crate::splice::register;
     let activity = Activity::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
     let received = std::sync::atomic::AtomicU64::new(0);
     tracing::debug!(client = ?client.peer_addr().ok(), "tunnel relayed by splicing");
-    let (client, upstream) = match (register(client), register(upstream)) {
-        (Ok(client), Ok(upstream)) => (client, upstream),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::warn!(error = %e, "cannot register a tunnel's sockets: closed");
-            return Relayed::default();
-        }
-    };
+    let (client, upstream) = (register(client)?, register(upstream)?);
     let moved = pin!(crate::splice::relay(
         &client, &upstream, early, &activity, &sent, &received
     ));
     until_done(gw, &activity, moved, stop).await;
-    Relayed {
+    Ok(Relayed {
         sent: sent.load(Ordering::Relaxed),
         received: received.load(Ordering::Relaxed),
-    }
+    })
 }
 
 /// The two sides of a tunnel.
@@ -195,7 +189,7 @@ async fn relay_and_log(
     let relayed = {
         let stop = pin!(async {
             let judge = |policy| exchange.reevaluate(policy, &gw.guard, None);
-            revoked = Some(Box::new(revocation(&gw, judge).await));
+            revoked = Some(Box::new(revocation(&gw, exchange.policy(), judge).await));
         });
         match joined {
             #[cfg(target_os = "linux")]
@@ -207,12 +201,16 @@ async fn relay_and_log(
             // Boxed: the spliced arm's task, the common one, does not carry
             // room for it.
             Joined::Copied { client, upstream } => {
-                Box::pin(relay(&gw, client, upstream, stop)).await
+                Ok(Box::pin(relay(&gw, client, upstream, stop)).await)
             }
         }
     };
     drop(connection);
-    record_relayed(&gw, exchange, -1, relayed, revoked.map(|revoked| *revoked));
+    match relayed {
+        Ok(relayed) => record_relayed(&gw, exchange, -1, relayed, revoked.map(|r| *r)),
+        // The epoll set refused the sockets (memory, max_user_watches).
+        Err(e) => gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
+    }
 }
 
 /// Logs a relayed connection (a tunnel, `status` -1, or an upgraded one,
@@ -242,14 +240,21 @@ pub(crate) fn record_relayed(
 
 /// Completes when a newly installed policy denies a relayed connection, as
 /// `judge` (the connection's `Exchange::reevaluate`) finds: the denying
-/// decision and that policy's hash.
+/// decision and that policy's hash. `judged_with` is the policy the
+/// connection was let through by: one installed since, before this watch
+/// began (while the connection was being set up), is judged at once.
 pub(crate) async fn revocation(
     gw: &Gateway,
+    judged_with: &Arc<CompiledPolicy>,
     judge: impl Fn(Arc<CompiledPolicy>) -> Option<Exchange>,
 ) -> (Exchange, String) {
     let mut policies = gw.policy.subscribe();
+    let mut installed_meanwhile = policies
+        .borrow()
+        .as_ref()
+        .is_some_and(|loaded| !Arc::ptr_eq(&loaded.policy, judged_with));
     loop {
-        if policies.changed().await.is_err() {
+        if !std::mem::take(&mut installed_meanwhile) && policies.changed().await.is_err() {
             // The store is gone: the gateway is stopping.
             std::future::pending::<()>().await;
         }

@@ -171,6 +171,10 @@ async fn one_way(
                 bulk = n >= READ_CHUNK;
             }
         }
+        // Readiness waits do not count against the task's budget: without
+        // this, a tunnel whose peers keep up would never yield, and every
+        // other tunnel on its relay loop would wait.
+        tokio::task::consume_budget().await;
     }
     // The peer may be gone already; nothing is left to tell it.
     let _ = to.get_ref().shutdown(Shutdown::Write);
@@ -227,6 +231,9 @@ async fn read_chunk(
     let read = from.try_io(|from| {
         BUFFER.with_borrow_mut(|buffer| {
             let n = (&mut from.get_ref()).read(buffer)?;
+            if n == 0 {
+                return Ok((0, Vec::new()));
+            }
             let written = match (&mut to.get_ref()).write(&buffer[..n]) {
                 Ok(written) => written,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -320,7 +327,12 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_cross_with_pipes_and_without_any_to_be_had() {
+        POOL.lock().expect("pool").clear();
         relay_carries_bytes().await;
+        assert!(
+            !POOL.lock().expect("pool").is_empty(),
+            "the bulk upload was spliced: its pipe is back in the pool"
+        );
         // Every pipe taken: chunks are copied through a buffer instead.
         POOL.lock().expect("pool").clear();
         OPEN_PIPES.fetch_add(MAX_PIPES, Ordering::Relaxed);

@@ -262,6 +262,12 @@ fn a_silent_tunnel_is_closed_after_the_idle_timeout() {
     gateway.decision(|d| d["http_method"] == "CONNECT");
 }
 
+/// Writes `len` bytes of `b` to `to` from another thread.
+fn bulk_in_background(to: &TcpStream, len: usize) -> std::thread::JoinHandle<()> {
+    let mut to = to.try_clone().expect("clone");
+    std::thread::spawn(move || to.write_all(&vec![b'b'; len]).expect("bulk"))
+}
+
 /// TCP urgent data (`send(MSG_OOB)`, telnet's and FTP's "interrupt") marks a
 /// byte in the stream; a relay that stops at the mark would stall that
 /// direction until the idle timeout. The urgent byte itself is not relayed
@@ -272,9 +278,21 @@ fn urgent_data_does_not_stall_a_tunnel() {
     let (gateway, _dir) = relaying_gateway("relay-urgent");
     let upstream = listener();
     let (client, server) = tunnel(&gateway, &upstream, b"");
-    for (mut from, mut to, way) in [(&client, &server, "upload"), (&server, &client, "download")] {
+    // Each way twice: after small chunks (read and written), and after a bulk
+    // transfer (spliced, where splice(2) stops at the urgent mark).
+    for (mut from, mut to, way, bulk) in [
+        (&client, &server, "upload", 0),
+        (&server, &client, "download", 0),
+        (&client, &server, "upload after bulk", 256 * 1024),
+        (&server, &client, "download after bulk", 256 * 1024),
+    ] {
         to.set_read_timeout(Some(Duration::from_secs(5)))
             .expect("timeout");
+        let sending = bulk_in_background(from, bulk);
+        let mut received = vec![0u8; bulk];
+        to.read_exact(&mut received).expect("bulk");
+        assert!(received.iter().all(|&b| b == b'b'), "{way}");
+        sending.join().expect("bulk sent");
         from.write_all(b"before").expect("write");
         rustix::net::send(from, b"!", rustix::net::SendFlags::OOB).expect("urgent byte");
         from.write_all(b"after").expect("write");
@@ -297,8 +315,10 @@ fn threads_run_time(pid: u32) -> Vec<(String, u64)> {
     tasks
         .filter_map(|task| {
             let dir = task.ok()?.path();
+            // A thread that has just ended has no files left.
             let name = std::fs::read_to_string(dir.join("comm")).ok()?;
-            let ran = std::fs::read_to_string(dir.join("schedstat")).ok()?;
+            let ran = std::fs::read_to_string(dir.join("schedstat"))
+                .expect("/proc/<pid>/task/<tid>/schedstat (CONFIG_SCHED_INFO)");
             let ran = ran.split_whitespace().next()?.parse().ok()?;
             Some((name.trim().to_owned(), ran))
         })

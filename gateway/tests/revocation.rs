@@ -167,13 +167,28 @@ fn relayed_tunnels_the_new_policy_denies_are_closed_within_two_seconds() {
 /// An upstream that answers each request with `101 Switching Protocols`, then
 /// echoes what it receives.
 fn upgrading_upstream() -> u16 {
+    upgrading_upstream_after(None)
+}
+
+/// Where an upstream says a request has arrived, and what lets it answer.
+type Gate = (std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>);
+
+/// [`upgrading_upstream`]; with a gate, it tells the gate's sender when its
+/// first request has arrived and answers it only once the gate opens.
+fn upgrading_upstream_after(gate: Option<Gate>) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let mut gate = gate;
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
+            let gate = gate.take();
             std::thread::spawn(move || {
                 read_head(&mut stream);
+                if let Some((arrived, open)) = gate {
+                    let _ = arrived.send(());
+                    let _ = open.recv();
+                }
                 let upgraded = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n";
                 if stream.write_all(upgraded.as_bytes()).is_err() {
                     return;
@@ -283,4 +298,56 @@ fn upgraded_connections_are_judged_again_with_their_request_and_response() {
     assert_eq!(line["final_rule_name"], "no-upgrades", "{line}");
     assert_eq!(line["url"], format!("http://{HOST}:{port}/ws"), "{line}");
     assert_eq!(gateway.metric("egress_tunnels_revoked_total"), 1.0);
+}
+
+/// A policy installed while an upgrade is under way (the request judged, the
+/// 101 not yet back) reaches the connection as soon as it is upgraded.
+#[test]
+fn a_policy_installed_during_the_upgrade_reaches_the_upgraded_connection() {
+    let pki = Pki::new();
+    let dir = TempDir::new("revoke-during-upgrade");
+    let (arrived, request_arrived) = std::sync::mpsc::channel();
+    let (open, may_answer) = std::sync::mpsc::channel();
+    let port = upgrading_upstream_after(Some((arrived, may_answer)));
+    let policy = policy_with_proxy(
+        dir.path(),
+        &upgrade_policy("[]", "[]"),
+        false,
+        &["127.0.0.1/32"],
+    );
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let http = gateway.http;
+    let asking = std::thread::spawn(move || {
+        let mut stream = TcpStream::connect(http).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            stream,
+            "GET http://{HOST}:{port}/ws HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
+        )
+        .expect("write");
+        let head = read_head(&mut stream);
+        (stream, head)
+    });
+    // Judged by the first policy and sent on.
+    request_arrived
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the request reaches the upstream");
+    let deny_host = format!(
+        "[{{name: no-ws, action: Deny, conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, values: [\"{HOST}\"]}}]}}]"
+    );
+    install(&gateway, &policy, &upgrade_policy(&deny_host, "[]"));
+    open.send(()).expect("let the 101 go");
+    let (mut upgraded, head) = asking.join().expect("upgrade");
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let answered = Instant::now();
+    let mut rest = Vec::new();
+    let _ = upgraded.read_to_end(&mut rest);
+    assert!(
+        answered.elapsed() < Duration::from_secs(3),
+        "closed at once, not at the next policy change"
+    );
+    let line = gateway.decision(|d| d["revoked_by"].is_string());
+    assert_eq!(line["final_rule_name"], "no-ws", "{line}");
 }
