@@ -215,10 +215,10 @@ fn read_head(stream: &mut TcpStream) -> String {
     String::from_utf8_lossy(&head).into_owned()
 }
 
-/// Asks the upstream at `port` for an upgrade of `path` through the plain
-/// listener; returns the connection and the status line.
-fn upgrade(gateway: &Gateway, port: u16, path: &str) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(gateway.http).expect("connect");
+/// Asks the upstream at `port` for an upgrade of `path` through the gateway's
+/// plain listener `proxy`; returns the connection and the status line.
+fn upgrade(proxy: std::net::SocketAddr, port: u16, path: &str) -> (TcpStream, String) {
+    let mut stream = TcpStream::connect(proxy).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -245,6 +245,15 @@ fn upgrade_policy(pre_dns: &str, post_response: &str) -> String {
     )
 }
 
+/// A gateway whose policy allows upgrades on `/ws` only; its policy file.
+fn upgrade_gateway(tag: &str) -> (Gateway, std::path::PathBuf, TempDir, Pki) {
+    let pki = Pki::new();
+    let dir = TempDir::new(tag);
+    let documents = upgrade_policy("[]", "[]");
+    let policy = policy_with_proxy(dir.path(), &documents, false, &["127.0.0.1/32"]);
+    (Gateway::start(&pki, &policy, &[]), policy, dir, pki)
+}
+
 /// Installs `documents` (with the test proxy) by a rename and waits until the
 /// gateway has loaded it.
 fn install(gateway: &Gateway, policy: &std::path::Path, documents: &str) {
@@ -261,19 +270,11 @@ fn install(gateway: &Gateway, policy: &std::path::Path, documents: &str) {
 /// and logged when it denies either.
 #[test]
 fn upgraded_connections_are_judged_again_with_their_request_and_response() {
-    let pki = Pki::new();
-    let dir = TempDir::new("revoke-upgraded");
+    let (gateway, policy, _dir, _pki) = upgrade_gateway("revoke-upgraded");
     let port = upgrading_upstream();
-    let policy = policy_with_proxy(
-        dir.path(),
-        &upgrade_policy("[]", "[]"),
-        false,
-        &["127.0.0.1/32"],
-    );
-    let gateway = Gateway::start(&pki, &policy, &[]);
-    let (_, refused) = upgrade(&gateway, port, "/other");
+    let (_, refused) = upgrade(gateway.http, port, "/other");
     assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
-    let (mut upgraded, status) = upgrade(&gateway, port, "/ws");
+    let (mut upgraded, status) = upgrade(gateway.http, port, "/ws");
     assert!(status.starts_with("HTTP/1.1 101"), "{status}");
     assert!(echoes(&mut upgraded));
 
@@ -304,32 +305,12 @@ fn upgraded_connections_are_judged_again_with_their_request_and_response() {
 /// 101 not yet back) reaches the connection as soon as it is upgraded.
 #[test]
 fn a_policy_installed_during_the_upgrade_reaches_the_upgraded_connection() {
-    let pki = Pki::new();
-    let dir = TempDir::new("revoke-during-upgrade");
+    let (gateway, policy, _dir, _pki) = upgrade_gateway("revoke-during-upgrade");
     let (arrived, request_arrived) = std::sync::mpsc::channel();
     let (open, may_answer) = std::sync::mpsc::channel();
     let port = upgrading_upstream_after(Some((arrived, may_answer)));
-    let policy = policy_with_proxy(
-        dir.path(),
-        &upgrade_policy("[]", "[]"),
-        false,
-        &["127.0.0.1/32"],
-    );
-    let gateway = Gateway::start(&pki, &policy, &[]);
     let http = gateway.http;
-    let asking = std::thread::spawn(move || {
-        let mut stream = TcpStream::connect(http).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            stream,
-            "GET http://{HOST}:{port}/ws HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
-        )
-        .expect("write");
-        let head = read_head(&mut stream);
-        (stream, head)
-    });
+    let asking = std::thread::spawn(move || upgrade(http, port, "/ws"));
     // Judged by the first policy and sent on.
     request_arrived
         .recv_timeout(Duration::from_secs(10))
@@ -339,8 +320,8 @@ fn a_policy_installed_during_the_upgrade_reaches_the_upgraded_connection() {
     );
     install(&gateway, &policy, &upgrade_policy(&deny_host, "[]"));
     open.send(()).expect("let the 101 go");
-    let (mut upgraded, head) = asking.join().expect("upgrade");
-    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (mut upgraded, status) = asking.join().expect("upgrade");
+    assert!(status.starts_with("HTTP/1.1 101"), "{status}");
     let answered = Instant::now();
     let mut rest = Vec::new();
     let _ = upgraded.read_to_end(&mut rest);
