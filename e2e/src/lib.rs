@@ -12,11 +12,12 @@
 //! otherwise by PID (SIGTERM, then SIGKILL).
 
 pub mod node;
+mod process;
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 pub mod clients;
 
+use process::Process;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType,
@@ -140,14 +142,6 @@ pub fn workspace_binary(package: &str, name: &str) -> Result<PathBuf, HarnessErr
         }
     }
     Ok(binary)
-}
-
-/// One started process and its log.
-#[derive(Debug)]
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
 }
 
 /// How a control plane is started.
@@ -335,23 +329,9 @@ impl ControlPlane {
     }
 
     fn spawn(&mut self, name: &'static str, args: &[String]) -> Result<(), HarnessError> {
-        let log = self.dir.join(format!("{name}.log"));
-        let file = fs::File::create(&log).map_err(setup_error("log file"))?;
-        let err = file.try_clone().map_err(setup_error("log file"))?;
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "SIGKILL", "--"])
-            .arg(self.binaries.path(name))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| {
-                HarnessError::Setup(format!(
-                    "cannot start {name} (is setpriv from util-linux installed?): {e}"
-                ))
-            })?;
-        self.processes.push(Process { name, child, log });
+        let binary = self.binaries.path(name);
+        let process = Process::start(name, &self.dir, &binary, args, &[])?;
+        self.processes.push(process);
         Ok(())
     }
 
@@ -360,34 +340,8 @@ impl ControlPlane {
         name: &'static str,
         ready: impl Fn() -> bool,
     ) -> Result<(), HarnessError> {
-        let started = Instant::now();
-        loop {
-            let process = self
-                .processes
-                .iter_mut()
-                .find(|p| p.name == name)
-                .ok_or_else(|| HarnessError::Setup(format!("{name} was never started")))?;
-            if let Ok(Some(status)) = process.child.try_wait() {
-                return Err(HarnessError::Exited {
-                    name,
-                    status: status.to_string(),
-                    log: process.log.display().to_string(),
-                    tail: tail(&process.log, 30),
-                });
-            }
-            if ready() {
-                return Ok(());
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                return Err(HarnessError::NotReady {
-                    name,
-                    waited: started.elapsed(),
-                    log: process.log.display().to_string(),
-                    tail: tail(&process.log, 30),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        process::named(&mut self.processes, name)?.wait_ready(ready, READY_TIMEOUT)?;
+        Ok(())
     }
 
     /// `kubectl` with this control plane's kubeconfig.
@@ -414,37 +368,14 @@ impl ControlPlane {
 
     /// Process IDs and resident memory (MiB) of the processes started here.
     pub fn memory(&self) -> Vec<(&'static str, u32, f64)> {
-        self.processes
-            .iter()
-            .map(|p| {
-                let rss_kib: f64 = fs::read_to_string(format!("/proc/{}/status", p.child.id()))
-                    .ok()
-                    .and_then(|s| {
-                        s.lines()
-                            .find(|l| l.starts_with("VmRSS:"))
-                            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-                    })
-                    .unwrap_or(0.0);
-                (p.name, p.child.id(), rss_kib / 1024.0)
-            })
-            .collect()
+        self.processes.iter().map(Process::memory).collect()
     }
 
     /// Stops the processes (API server first) and removes the run directory
     /// unless `$EGRESS_E2E_KEEP` is set.
     pub fn stop(&mut self) {
-        while let Some(mut process) = self.processes.pop() {
-            let pid = process.child.id().to_string();
-            let _ = Command::new("kill")
-                .args(["-TERM", &pid])
-                .stderr(Stdio::null())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(process.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = process.child.kill();
-            let _ = process.child.wait();
+        while let Some(process) = self.processes.pop() {
+            process.stop();
         }
         // Only a run directory this process made: an attached control plane's
         // directory belongs to whoever started it.
@@ -507,6 +438,18 @@ pub fn run_with_stdin(mut command: Command, input: &[u8]) -> std::io::Result<std
         stdin.write_all(input)?;
     }
     child.wait_with_output()
+}
+
+/// What `command` printed on stdout; panics with all it printed when it
+/// fails (for tests).
+pub fn run(mut command: Command) -> String {
+    let output = command.output().expect("command runs");
+    assert!(
+        output.status.success(),
+        "{command:?} failed:\n{}",
+        combined_output(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `stdout` followed by `stderr`, as text.

@@ -26,7 +26,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{ControlPlane, HarnessError, PlaneOptions, free_port, setup_error, tail, unique};
+use crate::process::{self, Process};
+use crate::{ControlPlane, HarnessError, PlaneOptions, free_port, setup_error, unique};
 
 /// The node's name (and its `kubernetes.io/hostname` label).
 pub const NODE_NAME: &str = "e2e-node";
@@ -286,14 +287,6 @@ impl Cluster {
     pub fn kubectl(&self) -> Command {
         self.plane.kubectl()
     }
-}
-
-/// One process of the node.
-#[derive(Debug)]
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
 }
 
 /// The node: its processes, its run directory, and the machine lock.
@@ -811,82 +804,37 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         binary: &Path,
         args: &[String],
     ) -> Result<(), HarnessError> {
-        let log = self.dir.join(format!("{name}.log"));
-        let file = fs::File::create(&log).map_err(setup_error("log file"))?;
-        let err = file.try_clone().map_err(setup_error("log file"))?;
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "SIGKILL", "--"])
-            .arg(binary)
-            .args(args)
-            // kube-router and the CNI plugins look for iptables and ipset here.
-            .env(
-                "PATH",
-                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            )
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .map_err(|e| HarnessError::Setup(format!("cannot start {name}: {e}")))?;
-        fs::write(self.dir.join("pids").join(name), child.id().to_string())
+        // kube-router and the CNI plugins look for iptables and ipset here.
+        let path = (
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        );
+        let process = Process::start(name, &self.dir, binary, args, &[path])?;
+        fs::write(self.dir.join("pids").join(name), process.pid().to_string())
             .map_err(setup_error("pid file"))?;
-        self.processes.push(Process { name, child, log });
+        self.processes.push(process);
         Ok(())
     }
 
     /// Waits until `ready`, failing with the process's name and log tail if
-    /// it exits or takes too long.
+    /// it exits or takes too long; notes the time taken in `started.log`.
     fn wait(&mut self, name: &'static str, ready: impl Fn() -> bool) -> Result<(), HarnessError> {
-        let started = Instant::now();
-        loop {
-            let process = self
-                .processes
-                .iter_mut()
-                .find(|p| p.name == name)
-                .ok_or_else(|| HarnessError::Setup(format!("{name} was never started")))?;
-            if let Ok(Some(status)) = process.child.try_wait() {
-                return Err(HarnessError::Exited {
-                    name,
-                    status: status.to_string(),
-                    log: process.log.display().to_string(),
-                    tail: tail(&process.log, 40),
-                });
-            }
-            if ready() {
-                let _ = writeln!(
-                    fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(self.dir.join("started.log"))
-                        .map_err(setup_error("started.log"))?,
-                    "{name} ready after {:.1}s",
-                    started.elapsed().as_secs_f64()
-                );
-                return Ok(());
-            }
-            if started.elapsed() > READY_TIMEOUT {
-                let process = self
-                    .processes
-                    .iter()
-                    .find(|p| p.name == name)
-                    .ok_or_else(|| HarnessError::Setup(format!("{name} was never started")))?;
-                return Err(HarnessError::NotReady {
-                    name,
-                    waited: started.elapsed(),
-                    log: process.log.display().to_string(),
-                    tail: tail(&process.log, 40),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        let took = process::named(&mut self.processes, name)?.wait_ready(ready, READY_TIMEOUT)?;
+        let _ = writeln!(
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("started.log"))
+                .map_err(setup_error("started.log"))?,
+            "{name} ready after {:.1}s",
+            took.as_secs_f64()
+        );
+        Ok(())
     }
 
     /// Process IDs and resident memory (MiB) of the node's processes.
     pub fn memory(&self) -> Vec<(&'static str, u32, f64)> {
-        self.processes
-            .iter()
-            .map(|p| (p.name, p.child.id(), resident_mib(p.child.id())))
-            .collect()
+        self.processes.iter().map(Process::memory).collect()
     }
 
     /// Stops the node's processes (last started first), runs the teardown
@@ -901,17 +849,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             let _ = watchdog.kill();
             let _ = watchdog.wait();
         }
-        while let Some(mut process) = self.processes.pop() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &process.child.id().to_string()])
-                .stderr(Stdio::null())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline && matches!(process.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = process.child.kill();
-            let _ = process.child.wait();
+        while let Some(process) = self.processes.pop() {
+            process.stop();
         }
         teardown(&self.dir);
         // Never into a file system still mounted there.
@@ -980,18 +919,6 @@ impl Kubectl {
 }
 
 /// Resident memory of a process, in MiB (0 when it is gone).
-fn resident_mib(pid: u32) -> f64 {
-    let kib: f64 = fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 /// Runs `tools/node/teardown.sh` on a run directory, appending to the base
 /// directory's `teardown.log`.
 fn teardown(dir: &Path) {
