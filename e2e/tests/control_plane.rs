@@ -7,10 +7,9 @@
 //! plane started with `cargo run -p egress-e2e -- up`.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use egress_e2e::ControlPlane;
+use egress_e2e::{ControlPlane, run};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -49,17 +48,6 @@ async fn namespace(client: &Client, name: &str, labels: serde_json::Value) {
         .create(&PostParams::default(), &sa)
         .await
         .expect("default service account");
-}
-
-fn run(mut command: Command) -> String {
-    let output = command.output().expect("command runs");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 #[tokio::test]

@@ -15,30 +15,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egress_e2e::node::{self, Cluster, HOST_ADDRESS, HOST_NAME, images};
-
-/// What a command printed; panics with its output when it fails.
-fn run(mut command: Command) -> String {
-    let output = command.output().expect("command runs");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use egress_e2e::run;
 
 /// Exit code and stdout + stderr of a command.
 fn attempt(mut command: Command) -> (i32, String) {
     let output = command.output().expect("command runs");
-    (
-        output.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        ),
-    )
+    let code = output.status.code().unwrap_or(-1);
+    (code, egress_e2e::combined_output(&output))
 }
 
 fn kubectl(cluster: &Cluster, args: &[&str]) -> Command {

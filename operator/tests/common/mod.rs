@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egress_e2e::ControlPlane;
+pub use egress_e2e::run;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -42,18 +43,6 @@ pub async fn namespace(client: &Client, name: &str) {
         .create(&PostParams::default(), &sa)
         .await
         .expect("default service account");
-}
-
-/// What a command printed; panics with its output when it fails.
-pub fn run(mut command: Command) -> String {
-    let output = command.output().expect("command runs");
-    assert!(
-        output.status.success(),
-        "{command:?} failed:\n{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 /// `kubectl apply` of YAML text: (success, stdout + stderr).
