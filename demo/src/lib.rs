@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use egress_e2e::ControlPlane;
+use egress_e2e::chart::{Release, RenderedGateway};
 
 /// Namespace of the chart and the operator.
 pub const RELEASE_NAMESPACE: &str = "egress-system";
@@ -164,51 +165,34 @@ impl Demo {
 
         say("installing the Helm chart (charts/egress-proxy)");
         let webhook = format!("https://127.0.0.1:{}/mutate", ports.webhook);
-        let mut install = plane.helm();
-        install
-            .args(["install", "egress-proxy"])
-            .arg(repository().join("charts/egress-proxy"))
-            .args(["--namespace", RELEASE_NAMESPACE, "--create-namespace"])
-            .args(["--set", &format!("webhook.url={webhook}")])
-            .args(["--set", "webhook.extraHosts={127.0.0.1}"])
-            .args([
-                "--set",
-                &format!("sharedProxyNamespaces={{{PROXY_NAMESPACE}}}"),
-            ]);
-        run(install)?;
+        let values = [
+            format!("webhook.url={webhook}"),
+            "webhook.extraHosts={127.0.0.1}".to_owned(),
+            format!("sharedProxyNamespaces={{{PROXY_NAMESPACE}}}"),
+            "cluster.name=demo".to_owned(),
+        ];
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let (release, _) = Release::install(plane, "egress-proxy", RELEASE_NAMESPACE, &values)?;
 
-        say("starting the operator and its webhook");
-        demo.spawn(
-            "operator",
-            &binaries.operator,
-            &[
-                "--kubeconfig",
-                &path(&demo.kubeconfig),
-                "--namespace",
-                RELEASE_NAMESPACE,
-                "--leader-election",
-                "false",
-                "--admin-listen",
-                &format!("127.0.0.1:{}", ports.operator_admin),
-                "--webhook-listen",
-                &format!("127.0.0.1:{}", ports.webhook),
-                "--webhook-host",
-                "127.0.0.1",
-                "--webhook-configuration",
-                "egress-proxy",
-                "--webhook-secret",
-                "egress-proxy-webhook-tls",
-                "--webhook-service",
-                "egress-proxy-webhook",
-                "--shared-proxy-namespace",
-                PROXY_NAMESPACE,
-                "--cluster-name",
-                "demo",
-                "--log-format",
-                "json",
-            ],
-            None,
-        )?;
+        say("starting the operator and its webhook (the chart's settings and RBAC)");
+        // As the chart's operator pod runs, its listeners on this machine.
+        let operator = release.operator(plane, "egress-proxy-operator-demo", &demo.dir)?;
+        let env: Vec<(String, String)> = operator
+            .env
+            .into_iter()
+            .map(|(name, value)| match name.as_str() {
+                "EGRESS_WEBHOOK_LISTEN" => (name, format!("127.0.0.1:{}", ports.webhook)),
+                _ => (name, value),
+            })
+            .collect();
+        let mut args = vec![
+            "--kubeconfig".to_owned(),
+            path(&operator.kubeconfig),
+            "--admin-listen".to_owned(),
+            format!("127.0.0.1:{}", ports.operator_admin),
+        ];
+        args.extend(operator.args);
+        demo.spawn("operator", &binaries.operator, &args, &env, None)?;
         demo.wait_ready("operator", ports.operator_admin)?;
 
         say("making the interception CA (examples/cluster/ca.sh) and applying the seed policy");
@@ -244,37 +228,23 @@ impl Demo {
             ])?;
         }
 
-        say("starting the demo destination and the gateway");
+        say("starting the demo destination and the gateway (as the operator rendered it)");
         let destination_ca = start_destination(&demo.dir, ports.destination)?;
+        let gateway = demo.rendered_gateway(plane)?;
         let resolve = format!("{ALLOWED_HOST}:*:127.0.0.1;{DENIED_HOST}:*:127.0.0.1");
+        let mut args = gateway.args;
+        // The demo destination is on this machine, with a CA of its own.
+        args.extend([
+            "--resolve".to_owned(),
+            resolve,
+            "--upstream-ca".to_owned(),
+            path(&destination_ca),
+        ]);
         demo.spawn(
             "gateway",
             &binaries.gateway,
-            &[
-                "--log-format",
-                "json",
-                "run",
-                "--source",
-                "kubernetes",
-                "--proxy",
-                PROXY,
-                "--namespace",
-                PROXY_NAMESPACE,
-                "--kubeconfig",
-                &path(&demo.kubeconfig),
-                "--http-listen",
-                &format!("127.0.0.1:{}", ports.http),
-                "--https-listen",
-                &format!("127.0.0.1:{}", ports.https),
-                "--admin-listen",
-                &format!("127.0.0.1:{}", ports.gateway_admin),
-                "--resolve",
-                &resolve,
-                "--upstream-ca",
-                &path(&destination_ca),
-                "--cluster-name",
-                "demo",
-            ],
+            &args,
+            &gateway.env,
             Some(demo.dir.join("decisions.log")),
         )?;
         demo.wait_ready("gateway", ports.gateway_admin)?;
@@ -408,7 +378,8 @@ Ctrl-C stops everything.
         &mut self,
         name: &'static str,
         binary: &Path,
-        args: &[&str],
+        args: &[String],
+        env: &[(String, String)],
         stdout: Option<PathBuf>,
     ) -> anyhow::Result<()> {
         let log = self.dir.join(format!("{name}.log"));
@@ -421,6 +392,7 @@ Ctrl-C stops everything.
             .args(["--pdeathsig", "SIGKILL", "--"])
             .arg(binary)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)
@@ -428,6 +400,29 @@ Ctrl-C stops everything.
             .with_context(|| format!("cannot start {}", binary.display()))?;
         self.processes.push(Process { name, child, log });
         Ok(())
+    }
+
+    /// The gateway Deployment the operator rendered, its listeners moved to
+    /// this machine's ports, acting as the gateway's ServiceAccount.
+    fn rendered_gateway(&self, plane: &ControlPlane) -> anyhow::Result<RenderedGateway> {
+        let started = Instant::now();
+        loop {
+            let listeners = [
+                ("--http-listen", format!("127.0.0.1:{}", self.ports.http)),
+                ("--https-listen", format!("127.0.0.1:{}", self.ports.https)),
+                (
+                    "--admin-listen",
+                    format!("127.0.0.1:{}", self.ports.gateway_admin),
+                ),
+            ];
+            match RenderedGateway::read(plane, PROXY_NAMESPACE, PROXY, &listeners, &self.dir) {
+                Ok(gateway) => return Ok(gateway),
+                Err(e) if started.elapsed() > Duration::from_secs(60) => {
+                    bail!("the operator rendered no gateway Deployment: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
     }
 
     /// Waits for `/readyz` of a process this demo started.

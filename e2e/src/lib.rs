@@ -11,6 +11,7 @@
 //! the thread that started it even if the test process is killed; stopping is
 //! otherwise by PID (SIGTERM, then SIGKILL).
 
+pub mod chart;
 pub mod node;
 mod process;
 

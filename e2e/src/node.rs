@@ -47,6 +47,13 @@ pub const DNS_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 10);
 /// A name the cluster DNS resolves to [`HOST_ADDRESS`]: destinations
 /// "outside the cluster" by name.
 pub const HOST_NAME: &str = "host.e2e.test";
+/// An address of this machine outside every cluster range (pods, Services),
+/// on the bridge too: destinations that stand for the internet, which
+/// NetworkPolicies treat as outside the cluster. Reserved for benchmarking
+/// (RFC 2544), so never anyone's real network.
+pub const OUTSIDE_ADDRESS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// A name the cluster DNS resolves to [`OUTSIDE_ADDRESS`].
+pub const OUTSIDE_NAME: &str = "outside.e2e.test";
 /// The port the kubelet serves on (logs, exec, port-forward), on [`HOST_ADDRESS`].
 pub const KUBELET_PORT: u16 = 10250;
 const BRIDGE: &str = "egress-e2e0";
@@ -62,10 +69,21 @@ pub mod images {
     pub const PAUSE: &str = "docker.io/egress-e2e/pause:1";
     /// busybox (sh, nslookup, httpd, nc, wget) with curl and CA certificates.
     pub const CLIENT: &str = "docker.io/egress-e2e/client:1";
-    /// This workspace's release `egress-gateway`.
-    pub const GATEWAY: &str = "docker.io/library/egress-gateway:e2e";
+    /// The client image, and the clients users run with their runtimes
+    /// (`tools/node/clients-image.sh`): Python requests, Go net/http, Node
+    /// fetch, Java HttpClient.
+    pub const CLIENTS: &str = "docker.io/egress-e2e/clients:1";
+    /// This workspace's release `egress-gateway`, named as the chart's
+    /// default `image.gateway` (`egress-gateway:<version>`) resolves.
+    pub const GATEWAY: &str = concat!(
+        "docker.io/library/egress-gateway:",
+        env!("CARGO_PKG_VERSION")
+    );
     /// This workspace's release `egress-operator`.
-    pub const OPERATOR: &str = "docker.io/library/egress-operator:e2e";
+    pub const OPERATOR: &str = concat!(
+        "docker.io/library/egress-operator:",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 fn tools_dir() -> PathBuf {
@@ -183,25 +201,50 @@ impl ReleaseBinaries {
     }
 }
 
-/// The image tarballs (`tools/node/images.sh`): pause, client, and the
-/// gateway and operator from this workspace's release binaries.
+/// The image tarballs: pause, client, and the gateway and operator from
+/// this workspace's release binaries (`tools/node/images.sh`); the clients
+/// with their runtimes (`tools/node/clients-image.sh`).
 #[derive(Clone, Debug)]
 pub struct Images {
     /// The folder holding `pause.tar`, `client.tar`, `gateway.tar`, `operator.tar`.
     pub dir: PathBuf,
+    /// The folder holding `clients.tar` (kept apart: it changes rarely).
+    pub clients_dir: PathBuf,
 }
 
 impl Images {
     /// Builds the release binaries if stale, then the tarballs if their
     /// inputs changed.
     pub fn ensure() -> Result<Images, HarnessError> {
-        static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-        let dir = DIR.get_or_init(|| {
+        static DIRS: OnceLock<Result<(PathBuf, PathBuf), String>> = OnceLock::new();
+        let dirs = DIRS.get_or_init(|| {
             let release = ReleaseBinaries::ensure().map_err(|e| e.to_string())?;
-            run_script("images.sh", &[&release.gateway, &release.operator]).map(PathBuf::from)
+            let tag = Path::new(env!("CARGO_PKG_VERSION"));
+            let dir = run_script("images.sh", &[&release.gateway, &release.operator, tag])?;
+            let runtimes = (|| -> Result<[PathBuf; 4], HarnessError> {
+                let python = crate::clients::python()?;
+                let venv = python
+                    .parent()
+                    .and_then(Path::parent)
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
+                Ok([
+                    venv,
+                    crate::clients::go_client()?,
+                    crate::clients::node()?,
+                    crate::clients::java()?,
+                ])
+            })()
+            .map_err(|e| e.to_string())?;
+            let args: Vec<&Path> = runtimes.iter().map(PathBuf::as_path).collect();
+            let clients = run_script("clients-image.sh", &args)?;
+            Ok((PathBuf::from(dir), PathBuf::from(clients)))
         });
-        match dir {
-            Ok(dir) => Ok(Images { dir: dir.clone() }),
+        match dirs {
+            Ok((dir, clients_dir)) => Ok(Images {
+                dir: dir.clone(),
+                clients_dir: clients_dir.clone(),
+            }),
             Err(e) => Err(HarnessError::Binaries(e.clone())),
         }
     }
@@ -216,6 +259,7 @@ impl Images {
         ]
         .into_iter()
         .map(|(file, name)| (self.dir.join(file), name))
+        .chain([(self.clients_dir.join("clients.tar"), images::CLIENTS)])
         .collect()
     }
 }
@@ -461,6 +505,13 @@ impl Node {
             "addr",
             "add",
             &format!("{HOST_ADDRESS}/24"),
+            "dev",
+            BRIDGE,
+        ]))?;
+        run_checked(Command::new("ip").args([
+            "addr",
+            "add",
+            &format!("{OUTSIDE_ADDRESS}/32"),
             "dev",
             BRIDGE,
         ]))?;
@@ -1042,6 +1093,7 @@ fn corefile(kubeconfig: &Path, health: u16, ready: u16) -> String {
     ready 127.0.0.1:{ready}
     hosts {{
         {HOST_ADDRESS} {HOST_NAME}
+        {OUTSIDE_ADDRESS} {OUTSIDE_NAME}
         fallthrough
     }}
     kubernetes cluster.local in-addr.arpa ip6.arpa {{

@@ -1,8 +1,8 @@
 //! Proof that the node is real: Deployments get Running pods, Services route
 //! by ClusterIP and by DNS name, `kubectl logs` and `kubectl exec` work, pods
 //! reach the API server through the `kubernetes` Service, a NetworkPolicy is
-//! enforced and its removal lifts it, and the operator's rendered gateway
-//! runs as pods that clients use through the proxy Service.
+//! enforced and its removal lifts it; and the product installed with its
+//! chart serves client pods of every kind (`node/installed.rs`).
 //!
 //! All tests share one cluster (control plane and node) per test binary and
 //! keep to namespaces of their own. Servers that stand for destinations
@@ -10,12 +10,15 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use egress_e2e::node::{self, Cluster, HOST_ADDRESS, HOST_NAME, images};
+use egress_e2e::node::{Cluster, HOST_ADDRESS, images};
 use egress_e2e::run;
+
+#[path = "node/installed.rs"]
+mod installed;
 
 /// Exit code and stdout + stderr of a command.
 fn attempt(mut command: Command) -> (i32, String) {
@@ -396,215 +399,4 @@ fn a_network_policy_denying_egress_is_enforced_and_removing_it_restores_access()
         "{:?}",
         outside.seen()
     );
-}
-
-/// The operator as a local process (as the operator's own tests run it),
-/// killed when dropped.
-struct Operator(Child);
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
-
-#[test]
-fn the_operator_s_gateway_runs_on_the_node_and_its_decisions_name_the_client_pod() {
-    let cluster = Cluster::shared();
-    let ns = "node-gateway";
-    let outside = Outside::start();
-    namespace(cluster, ns);
-
-    run(kubectl(cluster, &["apply", "-f", CRDS]));
-    run(kubectl(
-        cluster,
-        &[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/egressproxies.egress.dev",
-            "crd/proxyconfigurations.egress.dev",
-            "crd/proxyrulegroups.egress.dev",
-        ],
-    ));
-    let binary = node::ReleaseBinaries::ensure()
-        .expect("release binaries")
-        .operator;
-    let log = cluster.node.dir.join("egress-operator.log");
-    let file = std::fs::File::create(&log).expect("operator log");
-    let _operator = Operator(
-        Command::new("setpriv")
-            .args(["--pdeathsig", "SIGKILL", "--"])
-            .arg(&binary)
-            .arg("--kubeconfig")
-            .arg(&cluster.plane.kubeconfig)
-            .args([
-                "--gateway-image",
-                images::GATEWAY,
-                "--image-pull-policy",
-                "Never",
-                "--cluster-name",
-                "e2e",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--leader-election",
-                "false",
-                "--log-format",
-                "json",
-            ])
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("log"))
-            .stderr(file)
-            .spawn()
-            .expect("the operator starts"),
-    );
-
-    // One rule per outcome: /forbidden/ is denied before the request is sent.
-    apply(
-        cluster,
-        &format!(
-            r#"apiVersion: egress.dev/v1alpha1
-kind: ProxyRuleGroup
-metadata: {{name: rules, namespace: {ns}}}
-spec:
-  rules:
-    preRequest:
-      - name: deny-forbidden
-        action: Deny
-        conditions:
-          - key: request:Http:Uri
-            operator: StringLike
-            values: ["*/forbidden/*"]
----
-apiVersion: egress.dev/v1alpha1
-kind: ProxyConfiguration
-metadata: {{name: config, namespace: {ns}}}
-spec:
-  ruleGroups: [{{name: rules}}]
-  defaultActions: {{preDNS: Allow, preRequest: Allow, postResponse: Allow}}
----
-apiVersion: egress.dev/v1alpha1
-kind: EgressProxy
-metadata: {{name: egress, namespace: {ns}}}
-spec:
-  configurationRef: {{name: config}}
-  replicas: 1
-  tlsInterception: {{enabled: false}}
-  destinations:
-    # The test destination is on the host side of the pod network.
-    allowPrivateCIDRs: ["{HOST_ADDRESS}/32"]
-"#
-        ),
-    );
-    eventually(
-        Duration::from_secs(60),
-        "the operator to render the Deployment",
-        || {
-            (attempt(kubectl(cluster, &["get", "deployment", "egress", "-n", ns])).0 == 0)
-                .then_some(())
-        },
-    );
-    let (code, output) = attempt(kubectl(
-        cluster,
-        &[
-            "rollout",
-            "status",
-            "deployment/egress",
-            "-n",
-            ns,
-            "--timeout=180s",
-        ],
-    ));
-    assert_eq!(
-        code,
-        0,
-        "the gateway never became ready: {output}\n{}\noperator log:\n{}",
-        run(kubectl(cluster, &["describe", "pods", "-n", ns])),
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
-    let image = run(kubectl(
-        cluster,
-        &[
-            "get",
-            "pods",
-            "-n",
-            ns,
-            "-l",
-            "app.kubernetes.io/name=egress-gateway",
-            "-o",
-            "jsonpath={.items[*].spec.containers[0].image}",
-        ],
-    ));
-    assert_eq!(
-        image,
-        images::GATEWAY,
-        "the rendered pod runs the gateway image"
-    );
-
-    client_pod(cluster, ns, "asker", r#"{"app": "asker"}"#);
-    let proxy = format!("http://egress.{ns}.svc.cluster.local:1080");
-    let allowed = format!("http://{HOST_NAME}:{}/allowed", outside.addr.port());
-    // An available Deployment may be ahead of kube-proxy: until it has
-    // programmed the Service's endpoints, connections are refused (curl 7).
-    let (code, output) = eventually(
-        Duration::from_secs(30),
-        "the proxy Service to route",
-        || {
-            let (code, output) = exec(
-                cluster,
-                ns,
-                "asker",
-                &["curl", "-sS", "-m", "10", "-x", &proxy, &allowed],
-            );
-            (code != 7).then_some((code, output))
-        },
-    );
-    assert_eq!(code, 0, "{output}");
-    assert_eq!(output, "from outside: /allowed\n");
-
-    let denied = format!("http://{HOST_NAME}:{}/forbidden/x", outside.addr.port());
-    let (code, status) = exec(
-        cluster,
-        ns,
-        "asker",
-        &[
-            "curl",
-            "-s",
-            "-m",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "-x",
-            &proxy,
-            &denied,
-        ],
-    );
-    assert_eq!((code, status.as_str()), (0, "403"), "refused by the rule");
-    assert_eq!(
-        outside.seen(),
-        vec!["/allowed".to_owned()],
-        "the denied request never left the gateway"
-    );
-
-    // The decision log (the gateway's stdout) names the client pod.
-    let decision = eventually(
-        Duration::from_secs(30),
-        "the deny decision in the gateway's log",
-        || {
-            let logs = attempt(kubectl(cluster, &["logs", "-n", ns, "deployment/egress"])).1;
-            logs.lines()
-                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                .find(|v| v["final_rule_name"] == "deny-forbidden")
-        },
-    );
-    assert_eq!(decision["final_action"], "Deny", "{decision}");
-    assert_eq!(decision["src_pod"], "asker", "{decision}");
-    assert_eq!(decision["src_namespace"], ns, "{decision}");
-    assert_eq!(decision["dest_domain"], HOST_NAME, "{decision}");
-    assert_eq!(decision["src_vpc"], "e2e", "{decision}");
 }

@@ -88,7 +88,7 @@ fn respond(gw: &Gateway, registry: &Registry, req: &Request<Incoming>) -> Respon
 
 /// What the gateway still waits for before it can serve, if anything.
 fn waiting_for(gw: &Gateway) -> Option<&'static str> {
-    if gw.shutdown.is_cancelled() {
+    if gw.draining.is_cancelled() {
         return Some("shutting down");
     }
     let policy = gw.policy.current()?;
@@ -97,6 +97,11 @@ fn waiting_for(gw: &Gateway) -> Option<&'static str> {
     }
     if policy.proxy().settings().intercept && !gw.intercept.is_ready() {
         return Some("the policy intercepts TLS but no interception sub-CA is loaded yet");
+    }
+    if gw.source.pods_pending() {
+        return Some(
+            "the pod index is not filled yet: rules on the client's identity would not know it",
+        );
     }
     if gw.serving.as_ref().is_some_and(|s| !s.is_installed()) {
         return Some("the HTTPS listener's certificate is not loaded yet");

@@ -233,8 +233,16 @@ pub struct LimitArgs {
     #[arg(long, env = "EGRESS_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub idle_timeout: Duration,
 
-    /// On SIGTERM/SIGINT: how long open connections may drain before they are cut.
-    /// A second signal cuts them at once.
+    /// On SIGTERM/SIGINT: how long the gateway keeps accepting connections
+    /// while it reports not ready (/readyz 503) and asks keep-alive clients
+    /// to reconnect (`Connection: close`), so Service endpoints and load
+    /// balancers drop it before it stops listening. In a pod, a few seconds;
+    /// 0 stops listening at once.
+    #[arg(long, env = "EGRESS_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// Then, once it no longer accepts: how long open connections may drain
+    /// before they are cut. A second signal cuts them at once.
     #[arg(long, env = "EGRESS_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_grace: Duration,
 }

@@ -89,6 +89,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
             connect_timeout: std::time::Duration::from_secs(10),
             upstream_response_timeout: std::time::Duration::from_secs(60),
             idle_timeout: std::time::Duration::from_secs(300),
+            shutdown_delay: std::time::Duration::ZERO,
             shutdown_grace: std::time::Duration::from_secs(5),
         },
         worker_threads: None,

@@ -63,7 +63,10 @@ pub struct Gateway {
     /// The threads spliced tunnels run on.
     #[cfg(target_os = "linux")]
     pub relays: crate::relay_loop::RelayLoops,
-    /// Cancelled when shutdown starts.
+    /// Cancelled on the stop signal: not ready, keep-alive clients asked to
+    /// reconnect, connections still accepted (`--shutdown-delay`).
+    pub draining: CancellationToken,
+    /// Cancelled when the listeners close and open connections drain.
     pub shutdown: CancellationToken,
 }
 
@@ -128,6 +131,17 @@ impl Gateway {
     /// Counts a failure.
     pub fn count(&self, error: &Error) {
         self.metrics.error(error.side().as_str(), error.reason());
+    }
+
+    /// Asks an HTTP/1 client to take its next request elsewhere once the
+    /// gateway is draining (the connection closes after this response).
+    pub fn close_if_draining(&self, response: &mut Response<Body>) {
+        if self.draining.is_cancelled() {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
     }
 
     /// Answers a request refused before there is anything to decide on (bad

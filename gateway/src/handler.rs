@@ -28,12 +28,13 @@ pub async fn handle(
     if req.method() == Method::CONNECT {
         return Ok(crate::connect::connect(gw, connection, req).await);
     }
-    let response = match req.uri().scheme_str() {
+    let mut response = match req.uri().scheme_str() {
         Some("http") if req.uri().authority().is_some() => {
-            crate::forward::forward(gw, connection, pool, req).await
+            crate::forward::forward(gw.clone(), connection, pool, req).await
         }
         Some("https") => gw.refuse(Error::HttpsAbsoluteForm, true),
         _ => gw.refuse(Error::NotAProxyRequest, true),
     };
+    gw.close_if_draining(&mut response);
     Ok(response)
 }

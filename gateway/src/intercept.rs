@@ -136,6 +136,8 @@ impl Tunnel {
             response
                 .headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        } else {
+            self.gw.close_if_draining(&mut response);
         }
         response
     }

@@ -33,6 +33,7 @@ pub struct Health {
     kind: &'static str,
     connected: AtomicBool,
     problem: Mutex<Option<(String, SystemTime)>>,
+    watches_pods: AtomicBool,
     pods_synced: AtomicBool,
 }
 
@@ -43,6 +44,7 @@ impl Health {
             kind,
             connected: AtomicBool::new(true),
             problem: Mutex::new(None),
+            watches_pods: AtomicBool::new(false),
             pods_synced: AtomicBool::new(false),
         }
     }
@@ -86,9 +88,10 @@ impl Health {
         }
     }
 
-    /// Whether the pod index has been filled once.
-    pub fn pods_synced(&self) -> bool {
-        self.pods_synced.load(Ordering::Relaxed)
+    /// Whether the pod index is watched and has not been filled yet: until
+    /// it is, no client would be known by its pod.
+    pub fn pods_pending(&self) -> bool {
+        self.watches_pods.load(Ordering::Relaxed) && !self.pods_synced.load(Ordering::Relaxed)
     }
 }
 
@@ -156,6 +159,7 @@ pub fn start(
         });
     }
     if pods {
+        gw.source.watches_pods.store(true, Ordering::Relaxed);
         watch_pods(gw.clone(), Api::all(client));
     }
 }

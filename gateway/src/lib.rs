@@ -168,6 +168,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     }
     own_addresses.push(admin_listener.local_addr()?);
 
+    let draining = CancellationToken::new();
     let shutdown = CancellationToken::new();
     let gw = Arc::new(Gateway {
         policy,
@@ -189,6 +190,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         tasks: TaskTracker::new(),
         #[cfg(target_os = "linux")]
         relays: relay_loops(&args)?,
+        draining: draining.clone(),
         shutdown: shutdown.clone(),
     });
 
@@ -226,6 +228,18 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     let admin = tokio::spawn(admin::serve(gw.clone(), admin_listener, registry));
 
     wait_for_signal().await;
+    draining.cancel();
+    let delay = gw.limits.shutdown_delay;
+    if !delay.is_zero() {
+        tracing::info!(
+            ?delay,
+            "stopping: not ready, still accepting while endpoints drop this gateway"
+        );
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            _ = wait_for_signal() => tracing::warn!("second signal: no more waiting"),
+        }
+    }
     shutdown.cancel();
     // The accept loop owns the listeners: once it has returned they are
     // closed, and the line below is true.

@@ -426,3 +426,80 @@ fn the_grace_period_and_a_second_signal_cut_tunnels() {
         .expect("a second signal stops at once");
     gateway.diagnostic(&["second signal"]);
 }
+
+/// One request on an open keep-alive connection to the plain listener: the
+/// response head (lower-cased) and body.
+fn keep_alive_request(stream: &mut BufReader<TcpStream>, upstream: &Upstream) -> (String, String) {
+    let target = format!("{HOST}:{}", upstream.addr.port());
+    write!(
+        stream.get_mut(),
+        "GET http://{target}/ HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    )
+    .expect("write");
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        stream.read_line(&mut line).expect("head");
+        if line == "\r\n" || line.is_empty() {
+            break;
+        }
+        head.push_str(&line.to_ascii_lowercase());
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a sized response");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("body");
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn with_a_shutdown_delay_the_gateway_goes_unready_but_serves_until_it_stops_listening() {
+    let pki = Pki::new();
+    let dir = TempDir::new("delay");
+    let upstream = Upstream::http(Behavior::Normal);
+    let mut gateway = Gateway::start(
+        &pki,
+        &seed_policy(dir.path(), true),
+        &["--shutdown-delay", "3s", "--shutdown-grace", "20s"],
+    );
+    let connect = || {
+        let stream = TcpStream::connect(gateway.http).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        BufReader::new(stream)
+    };
+    let mut kept = connect();
+    let (head, body) = keep_alive_request(&mut kept, &upstream);
+    assert_eq!(body, "hello from upstream");
+    assert!(!head.contains("connection: close"), "{head}");
+
+    let signalled = Instant::now();
+    gateway.terminate();
+    gateway.diagnostic(&["stopping: not ready"]);
+    assert_eq!(gateway.admin_get("/readyz").0, 503, "unready at once");
+    // Still serving: the open connection gets its answer and is asked to
+    // reconnect; a new connection is still accepted.
+    let (head, body) = keep_alive_request(&mut kept, &upstream);
+    assert_eq!(body, "hello from upstream");
+    assert!(head.contains("connection: close"), "{head}");
+    let (head, body) = keep_alive_request(&mut connect(), &upstream);
+    assert_eq!(body, "hello from upstream");
+    assert!(head.contains("connection: close"), "{head}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "checked within the delay"
+    );
+
+    // Then it stops listening and exits once drained.
+    gateway.diagnostic(&["shutting down: no new connections"]);
+    assert!(signalled.elapsed() >= Duration::from_millis(2900));
+    assert!(TcpStream::connect(gateway.http).is_err());
+    let status = gateway
+        .wait(Duration::from_secs(10))
+        .expect("exits once drained");
+    assert!(status.success(), "{status:?}");
+}

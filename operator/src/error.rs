@@ -21,6 +21,10 @@ pub enum Error {
     /// An object lacks what the API server always sets (name, namespace).
     #[error("{0}")]
     Incomplete(&'static str),
+    /// Objects rendered for a proxy could not all be applied (also in its
+    /// status conditions, reason `ApplyFailed`).
+    #[error("apply: {0}")]
+    Apply(String),
     /// What a proxy renders for its clients could not all be applied (also
     /// in its `status.clients.message`).
     #[error("clients: {0}")]
@@ -36,6 +40,7 @@ impl Error {
             Error::Certificate(_) => "certificate",
             Error::Encode(_) => "encoding",
             Error::Incomplete(_) => "incomplete_object",
+            Error::Apply(_) => "apply",
             Error::Clients(_) => "clients",
         }
     }

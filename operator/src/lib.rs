@@ -24,6 +24,7 @@ pub mod error;
 pub mod inject;
 pub mod metrics;
 pub mod names;
+pub mod proxy_plan;
 pub mod reconcile_clients;
 pub mod reconcile_policy;
 pub mod reconcile_proxy;
@@ -83,7 +84,7 @@ pub async fn ensure_pod_reader_role(client: &Client) -> anyhow::Result<()> {
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["pods".to_owned()]),
-            verbs: vec!["get".to_owned(), "list".to_owned(), "watch".to_owned()],
+            verbs: vec!["list".to_owned(), "watch".to_owned()],
             ..PolicyRule::default()
         }]),
         ..ClusterRole::default()

@@ -14,10 +14,10 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
-    ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, Secret, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    TopologySpreadConstraint,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+    HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service, ServiceAccount,
+    ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::api::rbac::v1::{
@@ -37,6 +37,22 @@ use crate::names::{
 /// The ClusterRole (installed once, shared by every gateway) that lets a
 /// gateway list and watch pods for its client identity index.
 pub const POD_READER_ROLE: &str = "egress-proxy-gateway-pod-reader";
+
+/// Gateway pods when `spec.replicas` is not set: two, so that a rolling
+/// update or an evicted pod never leaves clients without a gateway.
+pub const DEFAULT_REPLICAS: i32 = 2;
+
+/// What each gateway pod requests when `spec.resources` is not set: enough
+/// for the scheduler to place it honestly, no limit (the load decides).
+const DEFAULT_REQUESTS: [(&str, &str); 2] = [("cpu", "100m"), ("memory", "64Mi")];
+
+/// How long a stopping gateway stays reachable but unready, so endpoints and
+/// kube-proxy drop it before it stops accepting (then it drains for up to
+/// 30 s; the grace period covers both).
+const SHUTDOWN_DELAY: &str = "5s";
+
+/// Where the destinations' CA bundle (`spec.destinations.caBundleRef`) is mounted.
+const DESTINATION_CA_DIR: &str = "/etc/egress-gateway/destination-ca";
 
 /// Ports the gateway container listens on. The Service maps the proxy's
 /// listener ports to these, so the container needs no privilege to bind 443.
@@ -248,14 +264,40 @@ fn gateway_args(proxy: &EgressProxy, settings: &Settings) -> Vec<String> {
         &format!("0.0.0.0:{ADMIN_PORT}"),
         "--cluster-name",
         &settings.cluster_name,
+        "--shutdown-delay",
+        SHUTDOWN_DELAY,
     ]
     .iter()
     .map(|s| s.to_string())
+    .chain(
+        proxy
+            .spec
+            .destinations
+            .ca_bundle_ref
+            .as_ref()
+            .into_iter()
+            .flat_map(|_| {
+                [
+                    "--upstream-ca".to_owned(),
+                    format!("{DESTINATION_CA_DIR}/ca.crt"),
+                ]
+            }),
+    )
     .collect()
 }
 
 fn resources(proxy: &EgressProxy) -> Option<ResourceRequirements> {
-    let spec = proxy.spec.resources.as_ref()?;
+    let Some(spec) = proxy.spec.resources.as_ref() else {
+        return Some(ResourceRequirements {
+            requests: Some(
+                DEFAULT_REQUESTS
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Quantity((*v).to_owned())))
+                    .collect(),
+            ),
+            ..ResourceRequirements::default()
+        });
+    };
     let quantities = |m: &BTreeMap<String, String>| {
         (!m.is_empty()).then(|| {
             m.iter()
@@ -273,7 +315,13 @@ fn resources(proxy: &EgressProxy) -> Option<ResourceRequirements> {
 /// `Deployment <proxy>`: non-root, read-only, no privilege, probes on the
 /// admin port, spread over nodes, rolled only when what pods read at start
 /// changes (policy and certificates are followed live through the API).
-pub fn deployment(proxy: &EgressProxy, settings: &Settings) -> Deployment {
+/// `destination_ca` is the content of `spec.destinations.caBundleRef`, as
+/// read: mounted, and part of what rolls the pods when it changes.
+pub fn deployment(
+    proxy: &EgressProxy,
+    settings: &Settings,
+    destination_ca: Option<&str>,
+) -> Deployment {
     let names = Names::of(proxy);
     let probe = |path: &str, period: i32| Probe {
         http_get: Some(HTTPGetAction {
@@ -319,6 +367,14 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings) -> Deployment {
             container_port("https", HTTPS_PORT),
             container_port("admin", ADMIN_PORT),
         ]),
+        volume_mounts: proxy.spec.destinations.ca_bundle_ref.as_ref().map(|_| {
+            vec![VolumeMount {
+                name: "destination-ca".to_owned(),
+                mount_path: DESTINATION_CA_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            }]
+        }),
         readiness_probe: Some(probe("/readyz", 5)),
         liveness_probe: Some(probe("/healthz", 10)),
         resources: resources(proxy),
@@ -336,8 +392,31 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings) -> Deployment {
     };
     // What the pods read at start; policy and certificate contents are not in
     // it (the gateway reloads them), so a rule change rolls nothing.
-    let pod_config = serde_json::to_vec(&container).unwrap_or_default();
+    let mut pod_config = serde_json::to_vec(&container).unwrap_or_default();
+    if let Some(bundle) = destination_ca {
+        pod_config.extend_from_slice(bundle.as_bytes());
+    }
     let pod_config_hash = hex(&Sha256::digest(&pod_config))[..16].to_owned();
+    let volumes = proxy
+        .spec
+        .destinations
+        .ca_bundle_ref
+        .as_ref()
+        .map(|reference| {
+            vec![Volume {
+                name: "destination-ca".to_owned(),
+                config_map: Some(ConfigMapVolumeSource {
+                    name: reference.name.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: reference.key.clone(),
+                        path: "ca.crt".to_owned(),
+                        ..KeyToPath::default()
+                    }]),
+                    ..ConfigMapVolumeSource::default()
+                }),
+                ..Volume::default()
+            }]
+        });
     let selector = names.selector();
     let mut pod_labels = names.labels();
     pod_labels.extend(selector.clone());
@@ -349,7 +428,7 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings) -> Deployment {
                 .spec
                 .autoscaling
                 .is_none()
-                .then_some(proxy.spec.replicas.unwrap_or(1)),
+                .then_some(proxy.spec.replicas.unwrap_or(DEFAULT_REPLICAS)),
             selector: LabelSelector {
                 match_labels: Some(selector.clone()),
                 ..LabelSelector::default()
@@ -373,6 +452,7 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings) -> Deployment {
                 spec: Some(PodSpec {
                     service_account_name: Some(names.workload()),
                     containers: vec![container],
+                    volumes,
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),
@@ -406,7 +486,7 @@ pub fn deployment(proxy: &EgressProxy, settings: &Settings) -> Deployment {
 /// With more than one replica (or an autoscaler), at most one gateway pod
 /// may be evicted at a time.
 pub fn pod_disruption_budget(proxy: &EgressProxy) -> Option<PodDisruptionBudget> {
-    let several = proxy.spec.replicas.unwrap_or(1) > 1
+    let several = proxy.spec.replicas.unwrap_or(DEFAULT_REPLICAS) > 1
         || proxy
             .spec
             .autoscaling
@@ -467,19 +547,20 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use egress_policy::spec::{Autoscaling, EgressProxySpec};
 
     use super::*;
 
-    fn proxy(yaml: &str) -> EgressProxy {
+    /// `egress` in `team-a` with this spec (also the plan's tests' proxy).
+    pub(crate) fn proxy(yaml: &str) -> EgressProxy {
         let spec: EgressProxySpec = serde_saphyr::from_str(yaml).expect("spec");
         let mut proxy = EgressProxy::new("egress", "team-a", spec);
         proxy.metadata.uid = Some("uid-1".to_owned());
         proxy
     }
 
-    fn settings() -> Settings {
+    pub(crate) fn settings() -> Settings {
         Settings {
             gateway_image: "egress-gateway:dev".to_owned(),
             image_pull_policy: "IfNotPresent".to_owned(),
@@ -491,7 +572,7 @@ mod tests {
     #[test]
     fn every_object_is_owned_labelled_and_named_after_the_proxy() {
         let p = proxy("configurationRef: {name: seed}");
-        let deployment = deployment(&p, &settings());
+        let deployment = deployment(&p, &settings(), None);
         let meta = &deployment.metadata;
         assert_eq!(meta.name.as_deref(), Some("egress"));
         assert_eq!(meta.namespace.as_deref(), Some("team-a"));
@@ -520,7 +601,7 @@ mod tests {
         let p = proxy(
             "configurationRef: {name: seed}\nreplicas: 3\nresources: {requests: {cpu: 100m}, limits: {memory: 128Mi}}",
         );
-        let d = deployment(&p, &settings());
+        let d = deployment(&p, &settings(), None);
         let spec = d.spec;
         assert_eq!(spec.replicas, Some(3));
         let pod = spec.template.spec.expect("pod");
@@ -559,13 +640,84 @@ mod tests {
             pod_disruption_budget(&p).is_some(),
             "several replicas get a PDB"
         );
-        assert!(pod_disruption_budget(&proxy("configurationRef: {name: seed}")).is_none());
+        assert!(
+            pod_disruption_budget(&proxy("configurationRef: {name: seed}\nreplicas: 1")).is_none()
+        );
+    }
+
+    #[test]
+    fn by_default_two_pods_request_resources_and_stop_without_dropping_clients() {
+        let p = proxy("configurationRef: {name: seed}");
+        let d = deployment(&p, &settings(), None);
+        assert_eq!(d.spec.replicas, Some(2));
+        assert!(pod_disruption_budget(&p).is_some(), "two pods get a PDB");
+        let pod = d.spec.template.spec.expect("pod");
+        let c = &pod.containers[0];
+        let requests = c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .expect("requests");
+        assert_eq!(
+            (requests["cpu"].0.as_str(), requests["memory"].0.as_str()),
+            ("100m", "64Mi")
+        );
+        assert!(
+            c.resources
+                .as_ref()
+                .and_then(|r| r.limits.clone())
+                .is_none()
+        );
+        let args = c.args.as_ref().expect("args").join(" ");
+        assert!(args.contains("--shutdown-delay 5s"), "{args}");
+        // The delay and the gateway's 30 s drain fit in the grace period.
+        assert!(pod.termination_grace_period_seconds >= Some(36));
+    }
+
+    #[test]
+    fn a_destination_ca_bundle_is_mounted_and_its_content_rolls_the_pods() {
+        let p = proxy(
+            "configurationRef: {name: seed}\ndestinations: {caBundleRef: {name: internal-roots}}",
+        );
+        let hash = |bundle: &str| {
+            deployment(&p, &settings(), Some(bundle))
+                .spec
+                .template
+                .metadata
+                .and_then(|m| m.annotations)
+                .map(|a| a[POD_CONFIG_ANNOTATION].clone())
+                .expect("hash")
+        };
+        assert_ne!(hash("one"), hash("two"), "a new bundle rolls the pods");
+        let pod = deployment(&p, &settings(), Some("one"))
+            .spec
+            .template
+            .spec
+            .expect("pod");
+        let volume = &pod.volumes.as_ref().expect("volume")[0];
+        let source = volume.config_map.as_ref().expect("from the ConfigMap");
+        assert_eq!(source.name, "internal-roots");
+        assert_eq!(
+            source
+                .items
+                .as_ref()
+                .map(|i| (i[0].key.as_str(), i[0].path.as_str())),
+            Some(("ca.crt", "ca.crt"))
+        );
+        let c = &pod.containers[0];
+        let mount = &c.volume_mounts.as_ref().expect("mount")[0];
+        assert_eq!(mount.name, volume.name);
+        let args = c.args.as_ref().expect("args").join(" ");
+        assert!(
+            args.contains(&format!("--upstream-ca {}/ca.crt", mount.mount_path)),
+            "{args}"
+        );
     }
 
     #[test]
     fn only_what_pods_read_at_start_changes_the_pod_config_hash() {
         let hash = |p: &EgressProxy| {
-            deployment(p, &settings())
+            deployment(p, &settings(), None)
                 .spec
                 .template
                 .metadata
@@ -619,7 +771,7 @@ mod tests {
         });
         let hpa = autoscaler(&p).map(|h| h.spec).expect("hpa");
         assert_eq!((hpa.min_replicas, hpa.max_replicas), (Some(2), 10));
-        assert_eq!(deployment(&p, &settings()).spec.replicas, None);
+        assert_eq!(deployment(&p, &settings(), None).spec.replicas, None);
         assert!(pod_disruption_budget(&p).is_some());
     }
 

@@ -170,6 +170,34 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     }
 }
 
+/// The proxies a Secret or ConfigMap concerns: those that own it, and those
+/// in its namespace that `references` it by name.
+fn proxies_of_object<K: Resource>(
+    ctx: &Context,
+    object: &K,
+    references: impl Fn(&EgressProxy, &str) -> bool,
+) -> Vec<ObjectRef<EgressProxy>> {
+    let namespace = object.meta().namespace.clone().unwrap_or_default();
+    let name = object.meta().name.clone().unwrap_or_default();
+    let owned = object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .filter(|o| o.kind == "EgressProxy")
+        .map(|o| o.name.clone());
+    let referencing = ctx
+        .proxies
+        .state()
+        .into_iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()) && references(p, &name))
+        .map(|p| p.name_any());
+    owned
+        .chain(referencing)
+        .map(|p| ObjectRef::new(&p).within(&namespace))
+        .collect()
+}
+
 /// The caches every controller reads.
 #[derive(Clone, Debug)]
 pub struct Caches {
@@ -286,33 +314,25 @@ pub async fn controllers(
     };
     let lookup = ctx.clone();
     let proxies_of_secret = move |s: PartialObjectMeta<Secret>| {
-        let namespace = s.namespace().unwrap_or_default();
-        let name = s.name_any();
-        let owned = s
-            .owner_references()
-            .iter()
-            .filter(|o| o.kind == "EgressProxy")
-            .map(|o| o.name.clone());
-        let parent_of = lookup
-            .proxies
-            .state()
-            .into_iter()
-            .filter(|p| {
-                p.namespace().as_deref() == Some(namespace.as_str())
-                    && p.spec
-                        .tls_interception
-                        .ca_secret_ref
-                        .as_ref()
-                        .is_some_and(|r| r.name == name)
-            })
-            .map(|p| p.name_any());
-        owned
-            .chain(parent_of)
-            .map(|p| ObjectRef::new(&p).within(&namespace))
-            .collect::<Vec<_>>()
+        proxies_of_object(&lookup, &s, |p, name| {
+            p.spec
+                .tls_interception
+                .ca_secret_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+        })
+    };
+    let lookup = ctx.clone();
+    let proxies_of_config_map = move |c: PartialObjectMeta<ConfigMap>| {
+        proxies_of_object(&lookup, &c, |p, name| {
+            p.spec
+                .destinations
+                .ca_bundle_ref
+                .as_ref()
+                .is_some_and(|r| r.name == name)
+        })
     };
     let proxy_controller = Controller::for_shared_stream(proxy_events, proxies.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), managed())
         .owns(Api::<Deployment>::all(client.clone()), managed())
         .owns(Api::<Service>::all(client.clone()), managed())
         .watches_stream(
@@ -323,6 +343,15 @@ pub async fn controllers(
             .default_backoff()
             .touched_objects(),
             move |s: PartialObjectMeta<Secret>| proxies_of_secret(s),
+        )
+        .watches_stream(
+            watcher(
+                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects(),
+            move |c: PartialObjectMeta<ConfigMap>| proxies_of_config_map(c),
         )
         .watches(
             Api::<ProxyConfiguration>::all(client.clone()),

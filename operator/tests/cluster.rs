@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use egress_e2e::ControlPlane;
+use egress_e2e::chart::RenderedGateway;
 use egress_operator::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -31,7 +32,7 @@ fn setup() -> &'static ControlPlane {
     static CRDS: OnceLock<()> = OnceLock::new();
     let plane = ControlPlane::shared();
     CRDS.get_or_init(|| install_crds(plane));
-    Operator::shared(plane, &["--cluster-name", "e2e"]);
+    Operator::shared(plane, &[]);
     plane
 }
 
@@ -78,6 +79,28 @@ async fn proxy_when(
         async move { api.get("egress").await.ok().filter(|p| ready(p)) }
     })
     .await
+}
+
+/// Waits for a Warning event with `reason` in `namespace`.
+async fn warning_event(client: &Client, namespace: &str, reason: &str) {
+    let events: Api<Event> = Api::namespaced(client.clone(), namespace);
+    eventually(
+        Duration::from_secs(30),
+        &format!("a {reason} event"),
+        || {
+            let events = events.clone();
+            async move {
+                let list = events.list(&ListParams::default()).await.ok()?;
+                list.items
+                    .iter()
+                    .any(|e| {
+                        e.reason.as_deref() == Some(reason) && e.type_.as_deref() == Some("Warning")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 fn holds(proxy: &EgressProxy, type_: &str, status: &str) -> bool {
@@ -579,21 +602,7 @@ async fn a_parent_that_cannot_sign_a_ca_is_refused_with_what_to_do() {
             .is_none(),
         "no sub-CA from a parent that cannot sign one"
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    eventually(Duration::from_secs(30), "a ParentCARefused event", || {
-        let events = events.clone();
-        async move {
-            let list = events.list(&ListParams::default()).await.ok()?;
-            list.items
-                .iter()
-                .any(|e| {
-                    e.reason.as_deref() == Some("ParentCARefused")
-                        && e.type_.as_deref() == Some("Warning")
-                })
-                .then_some(())
-        }
-    })
-    .await;
+    warning_event(&client, ns, "ParentCARefused").await;
 
     // Fixed parent: the sub-CA is issued without touching anything else.
     let fixed = openssl_ca(&dir.0, "fixed", None);
@@ -620,6 +629,94 @@ async fn a_parent_that_cannot_sign_a_ca_is_refused_with_what_to_do() {
 }
 
 #[tokio::test]
+async fn an_object_the_api_server_refuses_is_reported_and_the_rest_is_applied() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-refused";
+    namespace(&client, ns).await;
+    // A quota of no Services, as an administrator might set: the proxy's
+    // Service is refused, and nothing else should be held back by it.
+    let (ok, output) = kubectl_apply(
+        plane,
+        &format!(
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: no-services, namespace: {ns}}}\nspec: {{hard: {{services: \"0\"}}}}\n"
+        ),
+    );
+    assert!(ok, "{output}");
+    // No controller-manager here computes the quota's usage: set it as it would.
+    let mut usage = plane.kubectl();
+    usage.args([
+        "patch",
+        "resourcequota",
+        "no-services",
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status": {"hard": {"services": "0"}, "used": {"services": "0"}}}"#,
+    ]);
+    run(usage);
+    let dir = TempDir::new("refused");
+    let ca = openssl_ca(&dir.0, "refused", Some(1));
+    create_ca_secret(plane, ns, "parent-ca", &ca);
+    let (ok, output) = apply_in(plane, ns, &seed("parent-ca", 1));
+    assert!(ok, "{output}");
+
+    let proxy = proxy_when(&client, ns, "Ready=False for ApplyFailed", |p| {
+        condition(p, "Ready").is_some_and(|(_, reason, _)| reason == "ApplyFailed")
+            && holds(p, "PolicyCompiled", "True")
+    })
+    .await;
+    let (_, _, message) = condition(&proxy, "Ready").expect("Ready");
+    assert!(
+        message.contains("Service egress") && message.contains("exceeded quota"),
+        "{message}"
+    );
+    // Certificates, the policy and the objects after the Service are there.
+    assert_eq!(
+        condition(&proxy, "CertificateReady").map(|c| (c.0, c.1)),
+        Some(("True".to_owned(), "Issued".to_owned()))
+    );
+    assert!(
+        proxy
+            .status
+            .as_ref()
+            .and_then(|s| s.policy_hash.clone())
+            .is_some()
+    );
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    for name in ["egress-intercept-ca", "egress-tls"] {
+        assert!(
+            secrets.get_opt(name).await.expect("get").is_some(),
+            "{name}"
+        );
+    }
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
+    assert!(deployments.get_opt("egress").await.expect("get").is_some());
+    warning_event(&client, ns, "ApplyFailed").await;
+
+    // The quota lifted: the retry applies the Service.
+    let mut lift = plane.kubectl();
+    lift.args(["delete", "resourcequota", "no-services", "-n", ns]);
+    run(lift);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
+    eventually(
+        Duration::from_secs(90),
+        "the Service after the quota",
+        || {
+            let services = services.clone();
+            async move { services.get_opt("egress").await.ok().flatten() }
+        },
+    )
+    .await;
+    proxy_when(&client, ns, "Ready no longer ApplyFailed", |p| {
+        condition(p, "Ready").is_some_and(|(_, reason, _)| reason == "NoReadyPods")
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_gateway_follows_what_the_operator_renders_within_two_seconds() {
     let plane = setup();
     let client = client(plane).await;
@@ -635,34 +732,29 @@ async fn the_gateway_follows_what_the_operator_renders_within_two_seconds() {
     })
     .await;
 
-    // The gateway as its pod would run it, fed through the API.
+    // The gateway as its pod runs it (the rendered arguments, its
+    // ServiceAccount's RBAC), fed through the API.
     let binary =
         egress_e2e::workspace_binary("egress-gateway", "egress-gateway").expect("gateway binary");
-    let args: Vec<String> = [
-        "--log-format",
-        "json",
-        "run",
-        "--source",
-        "kubernetes",
-        "--proxy",
-        "egress",
-        "--namespace",
+    let local = "127.0.0.1:0".to_owned();
+    let rendered = RenderedGateway::read(
+        plane,
         ns,
-        "--http-listen",
-        "127.0.0.1:0",
-        "--https-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--kubeconfig",
-        &plane.kubeconfig.display().to_string(),
-        "--resolve",
-        "www.example.org:*:127.0.0.1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let gateway = Operator::spawn(&binary, &args);
+        "egress",
+        &[
+            ("--http-listen", local.clone()),
+            ("--https-listen", local.clone()),
+            ("--admin-listen", local),
+        ],
+        &dir.0,
+    )
+    .expect("the rendered gateway");
+    let mut args = rendered.args;
+    args.extend([
+        "--resolve".to_owned(),
+        "www.example.org:*:127.0.0.1".to_owned(),
+    ]);
+    let gateway = Operator::spawn_with_env(&binary, &args, &rendered.env);
     let ready = eventually(
         Duration::from_secs(20),
         "the gateway to be ready",

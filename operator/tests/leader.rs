@@ -15,9 +15,10 @@ use kube::api::Api;
 const GROUP: &str = "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: NAME\n  namespace: op-leader\nspec: {}\n";
 
 async fn holder(client: &kube::Client) -> Option<String> {
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "default");
+    // The chart's Lease, in the release namespace.
+    let leases: Api<Lease> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
     leases
-        .get("egress-operator")
+        .get(&format!("{RELEASE}-operator"))
         .await
         .ok()?
         .spec?

@@ -8,14 +8,13 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::{
-    Operator, TempDir, client, create_ca_secret, eventually, install_crds, kubectl_apply,
-    namespace, openssl_ca, run,
+    Operator, RELEASE, RELEASE_NAMESPACE, TempDir, chart, client, create_ca_secret, eventually,
+    install_crds, kubectl_apply, namespace, openssl_ca, run,
 };
 use egress_e2e::ControlPlane;
 use egress_operator::crd::EgressProxy;
@@ -24,10 +23,6 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/egress-proxy");
-/// The release: its name makes the chart's names short (`egress-proxy`,
-/// `egress-proxy-webhook`, ...).
-const RELEASE: &str = "egress-proxy";
-const RELEASE_NAMESPACE: &str = "egress-system";
 
 fn setup() -> &'static ControlPlane {
     static CRDS: OnceLock<()> = OnceLock::new();
@@ -94,13 +89,6 @@ fn env(pod: &serde_json::Value, name: &str) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
-
 /// SHA-256 fingerprint of the certificate served on `port`.
 fn served_fingerprint(port: u16) -> String {
     let mut connect = Command::new("openssl");
@@ -110,64 +98,6 @@ fn served_fingerprint(port: u16) -> String {
     fingerprint.args(["x509", "-noout", "-fingerprint", "-sha256"]);
     let (_, out, _) = with_stdin(fingerprint, &pem);
     out.trim().to_owned()
-}
-
-/// A kubeconfig that acts as the chart's operator ServiceAccount, so the
-/// operator runs with exactly the RBAC the chart grants.
-fn as_chart_service_account(plane: &ControlPlane, dir: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(&plane.kubeconfig).expect("kubeconfig");
-    let mut kubeconfig: serde_json::Value = serde_json::from_str(&text).expect("JSON kubeconfig");
-    kubeconfig["users"][0]["user"]["as"] =
-        format!("system:serviceaccount:{RELEASE_NAMESPACE}:egress-proxy-operator").into();
-    kubeconfig["users"][0]["user"]["as-groups"] = serde_json::json!([
-        "system:serviceaccounts",
-        format!("system:serviceaccounts:{RELEASE_NAMESPACE}"),
-        "system:authenticated"
-    ]);
-    let path = dir.join("operator.kubeconfig");
-    std::fs::write(&path, kubeconfig.to_string()).expect("write");
-    path.display().to_string()
-}
-
-/// The environment the chart gives the operator container, as installed,
-/// with the downward API's values filled in and the webhook on `port` of
-/// this machine.
-fn chart_environment(plane: &ControlPlane, port: u16) -> Vec<(String, String)> {
-    let mut manifest = plane.helm();
-    manifest.args(["get", "manifest", RELEASE, "--namespace", RELEASE_NAMESPACE]);
-    let manifest = run(manifest);
-    let deployment: serde_json::Value = manifest
-        .split("\n---")
-        .filter_map(|doc| serde_saphyr::from_str::<serde_json::Value>(doc).ok())
-        .find(|doc| doc["kind"] == "Deployment")
-        .expect("the chart renders the operator Deployment");
-    let env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    env.iter()
-        .map(|var| {
-            let name = var["name"].as_str().unwrap_or_default().to_owned();
-            let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-                Some("metadata.namespace") => RELEASE_NAMESPACE.to_owned(),
-                Some("metadata.name") => "egress-proxy-operator-0".to_owned(),
-                Some(other) => panic!("{name}: no value for fieldRef {other}"),
-                None => var["value"].as_str().unwrap_or_default().to_owned(),
-            };
-            let value = if name == "EGRESS_WEBHOOK_LISTEN" {
-                format!("127.0.0.1:{port}")
-            } else {
-                value
-            };
-            (name, value)
-        })
-        .collect()
-}
-
-/// The operator as the chart runs it: its environment and its RBAC.
-fn operator(kubeconfig: &str, env: &[(String, String)]) -> Operator {
-    let args = ["--kubeconfig", kubeconfig, "--admin-listen", "127.0.0.1:0"].map(str::to_owned);
-    Operator::spawn_with_env(Path::new(env!("CARGO_BIN_EXE_egress-operator")), &args, env)
 }
 
 /// `curl` to the webhook: the status code.
@@ -196,16 +126,22 @@ fn the_chart_lints_and_renders_what_the_api_server_accepts() {
     let mut lint = plane.helm();
     lint.args(["lint", "--strict", CHART]);
     run(lint);
-    // The values schema refuses what would render a broken webhook.
-    let mut bad = plane.helm();
-    bad.args(["lint", CHART, "--set", "webhook.failurePolicy=Sometimes"]);
-    let output = bad.output().expect("helm");
-    assert!(!output.status.success());
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("failurePolicy"),
-        "{}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    // The values schema refuses what cannot work: a broken webhook, no
+    // gateway image for the proxies.
+    for (value, named) in [
+        ("webhook.failurePolicy=Sometimes", "failurePolicy"),
+        ("image.gateway=", "gateway"),
+    ] {
+        let mut bad = plane.helm();
+        bad.args(["lint", CHART, "--set", value]);
+        let output = bad.output().expect("helm");
+        assert!(!output.status.success(), "{value} accepted");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains(named),
+            "{value}: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
 
     let mut create = plane.kubectl();
     create.args(["create", "namespace", "egress-dry"]);
@@ -261,32 +197,15 @@ fn the_chart_lints_and_renders_what_the_api_server_accepts() {
 async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_reported() {
     let plane = setup();
     let client = client(plane).await;
-    let port = free_port();
-
     // The chart, with the webhook called by URL on this machine.
-    let mut install = plane.helm();
-    install.args([
-        "install",
-        RELEASE,
-        CHART,
-        "--namespace",
-        RELEASE_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        &format!("webhook.url=https://127.0.0.1:{port}/mutate"),
-        "--set",
-        "webhook.extraHosts={127.0.0.1}",
-        "--set",
-        "sharedProxyNamespaces={proxies}",
-        "--set",
-        "cluster.serviceCIDRs={10.0.0.0/24}",
-        "--set",
-        "cluster.podCIDRs={10.244.0.0/16}",
-    ]);
-    let notes = run(install);
+    let chart = chart(plane);
+    let port = chart.webhook_port;
     assert!(
-        notes.contains("kubectl label namespace <namespace> egress.dev/injection=enabled"),
-        "{notes}"
+        chart
+            .notes
+            .contains("kubectl label namespace <namespace> egress.dev/injection=enabled"),
+        "{}",
+        chart.notes
     );
     let mut webhook_url = plane.kubectl();
     webhook_url.args([
@@ -303,10 +222,7 @@ async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_re
 
     // The operator runs with the chart's environment and RBAC, nothing more
     // (leader election included).
-    let dir = TempDir::new("webhook");
-    let kubeconfig = as_chart_service_account(plane, &dir.0);
-    let chart_env = chart_environment(plane, port);
-    let mut op = operator(&kubeconfig, &chart_env);
+    let mut op = Operator::serving_webhook(plane, &[]);
     eventually(Duration::from_secs(30), "webhook ready", || async {
         (op.admin_get("/readyz").0 == 200).then_some(())
     })
@@ -323,6 +239,8 @@ async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_re
         (!run(get).is_empty()).then_some(())
     })
     .await;
+
+    let dir = TempDir::new("webhook");
 
     // What is not a review is refused without harm.
     assert_eq!(webhook_status(port, "POST", "not json"), "400");
@@ -540,7 +458,7 @@ spec:
             .get("egress.dev/proxy")
             .is_none()
     );
-    let op = operator(&kubeconfig, &chart_env);
+    let op = Operator::serving_webhook(plane, &[]);
     let status = eventually(Duration::from_secs(30), "the escape reported", || async {
         let clients = proxy(&client).await.status?.clients?;
         (clients.escaped_pods == 1).then_some(clients)

@@ -184,17 +184,20 @@ pub struct EgressProxySpec {
     /// TLS interception of CONNECT tunnels.
     #[serde(default)]
     pub tls_interception: TlsInterception,
-    /// Which destinations the private-address guard lets through.
+    /// Which destinations the private-address guard lets through, and which
+    /// CAs their certificates may come from.
     #[serde(default)]
     pub destinations: Destinations,
     /// Which decisions are written to the decision log.
     #[serde(default)]
     pub logging: Logging,
-    /// Number of gateway pods (default 1; with `autoscaling`, the start).
+    /// Number of gateway pods (default 2, so a rollout or a lost node does
+    /// not stop egress; with `autoscaling`, the start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(range(min = 0, max = 1000)))]
     pub replicas: Option<i32>,
-    /// Compute resources of each gateway pod.
+    /// Compute resources of each gateway pod (default: requests of 100m CPU
+    /// and 64Mi memory, no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
     /// Scale the gateway with its CPU load (renders a HorizontalPodAutoscaler).
@@ -293,6 +296,32 @@ pub struct Destinations {
     )]
     #[cfg_attr(feature = "schema", schemars(length(max = 256)))]
     pub allow_private_cidrs: Vec<String>,
+    /// A ConfigMap key (same namespace) with PEM CA certificates the gateway
+    /// trusts for destinations' certificates, besides the system roots: the
+    /// private CAs of internal services it connects to with TLS (intercepted
+    /// tunnels, `https://` requests). A change rolls the gateway pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_bundle_ref: Option<ConfigMapKeyRef>,
+}
+
+/// A key of a ConfigMap in the same namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigMapKeyRef {
+    /// Name of the ConfigMap.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub name: String,
+    /// The key holding the PEM certificates.
+    #[serde(default = "ConfigMapKeyRef::default_key")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub key: String,
+}
+
+impl ConfigMapKeyRef {
+    fn default_key() -> String {
+        "ca.crt".to_owned()
+    }
 }
 
 /// Decision log settings.

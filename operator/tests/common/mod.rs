@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egress_e2e::ControlPlane;
+use egress_e2e::chart::Release;
 pub use egress_e2e::run;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
-
-pub const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../crds");
 
 pub async fn client(plane: &ControlPlane) -> Client {
     let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
@@ -45,6 +44,53 @@ pub async fn namespace(client: &Client, name: &str) {
         .expect("default service account");
 }
 
+/// The chart's release in every control plane of these tests.
+pub const RELEASE: &str = "egress-proxy";
+/// Its namespace.
+pub const RELEASE_NAMESPACE: &str = "egress-system";
+
+/// The chart as installed in one control plane, with the webhook called by
+/// URL on this machine (no node runs pods here).
+#[derive(Clone, Debug)]
+pub struct Chart {
+    /// The release.
+    pub release: Release,
+    /// The port of the webhook URL the API server calls.
+    pub webhook_port: u16,
+    /// What `helm install` printed (the chart's NOTES).
+    pub notes: String,
+}
+
+/// The chart installed in `plane` (once per control plane, with default
+/// values but for what a machine without a node needs): the CRDs, the
+/// operator's RBAC, the webhook configuration.
+pub fn chart(plane: &ControlPlane) -> Chart {
+    static INSTALLED: Mutex<Vec<(PathBuf, Chart)>> = Mutex::new(Vec::new());
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, chart)) = installed.iter().find(|(dir, _)| *dir == plane.dir) {
+        return chart.clone();
+    }
+    let webhook_port = egress_e2e::free_port().expect("free port");
+    let values = [
+        format!("webhook.url=https://127.0.0.1:{webhook_port}/mutate"),
+        "webhook.extraHosts={127.0.0.1}".to_owned(),
+        "sharedProxyNamespaces={proxies}".to_owned(),
+        "cluster.name=e2e".to_owned(),
+        "cluster.serviceCIDRs={10.0.0.0/24}".to_owned(),
+        "cluster.podCIDRs={10.244.0.0/16}".to_owned(),
+    ];
+    let values: Vec<&str> = values.iter().map(String::as_str).collect();
+    let (release, notes) = Release::install(plane, RELEASE, RELEASE_NAMESPACE, &values)
+        .expect("helm install of the chart");
+    let chart = Chart {
+        release,
+        webhook_port,
+        notes,
+    };
+    installed.push((plane.dir.clone(), chart.clone()));
+    chart
+}
+
 /// `kubectl apply` of YAML text: (success, stdout + stderr).
 pub fn kubectl_apply(plane: &ControlPlane, yaml: &str) -> (bool, String) {
     let mut apply = plane.kubectl();
@@ -56,11 +102,9 @@ pub fn kubectl_apply(plane: &ControlPlane, yaml: &str) -> (bool, String) {
     )
 }
 
-/// The CRDs from `crds/`, applied and Established.
+/// The CRDs as users install them (with the chart: [`chart`]), Established.
 pub fn install_crds(plane: &ControlPlane) {
-    let mut apply = plane.kubectl();
-    apply.args(["apply", "-f", CRDS]);
-    run(apply);
+    chart(plane);
     let mut wait = plane.kubectl();
     wait.args([
         "wait",
@@ -245,25 +289,59 @@ impl Operator {
         })
     }
 
-    /// `egress-operator` against `plane` with `extra` flags, owned by the
-    /// calling thread (it dies with it).
+    /// `egress-operator` against `plane` as the chart runs it (its
+    /// environment, and its ServiceAccount's RBAC: see [`chart`]), with
+    /// `extra` flags, the webhook on a port of its own; owned by the calling
+    /// thread (it dies with it).
     pub fn start(plane: &ControlPlane, extra: &[&str]) -> Operator {
-        let mut args: Vec<String> = vec![
-            "--kubeconfig".into(),
-            plane.kubeconfig.display().to_string(),
+        Operator::installed(plane, extra, None)
+    }
+
+    /// As [`Operator::start`], serving the webhook the chart's
+    /// MutatingWebhookConfiguration calls ([`Chart::webhook_port`]).
+    pub fn serving_webhook(plane: &ControlPlane, extra: &[&str]) -> Operator {
+        Operator::installed(plane, extra, Some(chart(plane).webhook_port))
+    }
+
+    fn installed(plane: &ControlPlane, extra: &[&str], webhook: Option<u16>) -> Operator {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static PODS: AtomicUsize = AtomicUsize::new(0);
+        let release = &chart(plane).release;
+        let pod = format!(
+            "egress-proxy-operator-{}-{}",
+            std::process::id(),
+            PODS.fetch_add(1, Ordering::SeqCst)
+        );
+        let installed = release
+            .operator(plane, &pod, &plane.dir)
+            .expect("the chart's operator");
+        // The chart's environment, but every replica on this one machine:
+        // listeners on loopback.
+        let env: Vec<(String, String)> = installed
+            .env
+            .into_iter()
+            .map(|(name, value)| match name.as_str() {
+                "EGRESS_WEBHOOK_LISTEN" => {
+                    (name, format!("127.0.0.1:{}", webhook.unwrap_or_default()))
+                }
+                _ => (name, value),
+            })
+            .collect();
+        let mut args = vec![
+            "--kubeconfig".to_owned(),
+            installed.kubeconfig.display().to_string(),
+            "--log-format".to_owned(),
+            "json".to_owned(),
+            "--admin-listen".to_owned(),
+            "127.0.0.1:0".to_owned(),
         ];
-        for arg in [
-            "--log-format",
-            "json",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--gateway-image",
-            "egress-gateway:test",
-        ] {
-            args.push(arg.into());
-        }
+        args.extend(installed.args);
         args.extend(extra.iter().map(|s| s.to_string()));
-        Operator::spawn(Path::new(env!("CARGO_BIN_EXE_egress-operator")), &args)
+        Operator::spawn_with_env(
+            Path::new(env!("CARGO_BIN_EXE_egress-operator")),
+            &args,
+            &env,
+        )
     }
 
     /// Any of this workspace's binaries that log JSON and announce their

@@ -1,0 +1,1263 @@
+//! What reconciling an `EgressProxy` should do, decided without I/O. A
+//! [`Snapshot`] of what the caches and the API server hold goes in; a
+//! [`Plan`] comes out: the objects to apply, each tied to the condition its
+//! failure turns false, the events, and when to look again. Once the plan is
+//! applied, [`outcome`] turns what happened into the status and the events
+//! about failures. The reconciler (`reconcile_proxy`) only reads and writes.
+//!
+//! Nothing running is replaced by something worse: a policy that does not
+//! compile leaves the last good ConfigMap in place, a parent CA that cannot
+//! sign leaves the last sub-CA in place, a certificate Secret that could not
+//! be read is not replaced by a new one, and one object the API server
+//! refuses does not keep the others, the certificates or the status from
+//! being written.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use egress_policy::spec::{ProxyConfigurationSpec, ProxyRuleGroupSpec};
+use egress_policy::{CompiledPolicy, Named, Phase, compile_for_proxy};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use kube::ResourceExt;
+
+use crate::certs::{self, Pems};
+use crate::conditions::{self, CERTIFICATE_READY, POLICY_COMPILED, PROGRESSING, READY, Wanted};
+use crate::crd::{EgressProxy, EgressProxyStatus, Endpoints};
+use crate::names::Names;
+use crate::render::{self, Settings};
+
+/// Longest wait before a proxy is looked at again without a change.
+pub const RECHECK: Duration = Duration::from_secs(3600);
+
+/// An object as read from the API server: absent, present, or why it could
+/// not be read.
+pub type Read<T> = Result<Option<T>, String>;
+
+/// What the plan is made from.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// The ProxyConfiguration the proxy names, if it exists.
+    pub configuration: Option<Named<ProxyConfigurationSpec>>,
+    /// The rule groups it lists that exist.
+    pub groups: Vec<Named<ProxyRuleGroupSpec>>,
+    /// The hash annotation of the policy ConfigMap.
+    pub rendered_policy_hash: Read<String>,
+    /// `<proxy>-listener-ca`.
+    pub listener_ca: Read<Pems>,
+    /// `<proxy>-tls`.
+    pub serving: Read<Pems>,
+    /// `<proxy>-intercept-ca`.
+    pub sub_ca: Read<Pems>,
+    /// The parent CA Secret `spec.tlsInterception.caSecretRef` names (not
+    /// read when interception is off or no Secret is named).
+    pub parent: Option<Read<Pems>>,
+    /// The gateway Deployment, for its rollout status.
+    pub deployment: Read<Deployment>,
+    /// The PEM of `spec.destinations.caBundleRef` (not read when none is
+    /// named; absent when the ConfigMap or its key is missing).
+    pub destination_ca: Option<Read<String>>,
+}
+
+/// A Kubernetes event to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// A warning (or a normal event).
+    pub warning: bool,
+    /// CamelCase reason.
+    pub reason: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// One object the operator renders for a proxy, or one it removes.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Object {
+    /// The policy or the trust bundle.
+    ConfigMap(ConfigMap),
+    /// A certificate.
+    Secret(Secret),
+    /// The gateway's ServiceAccount.
+    ServiceAccount(ServiceAccount),
+    /// The gateway's Role.
+    Role(Role),
+    /// Its binding.
+    RoleBinding(RoleBinding),
+    /// The pod reader binding (cluster-scoped).
+    ClusterRoleBinding(ClusterRoleBinding),
+    /// The proxy's Service.
+    Service(Service),
+    /// The gateway.
+    Deployment(Deployment),
+    /// With several replicas.
+    PodDisruptionBudget(PodDisruptionBudget),
+    /// With `spec.autoscaling`.
+    HorizontalPodAutoscaler(HorizontalPodAutoscaler),
+    /// A PodDisruptionBudget no longer asked for (by name).
+    RemovePodDisruptionBudget(String),
+    /// A HorizontalPodAutoscaler no longer asked for (by name).
+    RemoveHorizontalPodAutoscaler(String),
+}
+
+impl Object {
+    /// `Kind name`, as status messages name it.
+    pub fn describe(&self) -> String {
+        let (kind, name) = match self {
+            Object::ConfigMap(o) => ("ConfigMap", o.name_any()),
+            Object::Secret(o) => ("Secret", o.name_any()),
+            Object::ServiceAccount(o) => ("ServiceAccount", o.name_any()),
+            Object::Role(o) => ("Role", o.name_any()),
+            Object::RoleBinding(o) => ("RoleBinding", o.name_any()),
+            Object::ClusterRoleBinding(o) => ("ClusterRoleBinding", o.name_any()),
+            Object::Service(o) => ("Service", o.name_any()),
+            Object::Deployment(o) => ("Deployment", o.name_any()),
+            Object::PodDisruptionBudget(o) => ("PodDisruptionBudget", o.name_any()),
+            Object::HorizontalPodAutoscaler(o) => ("HorizontalPodAutoscaler", o.name_any()),
+            Object::RemovePodDisruptionBudget(name) => {
+                ("PodDisruptionBudget (removal)", name.clone())
+            }
+            Object::RemoveHorizontalPodAutoscaler(name) => {
+                ("HorizontalPodAutoscaler (removal)", name.clone())
+            }
+        };
+        format!("{kind} {name}")
+    }
+}
+
+/// An object to apply, the condition its failure turns false, and the
+/// event to publish once it is applied.
+#[derive(Clone, Debug)]
+pub struct Step {
+    /// What to apply.
+    pub object: Object,
+    /// The condition a failure turns false (reason `ApplyFailed`).
+    pub condition: &'static str,
+    /// Published once the object is applied.
+    pub event: Option<Note>,
+}
+
+/// What reconciling one proxy should do.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Applied in order, each on its own.
+    pub steps: Vec<Step>,
+    /// The conditions if every step is applied.
+    pub conditions: Vec<Wanted>,
+    /// Events to publish whatever the steps do.
+    pub events: Vec<Note>,
+    /// The policy the gateway gets (or keeps).
+    pub policy_hash: Option<String>,
+    /// The policy in the ConfigMap before this plan (what the gateway keeps
+    /// if the new one cannot be written).
+    pub rendered_policy_hash: Option<String>,
+    /// When the interception sub-CA expires.
+    pub intercept_ca_not_after: Option<String>,
+    /// When to look again without a change (the next certificate renewal).
+    pub requeue: Duration,
+}
+
+/// Why a policy could not be compiled: a reason and a message.
+fn compile(
+    proxy: &EgressProxy,
+    snapshot: &Snapshot,
+) -> Result<CompiledPolicy, (&'static str, String)> {
+    let namespace = proxy.namespace().unwrap_or_default();
+    let wanted = &proxy.spec.configuration_ref.name;
+    let Some(configuration) = &snapshot.configuration else {
+        return Err((
+            "ConfigurationNotFound",
+            format!(
+                "ProxyConfiguration {wanted:?} does not exist in namespace {namespace:?}: create it, or set spec.configurationRef.name to one that does"
+            ),
+        ));
+    };
+    compile_for_proxy(
+        &Named::new(proxy.name_any(), proxy.spec.clone()),
+        configuration,
+        &snapshot.groups,
+    )
+    .map_err(|errors| {
+        let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        (
+            "CompileFailed",
+            format!(
+                "{} error{} in ProxyConfiguration {wanted:?} or its rule groups (their status lists each): {}",
+                listed.len(),
+                if listed.len() == 1 { "" } else { "s" },
+                listed.join("; ")
+            ),
+        )
+    })
+}
+
+/// The plan for `proxy` given `snapshot`, at `now`. Fails only when a
+/// certificate cannot be generated.
+pub fn plan(
+    proxy: &EgressProxy,
+    snapshot: &Snapshot,
+    settings: &Settings,
+    now: SystemTime,
+) -> Result<Plan, egress_pki::Error> {
+    let names = Names::of(proxy);
+    let mut plan = Plan {
+        steps: Vec::new(),
+        conditions: Vec::new(),
+        events: Vec::new(),
+        policy_hash: None,
+        rendered_policy_hash: snapshot.rendered_policy_hash.clone().ok().flatten(),
+        intercept_ca_not_after: None,
+        requeue: RECHECK,
+    };
+    plan_policy(proxy, snapshot, &names, &mut plan);
+    let certificates = plan_certificates(proxy, snapshot, settings, &names, now, &mut plan)?;
+    plan.requeue = certificates
+        .renewals
+        .iter()
+        .flatten()
+        .filter_map(|at| at.duration_since(now).ok())
+        .min()
+        .unwrap_or(RECHECK)
+        .min(RECHECK)
+        .max(Duration::from_secs(1));
+    if let Some(listener_ca) = &certificates.listener_ca {
+        plan.steps.push(Step {
+            object: Object::ConfigMap(render::trust_bundle(
+                proxy,
+                certificates.intercept_roots.as_deref(),
+                listener_ca,
+            )),
+            condition: CERTIFICATE_READY,
+            event: None,
+        });
+    }
+    let destination_ca = destination_ca(proxy, snapshot);
+    if let Err((reason, message)) = &destination_ca {
+        // The rest of the certificates may be fine: this one says more.
+        plan.conditions.retain(|w| w.type_ != CERTIFICATE_READY);
+        plan.conditions.push(Wanted::no(
+            CERTIFICATE_READY,
+            reason,
+            format!(
+                "{message}: Deployment {} is left as it is (its pods keep the bundle they started with) until this is fixed",
+                names.workload()
+            ),
+        ));
+    }
+    plan_gateway(proxy, settings, &names, destination_ca.ok(), &mut plan);
+    Ok(plan)
+}
+
+/// The destinations' CA bundle the gateway pods mount: `Ok(None)` when none
+/// is named, or why the named one cannot be used (then the Deployment is not
+/// touched: new pods would not start, or would trust what is not meant).
+fn destination_ca(
+    proxy: &EgressProxy,
+    snapshot: &Snapshot,
+) -> Result<Option<String>, (&'static str, String)> {
+    let Some(reference) = &proxy.spec.destinations.ca_bundle_ref else {
+        return Ok(None);
+    };
+    let what = format!(
+        "key {:?} of ConfigMap {:?} (spec.destinations.caBundleRef)",
+        reference.key, reference.name
+    );
+    match snapshot.destination_ca.clone().unwrap_or(Ok(None)) {
+        Err(why) => Err((
+            "CABundleUnreadable",
+            format!("{what} cannot be read: {why}"),
+        )),
+        Ok(None) => Err((
+            "CABundleNotFound",
+            format!(
+                "{what} does not exist: create the ConfigMap with the PEM CA certificates under that key"
+            ),
+        )),
+        Ok(Some(pem)) => match egress_pki::certificates(&pem) {
+            Ok(_) => Ok(Some(pem)),
+            Err(error) => Err(("CABundleInvalid", format!("{what} is not usable: {error}"))),
+        },
+    }
+}
+
+/// The policy: a version that does not compile leaves the last good one.
+fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &mut Plan) {
+    let rendered = plan.rendered_policy_hash.clone();
+    match compile(proxy, snapshot) {
+        Ok(policy) => {
+            let changed = match &snapshot.rendered_policy_hash {
+                Ok(hash) => hash.as_deref() != Some(policy.hash()),
+                Err(_) => false,
+            };
+            plan.steps.push(Step {
+                object: Object::ConfigMap(render::policy_config_map(proxy, &policy)),
+                condition: POLICY_COMPILED,
+                event: changed.then(|| Note {
+                    warning: false,
+                    reason: "PolicyRendered".to_owned(),
+                    message: format!(
+                        "policy {} written to ConfigMap {}",
+                        policy.hash(),
+                        names.policy()
+                    ),
+                }),
+            });
+            let rules: usize = Phase::ALL.iter().map(|p| policy.rule_count(*p)).sum();
+            plan.conditions.push(Wanted::yes(
+                POLICY_COMPILED,
+                "Compiled",
+                format!(
+                    "policy {} with {rules} rules is in ConfigMap {}",
+                    policy.hash(),
+                    names.policy()
+                ),
+            ));
+            plan.policy_hash = Some(policy.hash().to_owned());
+        }
+        Err((reason, message)) => {
+            let keeping = match &rendered {
+                Some(hash) => format!(" The last good policy {hash} keeps serving."),
+                None => " No policy has been rendered yet: the gateway stays unready until this is fixed.".to_owned(),
+            };
+            plan.conditions.push(Wanted::no(
+                POLICY_COMPILED,
+                reason,
+                format!("{message}.{keeping}"),
+            ));
+            plan.policy_hash = rendered;
+        }
+    }
+}
+
+/// What the certificates step leaves for the rest of the plan.
+struct Certificates {
+    /// The listener CA certificate (None: its Secret could not be read).
+    listener_ca: Option<String>,
+    /// The interception chain clients trust.
+    intercept_roots: Option<String>,
+    /// When each certificate is due for renewal.
+    renewals: Vec<Option<SystemTime>>,
+}
+
+/// A certificate Secret `existing` (as read) kept, or replaced by what
+/// `issue` makes of it. A Secret that could not be read is neither: a new
+/// certificate would replace one that may be good.
+fn keep_or_issue(
+    existing: &Read<Pems>,
+    issue: impl FnOnce(Option<&Pems>) -> Result<Option<(Pems, certs::Why)>, egress_pki::Error>,
+) -> Result<Result<(Pems, Option<certs::Why>), String>, egress_pki::Error> {
+    let existing = match existing {
+        Ok(existing) => existing.as_ref(),
+        Err(why) => return Ok(Err(why.clone())),
+    };
+    Ok(Ok(match issue(existing)? {
+        None => (existing.cloned().unwrap_or_default(), None),
+        Some((pems, why)) => (pems, Some(why)),
+    }))
+}
+
+fn plan_certificates(
+    proxy: &EgressProxy,
+    snapshot: &Snapshot,
+    settings: &Settings,
+    names: &Names,
+    now: SystemTime,
+    plan: &mut Plan,
+) -> Result<Certificates, egress_pki::Error> {
+    let namespace = &names.namespace;
+    let mut unreadable = Vec::new();
+    let secret_step = |name: String, pems: &Pems, annotations, event| Step {
+        object: Object::Secret(render::tls_secret(
+            proxy,
+            name,
+            &pems.cert,
+            &pems.key,
+            &pems.ca,
+            annotations,
+        )),
+        condition: CERTIFICATE_READY,
+        event,
+    };
+
+    let listener_ca = keep_or_issue(&snapshot.listener_ca, |existing| {
+        certs::own_ca(
+            existing,
+            &format!("egress-proxy {namespace}/{} listener CA", names.proxy),
+            now,
+        )
+    })?;
+    let listener_ca = match listener_ca {
+        Ok((pems, why)) => {
+            if why.is_some() {
+                plan.steps.push(secret_step(
+                    names.listener_ca(),
+                    &pems,
+                    BTreeMap::new(),
+                    None,
+                ));
+            }
+            Some(pems)
+        }
+        Err(why) => {
+            unreadable.push(format!("Secret {}: {why}", names.listener_ca()));
+            None
+        }
+    };
+    let mut renewals = Vec::new();
+    if let Some(ca) = &listener_ca {
+        renewals.push(certs::renewal_at(&ca.cert));
+        let serving = keep_or_issue(&snapshot.serving, |existing| {
+            certs::serving(
+                existing,
+                ca,
+                &names.service_dns_names(&settings.cluster_domain),
+                now,
+            )
+        })?;
+        match serving {
+            Ok((pems, why)) => {
+                renewals.push(certs::renewal_at(&pems.cert));
+                if why.is_some() {
+                    plan.steps
+                        .push(secret_step(names.tls(), &pems, BTreeMap::new(), None));
+                }
+            }
+            Err(why) => unreadable.push(format!("Secret {}: {why}", names.tls())),
+        }
+    }
+
+    let mut intercept_roots = None;
+    let mut intercept = None;
+    if proxy.spec.tls_interception.enabled {
+        match &snapshot.sub_ca {
+            Err(why) => unreadable.push(format!("Secret {}: {why}", names.intercept_ca())),
+            Ok(existing) => match parent(proxy, snapshot, names, now) {
+                Ok((loaded, id, reference)) => {
+                    let common_name =
+                        format!("egress-proxy {namespace}/{} interception", names.proxy);
+                    let sub_ca = match certs::sub_ca(
+                        existing.as_ref(),
+                        &loaded,
+                        &id,
+                        &common_name,
+                        now,
+                    )? {
+                        None => existing.clone().unwrap_or_default(),
+                        Some((pems, why)) => {
+                            let event = Note {
+                                warning: false,
+                                reason: format!("SubCA{}", why.verb()),
+                                message: format!(
+                                    "interception sub-CA {} from Secret {reference:?} ({why:?}); clients keep trusting the root",
+                                    why.verb().to_lowercase(),
+                                ),
+                            };
+                            plan.steps.push(secret_step(
+                                names.intercept_ca(),
+                                &pems,
+                                pems.annotations.clone(),
+                                Some(event),
+                            ));
+                            pems
+                        }
+                    };
+                    renewals.push(certs::renewal_at(&sub_ca.cert));
+                    plan.intercept_ca_not_after = egress_pki::inspect(&sub_ca.cert)
+                        .ok()
+                        .and_then(|i| jiff::Timestamp::try_from(i.not_after).ok())
+                        .map(|t| t.to_string());
+                    intercept_roots = Some(sub_ca.ca);
+                    intercept = Some(Ok(()));
+                }
+                Err((reason, message)) => {
+                    let already = proxy
+                        .status
+                        .iter()
+                        .flat_map(|s| &s.conditions)
+                        .any(|c| c.type_ == CERTIFICATE_READY && c.reason == reason);
+                    if !already {
+                        plan.events.push(Note {
+                            warning: true,
+                            reason: "ParentCARefused".to_owned(),
+                            message: message.clone(),
+                        });
+                    }
+                    // The sub-CA issued before keeps serving.
+                    let keeping = match existing {
+                        Some(previous) => {
+                            intercept_roots = Some(previous.ca.clone());
+                            " The sub-CA issued before keeps serving."
+                        }
+                        None => " Intercepted tunnels fail until this is fixed.",
+                    };
+                    intercept = Some(Err((reason, format!("{message}.{keeping}"))));
+                }
+            },
+        }
+    }
+
+    plan.conditions.push(if !unreadable.is_empty() {
+        Wanted::no(
+            CERTIFICATE_READY,
+            "SecretUnreadable",
+            format!(
+                "{}: they are left as they are (a new certificate could replace a good one); the operator retries",
+                unreadable.join("; ")
+            ),
+        )
+    } else {
+        match intercept {
+            None => Wanted::yes(
+                CERTIFICATE_READY,
+                "Issued",
+                format!(
+                    "listener certificate in Secret {} (interception is off)",
+                    names.tls()
+                ),
+            ),
+            Some(Ok(())) => Wanted::yes(
+                CERTIFICATE_READY,
+                "Issued",
+                format!(
+                    "listener certificate in Secret {} and interception sub-CA in Secret {} (expires {})",
+                    names.tls(),
+                    names.intercept_ca(),
+                    plan.intercept_ca_not_after.as_deref().unwrap_or("?")
+                ),
+            ),
+            Some(Err((reason, message))) => Wanted::no(CERTIFICATE_READY, reason, message),
+        }
+    });
+    Ok(Certificates {
+        listener_ca: listener_ca.map(|ca| ca.cert),
+        intercept_roots,
+        renewals,
+    })
+}
+
+/// The parent CA loaded, its identity and the Secret's name; or why it
+/// cannot be used.
+fn parent(
+    proxy: &EgressProxy,
+    snapshot: &Snapshot,
+    names: &Names,
+    now: SystemTime,
+) -> Result<(egress_pki::Parent, String, String), (&'static str, String)> {
+    let Some(reference) = &proxy.spec.tls_interception.ca_secret_ref else {
+        return Err((
+            "CASecretNotSet",
+            "spec.tlsInterception.enabled is true but spec.tlsInterception.caSecretRef is not set: name a Secret holding tls.crt and tls.key of a CA allowed to sign one more level of CA".to_owned(),
+        ));
+    };
+    let name = &reference.name;
+    let parent = match snapshot.parent.clone().unwrap_or(Ok(None)) {
+        Err(why) => {
+            return Err((
+                "CASecretUnreadable",
+                format!(
+                    "Secret {name:?} (spec.tlsInterception.caSecretRef.name) cannot be read: {why}"
+                ),
+            ));
+        }
+        Ok(None) => {
+            return Err((
+                "CASecretNotFound",
+                format!(
+                    "Secret {name:?} (spec.tlsInterception.caSecretRef.name) does not exist in namespace {:?}: create it with tls.crt and tls.key (cert-manager's CA layout), optionally ca.crt",
+                    names.namespace
+                ),
+            ));
+        }
+        Ok(Some(parent)) => parent,
+    };
+    if parent.cert.is_empty() || parent.key.is_empty() {
+        return Err((
+            "CASecretIncomplete",
+            format!("Secret {name:?} must hold tls.crt and tls.key (PEM) of the parent CA"),
+        ));
+    }
+    let chain = (!parent.ca.is_empty()).then_some(parent.ca.as_str());
+    let loaded =
+        egress_pki::Parent::load(&parent.cert, &parent.key, chain, now).map_err(|error| {
+            (
+                error.reason(),
+                format!("the CA in Secret {name:?} cannot be used: {error}"),
+            )
+        })?;
+    Ok((loaded, certs::parent_id(name, &parent.cert), name.clone()))
+}
+
+/// The gateway's objects; a failure of any of them is a failure to serve.
+/// `destination_ca`: `None` when the bundle cannot be used (the Deployment is
+/// then left out), `Some(bundle)` otherwise.
+fn plan_gateway(
+    proxy: &EgressProxy,
+    settings: &Settings,
+    names: &Names,
+    destination_ca: Option<Option<String>>,
+    plan: &mut Plan,
+) {
+    let deployment = destination_ca
+        .map(|ca| Object::Deployment(render::deployment(proxy, settings, ca.as_deref())));
+    let objects = [
+        Object::ServiceAccount(render::service_account(proxy)),
+        Object::Role(render::role(proxy)),
+        Object::RoleBinding(render::role_binding(proxy)),
+        Object::ClusterRoleBinding(render::pod_reader_binding(proxy)),
+        Object::Service(render::service(proxy)),
+    ]
+    .into_iter()
+    .chain(deployment)
+    .chain([
+        match render::pod_disruption_budget(proxy) {
+            Some(pdb) => Object::PodDisruptionBudget(pdb),
+            None => Object::RemovePodDisruptionBudget(names.workload()),
+        },
+        match render::autoscaler(proxy) {
+            Some(hpa) => Object::HorizontalPodAutoscaler(hpa),
+            None => Object::RemoveHorizontalPodAutoscaler(names.workload()),
+        },
+    ]);
+    plan.steps.extend(objects.map(|object| Step {
+        object,
+        condition: READY,
+        event: None,
+    }));
+}
+
+/// A step that could not be applied, and the API server's answer.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// `Kind name` of the object.
+    pub object: String,
+    /// The condition it turns false.
+    pub condition: &'static str,
+    /// What the API server said.
+    pub error: String,
+}
+
+/// The proxy's status once the plan has been applied with `failures`, the
+/// gateway Deployment as last seen (applied, or read before), and the
+/// events that say what failed (once per new failure, not on every retry).
+pub fn outcome(
+    proxy: &EgressProxy,
+    plan: &Plan,
+    failures: &[Failure],
+    deployment: Option<&Deployment>,
+    now: jiff::Timestamp,
+) -> (EgressProxyStatus, Vec<Note>) {
+    let names = Names::of(proxy);
+    let namespace = &names.namespace;
+    let old = proxy.status.clone().unwrap_or_default();
+    let mut wanted = plan.conditions.clone();
+    let policy_written = !failures.iter().any(|f| f.condition == POLICY_COMPILED);
+    let policy_hash = if policy_written {
+        plan.policy_hash.clone()
+    } else {
+        plan.rendered_policy_hash.clone()
+    };
+    let (ready, progressing) = match deployment {
+        Some(deployment) => rollout(deployment),
+        None => (
+            0,
+            Wanted::yes(
+                PROGRESSING,
+                "NoDeployment",
+                format!("Deployment {} does not exist yet", names.workload()),
+            ),
+        ),
+    };
+    wanted.push(progressing);
+    wanted.push(readiness(&names, policy_hash.as_deref(), ready, deployment));
+    let mut events = Vec::new();
+    for condition in [POLICY_COMPILED, CERTIFICATE_READY, READY] {
+        let failed: Vec<&Failure> = failures
+            .iter()
+            .filter(|f| f.condition == condition)
+            .collect();
+        if failed.is_empty() {
+            continue;
+        }
+        let listed: Vec<String> = failed
+            .iter()
+            .map(|f| format!("{}: {}", f.object, f.error))
+            .collect();
+        let what = if condition == READY {
+            format!(
+                " {ready} gateway pods ready; what runs keeps serving while the operator retries"
+            )
+        } else {
+            " What was applied before stays in place while the operator retries".to_owned()
+        };
+        let message = format!(
+            "{} could not be applied: {}.{what}. If the API server says forbidden, the operator's RBAC (the chart's ClusterRole) lacks a permission.",
+            if failed.len() == 1 {
+                "1 object".to_owned()
+            } else {
+                format!("{} objects", failed.len())
+            },
+            listed.join("; ")
+        );
+        let already = old
+            .conditions
+            .iter()
+            .any(|c| c.type_ == condition && c.reason == "ApplyFailed" && c.message == message);
+        if !already {
+            events.push(Note {
+                warning: true,
+                reason: "ApplyFailed".to_owned(),
+                message: message.clone(),
+            });
+        }
+        wanted.retain(|w| w.type_ != condition);
+        wanted.push(Wanted::no(condition, "ApplyFailed", message));
+    }
+    let listeners = &proxy.spec.listeners;
+    let status = EgressProxyStatus {
+        observed_generation: proxy.metadata.generation,
+        conditions: conditions::merge(&old.conditions, &wanted, proxy.metadata.generation, now),
+        endpoints: Some(Endpoints {
+            http: format!(
+                "http://{}.{namespace}.svc:{}",
+                names.proxy, listeners.http_port
+            ),
+            https: format!(
+                "https://{}.{namespace}.svc:{}",
+                names.proxy, listeners.https_port
+            ),
+        }),
+        policy_hash,
+        intercept_ca_not_after: plan.intercept_ca_not_after.clone(),
+        ready_replicas: ready,
+        // `status.clients` is the clients reconciler's (its own field
+        // manager): compared as it is, never applied from here.
+        clients: old.clients.clone(),
+    };
+    (status, events)
+}
+
+/// Ready pods, and whether a rollout is under way.
+fn rollout(deployment: &Deployment) -> (i32, Wanted) {
+    let desired = deployment.spec.replicas.unwrap_or(1);
+    let status = deployment.status.clone().unwrap_or_default();
+    let ready = status.ready_replicas.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0);
+    let current = status.observed_generation >= deployment.metadata.generation;
+    let progressing = if current && updated >= desired && status.replicas.unwrap_or(0) == updated {
+        Wanted::no(
+            PROGRESSING,
+            "Stable",
+            format!("{updated} of {desired} gateway pods run the current template"),
+        )
+    } else {
+        Wanted::yes(
+            PROGRESSING,
+            "RollingOut",
+            format!("{updated} of {desired} gateway pods updated, {ready} ready"),
+        )
+    };
+    (ready, progressing)
+}
+
+fn readiness(
+    names: &Names,
+    policy: Option<&str>,
+    ready: i32,
+    deployment: Option<&Deployment>,
+) -> Wanted {
+    let desired = deployment.and_then(|d| d.spec.replicas).unwrap_or(1);
+    match policy {
+        None => Wanted::no(
+            READY,
+            "NoPolicy",
+            "no valid policy has been rendered yet: see the PolicyCompiled condition",
+        ),
+        Some(_) if ready == 0 => Wanted::no(
+            READY,
+            "NoReadyPods",
+            format!(
+                "0 of {desired} gateway pods are ready: kubectl -n {} describe deployment/{}",
+                names.namespace, names.proxy
+            ),
+        ),
+        Some(hash) => Wanted::yes(
+            READY,
+            "Serving",
+            format!("{ready} of {desired} gateway pods ready with policy {hash}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    use super::*;
+    use crate::render::tests::settings;
+
+    fn proxy(yaml: &str) -> EgressProxy {
+        let mut proxy = render::tests::proxy(yaml);
+        proxy.metadata.generation = Some(3);
+        proxy
+    }
+
+    const PLAIN: &str = "configurationRef: {name: seed}\nreplicas: 2\n";
+    const INTERCEPTING: &str = "configurationRef: {name: seed}\ntlsInterception: {enabled: true, caSecretRef: {name: user-ca}}\n";
+
+    fn configuration() -> Named<ProxyConfigurationSpec> {
+        let spec = serde_saphyr::from_str(
+            "defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}",
+        )
+        .expect("configuration");
+        Named::new("seed".to_owned(), spec)
+    }
+
+    /// A proxy seen for the first time: nothing exists.
+    fn fresh() -> Snapshot {
+        Snapshot {
+            configuration: Some(configuration()),
+            groups: Vec::new(),
+            rendered_policy_hash: Ok(None),
+            listener_ca: Ok(None),
+            serving: Ok(None),
+            sub_ca: Ok(None),
+            parent: None,
+            deployment: Ok(None),
+            destination_ca: None,
+        }
+    }
+
+    /// A parent CA Secret as users bring it (may sign one more level).
+    fn parent_pems() -> Pems {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "user root");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key).expect("parent").pem();
+        Pems {
+            cert,
+            key: key.serialize_pem(),
+            ..Pems::default()
+        }
+    }
+
+    fn described(plan: &Plan) -> Vec<String> {
+        plan.steps.iter().map(|s| s.object.describe()).collect()
+    }
+
+    fn wanted<'a>(plan: &'a Plan, type_: &str) -> &'a Wanted {
+        plan.conditions
+            .iter()
+            .find(|w| w.type_ == type_)
+            .expect("condition planned")
+    }
+
+    fn condition<'a>(status: &'a EgressProxyStatus, type_: &str) -> &'a Condition {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .expect("condition set")
+    }
+
+    /// The Secret a step writes, as the API server would return it.
+    fn written(plan: &Plan, name: &str) -> Pems {
+        plan.steps
+            .iter()
+            .find_map(|s| match &s.object {
+                Object::Secret(secret) if secret.name_any() == name => Some(certs::pems_of(secret)),
+                _ => None,
+            })
+            .expect("secret written")
+    }
+
+    fn deployment(desired: i32, generation: i64, status: DeploymentStatus) -> Deployment {
+        let mut d = Deployment {
+            spec: DeploymentSpec {
+                replicas: Some(desired),
+                ..DeploymentSpec::default()
+            },
+            status: Some(status),
+            ..Deployment::default()
+        };
+        d.metadata.generation = Some(generation);
+        d
+    }
+
+    fn settled(replicas: i32) -> Deployment {
+        deployment(
+            replicas,
+            2,
+            DeploymentStatus {
+                observed_generation: Some(2),
+                replicas: Some(replicas),
+                updated_replicas: Some(replicas),
+                ready_replicas: Some(replicas),
+                ..DeploymentStatus::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_new_proxy_gets_every_object_policy_first() {
+        let planned = plan(&proxy(PLAIN), &fresh(), &settings(), SystemTime::now()).expect("plan");
+        assert_eq!(
+            described(&planned),
+            [
+                "ConfigMap egress-policy",
+                "Secret egress-listener-ca",
+                "Secret egress-tls",
+                "ConfigMap egress-trust-bundle",
+                "ServiceAccount egress",
+                "Role egress",
+                "RoleBinding egress",
+                "ClusterRoleBinding egress-gateway:team-a:egress",
+                "Service egress",
+                "Deployment egress",
+                "PodDisruptionBudget egress",
+                "HorizontalPodAutoscaler (removal) egress",
+            ]
+        );
+        assert_eq!(
+            planned.steps[0].event.as_ref().map(|n| n.reason.as_str()),
+            Some("PolicyRendered")
+        );
+        assert!(wanted(&planned, POLICY_COMPILED).status);
+        assert_eq!(wanted(&planned, CERTIFICATE_READY).reason, "Issued");
+        // Every certificate is months from renewal: the hourly look.
+        assert_eq!(planned.requeue, RECHECK);
+    }
+
+    #[test]
+    fn what_is_still_good_is_not_written_again() {
+        let first = plan(&proxy(PLAIN), &fresh(), &settings(), SystemTime::now()).expect("plan");
+        let policy_hash = first.policy_hash.clone();
+        let snapshot = Snapshot {
+            rendered_policy_hash: Ok(policy_hash),
+            listener_ca: Ok(Some(written(&first, "egress-listener-ca"))),
+            serving: Ok(Some(written(&first, "egress-tls"))),
+            ..fresh()
+        };
+        let again = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
+        let steps = described(&again);
+        assert!(!steps.iter().any(|s| s.starts_with("Secret")), "{steps:?}");
+        assert!(again.steps[0].event.is_none(), "the same policy: no event");
+    }
+
+    #[test]
+    fn a_policy_that_does_not_compile_keeps_the_last_good_one() {
+        let snapshot = Snapshot {
+            configuration: None,
+            rendered_policy_hash: Ok(Some("sha256:good".to_owned())),
+            ..fresh()
+        };
+        let kept = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
+        assert!(!described(&kept).contains(&"ConfigMap egress-policy".to_owned()));
+        let compiled = wanted(&kept, POLICY_COMPILED);
+        assert_eq!(
+            (compiled.status, compiled.reason),
+            (false, "ConfigurationNotFound")
+        );
+        assert!(
+            compiled
+                .message
+                .contains("The last good policy sha256:good keeps serving")
+        );
+        assert_eq!(kept.policy_hash.as_deref(), Some("sha256:good"));
+        // The rest is planned as usual.
+        assert!(described(&kept).contains(&"Deployment egress".to_owned()));
+
+        let never = Snapshot {
+            configuration: None,
+            ..fresh()
+        };
+        let unserved = plan(&proxy(PLAIN), &never, &settings(), SystemTime::now()).expect("plan");
+        assert!(
+            wanted(&unserved, POLICY_COMPILED)
+                .message
+                .contains("No policy has been rendered yet")
+        );
+        let (status, _) = outcome(
+            &proxy(PLAIN),
+            &unserved,
+            &[],
+            Some(&settled(2)),
+            jiff::Timestamp::now(),
+        );
+        assert_eq!(condition(&status, READY).reason, "NoPolicy");
+    }
+
+    #[test]
+    fn a_certificate_secret_that_cannot_be_read_is_not_replaced() {
+        let snapshot = Snapshot {
+            listener_ca: Err("connection refused".to_owned()),
+            ..fresh()
+        };
+        let planned = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
+        let steps = described(&planned);
+        assert!(!steps.iter().any(|s| s.starts_with("Secret")), "{steps:?}");
+        assert!(
+            !steps.contains(&"ConfigMap egress-trust-bundle".to_owned()),
+            "no bundle without the listener CA"
+        );
+        let ready = wanted(&planned, CERTIFICATE_READY);
+        assert_eq!((ready.status, ready.reason), (false, "SecretUnreadable"));
+        assert!(
+            ready
+                .message
+                .contains("Secret egress-listener-ca: connection refused")
+        );
+        assert!(steps.contains(&"Deployment egress".to_owned()));
+        assert!(wanted(&planned, POLICY_COMPILED).status);
+    }
+
+    #[test]
+    fn interception_derives_a_sub_ca_and_a_refused_parent_keeps_the_last_one() {
+        let now = SystemTime::now();
+        let parent = parent_pems();
+        let snapshot = Snapshot {
+            parent: Some(Ok(Some(parent.clone()))),
+            ..fresh()
+        };
+        let issued = plan(&proxy(INTERCEPTING), &snapshot, &settings(), now).expect("plan");
+        let sub_ca = written(&issued, "egress-intercept-ca");
+        assert!(sub_ca.ca.contains(parent.cert.trim()));
+        let step = issued
+            .steps
+            .iter()
+            .find(|s| s.object.describe() == "Secret egress-intercept-ca")
+            .expect("sub-CA step");
+        assert_eq!(
+            step.event.as_ref().map(|n| n.reason.as_str()),
+            Some("SubCAIssued")
+        );
+        assert!(issued.intercept_ca_not_after.is_some());
+        assert!(wanted(&issued, CERTIFICATE_READY).status);
+
+        // The parent's Secret loses its key: the sub-CA issued before stays
+        // in the trust bundle, and one warning says why.
+        let broken = Snapshot {
+            parent: Some(Ok(Some(Pems {
+                key: String::new(),
+                ..parent
+            }))),
+            sub_ca: Ok(Some(sub_ca.clone())),
+            ..fresh()
+        };
+        let mut intercepting = proxy(INTERCEPTING);
+        let refused = plan(&intercepting, &broken, &settings(), now).expect("plan");
+        let ready = wanted(&refused, CERTIFICATE_READY);
+        assert_eq!((ready.status, ready.reason), (false, "CASecretIncomplete"));
+        assert!(
+            ready
+                .message
+                .contains("The sub-CA issued before keeps serving")
+        );
+        assert!(!described(&refused).contains(&"Secret egress-intercept-ca".to_owned()));
+        let bundle = refused
+            .steps
+            .iter()
+            .find_map(|s| match &s.object {
+                Object::ConfigMap(cm) if cm.name_any() == "egress-trust-bundle" => cm.data.clone(),
+                _ => None,
+            })
+            .expect("trust bundle");
+        assert_eq!(bundle["intercept-ca.pem"], sub_ca.ca);
+        assert_eq!(refused.events.len(), 1);
+        assert_eq!(refused.events[0].reason, "ParentCARefused");
+        // Reported already: no second warning.
+        let (status, _) = outcome(&intercepting, &refused, &[], None, jiff::Timestamp::now());
+        intercepting.status = Some(status);
+        let again = plan(&intercepting, &broken, &settings(), now).expect("plan");
+        assert!(again.events.is_empty());
+
+        // Unreadable (say, forbidden) and missing parents say so.
+        for (read, reason) in [
+            (Err("forbidden".to_owned()), "CASecretUnreadable"),
+            (Ok(None), "CASecretNotFound"),
+        ] {
+            let snapshot = Snapshot {
+                parent: Some(read),
+                ..fresh()
+            };
+            let refused = plan(&proxy(INTERCEPTING), &snapshot, &settings(), now).expect("plan");
+            let ready = wanted(&refused, CERTIFICATE_READY);
+            assert_eq!((ready.status, ready.reason), (false, reason));
+            assert!(
+                ready
+                    .message
+                    .contains("Intercepted tunnels fail until this is fixed")
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_object_fails_its_own_condition_and_the_rest_stand() {
+        let p = proxy(PLAIN);
+        let planned = plan(&p, &fresh(), &settings(), SystemTime::now()).expect("plan");
+        let failures = [Failure {
+            object: "ClusterRoleBinding egress-gateway:team-a:egress".to_owned(),
+            condition: READY,
+            error: "forbidden: attempting to grant RBAC permissions not currently held".to_owned(),
+        }];
+        let (status, events) = outcome(&p, &planned, &failures, None, jiff::Timestamp::now());
+        let ready = condition(&status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "ApplyFailed")
+        );
+        assert!(
+            ready
+                .message
+                .contains("ClusterRoleBinding egress-gateway:team-a:egress: forbidden")
+        );
+        assert!(ready.message.contains("RBAC"));
+        assert_eq!(condition(&status, CERTIFICATE_READY).status, "True");
+        assert_eq!(condition(&status, POLICY_COMPILED).status, "True");
+        assert_eq!(condition(&status, PROGRESSING).reason, "NoDeployment");
+        assert_eq!(events.len(), 1);
+        assert_eq!(
+            (events[0].warning, events[0].reason.as_str()),
+            (true, "ApplyFailed")
+        );
+        assert_eq!(status.observed_generation, Some(3));
+
+        // The same failure again: the status says it, no new event.
+        let mut seen = p.clone();
+        seen.status = Some(status);
+        let (_, events) = outcome(&seen, &planned, &failures, None, jiff::Timestamp::now());
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn a_policy_that_cannot_be_written_is_not_reported_as_served() {
+        let snapshot = Snapshot {
+            rendered_policy_hash: Ok(Some("sha256:old".to_owned())),
+            ..fresh()
+        };
+        let p = proxy(PLAIN);
+        let planned = plan(&p, &snapshot, &settings(), SystemTime::now()).expect("plan");
+        let failures = [Failure {
+            object: "ConfigMap egress-policy".to_owned(),
+            condition: POLICY_COMPILED,
+            error: "request entity too large".to_owned(),
+        }];
+        let (status, _) = outcome(
+            &p,
+            &planned,
+            &failures,
+            Some(&settled(2)),
+            jiff::Timestamp::now(),
+        );
+        assert_eq!(status.policy_hash.as_deref(), Some("sha256:old"));
+        assert_eq!(condition(&status, POLICY_COMPILED).reason, "ApplyFailed");
+        let ready = condition(&status, READY);
+        assert_eq!(ready.reason, "Serving");
+        assert!(ready.message.contains("sha256:old"), "{}", ready.message);
+    }
+
+    #[test]
+    fn a_destination_ca_bundle_that_cannot_be_used_leaves_the_deployment_alone() {
+        let p = proxy(
+            "configurationRef: {name: seed}\ndestinations: {caBundleRef: {name: internal-roots}}",
+        );
+        let bundle = parent_pems().cert;
+        for (read, reason) in [
+            (Ok(None), "CABundleNotFound"),
+            (Err("forbidden".to_owned()), "CABundleUnreadable"),
+            (Ok(Some("not a certificate".to_owned())), "CABundleInvalid"),
+        ] {
+            let snapshot = Snapshot {
+                destination_ca: Some(read),
+                ..fresh()
+            };
+            let planned = plan(&p, &snapshot, &settings(), SystemTime::now()).expect("plan");
+            let steps = described(&planned);
+            assert!(
+                !steps.contains(&"Deployment egress".to_owned()),
+                "{steps:?}"
+            );
+            assert!(steps.contains(&"Service egress".to_owned()), "{steps:?}");
+            let ready = wanted(&planned, CERTIFICATE_READY);
+            assert_eq!((ready.status, ready.reason), (false, reason));
+            assert!(
+                ready.message.contains("internal-roots"),
+                "{}",
+                ready.message
+            );
+            assert!(ready.message.contains("Deployment egress is left as it is"));
+        }
+        let usable = Snapshot {
+            destination_ca: Some(Ok(Some(bundle))),
+            ..fresh()
+        };
+        let planned = plan(&p, &usable, &settings(), SystemTime::now()).expect("plan");
+        assert!(described(&planned).contains(&"Deployment egress".to_owned()));
+        assert!(wanted(&planned, CERTIFICATE_READY).status);
+    }
+
+    #[test]
+    fn readiness_needs_a_policy_and_a_ready_pod() {
+        let d = settled(2);
+        let (ready, progressing) = rollout(&d);
+        assert_eq!(ready, 2);
+        assert_eq!((progressing.status, progressing.reason), (false, "Stable"));
+        let names = Names::of(&proxy(PLAIN));
+        let serving = readiness(&names, Some("sha256:1"), ready, Some(&d));
+        assert_eq!((serving.status, serving.reason), (true, "Serving"));
+        assert!(serving.message.contains("2 of 2"), "{}", serving.message);
+        let no_policy = readiness(&names, None, ready, Some(&d));
+        assert_eq!((no_policy.status, no_policy.reason), (false, "NoPolicy"));
+        let none_ready = readiness(&names, Some("sha256:1"), 0, Some(&d));
+        assert_eq!(none_ready.reason, "NoReadyPods");
+        assert!(
+            none_ready
+                .message
+                .contains("kubectl -n team-a describe deployment/egress")
+        );
+    }
+
+    #[test]
+    fn a_new_template_or_missing_pods_is_progress() {
+        let behind = deployment(
+            2,
+            3,
+            DeploymentStatus {
+                observed_generation: Some(2),
+                replicas: Some(2),
+                updated_replicas: Some(2),
+                ready_replicas: Some(2),
+                ..DeploymentStatus::default()
+            },
+        );
+        assert_eq!(rollout(&behind).1.reason, "RollingOut");
+        let surging = deployment(
+            2,
+            3,
+            DeploymentStatus {
+                observed_generation: Some(3),
+                replicas: Some(3),
+                updated_replicas: Some(1),
+                ready_replicas: Some(2),
+                ..DeploymentStatus::default()
+            },
+        );
+        let (ready, progressing) = rollout(&surging);
+        assert_eq!((ready, progressing.status), (2, true));
+        assert!(
+            progressing.message.contains("1 of 2"),
+            "{}",
+            progressing.message
+        );
+    }
+}
