@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The gateway beside Squid and direct access, under the same load, in the same
-# runs: ../shared/bench/peer-proxies.sh with the gateway as its candidate.
+# runs: bench/peer-proxies.sh (which installs Squid, tinyproxy, nginx, hey and wrk
+# with apt-get when missing) with the gateway as its candidate.
 #
 #   bench/peer-bench.sh [OUT_DIR]        (root; about 8 minutes; default OUT_DIR bench/results)
 #
@@ -13,7 +14,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 out=${1:-$here/results}
-peer=${PEER_SCRIPT:-$repo/../shared/bench/peer-proxies.sh}
+peer=${PEER_SCRIPT:-$here/peer-proxies.sh}
 [[ -x $peer || -f $peer ]] || { echo "peer script not found: $peer (set PEER_SCRIPT)" >&2; exit 1; }
 mkdir -p "$out"
 

@@ -14,13 +14,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use egress_e2e::ControlPlane;
 use egress_e2e::chart::{Release, RenderedGateway};
+use egress_e2e::product::{Output, Running};
 
 /// Namespace of the chart and the operator.
 pub const RELEASE_NAMESPACE: &str = "egress-system";
@@ -103,29 +104,6 @@ pub struct Binaries {
     pub gateway: PathBuf,
 }
 
-/// A process the demo started; killed when dropped.
-#[derive(Debug)]
-struct Process {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .stderr(Stdio::null())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Everything running, and what a client needs.
 #[derive(Debug)]
 pub struct Demo {
@@ -138,7 +116,16 @@ pub struct Demo {
     pub client_env: Vec<(String, String)>,
     kubeconfig: PathBuf,
     kubectl: PathBuf,
-    processes: Vec<Process>,
+    processes: Vec<(&'static str, Running)>,
+}
+
+impl Drop for Demo {
+    /// Stops what it started, last first, each given time to drain.
+    fn drop(&mut self) {
+        while let Some((_, process)) = self.processes.pop() {
+            process.stop(Duration::from_secs(5));
+        }
+    }
 }
 
 /// Reports progress.
@@ -373,7 +360,8 @@ Ctrl-C stops everything.
     }
 
     /// Starts a process logging to `<dir>/<name>.log` (stdout to `stdout`
-    /// when given).
+    /// when given, else `<dir>/<name>-stdout.log`) and waits until it
+    /// announces its admin listener.
     fn spawn(
         &mut self,
         name: &'static str,
@@ -382,23 +370,12 @@ Ctrl-C stops everything.
         env: &[(String, String)],
         stdout: Option<PathBuf>,
     ) -> anyhow::Result<()> {
-        let log = self.dir.join(format!("{name}.log"));
-        let stderr = fs::File::create(&log).context("log file")?;
-        let stdout = match stdout {
-            Some(file) => fs::File::create(file).context("log file")?,
-            None => stderr.try_clone().context("log file")?,
+        let output = Output {
+            stdout: stdout.unwrap_or_else(|| self.dir.join(format!("{name}-stdout.log"))),
+            stderr: self.dir.join(format!("{name}.log")),
         };
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "SIGKILL", "--"])
-            .arg(binary)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("cannot start {}", binary.display()))?;
-        self.processes.push(Process { name, child, log });
+        let running = Running::start(binary, args, env, output).map_err(anyhow::Error::msg)?;
+        self.processes.push((name, running));
         Ok(())
     }
 
@@ -429,23 +406,20 @@ Ctrl-C stops everything.
     fn wait_ready(&mut self, name: &str, admin: u16) -> anyhow::Result<()> {
         let started = Instant::now();
         while !egress_e2e::http_ok(admin, "/readyz") {
-            let process = self
+            let (_, process) = self
                 .processes
                 .iter_mut()
-                .find(|p| p.name == name)
+                .find(|(n, _)| *n == name)
                 .context("not started")?;
-            if let Ok(Some(status)) = process.child.try_wait() {
-                bail!(
-                    "{name} exited ({status}); see {}:\n{}",
-                    process.log.display(),
-                    tail(&process.log)
-                );
+            let log = process.output.stderr.clone();
+            if !process.is_running() {
+                bail!("{name} exited; see {}:\n{}", log.display(), tail(&log));
             }
             if started.elapsed() > Duration::from_secs(60) {
                 bail!(
                     "{name} was not ready after 60 s; see {}:\n{}",
-                    process.log.display(),
-                    tail(&process.log)
+                    log.display(),
+                    tail(&log)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));

@@ -14,6 +14,7 @@
 pub mod chart;
 pub mod node;
 mod process;
+pub mod product;
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};

@@ -49,14 +49,7 @@ pub enum SourceKind {
     Kubernetes,
 }
 
-/// Diagnostics log format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Plain,
-    /// One JSON object per line.
-    Json,
-}
+pub use egress_runtime::log::LogFormat;
 
 /// Flags of `run`.
 #[derive(Clone, Debug, ClapArgs)]

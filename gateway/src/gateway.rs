@@ -14,18 +14,19 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::metrics::{DecisionLabels, ListenerLabels, Metrics};
 use crate::args::LimitArgs;
-use crate::decision_log::DecisionLog;
-use crate::dns::Resolver;
 use crate::error::Error;
 use crate::http_util::{Body, denied, text_response};
-use crate::identity::Identities;
-use crate::kube_source::Health;
-use crate::metrics::{DecisionLabels, ListenerLabels, Metrics};
-use crate::pipeline::{Client, Exchange, Finished, Guard, Resolve, Stop};
-use crate::policy_store::PolicyStore;
+use crate::pipeline::decision_log::DecisionLog;
+use crate::pipeline::{Exchange, Finished, Guard, Resolve, Stop, Stopped};
+use crate::request::{Client, Protocol, Target};
+use crate::sources::health::Health;
+use crate::sources::identity::Identities;
+use crate::sources::policy_store::PolicyStore;
 use crate::tls::ServingCert;
 use crate::tls::authority::InterceptAuthority;
+use crate::upstream::dns::Resolver;
 
 /// Shared state.
 #[derive(Debug)]
@@ -62,7 +63,7 @@ pub struct Gateway {
     pub tasks: TaskTracker,
     /// The threads spliced tunnels run on.
     #[cfg(target_os = "linux")]
-    pub relays: crate::relay_loop::RelayLoops,
+    pub relays: crate::relay::loops::RelayLoops,
     /// Cancelled on the stop signal: not ready, keep-alive clients asked to
     /// reconnect, connections still accepted (`--shutdown-delay`).
     pub draining: CancellationToken,
@@ -128,6 +129,38 @@ impl Gateway {
         }
     }
 
+    /// A request that arrives now, to be decided by the policy in force:
+    /// `path_and_query` for an HTTP request (its logged URL follows the
+    /// policy's query-string setting), `None` for a CONNECT (`host:port`).
+    /// Refused when no policy is loaded yet.
+    pub fn arrived(
+        &self,
+        client: &Client,
+        method: &str,
+        target: &Target,
+        protocol: Protocol,
+        path_and_query: Option<&str>,
+    ) -> Result<Exchange, Error> {
+        let policy = self.policy.current().ok_or(Error::NoPolicy)?;
+        let url = match path_and_query {
+            Some(path_and_query) => {
+                let with_query = policy.proxy().settings().log_query_strings;
+                target.logged_url(protocol, path_and_query, with_query)
+            }
+            None => target.authority(),
+        };
+        Ok(Exchange::new(
+            policy,
+            self.cluster_name.clone(),
+            client,
+            method,
+            target,
+            protocol,
+            url,
+            jiff::Timestamp::now(),
+        ))
+    }
+
     /// Counts a failure.
     pub fn count(&self, error: &Error) {
         self.metrics.error(error.side().as_str(), error.reason());
@@ -153,7 +186,7 @@ impl Gateway {
     }
 
     /// Answers and logs a request that stopped before reaching the destination.
-    pub fn stopped(&self, exchange: Exchange, stop: Stop, http1: bool) -> Response<Body> {
+    pub fn stopped(&self, Stopped(exchange, stop): Stopped, http1: bool) -> Response<Body> {
         match stop {
             Stop::Denied => {
                 self.record(exchange.finish(403, 0, 0, None));

@@ -8,40 +8,29 @@
 //! `egress-policy` crate's business; this crate must not decide anything the
 //! policy crate can decide as a pure function.
 //!
-//! A request flows [`server`] -> [`handler`] -> [`connect`] (then [`relay`] or
-//! [`intercept`]) or [`forward`]; both end in [`http_exchange`] for HTTP. The
-//! decision sequence is [`pipeline`], which `policy eval` drives too. The
-//! policy comes from a source ([`file_source`]) through [`policy_store`]; every
-//! failure is an [`error::Error`].
+//! The parts, each a folder: [`listeners`] (accepting, and what kind of
+//! request each is), [`pipeline`] (the decision sequence, which `policy
+//! eval` drives too, and the decision log), [`upstream`] (DNS, connections
+//! and HTTP to the destination), [`relay`] (tunnels and upgraded
+//! connections), [`tls`] (interception and the HTTPS listener's
+//! certificate), [`sources`] (policy, certificates and pod identity, from
+//! files or the API) and [`admin`] (probes and metrics). [`request`] holds the
+//! words they share, [`gateway`] the state they share; every failure is an
+//! [`error::Error`].
 
 pub mod admin;
 pub mod args;
-pub mod connect;
-pub mod decision_log;
 pub mod dev;
-pub mod dns;
 pub mod error;
-pub mod file_source;
-pub mod forward;
 pub mod framing;
 pub mod gateway;
-pub mod handler;
-pub mod http_exchange;
 pub mod http_util;
-pub mod identity;
-pub mod idle;
-pub mod intercept;
-pub mod kube_source;
-pub mod metrics;
+pub mod listeners;
 pub mod pipeline;
 pub mod policy_cli;
-pub mod policy_store;
 pub mod relay;
-#[cfg(target_os = "linux")]
-pub mod relay_loop;
-pub mod server;
-#[cfg(target_os = "linux")]
-pub mod splice;
+pub mod request;
+pub mod sources;
 pub mod tls;
 pub mod upstream;
 
@@ -55,17 +44,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::metrics::Metrics;
 use crate::args::{RunArgs, SourceKind};
-use crate::decision_log::DecisionLog;
-use crate::dns::{Pin, Resolver};
 use crate::gateway::Gateway;
-use crate::identity::Identities;
-use crate::kube_source::Health;
-use crate::metrics::Metrics;
-use crate::pipeline::{Guard, Listener};
-use crate::policy_store::PolicyStore;
+use crate::pipeline::Guard;
+use crate::pipeline::decision_log::DecisionLog;
+use crate::request::Listener;
+use crate::sources::health::Health;
+use crate::sources::identity::Identities;
+use crate::sources::policy_store::PolicyStore;
 use crate::tls::ServingCert;
 use crate::tls::authority::InterceptAuthority;
+use crate::upstream::dns::{Pin, Resolver};
 
 /// Options only the `dev` command sets.
 #[derive(Clone, Debug, Default)]
@@ -75,7 +65,7 @@ pub struct DevOptions {
 }
 
 /// Each connection holds up to two sockets (client and upstream), and
-/// spliced tunnels share up to `splice::MAX_PIPES` pipes. Raises the
+/// spliced tunnels share up to `relay::splice::MAX_PIPES` pipes. Raises the
 /// soft open-file limit to the hard one, as Go programs and nginx's
 /// `worker_rlimit_nofile` do, and warns when even that cannot hold
 /// `--max-connections`: past it, accepts fail instead of clients queueing.
@@ -101,13 +91,13 @@ fn raise_open_file_limit(max_connections: usize) {
         return;
     };
     // Two sockets per connection, the spliced tunnels' pipes, and the rest.
-    let needed = 2 * (max_connections + splice::MAX_PIPES) as u64 + 64;
+    let needed = 2 * (max_connections + relay::splice::MAX_PIPES) as u64 + 64;
     if open_files < needed {
         tracing::warn!(
             open_file_limit = open_files,
             max_connections,
             "the open-file limit holds about {} connections (two sockets each), fewer than --max-connections; raise it (ulimit -n, or the container runtime's limit) or lower --max-connections",
-            (open_files.saturating_sub(64) / 2).saturating_sub(splice::MAX_PIPES as u64)
+            (open_files.saturating_sub(64) / 2).saturating_sub(relay::splice::MAX_PIPES as u64)
         );
     }
 }
@@ -136,7 +126,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     let intercept = InterceptAuthority::new(args.intercept.cert_cache_size, metrics.clone())?;
     let serving = args.https_listen.map(|_| Arc::new(ServingCert::default()));
     if !kubernetes {
-        file_source::load_at_start(&args, &policy, &intercept, serving.as_deref())?;
+        sources::file::load_at_start(&args, &policy, &intercept, serving.as_deref())?;
     }
     let upstream_tls = tls::upstream_client_config(args.upstream_ca.as_deref())
         .context("upstream TLS trust cannot be set up")?;
@@ -195,17 +185,17 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     });
 
     if kubernetes {
-        let client = kube_client(args.kubeconfig.as_deref()).await?;
-        let target = kube_source::Target {
+        let client = egress_runtime::kube_client(args.kubeconfig.as_deref()).await?;
+        let target = sources::kube::Target {
             proxy: args.proxy.clone().unwrap_or_default(),
             namespace: args.namespace.clone(),
         };
-        kube_source::start(&gw, client, &target, serving.clone(), args.pod_identity);
+        sources::kube::start(&gw, client, &target, serving.clone(), args.pod_identity);
     } else {
-        file_source::watch(&gw, &args);
+        sources::file::watch(&gw, &args);
     }
 
-    let mut listeners = vec![server::Listening {
+    let mut listeners = vec![listeners::server::Listening {
         socket: http_listener,
         kind: Listener::Http,
         tls: None,
@@ -213,13 +203,13 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     tracing::info!(listener = "http", address = %own_addresses[0], "listening");
     if let (Some(socket), Some(serving)) = (https_listener, serving) {
         tracing::info!(listener = "https", address = %socket.local_addr()?, "listening");
-        listeners.push(server::Listening {
+        listeners.push(listeners::server::Listening {
             socket,
             kind: Listener::Https,
             tls: Some(serving.server_config()?),
         });
     }
-    let accept_loop = tokio::spawn(server::serve(
+    let accept_loop = tokio::spawn(listeners::server::serve(
         gw.clone(),
         listeners,
         args.limits.max_connections,
@@ -227,7 +217,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
     tracing::info!(listener = "admin", address = %admin_listener.local_addr()?, "listening");
     let admin = tokio::spawn(admin::serve(gw.clone(), admin_listener, registry));
 
-    wait_for_signal().await;
+    egress_runtime::signal::terminated().await;
     draining.cancel();
     let delay = gw.limits.shutdown_delay;
     if !delay.is_zero() {
@@ -237,7 +227,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = wait_for_signal() => tracing::warn!("second signal: no more waiting"),
+            _ = egress_runtime::signal::terminated() => tracing::warn!("second signal: no more waiting"),
         }
     }
     shutdown.cancel();
@@ -251,7 +241,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         _ = tokio::time::sleep(gw.limits.shutdown_grace) => {
             tracing::warn!(open = gw.tasks.len(), "grace period over: cutting open connections");
         }
-        _ = wait_for_signal() => tracing::warn!(open = gw.tasks.len(), "second signal: cutting open connections"),
+        _ = egress_runtime::signal::terminated() => tracing::warn!(open = gw.tasks.len(), "second signal: cutting open connections"),
     }
     admin.abort();
     gw.log.drain(std::time::Duration::from_secs(5));
@@ -261,45 +251,12 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
 /// The relay loops `--relay-threads` asks for, by default half the worker
 /// threads (as many as CPUs the process may use, unless set).
 #[cfg(target_os = "linux")]
-fn relay_loops(args: &RunArgs) -> anyhow::Result<relay_loop::RelayLoops> {
+fn relay_loops(args: &RunArgs) -> anyhow::Result<relay::loops::RelayLoops> {
     let threads = args.relay_threads.unwrap_or_else(|| {
         let workers = args.worker_threads.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
         });
-        relay_loop::RelayLoops::default_threads(workers)
+        relay::loops::RelayLoops::default_threads(workers)
     });
-    relay_loop::RelayLoops::start(threads).context("cannot start the relay threads")
-}
-
-/// A client from `kubeconfig`, or the in-cluster configuration (or
-/// `$KUBECONFIG`) when none is given.
-async fn kube_client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no in-cluster configuration and no usable $KUBECONFIG; pass --kubeconfig")?,
-    };
-    Ok(kube::Client::try_from(config)?)
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    relay::loops::RelayLoops::start(threads).context("cannot start the relay threads")
 }

@@ -1,15 +1,13 @@
 //! The `egress-gateway` binary: argument parsing and wiring only.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use egress_gateway::args::{Args, Command, LogFormat};
-use tracing_subscriber::EnvFilter;
+use egress_gateway::args::{Args, Command};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    init_tracing(args.log_format);
+    egress_runtime::log::init(args.log_format);
     let result = match args.command {
         Command::Policy(command) => {
             egress_gateway::policy_cli::run(command, &mut std::io::stdout(), &mut std::io::stderr())
@@ -40,17 +38,4 @@ fn runtime(worker_threads: Option<usize>) -> anyhow::Result<tokio::runtime::Runt
         builder.worker_threads(threads.max(1));
     }
     Ok(builder.enable_all().build()?)
-}
-
-/// Diagnostics on stderr; `RUST_LOG` overrides the default `info` level.
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
 }

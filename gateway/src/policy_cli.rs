@@ -10,8 +10,9 @@ use egress_policy::{HttpResponse, Phase, SourceIdentity, compile_documents};
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::args::{EvalArgs, PolicyCommand, Vendor};
-use crate::file_source::load_policy_file;
-use crate::pipeline::{Client, Described, FixedAddress, Guard, Listener, evaluate};
+use crate::pipeline::{Described, FixedAddress, Guard, evaluate};
+use crate::request::{Client, Listener};
+use crate::sources::file::load_policy_file;
 
 /// Runs a `policy` subcommand; returns the process exit code.
 pub fn run(

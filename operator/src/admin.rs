@@ -1,16 +1,12 @@
 //! The operator's admin listener: `/healthz` (the process serves),
 //! `/readyz` (caches synced on the leader, or following), `/metrics`.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use http::{Response, StatusCode};
-use http_body_util::Full;
-use hyper::body::Bytes;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use egress_runtime::admin::{self as endpoints, text};
+use http::StatusCode;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
@@ -29,49 +25,17 @@ impl Readiness {
     }
 }
 
-/// Serves the admin endpoints forever.
+/// Serves the admin endpoints forever (at most
+/// [`egress_runtime::admin::MAX_CONNECTIONS`] connections at once).
 pub async fn serve(listener: TcpListener, registry: Arc<Registry>, ready: Arc<Readiness>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let (registry, ready) = (registry.clone(), ready.clone());
-        tokio::spawn(async move {
-            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let (registry, ready) = (registry.clone(), ready.clone());
-                async move { Ok::<_, Infallible>(respond(req.uri().path(), &registry, &ready)) }
-            });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-fn respond(path: &str, registry: &Registry, ready: &Readiness) -> Response<Full<Bytes>> {
-    let (status, body) = match path {
-        "/healthz" => (StatusCode::OK, "ok\n".to_owned()),
-        "/readyz" if ready.get() => (StatusCode::OK, "ready\n".to_owned()),
-        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
-        "/metrics" => {
-            let mut text = String::new();
-            match prometheus_client::encoding::text::encode(&mut text, registry) {
-                Ok(()) => (StatusCode::OK, text),
-                Err(_) => (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "metrics encoding failed\n".to_owned(),
-                ),
-            }
+    endpoints::serve(listener, Duration::from_secs(10), move |req| {
+        match req.uri().path() {
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" if ready.get() => text(StatusCode::OK, "ready\n"),
+            "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+            "/metrics" => endpoints::metrics(&registry),
+            _ => endpoints::not_found(),
         }
-        _ => (
-            StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz or /metrics\n".to_owned(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response
+    })
+    .await;
 }

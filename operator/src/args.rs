@@ -193,14 +193,7 @@ pub enum WebhookCertificates {
     External,
 }
 
-/// Diagnostics log format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Plain,
-    /// One JSON object per line.
-    Json,
-}
+pub use egress_runtime::log::LogFormat;
 
 #[cfg(test)]
 mod tests {

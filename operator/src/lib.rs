@@ -44,28 +44,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
-/// A client from `kubeconfig`, or the in-cluster configuration (or
-/// `$KUBECONFIG`) when none is given.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
-    use anyhow::Context as _;
-    let config = match kubeconfig {
-        Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(
-                kubeconfig,
-                &kube::config::KubeConfigOptions::default(),
-            )
-            .await
-            .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no in-cluster configuration and no usable $KUBECONFIG; pass --kubeconfig")?,
-    };
-    Ok(Client::try_from(config)?)
-}
-
 /// The ClusterRole every gateway is bound to, for its pod identity index.
 pub async fn ensure_pod_reader_role(client: &Client) -> anyhow::Result<()> {
     let role = ClusterRole {
@@ -212,16 +190,4 @@ pub fn parse_labels(text: &str) -> anyhow::Result<BTreeMap<String, String>> {
             _ => anyhow::bail!("{pair:?} is not key=value"),
         })
         .collect()
-}
-
-/// Completes on SIGTERM or SIGINT.
-pub async fn signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -1,13 +1,12 @@
 //! The `egress-operator` binary: flags, the admin listener, leader election
 //! and the controllers.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use egress_operator::admin::{self, Readiness};
-use egress_operator::args::{Args, LogFormat, WebhookCertificates};
+use egress_operator::args::{Args, WebhookCertificates};
 use egress_operator::context::{ClientSettings, Context};
 use egress_operator::inject::Cluster;
 use egress_operator::metrics::Metrics;
@@ -18,11 +17,10 @@ use egress_operator::webhook_cert::{self, WebhookCert};
 use kube::runtime::events::{Recorder, Reporter};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Args::parse_normalized();
-    init_tracing(args.log_format);
+    egress_runtime::log::init(args.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -43,7 +41,7 @@ fn main() -> ExitCode {
 }
 
 async fn operate(args: Args) -> anyhow::Result<()> {
-    let client = egress_operator::client(args.kubeconfig.as_deref()).await?;
+    let client = egress_runtime::kube_client(args.kubeconfig.as_deref()).await?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::new(&mut registry));
     let ready = Arc::new(Readiness::default());
@@ -57,7 +55,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            egress_operator::signal().await;
+            egress_runtime::signal::terminated().await;
             tracing::info!("shutting down");
             shutdown.cancel();
         });
@@ -229,18 +227,5 @@ async fn lost(leading: &mut tokio::sync::watch::Receiver<bool>) {
         if leading.changed().await.is_err() || !*leading.borrow_and_update() {
             return;
         }
-    }
-}
-
-/// Diagnostics on stderr; `RUST_LOG` overrides the default `info` level.
-fn init_tracing(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

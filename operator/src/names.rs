@@ -1,5 +1,5 @@
 //! Names, labels and owner references of everything the operator renders for
-//! an `EgressProxy` (SPEC.md section 8). The names the gateway reads too are
+//! an `EgressProxy` (design §8). The names the gateway reads too are
 //! defined once, in `egress_policy::objects`.
 
 use std::collections::BTreeMap;

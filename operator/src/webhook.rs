@@ -6,9 +6,10 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
+use egress_runtime::serving::ServingCert;
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -24,8 +25,6 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use rustls::pki_types::PrivateKeyDer;
-use rustls::server::{ClientHello, ResolvesServerCert, ServerConfig};
-use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -50,50 +49,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// slots.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
-/// The webhook's serving certificate, swapped in place.
-#[derive(Debug, Default)]
-pub struct ServingCert(RwLock<Option<Arc<CertifiedKey>>>);
-
-impl ServingCert {
-    /// Checks and installs a certificate chain and key (PEM); on error the
-    /// current one stays.
-    pub fn install(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
-        let chain = egress_pki::certificates(cert_pem).map_err(|e| e.to_string())?;
-        let key = egress_pki::private_key_pkcs8(key_pem).map_err(|e| e.to_string())?;
-        let provider = rustls::crypto::ring::default_provider();
-        let signing = provider
-            .key_provider
-            .load_private_key(PrivateKeyDer::Pkcs8(key))
-            .map_err(|e| e.to_string())?;
-        let certified = CertifiedKey::new(chain, signing);
-        certified
-            .keys_match()
-            .map_err(|e| format!("the key does not match the certificate: {e}"))?;
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(certified));
-        Ok(())
-    }
-
-    /// Whether a certificate is installed.
-    pub fn is_installed(&self) -> bool {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).is_some()
-    }
-
-    /// A server configuration that always presents the current certificate.
-    pub fn server_config(self: &Arc<Self>) -> anyhow::Result<Arc<ServerConfig>> {
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()?
-                .with_no_client_auth()
-                .with_cert_resolver(self.clone());
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
-    }
-}
-
-impl ResolvesServerCert for ServingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
+/// Checks and installs a certificate chain and key (PEM) as the webhook's
+/// serving certificate; on error the current one stays.
+fn install_pem(cert: &ServingCert, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+    let chain = egress_pki::certificates(cert_pem).map_err(|e| e.to_string())?;
+    let key = egress_pki::private_key_pkcs8(key_pem).map_err(|e| e.to_string())?;
+    cert.install(chain, PrivateKeyDer::Pkcs8(key))
+        .map_err(|e| format!("the key does not match the certificate: {e}"))
 }
 
 /// What the webhook decides with.
@@ -328,7 +290,7 @@ async fn follow_certificate(api: Api<Secret>, name: String, cert: Arc<ServingCer
                 .map(|b| String::from_utf8_lossy(&b.0).into_owned())
                 .unwrap_or_default()
         };
-        match cert.install(&text("tls.crt"), &text("tls.key")) {
+        match install_pem(&cert, &text("tls.crt"), &text("tls.key")) {
             Ok(()) => tracing::info!(secret = %name, "webhook certificate installed"),
             Err(error) => {
                 tracing::warn!(secret = %name, %error, "webhook certificate not usable; keeping the current one");

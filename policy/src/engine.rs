@@ -1,4 +1,4 @@
-//! Evaluation of one phase, exactly as SPEC.md section 2 says: the rules of
+//! Evaluation of one phase, exactly as design §2 says: the rules of
 //! all groups form one list (group order, then rule order); the first `Allow` or
 //! `Deny` that matches ends the phase; `Alert` is recorded and evaluation goes
 //! on; when nothing ended the phase its default applies.

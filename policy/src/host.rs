@@ -1,4 +1,4 @@
-//! The canonical form of a destination host (SPEC.md section 9): every
+//! The canonical form of a destination host (design §9): every
 //! spelling of one destination becomes one value before any rule sees it.
 //!
 //! The rules, in order:

@@ -173,7 +173,7 @@ const FIXED_KEYS: &[(&str, ConditionKey)] = &[
 /// Why a key could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
-    /// Not a key of SPEC.md section 3.
+    /// Not a key of design §3.
     #[error("unknown condition key {key:?}{}", suggestion.as_ref().map(|s| format!("; did you mean {s:?}?")).unwrap_or_default())]
     Unknown {
         /// The key as written.

@@ -44,6 +44,7 @@
 
 pub mod aws;
 pub mod domain;
+pub mod domain_value;
 pub mod glob;
 pub mod host;
 pub mod key;

@@ -1,5 +1,5 @@
 //! Names and keys of the objects the operator renders for an `EgressProxy`
-//! and the gateway reads through the API (SPEC.md section 8): one definition
+//! and the gateway reads through the API (design §8): one definition
 //! for both sides.
 
 /// ConfigMap with the compiled policy.

@@ -1,4 +1,4 @@
-//! The private-destination guard of SPEC.md section 2: addresses a forward
+//! The private-destination guard of design §2: addresses a forward
 //! proxy must not reach on a client's behalf unless an operator lists them in
 //! `spec.destinations.allowPrivateCIDRs`.
 

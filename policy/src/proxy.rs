@@ -7,7 +7,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Domain, DomainValue};
+use crate::domain::Domain;
+use crate::domain_value::DomainValue;
 use crate::engine::Decision;
 use crate::error::CompileError;
 use crate::spec::{Action, EgressProxySpec, LogFormat};

@@ -361,7 +361,7 @@ impl Default for Logging {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
-    /// This project's (SPEC.md section 7).
+    /// This project's (design §7).
     #[default]
     Native,
     /// AWS Network Firewall Proxy's.

@@ -1,5 +1,5 @@
-//! The normalised request target that `request:Http:Uri` rules match (SPEC.md
-//! section 9). The request is forwarded as the client sent it; only matching
+//! The normalised request target that `request:Http:Uri` rules match (design
+//! §9). The request is forwarded as the client sent it; only matching
 //! sees this form, so rules are written in decoded form and every spelling of
 //! a path meets them.
 //!

@@ -1,4 +1,4 @@
-//! SPEC.md section 9, as properties: for generated names, addresses and
+//! Canonical forms (design §9), as properties: for generated names, addresses and
 //! paths, every equivalent spelling gets the same decision as the canonical
 //! one.
 

@@ -1,4 +1,4 @@
-//! Phase semantics of SPEC.md section 2, through the public API.
+//! Phase semantics of design §2, through the public API.
 
 mod common;
 

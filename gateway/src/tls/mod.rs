@@ -5,7 +5,7 @@ pub mod authority;
 pub mod leaf_cache;
 
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use rustls::client::ClientConfig;
 use rustls::crypto::CryptoProvider;
@@ -125,11 +125,10 @@ pub fn certified_key(
 }
 
 /// The HTTPS listener's certificate, swapped in place when a new one is
-/// installed; none until the first (handshakes fail meanwhile).
+/// installed ([`egress_runtime::serving::ServingCert`]); none until the first
+/// (handshakes fail meanwhile).
 #[derive(Debug, Default)]
-pub struct ServingCert {
-    current: RwLock<Option<Arc<CertifiedKey>>>,
-}
+pub struct ServingCert(Arc<egress_runtime::serving::ServingCert>);
 
 impl ServingCert {
     /// The certificate and key of these files.
@@ -142,43 +141,31 @@ impl ServingCert {
     /// Checks and installs a certificate and key; on error the current one
     /// stays.
     pub fn install(&self, pem: &Pem) -> Result<(), Error> {
-        let certified = certified_key(pem.certificates()?, pem.private_key()?)?;
-        certified.keys_match().map_err(|e| {
-            Error::Unusable(format!(
-                "the key does not match the certificate of {}: {e}",
-                pem.origin
-            ))
-        })?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(certified));
-        Ok(())
+        self.0
+            .install(pem.certificates()?, pem.private_key()?)
+            .map_err(|e| {
+                Error::Unusable(format!(
+                    "the key does not match the certificate of {}: {e}",
+                    pem.origin
+                ))
+            })
     }
 
     /// Whether a certificate is installed.
     pub fn is_installed(&self) -> bool {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some()
+        self.0.is_installed()
     }
 
-    /// A server configuration that always presents the current certificate.
-    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, Error> {
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()?
-            .with_no_client_auth()
-            .with_cert_resolver(self.clone());
-        // Clients speak HTTP/1.1 to the proxy itself (CONNECT and absolute-form).
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Arc::new(config))
+    /// A server configuration that always presents the current certificate
+    /// (clients speak HTTP/1.1 to the proxy itself: CONNECT and absolute-form).
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>, Error> {
+        Ok(self.0.server_config()?)
     }
 }
 
 impl ResolvesServerCert for ServingCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.0.resolve(hello)
     }
 }
 

@@ -1,24 +1,24 @@
-//! The gateway as a real process: started with `run`, its listeners found in
-//! its JSON diagnostics, its decision log collected from stdout.
+//! The gateway as a real process (the product kit's [`Running`]): started
+//! with `run`, its listeners found in its JSON diagnostics, its decision log
+//! read from stdout.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::ExitStatus;
 use std::time::Duration;
 
+pub use egress_e2e::product::http_get;
+use egress_e2e::product::{Output, Running};
 use serde_json::Value;
 
 use super::{Pki, eventually};
 
 pub struct Gateway {
-    child: Child,
+    process: Running,
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
-    decisions: Arc<Mutex<Vec<Value>>>,
-    diagnostics: Arc<Mutex<Vec<String>>>,
 }
 
 impl Gateway {
@@ -72,81 +72,47 @@ impl Gateway {
 
     /// The binary with exactly these arguments.
     pub fn spawn(args: &[String]) -> Gateway {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
-            .args(args)
-            .env("RUST_LOG", "info,egress_gateway=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("gateway starts");
-        let decisions = Arc::new(Mutex::new(Vec::new()));
-        let diagnostics = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        {
-            let decisions = decisions.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let value: Value = serde_json::from_str(&line)
-                        .unwrap_or_else(|e| panic!("decision log line is not JSON ({e}): {line}"));
-                    decisions.lock().expect("lock").push(value);
-                }
-            });
-        }
-        {
-            let diagnostics = diagnostics.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    diagnostics.lock().expect("lock").push(line);
-                }
-            });
-        }
-        let mut listening = |name: &str| {
-            let diagnostics = diagnostics.clone();
-            let name = name.to_owned();
-            eventually(Duration::from_secs(20), || {
-                if child.try_wait().ok().flatten().is_some() {
-                    // Exited: give up now, the diagnostics say why.
-                    std::thread::sleep(Duration::from_millis(100));
-                    return Some(None);
-                }
-                diagnostics.lock().expect("lock").iter().find_map(|line| {
-                    let v: Value = serde_json::from_str(line).ok()?;
-                    (v["message"] == "listening" && v["listener"] == name.as_str())
-                        .then(|| v["address"].as_str()?.parse().ok())
-                        .flatten()
-                        .map(Some)
-                })
-            })
-            .flatten()
-        };
-        let Some(http) = listening("http") else {
-            let _ = child.kill();
-            panic!(
-                "gateway did not start:\n{}",
-                diagnostics.lock().expect("lock").join("\n")
-            );
-        };
+        let env = [(
+            "RUST_LOG".to_owned(),
+            "info,egress_gateway=debug".to_owned(),
+        )];
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let stem = format!(
+            "gateway-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::SeqCst)
+        );
+        let output = Output::in_dir(&std::env::temp_dir().join("egress-gateway-tests"), &stem);
+        let process = Running::start(
+            Path::new(env!("CARGO_BIN_EXE_egress-gateway")),
+            args,
+            &env,
+            output,
+        )
+        .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+        let http = process.wait_until(Duration::from_secs(20), "the http listener", |p| {
+            p.listener("http")
+        });
         let https = if args.iter().any(|a| a == "--https-listen") {
-            listening("https").expect("https listener")
+            process.wait_until(Duration::from_secs(20), "the https listener", |p| {
+                p.listener("https")
+            })
         } else {
             "127.0.0.1:9".parse().expect("unused address")
         };
-        let admin = listening("admin").expect("admin listener");
+        let admin = process.listener("admin").expect("admin listener");
         Gateway {
-            child,
+            process,
             http,
             https,
             admin,
-            decisions,
-            diagnostics,
         }
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     pub fn http_proxy(&self) -> String {
@@ -157,9 +123,16 @@ impl Gateway {
         format!("https://localhost:{}", self.https.port())
     }
 
-    /// Every decision line so far.
+    /// Every decision line so far (its stdout: nothing else is written there).
     pub fn decisions(&self) -> Vec<Value> {
-        self.decisions.lock().expect("lock").clone()
+        self.process
+            .stdout()
+            .iter()
+            .map(|line| {
+                serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("decision log line is not JSON ({e}): {line}"))
+            })
+            .collect()
     }
 
     /// The first decision line matching `pred`, waiting up to 10 s.
@@ -207,7 +180,7 @@ impl Gateway {
     }
 
     pub fn diagnostics(&self) -> Vec<String> {
-        self.diagnostics.lock().expect("lock").clone()
+        self.process.stderr()
     }
 
     /// GET on the admin listener: (status, body).
@@ -217,11 +190,7 @@ impl Gateway {
 
     /// The value of a metric line starting with `prefix` (summed over matches).
     pub fn metric(&self, prefix: &str) -> f64 {
-        let (_, text) = self.admin_get("/metrics");
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.process.metric(prefix)
     }
 
     /// Waits up to 10 s for the metric `prefix` to reach `at_least`.
@@ -242,53 +211,17 @@ impl Gateway {
 
     /// Sends SIGTERM.
     pub fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        self.process.terminate();
     }
 
     /// Waits for the process to exit.
     pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        eventually(timeout, || self.child.try_wait().ok().flatten())
+        self.process.wait(timeout)
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
+        self.process.is_running()
     }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A bare HTTP/1.1 GET: (status, body).
-pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("write");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 /// Sends raw bytes to `addr` and returns what comes back until the peer closes

@@ -3,15 +3,15 @@
 //! operator as a real process.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use egress_e2e::ControlPlane;
 use egress_e2e::chart::Release;
+use egress_e2e::product::{Output, Running};
 pub use egress_e2e::run;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use kube::api::{Api, PostParams};
@@ -260,11 +260,12 @@ pub fn create_ca_secret(
     run(create);
 }
 
-/// The operator as a real process, logging JSON diagnostics.
+/// The operator (or another of this workspace's binaries that logs JSON and
+/// announces its listeners) as a real process: the product kit's
+/// [`Running`].
 pub struct Operator {
-    child: Child,
+    process: Running,
     pub admin: SocketAddr,
-    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Operator {
@@ -352,141 +353,47 @@ impl Operator {
 
     /// As [`Operator::spawn`], with these environment variables too.
     pub fn spawn_with_env(binary: &Path, args: &[String], env: &[(String, String)]) -> Operator {
-        let mut child = Command::new("setpriv")
-            .args(["--pdeathsig", "SIGKILL", "--"])
-            .arg(binary)
-            .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .env("RUST_LOG", "info,egress_operator=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("process starts");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        for stream in [
-            Box::new(stdout) as Box<dyn std::io::Read + Send>,
-            Box::new(stderr),
-        ] {
-            use std::io::Write;
-            let logs = logs.clone();
-            // Also on disk, to read after a failed run.
-            let path = std::env::temp_dir().join(format!(
-                "egress-operator-{}-{}.log",
-                std::process::id(),
-                child.id()
-            ));
-            let mut file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .ok();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(file) = file.as_mut() {
-                        let _ = writeln!(file, "{line}");
-                    }
-                    logs.lock().expect("lock").push(line);
-                }
-            });
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let admin = loop {
-            let found = logs.lock().expect("lock").iter().find_map(|line| {
-                let v: serde_json::Value = serde_json::from_str(line).ok()?;
-                (v["message"] == "listening" && v["listener"] == "admin")
-                    .then(|| v["address"].as_str()?.parse().ok())?
-            });
-            if let Some(admin) = found {
-                break admin;
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "{} exited ({status}):\n{}",
-                    binary.display(),
-                    logs.lock().expect("lock").join("\n")
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start",
-                binary.display()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        Operator { child, admin, logs }
+        let mut env = env.to_vec();
+        env.push((
+            "RUST_LOG".to_owned(),
+            "info,egress_operator=debug".to_owned(),
+        ));
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let stem = format!(
+            "operator-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::SeqCst)
+        );
+        let output = Output::in_dir(&std::env::temp_dir().join("egress-operator-tests"), &stem);
+        let process = Running::start(binary, args, &env, output).unwrap_or_else(|e| panic!("{e}"));
+        let admin = process.listener("admin").expect("admin listener");
+        Operator { process, admin }
     }
 
     /// The address a listener announced (`http`, `https`, `admin`).
     pub fn listener(&self, name: &str) -> Option<SocketAddr> {
-        self.logs().iter().find_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).ok()?;
-            (v["message"] == "listening" && v["listener"] == name)
-                .then(|| v["address"].as_str()?.parse().ok())?
-        })
+        self.process.listener(name)
     }
 
     /// GET on the admin listener: (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(self.admin) else {
-            return (0, String::new());
-        };
-        let _ = write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        );
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        let status = text
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = text
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        self.process.admin_get(path)
     }
 
     /// The process ID.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// CPU seconds used so far (user + system) and resident memory in MiB.
     pub fn usage(&self) -> (f64, f64) {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are 14th and 15th.
-        let fields: Vec<&str> = stat
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        let cpu = (ticks(11) + ticks(12)) / 100.0;
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        let rss_kib = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        (cpu, rss_kib / 1024.0)
+        self.process.usage()
     }
 
+    /// Everything it printed so far.
     pub fn logs(&self) -> Vec<String> {
-        self.logs.lock().expect("lock").clone()
+        self.process.lines()
     }
 
     /// Whether a log line contains every one of `parts`.
@@ -498,45 +405,14 @@ impl Operator {
 
     /// A metric's value from `/metrics` (summed over lines starting with `prefix`).
     pub fn metric(&self, prefix: &str) -> f64 {
-        use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(self.admin) else {
-            return f64::NAN;
-        };
-        let _ = write!(
-            stream,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        );
-        let mut text = String::new();
-        let _ = stream.read_to_string(&mut text);
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        self.process.metric(prefix)
     }
 
     pub fn terminate(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
+        self.process.terminate();
     }
 
     pub fn wait(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.wait(timeout)
     }
 }

@@ -8,7 +8,8 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::context::RequestContext;
-use crate::domain::{DomainValue, is_dns_name};
+use crate::domain::is_dns_name;
+use crate::domain_value::DomainValue;
 use crate::glob::Glob;
 use crate::key::{ConditionKey, IpKey, NumberKey, TextKey};
 use crate::operator::Operator;

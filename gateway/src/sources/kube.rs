@@ -11,9 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::sync::Arc;
 
 use egress_policy::{CompiledPolicy, objects};
 use futures_util::StreamExt;
@@ -24,76 +22,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::gateway::Gateway;
-use crate::identity::PodView;
+use crate::sources::identity::PodView;
 use crate::tls::{Pem, ServingCert};
-
-/// Whether the source reaches what it reads (always, for files).
-#[derive(Debug)]
-pub struct Health {
-    kind: &'static str,
-    connected: AtomicBool,
-    problem: Mutex<Option<(String, SystemTime)>>,
-    watches_pods: AtomicBool,
-    pods_synced: AtomicBool,
-}
-
-impl Health {
-    /// The health of a `file` or `kubernetes` source.
-    pub fn new(kind: &'static str) -> Health {
-        Health {
-            kind,
-            connected: AtomicBool::new(true),
-            problem: Mutex::new(None),
-            watches_pods: AtomicBool::new(false),
-            pods_synced: AtomicBool::new(false),
-        }
-    }
-
-    fn ok(&self, gw: &Gateway) {
-        if !self.connected.swap(true, Ordering::Relaxed) {
-            tracing::info!("the API server is reachable again");
-        }
-        *self.problem.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        gw.metrics.source_connected.set(1);
-    }
-
-    fn failed(&self, gw: &Gateway, error: &watcher::Error) {
-        if self.connected.swap(false, Ordering::Relaxed) {
-            tracing::warn!(%error, "the API server is unreachable: serving the last good policy and certificates");
-        }
-        let mut problem = self.problem.lock().unwrap_or_else(|e| e.into_inner());
-        let since = problem
-            .as_ref()
-            .map_or_else(SystemTime::now, |(_, since)| *since);
-        *problem = Some((error.to_string(), since));
-        gw.metrics.source_connected.set(0);
-    }
-
-    /// `/readyz` detail: whether the API is reachable, and the last error
-    /// since when if not.
-    pub fn detail(&self) -> serde_json::Value {
-        let problem = self
-            .problem
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match problem {
-            None => serde_json::json!({"kind": self.kind, "connected": true}),
-            Some((error, since)) => serde_json::json!({
-                "kind": self.kind,
-                "connected": false,
-                "error": error,
-                "since": jiff::Timestamp::try_from(since).map(|t| t.to_string()).unwrap_or_default(),
-            }),
-        }
-    }
-
-    /// Whether the pod index is watched and has not been filled yet: until
-    /// it is, no client would be known by its pod.
-    pub fn pods_pending(&self) -> bool {
-        self.watches_pods.load(Ordering::Relaxed) && !self.pods_synced.load(Ordering::Relaxed)
-    }
-}
 
 /// Where the gateway finds its objects.
 #[derive(Clone, Debug)]
@@ -159,7 +89,7 @@ pub fn start(
         });
     }
     if pods {
-        gw.source.watches_pods.store(true, Ordering::Relaxed);
+        gw.source.watches_pods();
         watch_pods(gw.clone(), Api::all(client));
     }
 }
@@ -203,16 +133,16 @@ fn follow<K>(
             };
             match event {
                 None => return,
-                Some(Err(error)) => gw.source.failed(&gw, &error),
+                Some(Err(error)) => gw.source.failed(&gw.metrics, &error),
                 Some(Ok(Event::Apply(object) | Event::InitApply(object))) => {
-                    gw.source.ok(&gw);
+                    gw.source.ok(&gw.metrics);
                     install(&gw, object);
                 }
                 Some(Ok(Event::Delete(object))) => {
-                    gw.source.ok(&gw);
+                    gw.source.ok(&gw.metrics);
                     tracing::warn!(name = %object.name_any(), "deleted; the last good version keeps serving");
                 }
-                Some(Ok(Event::Init | Event::InitDone)) => gw.source.ok(&gw),
+                Some(Ok(Event::Init | Event::InitDone)) => gw.source.ok(&gw.metrics),
             }
         }
     });
@@ -258,7 +188,7 @@ fn watch_pods(gw: Arc<Gateway>, api: Api<Pod>) {
             };
             match event {
                 None => return,
-                Some(Err(error)) => gw.source.failed(&gw, &error),
+                Some(Err(error)) => gw.source.failed(&gw.metrics, &error),
                 Some(Ok(Event::Apply(pod))) => {
                     gw.identities.update(|index| index.apply(&view(&pod)))
                 }
@@ -270,8 +200,8 @@ fn watch_pods(gw: Arc<Gateway>, api: Api<Pod>) {
                 Some(Ok(Event::InitDone)) => {
                     let pods = std::mem::take(&mut relisted);
                     gw.identities.update(|index| index.replace(&pods));
-                    gw.source.ok(&gw);
-                    if !gw.source.pods_synced.swap(true, Ordering::Relaxed) {
+                    gw.source.ok(&gw.metrics);
+                    if gw.source.pods_synced() {
                         tracing::info!(addresses = gw.identities.len(), "pod index ready");
                     }
                 }

@@ -19,14 +19,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::framing::{Heads, Inspected};
 use crate::gateway::{Connection, Gateway};
-use crate::idle::{Activity, Tracked};
-use crate::pipeline::{Client, Listener};
+use crate::relay::ServedIo;
+use crate::relay::idle::Activity;
+use crate::request::{Client, Listener};
 use crate::upstream::Pool;
-
-/// What hyper serves a client connection over: its stream, with traffic
-/// counted as activity and request heads inspected. A CONNECT tunnel from the
-/// plain listener takes the `TcpStream` back out of it (`crate::relay`).
-pub type ServedIo<S> = TokioIo<Inspected<Tracked<S>>>;
 
 /// A client-facing listener.
 #[derive(Debug)]
@@ -130,7 +126,7 @@ where
     let io: ServedIo<S> = TokioIo::new(Inspected::new(activity.track(stream), heads.clone()));
     let handler_gw = gw.clone();
     let service = service_fn(move |req| {
-        crate::handler::handle(
+        crate::listeners::handler::handle(
             handler_gw.clone(),
             connection.clone(),
             pool.clone(),

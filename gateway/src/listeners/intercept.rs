@@ -10,7 +10,7 @@ use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use egress_policy::Host;
+use egress_policy::{Host, HttpRequest};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
@@ -24,8 +24,9 @@ use crate::error::Error;
 use crate::framing::{Heads, Inspected};
 use crate::gateway::{Connection, Gateway};
 use crate::http_util::Body;
-use crate::idle::Activity;
-use crate::pipeline::{Exchange, Protocol, Target};
+use crate::pipeline::{self, Destination};
+use crate::relay::idle::Activity;
+use crate::request::{Protocol, Target};
 use crate::upstream::{Pool, PoolKey};
 
 /// Serves an intercepted tunnel to `target` (resolved and checked to `ip`)
@@ -39,17 +40,13 @@ pub async fn serve(
 ) {
     // Failures before the first request are logged as the tunnel's.
     let fail = |error: Error| {
-        if let Some(policy) = gw.policy.current() {
-            let exchange = Exchange::new(
-                policy,
-                gw.cluster_name.clone(),
-                &connection.client,
-                "CONNECT",
-                &target,
-                Protocol::Https,
-                target.authority(),
-                jiff::Timestamp::now(),
-            );
+        if let Ok(exchange) = gw.arrived(
+            &connection.client,
+            "CONNECT",
+            &target,
+            Protocol::Https,
+            None,
+        ) {
             gw.fail(exchange, -1, (0, 0), &error);
         }
     };
@@ -65,7 +62,7 @@ pub async fn serve(
         Ok(config) => config,
         Err(error) => return fail(error),
     };
-    let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
+    let _open = crate::admin::metrics::OpenTunnel::new(&gw.metrics);
     let activity = Activity::default();
     let io = activity.track(TokioIo::new(client));
     let accepted = tokio::time::timeout(
@@ -157,35 +154,35 @@ impl Tunnel {
             Ok(normalized) => normalized.into_owned(),
             Err(e) => return gw.refuse(Error::InvalidTarget(e), http1),
         };
-        let Some(policy) = gw.policy.current() else {
-            return gw.refuse(Error::NoPolicy, http1);
-        };
-        let with_query = policy.proxy().settings().log_query_strings;
-        let url = self
-            .target
-            .logged_url(Protocol::Https, path_and_query, with_query);
-        let mut exchange = Exchange::new(
-            policy,
-            gw.cluster_name.clone(),
+        let exchange = match gw.arrived(
             &self.connection.client,
             req.method().as_str(),
             &self.target,
             Protocol::Https,
-            url,
-            jiff::Timestamp::now(),
-        );
-        if let Err(stop) = exchange.pre_dns() {
-            return gw.stopped(exchange, stop, http1);
-        }
-        if let Err(stop) = exchange.check_address(self.ip, &gw.guard) {
-            return gw.stopped(exchange, stop, http1);
-        }
+            Some(path_and_query),
+        ) {
+            Ok(exchange) => exchange,
+            Err(error) => return gw.refuse(error, http1),
+        };
+        let http = HttpRequest {
+            method: req.method().as_str(),
+            uri: &normalized,
+            headers: req.headers(),
+        };
+        let destination = Destination::Known(self.ip);
+        let cleared =
+            match pipeline::request(exchange, http, destination, gw.as_ref(), &gw.guard).await {
+                Ok(cleared) => cleared,
+                Err(stopped) => return gw.stopped(stopped, http1),
+            };
         let key = PoolKey {
-            ip: self.ip,
+            ip: cleared.ip,
             port: self.target.port,
             tls_name: Some(self.target.host.domain().to_string()),
         };
-        crate::http_exchange::exchange(gw.clone(), exchange, pool, key, normalized, req).await
+        let exchange = cleared.exchange;
+        crate::upstream::http_exchange::exchange(gw.clone(), exchange, pool, key, normalized, req)
+            .await
     }
 
     /// The request's host (`:authority`, or `Host`) must be the tunnel's,

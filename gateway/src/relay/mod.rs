@@ -4,10 +4,16 @@
 //! the new policy denies them.
 //!
 //! A tunnel from the plain-HTTP listener joins two TCP sockets: on Linux it
-//! moves to a relay loop (`crate::relay_loop`) and is spliced there
-//! (`crate::splice`), and an idle one holds no buffer. Other streams (a
+//! moves to a relay loop (`crate::relay::loops`) and is spliced there
+//! (`crate::relay::splice`), and an idle one holds no buffer. Other streams (a
 //! client on the HTTPS listener, WebSocket upgrades) are copied through
 //! buffers.
+
+pub mod idle;
+#[cfg(target_os = "linux")]
+pub mod loops;
+#[cfg(target_os = "linux")]
+pub mod splice;
 
 use std::future::Future;
 use std::pin::{Pin, pin};
@@ -21,9 +27,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::error::Error;
+use crate::framing::Inspected;
 use crate::gateway::{Connection, Gateway};
-use crate::idle::Activity;
-use crate::pipeline::Exchange;
+use crate::pipeline::{self, Exchange};
+use crate::relay::idle::{Activity, Tracked};
+
+/// What hyper serves a client connection over: its stream, with traffic
+/// counted as activity and request heads inspected. A CONNECT tunnel from the
+/// plain listener takes the `TcpStream` back out of it ([`tunnel`]).
+pub type ServedIo<S> = TokioIo<Inspected<Tracked<S>>>;
 
 /// Buffer size for each direction of a copied relay, held for the relay's
 /// life. Decrypted TLS arrives in records of at most 16 KiB, so larger buffers
@@ -82,7 +94,7 @@ async fn until_done(
     moved: Pin<&mut impl Future>,
     stop: Pin<&mut impl Future<Output = ()>>,
 ) {
-    let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
+    let _open = crate::admin::metrics::OpenTunnel::new(&gw.metrics);
     tokio::select! {
         _ = moved => {}
         _ = activity.idle_exceeds(gw.limits.idle_timeout) => {}
@@ -90,7 +102,7 @@ async fn until_done(
     }
 }
 
-/// [`relay`] between two TCP sockets by splicing (`crate::splice`), on the
+/// [`relay`] between two TCP sockets by splicing (`crate::relay::splice`), on the
 /// relay loop this runs on. `early` is what the client sent after its CONNECT
 /// before the tunnel opened (read by hyper already).
 #[cfg(target_os = "linux")]
@@ -101,13 +113,13 @@ async fn splice_relay(
     upstream: std::net::TcpStream,
     stop: Pin<&mut impl Future<Output = ()>>,
 ) -> std::io::Result<Relayed> {
-    use crate::splice::register;
+    use crate::relay::splice::register;
     let activity = Activity::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
     let received = std::sync::atomic::AtomicU64::new(0);
     tracing::debug!(client = ?client.peer_addr().ok(), "tunnel relayed by splicing");
     let (client, upstream) = (register(client)?, register(upstream)?);
-    let moved = pin!(crate::splice::relay(
+    let moved = pin!(crate::relay::splice::relay(
         &client, &upstream, early, &activity, &sent, &received
     ));
     until_done(gw, &activity, moved, stop).await;
@@ -136,7 +148,7 @@ enum Joined {
 
 /// A relayed CONNECT tunnel, from the client's upgrade to its close; logged
 /// when it closes. A tunnel from the plain-HTTP listener moves to a relay
-/// loop (`crate::relay_loop`) for its life.
+/// loop (`crate::relay::loops`) for its life.
 pub async fn tunnel(
     gw: Arc<Gateway>,
     connection: Arc<Connection>,
@@ -149,7 +161,7 @@ pub async fn tunnel(
         Err(e) => return gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
     };
     #[cfg(target_os = "linux")]
-    let client = match client.downcast::<crate::server::ServedIo<TcpStream>>() {
+    let client = match client.downcast::<ServedIo<TcpStream>>() {
         Ok(plain) => {
             // Deregistered here, registered again on the relay loop.
             let client = plain.io.into_inner().into_inner().into_inner();
@@ -188,7 +200,7 @@ async fn relay_and_log(
     let mut revoked = None;
     let relayed = {
         let stop = pin!(async {
-            let judge = |policy| exchange.reevaluate(policy, &gw.guard, None);
+            let judge = |policy| pipeline::rejudge(&exchange, policy, &gw.guard, None);
             revoked = Some(Box::new(revocation(&gw, exchange.policy(), judge).await));
         });
         match joined {
@@ -239,7 +251,7 @@ pub(crate) fn record_relayed(
 }
 
 /// Completes when a newly installed policy denies a relayed connection, as
-/// `judge` (the connection's `Exchange::reevaluate`) finds: the denying
+/// `judge` (`pipeline::rejudge` of the connection) finds: the denying
 /// decision and that policy's hash. `judged_with` is the policy the
 /// connection was let through by: one installed since, before this watch
 /// began (while the connection was being set up), is judged at once.

@@ -1,10 +1,11 @@
-//! CONNECT: PreDNS on the requested name and port, one resolution, the
-//! private-destination guard, then either
+//! CONNECT: its target made canonical, [`pipeline::connect`] decides, then
+//! either
 //!
-//! - a relayed tunnel (interception off, or the name bypassed): PreREQUEST
-//!   without HTTP keys, connect, `200`, then [`crate::relay`]; or
-//! - an intercepted tunnel: `200`, then [`crate::intercept`], where every
-//!   request inside is decided on its own against the policy in force.
+//! - a relayed tunnel (interception off, or the name bypassed): connect,
+//!   `200`, then [`crate::relay`]; or
+//! - an intercepted tunnel: `200`, then [`crate::listeners::intercept`],
+//!   where every request inside is decided on its own against the policy in
+//!   force.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,10 +17,12 @@ use hyper::body::Incoming;
 use crate::error::Error;
 use crate::gateway::{Connection, Gateway};
 use crate::http_util::{Body, empty};
-use crate::pipeline::{Exchange, Protocol, Target};
+use crate::pipeline::{self, Stop, Stopped, Tunnel};
+use crate::request::{Protocol, Target};
 use crate::upstream::connect_tcp;
 
-/// Handles a CONNECT request.
+/// Handles a CONNECT request: what [`pipeline::connect`] decides, then the
+/// tunnel's I/O.
 pub async fn connect(
     gw: Arc<Gateway>,
     connection: Arc<Connection>,
@@ -29,65 +32,52 @@ pub async fn connect(
         Ok(target) => target,
         Err(error) => return gw.refuse(error, true),
     };
-    let Some(policy) = gw.policy.current() else {
-        return gw.refuse(Error::NoPolicy, true);
-    };
-    let mut exchange = Exchange::new(
-        policy,
-        gw.cluster_name.clone(),
+    let exchange = match gw.arrived(
         &connection.client,
         "CONNECT",
         &target,
         Protocol::Https,
-        target.authority(),
-        jiff::Timestamp::now(),
-    );
-    if let Err(stop) = exchange.pre_dns() {
-        return gw.stopped(exchange, stop, true);
-    }
-    let ip = match exchange.resolve(gw.as_ref(), &gw.guard).await {
-        Ok(ip) => ip,
-        Err(stop) => return gw.stopped(exchange, stop, true),
+        None,
+    ) {
+        Ok(exchange) => exchange,
+        Err(error) => return gw.refuse(error, true),
+    };
+    let tunnel = match pipeline::connect(exchange, gw.as_ref(), &gw.guard).await {
+        Ok(tunnel) => tunnel,
+        Err(stopped) => return gw.stopped(stopped, true),
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
-
-    if exchange.policy().proxy().intercepts(exchange.domain()) {
-        if !gw.intercept.is_ready() {
-            return gw.stopped(
-                exchange,
-                crate::pipeline::Stop::Failed(Error::NoInterceptCa),
-                true,
-            );
+    match tunnel {
+        Tunnel::Intercept(exchange, ip) => {
+            if !gw.intercept.is_ready() {
+                return gw.stopped(Stopped(exchange, Stop::Failed(Error::NoInterceptCa)), true);
+            }
+            gw.tasks.spawn(crate::listeners::intercept::serve(
+                gw.clone(),
+                connection,
+                target,
+                ip,
+                on_upgrade,
+            ));
         }
-        // The CONNECT itself is not logged: each request inside is.
-        gw.tasks.spawn(crate::intercept::serve(
-            gw.clone(),
-            connection,
-            target,
-            ip,
-            on_upgrade,
-        ));
-        return Response::new(empty());
+        Tunnel::Relay(exchange, ip) => {
+            let started = Instant::now();
+            let upstream = match connect_tcp(&gw, ip, target.port).await {
+                Ok(stream) => stream,
+                Err(error) => return gw.stopped(Stopped(exchange, Stop::Failed(error)), true),
+            };
+            gw.metrics
+                .upstream_connect_seconds
+                .observe(started.elapsed().as_secs_f64());
+            gw.tasks.spawn(crate::relay::tunnel(
+                gw.clone(),
+                connection,
+                exchange,
+                on_upgrade,
+                upstream,
+            ));
+        }
     }
-
-    if let Err(stop) = exchange.pre_request(None) {
-        return gw.stopped(exchange, stop, true);
-    }
-    let started = Instant::now();
-    let upstream = match connect_tcp(&gw, ip, target.port).await {
-        Ok(stream) => stream,
-        Err(error) => return gw.stopped(exchange, crate::pipeline::Stop::Failed(error), true),
-    };
-    gw.metrics
-        .upstream_connect_seconds
-        .observe(started.elapsed().as_secs_f64());
-    gw.tasks.spawn(crate::relay::tunnel(
-        gw.clone(),
-        connection,
-        exchange,
-        on_upgrade,
-        upstream,
-    ));
     Response::new(empty())
 }
 

@@ -1,17 +1,19 @@
-//! Absolute-form HTTP (`GET http://host/path`): PreDNS, one resolution, the
-//! guard, then [`crate::http_exchange`].
+//! Absolute-form HTTP (`GET http://host/path`): its target made canonical,
+//! [`pipeline::request`] decides (the name resolved once), then
+//! [`crate::upstream::http_exchange`] sends it.
 
 use std::sync::Arc;
 
-use egress_policy::Host;
+use egress_policy::{Host, HttpRequest};
 use http::{Request, Response};
 use hyper::body::Incoming;
 
 use crate::error::Error;
 use crate::gateway::{Connection, Gateway};
-use crate::http_exchange::{exchange, has_looped, via_token};
 use crate::http_util::Body;
-use crate::pipeline::{Exchange, Protocol, Target};
+use crate::pipeline::{self, Destination};
+use crate::request::{Protocol, Target};
+use crate::upstream::http_exchange::exchange;
 use crate::upstream::{Pool, PoolKey};
 
 /// Forwards an absolute-form request.
@@ -37,36 +39,32 @@ pub async fn forward(
         Ok(normalized) => normalized.into_owned(),
         Err(e) => return gw.refuse(Error::InvalidTarget(e), true),
     };
-    let Some(policy) = gw.policy.current() else {
-        return gw.refuse(Error::NoPolicy, true);
-    };
-    let with_query = policy.proxy().settings().log_query_strings;
-    let url = target.logged_url(Protocol::Http, path_and_query, with_query);
-    let mut exchange = Exchange::new(
-        policy,
-        gw.cluster_name.clone(),
+    let method = req.method().as_str();
+    let exchange = match gw.arrived(
         &connection.client,
-        req.method().as_str(),
+        method,
         &target,
         Protocol::Http,
-        url,
-        jiff::Timestamp::now(),
-    );
-    if has_looped(req.headers(), &via_token(exchange.policy().proxy().name())) {
-        let stop = exchange.deny_loop();
-        return gw.stopped(exchange, stop, true);
-    }
-    if let Err(stop) = exchange.pre_dns() {
-        return gw.stopped(exchange, stop, true);
-    }
-    let ip = match exchange.resolve(gw.as_ref(), &gw.guard).await {
-        Ok(ip) => ip,
-        Err(stop) => return gw.stopped(exchange, stop, true),
+        Some(path_and_query),
+    ) {
+        Ok(exchange) => exchange,
+        Err(error) => return gw.refuse(error, true),
     };
+    let http = HttpRequest {
+        method: req.method().as_str(),
+        uri: &normalized,
+        headers: req.headers(),
+    };
+    let cleared =
+        match pipeline::request(exchange, http, Destination::Resolve, gw.as_ref(), &gw.guard).await
+        {
+            Ok(cleared) => cleared,
+            Err(stopped) => return gw.stopped(stopped, true),
+        };
     let key = PoolKey {
-        ip,
+        ip: cleared.ip,
         port: target.port,
         tls_name: None,
     };
-    self::exchange(gw, exchange, pool, key, normalized, req).await
+    self::exchange(gw, cleared.exchange, pool, key, normalized, req).await
 }

@@ -5,6 +5,9 @@
 //! opened them: a keep-alive client keeps its upstream connection, and no
 //! request ever rides on a connection opened for another client.
 
+pub mod dns;
+pub mod http_exchange;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -18,28 +18,14 @@ use crate::gateway::Gateway;
 use crate::http_util::{
     Body, Counted, OnDone, Progress, denied, empty, is_upgrade, strip_hop_by_hop, text_response,
 };
-use crate::pipeline::{Exchange, Protocol};
+use crate::pipeline::{self, Exchange};
+use crate::request::Protocol;
 use crate::upstream::{Pool, PoolKey};
 
-/// Token this gateway adds to `Via`; seeing it on an incoming request means the
-/// request looped back through the proxy.
-pub fn via_token(proxy_name: &str) -> String {
-    format!("1.1 {proxy_name} (egress-gateway)")
-}
-
-/// Whether `headers` show that the request already went through this proxy.
-pub fn has_looped(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::VIA)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|hop| hop.trim() == token)
-}
-
-/// Runs `req` (whose target normalises to `normalized`) through PreREQUEST,
-/// the destination (`key`) and PostRESPONSE. The log line is written when
-/// the response body has gone to the client.
+/// Sends `req` (cleared by [`pipeline::request`]; its target normalises to
+/// `normalized`) to the destination (`key`), and its response through
+/// [`pipeline::response`]. The log line is written when the response body
+/// has gone to the client.
 pub async fn exchange(
     gw: Arc<Gateway>,
     mut exchange: Exchange,
@@ -50,14 +36,6 @@ pub async fn exchange(
 ) -> Response<Body> {
     let http1 = req.version() < Version::HTTP_2;
     let method = req.method().as_str().to_owned();
-    let request = HttpRequest {
-        method: &method,
-        uri: &normalized,
-        headers: req.headers(),
-    };
-    if let Err(stop) = exchange.pre_request(Some(request)) {
-        return gw.stopped(exchange, stop, http1);
-    }
     let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     // Request keys stay visible in PostRESPONSE; keep the headers only if rules
     // there could read them, or an upgraded connection is judged again when
@@ -86,7 +64,7 @@ pub async fn exchange(
     if let Ok(host) = HeaderValue::from_str(&exchange.target().host_header(protocol)) {
         parts.headers.insert(header::HOST, host);
     }
-    if let Ok(via) = HeaderValue::from_str(&via_token(exchange.policy().proxy().name())) {
+    if let Ok(via) = HeaderValue::from_str(&pipeline::via_token(exchange.policy().proxy().name())) {
         parts.headers.append(header::VIA, via);
     }
     parts.version = Version::HTTP_11;
@@ -112,12 +90,13 @@ pub async fn exchange(
         .request_seconds
         .observe(exchange.started().elapsed().as_secs_f64());
 
-    let verdict = exchange.post_response(
-        Some(HttpRequest {
+    let verdict = pipeline::response(
+        &mut exchange,
+        HttpRequest {
             method: &method,
             uri: &normalized,
             headers: &request_headers,
-        }),
+        },
         HttpResponse {
             status: response.status().as_u16(),
             headers: response.headers(),
@@ -212,7 +191,7 @@ async fn relay_upgrade(
                     status: heads.status,
                     headers: &heads.response_headers,
                 };
-                exchange.reevaluate(policy, &gw.guard, Some((request, response)))
+                pipeline::rejudge(&exchange, policy, &gw.guard, Some((request, response)))
             };
             revoked = Some(crate::relay::revocation(&gw, exchange.policy(), judge).await);
         });
@@ -220,24 +199,4 @@ async fn relay_upgrade(
         crate::relay::relay(&gw, client, upstream, stop).await
     };
     crate::relay::record_relayed(&gw, exchange, 101, relayed, revoked);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn loops_are_seen_in_via() {
-        let token = via_token("egress");
-        let mut headers = HeaderMap::new();
-        headers.append(
-            header::VIA,
-            "1.0 fred, 1.1 egress (egress-gateway)"
-                .parse()
-                .expect("valid"),
-        );
-        assert!(has_looped(&headers, &token));
-        assert!(!has_looped(&headers, &via_token("other")));
-        assert!(!has_looped(&HeaderMap::new(), &token));
-    }
 }

@@ -1,5 +1,5 @@
 //! The entry point of every request on a client-facing listener: CONNECT goes
-//! to [`crate::connect`], absolute-form HTTP to [`crate::forward`], anything
+//! to [`crate::listeners::connect`], absolute-form HTTP to [`crate::listeners::forward`], anything
 //! else is not a proxy request.
 
 use std::convert::Infallible;
@@ -26,11 +26,11 @@ pub async fn handle(
         return Ok(gw.refuse(Error::AmbiguousLength, true));
     }
     if req.method() == Method::CONNECT {
-        return Ok(crate::connect::connect(gw, connection, req).await);
+        return Ok(crate::listeners::connect::connect(gw, connection, req).await);
     }
     let mut response = match req.uri().scheme_str() {
         Some("http") if req.uri().authority().is_some() => {
-            crate::forward::forward(gw.clone(), connection, pool, req).await
+            crate::listeners::forward::forward(gw.clone(), connection, pool, req).await
         }
         Some("https") => gw.refuse(Error::HttpsAbsoluteForm, true),
         _ => gw.refuse(Error::NotAProxyRequest, true),

@@ -1,5 +1,5 @@
 //! The decision log: one JSON line per request on stdout, with the field names
-//! of the cloud service's proxy logs (SPEC.md section 7).
+//! of the cloud service's proxy logs (design §7).
 //!
 //! Request tasks append their line to a shared buffer; one writer thread
 //! takes the buffer every few milliseconds and writes it in one go. Nothing
@@ -20,8 +20,8 @@ use egress_policy::{Action, Decision, RuleMatch};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::metrics::Metrics;
-use crate::pipeline::Client;
+use crate::admin::metrics::Metrics;
+use crate::request::Client;
 
 /// How often the writer takes the buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
@@ -331,7 +331,7 @@ mod tests {
     fn record_has_the_cloud_field_names() {
         let client = Client {
             addr: "[::ffff:10.1.2.3]:4000".parse().expect("addr"),
-            listener: crate::pipeline::Listener::Http,
+            listener: crate::request::Listener::Http,
             identity: None,
         };
         let mut record = Record::new(
@@ -407,7 +407,7 @@ mod tests {
     fn the_aws_format_has_the_documented_fields_and_shapes() {
         let client = Client {
             addr: "192.168.10.1:123".parse().expect("addr"),
-            listener: crate::pipeline::Listener::Https,
+            listener: crate::request::Listener::Https,
             identity: Some(std::sync::Arc::new(egress_policy::SourceIdentity {
                 namespace: "team-a".into(),
                 service_account: "default".into(),
@@ -491,7 +491,7 @@ mod tests {
         };
         let client = Client {
             addr: "127.0.0.1:1".parse().expect("addr"),
-            listener: crate::pipeline::Listener::Http,
+            listener: crate::request::Listener::Http,
             identity: None,
         };
         let record = Record::new("p", "", "p-http", &client, "GET", Timestamp::now());

@@ -31,7 +31,7 @@ use rustix::pipe::{PipeFlags, SpliceFlags, fcntl_getpipe_size, pipe_with, splice
 use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 use tokio::io::{Interest, Ready};
 
-use crate::idle::Activity;
+use crate::relay::idle::Activity;
 
 /// Most bytes one splice call moves: a pipe's default capacity (16 pages).
 const CHUNK: usize = 64 * 1024;

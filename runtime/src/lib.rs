@@ -1,0 +1,36 @@
+//! What the gateway and the operator both need around their own work,
+//! written once: the Kubernetes client ([`kube_client`]), diagnostics on
+//! stderr ([`log`]), the stop signal ([`signal`]), a serving certificate
+//! swapped in place ([`serving`]) and the admin listener ([`admin`]).
+//!
+//! Nothing here knows about policies, proxies or pods.
+
+pub mod admin;
+pub mod log;
+pub mod serving;
+pub mod signal;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+/// A client from `kubeconfig`, or the in-cluster configuration (or
+/// `$KUBECONFIG`) when none is given.
+pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .with_context(|| format!("kubeconfig {} is not usable", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no in-cluster configuration and no usable $KUBECONFIG; pass --kubeconfig")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
