@@ -18,8 +18,13 @@ peer=${PEER_SCRIPT:-$here/peer-proxies.sh}
 [[ -x $peer || -f $peer ]] || { echo "peer script not found: $peer (set PEER_SCRIPT)" >&2; exit 1; }
 mkdir -p "$out"
 
-(cd "$repo" && cargo build --release -p egress-gateway)
-bin=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/egress-gateway
+# GATEWAY_BINARY: measure that build instead of building this tree (bench/compare.sh).
+if [[ -n ${GATEWAY_BINARY:-} ]]; then
+	bin=$GATEWAY_BINARY
+else
+	(cd "$repo" && cargo build --release -p egress-gateway)
+	bin=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/egress-gateway
+fi
 
 # The peer script sets CANDIDATE_PORT and the PB_* paths when it starts the candidate.
 gateway="exec $bin run --policy $here/policy.yaml --http-listen 127.0.0.1:\$CANDIDATE_PORT --admin-listen 127.0.0.1:0"
