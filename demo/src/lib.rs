@@ -384,15 +384,16 @@ Ctrl-C stops everything.
     fn rendered_gateway(&self, plane: &ControlPlane) -> anyhow::Result<RenderedGateway> {
         let started = Instant::now();
         loop {
-            let listeners = [
+            let overrides = [
                 ("--http-listen", format!("127.0.0.1:{}", self.ports.http)),
                 ("--https-listen", format!("127.0.0.1:{}", self.ports.https)),
                 (
                     "--admin-listen",
                     format!("127.0.0.1:{}", self.ports.gateway_admin),
                 ),
+                ("--shutdown-delay", "0s".to_owned()),
             ];
-            match RenderedGateway::read(plane, PROXY_NAMESPACE, PROXY, &listeners, &self.dir) {
+            match RenderedGateway::read(plane, PROXY_NAMESPACE, PROXY, &overrides, &self.dir) {
                 Ok(gateway) => return Ok(gateway),
                 Err(e) if started.elapsed() > Duration::from_secs(60) => {
                     bail!("the operator rendered no gateway Deployment: {e}")

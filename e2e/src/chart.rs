@@ -140,21 +140,32 @@ pub struct RenderedGateway {
 
 impl RenderedGateway {
     /// Reads Deployment `namespace/name` (as the operator rendered it) and
-    /// writes the gateway's kubeconfig into `dir`. `listeners` replaces
-    /// the values of the listener flags it names (e.g. `("--http-listen",
-    /// "127.0.0.1:0")`): the pod's addresses are not this machine's.
+    /// writes the gateway's kubeconfig into `dir`. `overrides` replaces the
+    /// values of the flags it names: the listeners (e.g. `("--http-listen",
+    /// "127.0.0.1:0")`: the pod's addresses are not this machine's), and
+    /// `--shutdown-delay` (no endpoints drop a local process). A pod that
+    /// mounts volumes cannot run here: that is an error, not a silent
+    /// difference.
     pub fn read(
         plane: &ControlPlane,
         namespace: &str,
         name: &str,
-        listeners: &[(&str, String)],
+        overrides: &[(&str, String)],
         dir: &Path,
     ) -> Result<RenderedGateway, HarnessError> {
         let deployment = get_json(plane, &["deployment", name, "-n", namespace])?;
         let spec = &deployment["spec"]["template"]["spec"];
         let container = &spec["containers"][0];
         let mut args = arguments(container);
-        for (flag, value) in listeners {
+        if let Some(mounts) = container["volumeMounts"]
+            .as_array()
+            .filter(|m| !m.is_empty())
+        {
+            return Err(HarnessError::Setup(format!(
+                "the rendered gateway mounts volumes a local process does not have: {mounts:?}"
+            )));
+        }
+        for (flag, value) in overrides {
             match args.iter().position(|a| a == flag) {
                 Some(at) if at + 1 < args.len() => args[at + 1].clone_from(value),
                 _ => {
@@ -204,6 +215,11 @@ fn environment(
     namespace: &str,
     pod: Option<&str>,
 ) -> Result<Vec<(String, String)>, HarnessError> {
+    if container.get("envFrom").is_some() {
+        return Err(HarnessError::Setup(
+            "the container takes its environment from objects (envFrom): not supported here".into(),
+        ));
+    }
     let mut env = Vec::new();
     for var in container["env"].as_array().into_iter().flatten() {
         let name = var["name"].as_str().unwrap_or_default().to_owned();
@@ -213,6 +229,12 @@ fn environment(
             (Some(other), _) => {
                 return Err(HarnessError::Setup(format!(
                     "{name}: no value for the fieldRef {other}"
+                )));
+            }
+            (None, _) if var.get("valueFrom").is_some() => {
+                return Err(HarnessError::Setup(format!(
+                    "{name}: a value from an object is not supported here: {}",
+                    var["valueFrom"]
                 )));
             }
             (None, _) => var["value"].as_str().unwrap_or_default().to_owned(),

@@ -219,6 +219,8 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
 
     egress_runtime::signal::terminated().await;
     draining.cancel();
+    // A second signal, during the delay or the drain, cuts what is open.
+    let mut cut = false;
     let delay = gw.limits.shutdown_delay;
     if !delay.is_zero() {
         tracing::info!(
@@ -227,21 +229,28 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         );
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            _ = egress_runtime::signal::terminated() => tracing::warn!("second signal: no more waiting"),
+            _ = egress_runtime::signal::terminated() => cut = true,
         }
     }
     shutdown.cancel();
     // The accept loop owns the listeners: once it has returned they are
     // closed, and the line below is true.
     let _ = accept_loop.await;
-    tracing::info!(grace = ?gw.limits.shutdown_grace, "shutting down: no new connections, draining open ones");
     gw.tasks.close();
-    tokio::select! {
-        _ = gw.tasks.wait() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(gw.limits.shutdown_grace) => {
-            tracing::warn!(open = gw.tasks.len(), "grace period over: cutting open connections");
+    if cut {
+        tracing::warn!(
+            open = gw.tasks.len(),
+            "second signal: cutting open connections"
+        );
+    } else {
+        tracing::info!(grace = ?gw.limits.shutdown_grace, "shutting down: no new connections, draining open ones");
+        tokio::select! {
+            _ = gw.tasks.wait() => tracing::info!("all connections drained"),
+            _ = tokio::time::sleep(gw.limits.shutdown_grace) => {
+                tracing::warn!(open = gw.tasks.len(), "grace period over: cutting open connections");
+            }
+            _ = egress_runtime::signal::terminated() => tracing::warn!(open = gw.tasks.len(), "second signal: cutting open connections"),
         }
-        _ = egress_runtime::signal::terminated() => tracing::warn!(open = gw.tasks.len(), "second signal: cutting open connections"),
     }
     admin.abort();
     gw.log.drain(std::time::Duration::from_secs(5));

@@ -3,7 +3,9 @@
 //! address so the identity keys match the calling pod, changes enforced on
 //! the next request, bad versions refused, an API outage survived.
 //!
-//! No kubelet runs here: pods are created through the API and given their
+//! The gateway runs as its pod would: the arguments and RBAC the operator
+//! renders (its own functions), acting as the gateway's ServiceAccount. No
+//! kubelet runs here: pods are created through the API and given their
 //! addresses through the status subresource; the clients are curl processes
 //! bound to those addresses (127.0.0.2, 127.0.0.3, ...).
 
@@ -17,8 +19,11 @@ use common::process::Gateway;
 use common::upstream::Upstream;
 use common::{HOST, Pki, TempDir, eventually};
 use egress_e2e::ControlPlane;
+use egress_operator::crd::EgressProxy;
+use egress_operator::render;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -137,8 +142,22 @@ fn policy_map(json: &str) -> ConfigMap {
     }
 }
 
-/// The objects the operator would render, made by hand.
-async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str) {
+/// The EgressProxy `egress` of `namespace` the gateway serves (it is not
+/// stored: no operator runs here; its objects are rendered below).
+fn proxy(namespace: &str) -> EgressProxy {
+    let spec = serde_saphyr::from_str(
+        "configurationRef: {name: identity}\ntlsInterception: {enabled: true}\nlisteners: {httpsPort: 8443}",
+    )
+    .expect("spec");
+    let mut proxy = EgressProxy::new("egress", namespace, spec);
+    proxy.metadata.uid = Some(format!("uid-{namespace}"));
+    proxy
+}
+
+/// What the operator renders for the gateway, by its own functions, applied
+/// as the operator would: the policy and certificates, and the gateway's
+/// ServiceAccount and RBAC (pods readable only with `pod_reader`).
+async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str, pod_reader: bool) {
     let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pem");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let chain = pki.intercept.chain.as_ref().expect("chain");
@@ -170,41 +189,71 @@ async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str) {
         .create(&PostParams::default(), &policy_map(json))
         .await
         .expect("policy");
+    let proxy = proxy(namespace);
+    let post = PostParams::default();
+    Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create(&post, &render::service_account(&proxy))
+        .await
+        .expect("service account");
+    Api::<Role>::namespaced(client.clone(), namespace)
+        .create(&post, &render::role(&proxy))
+        .await
+        .expect("role");
+    Api::<RoleBinding>::namespaced(client.clone(), namespace)
+        .create(&post, &render::role_binding(&proxy))
+        .await
+        .expect("role binding");
+    if pod_reader {
+        egress_operator::ensure_pod_reader_role(client)
+            .await
+            .expect("pod reader role");
+        Api::<ClusterRoleBinding>::all(client.clone())
+            .create(&post, &render::pod_reader_binding(&proxy))
+            .await
+            .expect("pod reader binding");
+    }
+}
+
+/// The gateway as its pod runs it: the arguments the operator renders (its
+/// listeners on loopback), acting as its ServiceAccount.
+fn gateway_process(plane: &ControlPlane, pki: &Pki, namespace: &str) -> Gateway {
+    let settings = render::Settings {
+        gateway_image: "egress-gateway:test".to_owned(),
+        image_pull_policy: "IfNotPresent".to_owned(),
+        cluster_name: "e2e".to_owned(),
+        cluster_domain: "cluster.local".to_owned(),
+    };
+    let deployment = render::deployment(&proxy(namespace), &settings, None);
+    let pod = deployment.spec.template.spec.expect("pod");
+    let mut args = pod.containers[0].args.clone().expect("args");
+    for (flag, value) in [
+        ("--http-listen", "127.0.0.1:0"),
+        ("--https-listen", "127.0.0.1:0"),
+        ("--admin-listen", "127.0.0.1:0"),
+        ("--shutdown-delay", "0s"),
+    ] {
+        let at = args.iter().position(|a| a == flag).expect("rendered flag");
+        args[at + 1] = value.to_owned();
+    }
+    let account = pod.service_account_name.expect("service account");
+    let kubeconfig = plane
+        .kubeconfig_as_service_account(namespace, &account, &plane.dir)
+        .expect("kubeconfig");
+    args.extend([
+        "--namespace".into(),
+        namespace.to_owned(),
+        "--kubeconfig".into(),
+        kubeconfig.display().to_string(),
+        "--upstream-ca".into(),
+        pki.upstream_root.display().to_string(),
+        "--resolve".into(),
+        format!("{HOST}:*:127.0.0.1"),
+    ]);
+    Gateway::spawn(&args)
 }
 
 fn start_gateway(plane: &ControlPlane, pki: &Pki, namespace: &str) -> Gateway {
-    let mut args: Vec<String> = [
-        "--log-format",
-        "json",
-        "run",
-        "--source",
-        "kubernetes",
-        "--proxy",
-        "egress",
-        "--namespace",
-        namespace,
-        "--http-listen",
-        "127.0.0.1:0",
-        "--https-listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--cluster-name",
-        "e2e",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    args.extend([
-        "--kubeconfig".into(),
-        plane.kubeconfig.display().to_string(),
-    ]);
-    args.extend([
-        "--upstream-ca".into(),
-        pki.upstream_root.display().to_string(),
-    ]);
-    args.extend(["--resolve".into(), format!("{HOST}:*:127.0.0.1")]);
-    let gateway = Gateway::spawn(&args);
+    let gateway = gateway_process(plane, pki, namespace);
     eventually(Duration::from_secs(20), || {
         (gateway.admin_get("/readyz").0 == 200).then_some(())
     })
@@ -259,7 +308,14 @@ async fn api_source_test(pki: Pki, upstream: Upstream) {
     }
     let dir = TempDir::new("gw-api");
     let url = format!("https://{HOST}:{}/", upstream.addr.port());
-    render(&client, "gw-api", &pki, &compiled(&policy(None), &dir)).await;
+    render(
+        &client,
+        "gw-api",
+        &pki,
+        &compiled(&policy(None), &dir),
+        true,
+    )
+    .await;
     pod(
         &client,
         "team-a",
@@ -403,7 +459,14 @@ async fn outage_test(pki: Pki, upstream: Upstream) {
     namespace(&client, "team-a").await;
     let dir = TempDir::new("gw-outage");
     let url = format!("https://{HOST}:{}/", upstream.addr.port());
-    render(&client, "gw-outage", &pki, &compiled(&policy(None), &dir)).await;
+    render(
+        &client,
+        "gw-outage",
+        &pki,
+        &compiled(&policy(None), &dir),
+        true,
+    )
+    .await;
     pod(
         &client,
         "team-a",
@@ -429,4 +492,46 @@ async fn outage_test(pki: Pki, upstream: Upstream) {
     );
     let line = gateway.decision(|d| d["src_pod"] == "web-a" && d["http_status_code"] == 200);
     assert_eq!(line["src_namespace"], "team-a");
+}
+
+#[test]
+fn a_gateway_that_cannot_read_pods_is_not_ready_until_it_can() {
+    on_runtime(pod_index_test());
+}
+
+async fn pod_index_test() {
+    let pki = Pki::new();
+    let plane = ControlPlane::shared();
+    let client = client(plane).await;
+    let ns = "gw-no-reader";
+    namespace(&client, ns).await;
+    let dir = TempDir::new(ns);
+    // Everything but the pod reader binding: identity rules would not know
+    // any client, so the gateway must not take traffic.
+    render(&client, ns, &pki, &compiled(&policy(None), &dir), false).await;
+    let gateway = gateway_process(plane, &pki, ns);
+    let reason = |gateway: &Gateway| {
+        let (status, body) = gateway.admin_get("/readyz");
+        (status == 503 && body.contains("pod index")).then_some(body)
+    };
+    eventually(Duration::from_secs(20), || reason(&gateway))
+        .unwrap_or_else(|| panic!("{:?}", gateway.admin_get("/readyz")));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(reason(&gateway).is_some(), "still not ready");
+
+    // The binding the operator makes: ready once the watch retries.
+    egress_operator::ensure_pod_reader_role(&client)
+        .await
+        .expect("pod reader role");
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .create(
+            &PostParams::default(),
+            &render::pod_reader_binding(&proxy(ns)),
+        )
+        .await
+        .expect("pod reader binding");
+    eventually(Duration::from_secs(60), || {
+        (gateway.admin_get("/readyz").0 == 200).then_some(())
+    })
+    .unwrap_or_else(|| panic!("never ready: {:?}", gateway.admin_get("/readyz")));
 }

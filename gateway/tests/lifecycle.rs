@@ -425,6 +425,21 @@ fn the_grace_period_and_a_second_signal_cut_tunnels() {
         .wait(Duration::from_secs(10))
         .expect("a second signal stops at once");
     gateway.diagnostic(&["second signal"]);
+
+    // The same during the shutdown delay: no delay, no drain.
+    let mut gateway = Gateway::start(
+        &pki,
+        &seed_policy(dir.path(), true),
+        &["--shutdown-delay", "60s", "--shutdown-grace", "60s"],
+    );
+    let _tunnel = open_tunnel(&gateway, &upstream);
+    gateway.terminate();
+    gateway.diagnostic(&["stopping: not ready"]);
+    gateway.terminate();
+    gateway
+        .wait(Duration::from_secs(10))
+        .expect("a second signal in the delay stops at once");
+    gateway.diagnostic(&["second signal: cutting open connections"]);
 }
 
 /// One request on an open keep-alive connection to the plain listener: the

@@ -183,6 +183,21 @@ pub fn owner(proxy: &EgressProxy) -> Option<OwnerReference> {
 }
 
 /// Metadata of an object named `name` rendered for the proxy.
+/// Whether an object is `proxy`'s: it names the proxy as its controller. An
+/// object of the same name that does not was made by someone else, and the
+/// operator never takes it over.
+pub fn is_owned_by(object: &ObjectMeta, proxy: &EgressProxy) -> bool {
+    let Some(uid) = proxy.metadata.uid.as_deref() else {
+        return false;
+    };
+    object
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Metadata of an object rendered for `proxy`: named, labelled and owned.
 pub fn metadata(proxy: &EgressProxy, name: String) -> ObjectMeta {
     let names = Names::of(proxy);
     ObjectMeta {

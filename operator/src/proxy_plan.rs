@@ -60,6 +60,13 @@ pub struct Snapshot {
     /// The PEM of `spec.destinations.caBundleRef` (not read when none is
     /// named; absent when the ConfigMap or its key is missing).
     pub destination_ca: Option<Read<String>>,
+    /// Objects with the names this proxy renders that exist and are not its
+    /// own (`Kind name`): made by someone else, never written or removed
+    /// (and a Secret among them is not read as this proxy's certificate).
+    pub taken: Vec<String>,
+    /// Objects whose owner could not be checked, and why: not written
+    /// either (a write could take over what it cannot see).
+    pub unchecked: Vec<(String, String)>,
 }
 
 /// A Kubernetes event to publish.
@@ -138,6 +145,16 @@ pub struct Step {
     pub condition: &'static str,
     /// Published once the object is applied.
     pub event: Option<Note>,
+    /// Applied only when no earlier step of the same condition failed: it
+    /// names what they write (a certificate issued by a CA that was not
+    /// stored, a trust bundle of roots the gateway does not use).
+    pub needs_earlier: bool,
+    /// An object of this name exists and is not this proxy's: refused
+    /// without asking the API server (reason `NameTaken`).
+    pub taken: bool,
+    /// Whose an object of this name is could not be checked (why): not
+    /// written until it can be.
+    pub unchecked: Option<String>,
 }
 
 /// What reconciling one proxy should do.
@@ -208,7 +225,11 @@ pub fn plan(
         conditions: Vec::new(),
         events: Vec::new(),
         policy_hash: None,
-        rendered_policy_hash: snapshot.rendered_policy_hash.clone().ok().flatten(),
+        // Unreadable: what the status said last is the best knowledge.
+        rendered_policy_hash: match &snapshot.rendered_policy_hash {
+            Ok(hash) => hash.clone(),
+            Err(_) => proxy.status.as_ref().and_then(|s| s.policy_hash.clone()),
+        },
         intercept_ca_not_after: None,
         requeue: RECHECK,
     };
@@ -232,22 +253,51 @@ pub fn plan(
             )),
             condition: CERTIFICATE_READY,
             event: None,
+            needs_earlier: true,
+            taken: false,
+            unchecked: None,
         });
     }
     let destination_ca = destination_ca(proxy, snapshot);
     if let Err((reason, message)) = &destination_ca {
-        // The rest of the certificates may be fine: this one says more.
-        plan.conditions.retain(|w| w.type_ != CERTIFICATE_READY);
-        plan.conditions.push(Wanted::no(
-            CERTIFICATE_READY,
-            reason,
-            format!(
-                "{message}: Deployment {} is left as it is (its pods keep the bundle they started with) until this is fixed",
-                names.workload()
-            ),
-        ));
+        let message = format!(
+            "{message}: Deployment {} is left as it is (its pods keep the bundle they started with) until this is fixed",
+            names.workload()
+        );
+        match plan
+            .conditions
+            .iter_mut()
+            .find(|w| w.type_ == CERTIFICATE_READY && !w.status)
+        {
+            // Another certificate problem already: both are said, its reason stays.
+            Some(earlier) => earlier.message = format!("{}; and {message}", earlier.message),
+            None => {
+                plan.conditions.retain(|w| w.type_ != CERTIFICATE_READY);
+                plan.conditions
+                    .push(Wanted::no(CERTIFICATE_READY, reason, message));
+            }
+        }
     }
     plan_gateway(proxy, settings, &names, destination_ca.ok(), &mut plan);
+    // What someone else made is neither written nor removed.
+    plan.steps.retain(|step| match &step.object {
+        Object::RemovePodDisruptionBudget(name) => !snapshot
+            .taken
+            .contains(&format!("PodDisruptionBudget {name}")),
+        Object::RemoveHorizontalPodAutoscaler(name) => !snapshot
+            .taken
+            .contains(&format!("HorizontalPodAutoscaler {name}")),
+        _ => true,
+    });
+    for step in &mut plan.steps {
+        let object = step.object.describe();
+        step.taken = snapshot.taken.contains(&object);
+        step.unchecked = snapshot
+            .unchecked
+            .iter()
+            .find(|(o, _)| *o == object)
+            .map(|(_, why)| why.clone());
+    }
     Ok(plan)
 }
 
@@ -295,6 +345,9 @@ fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &m
             plan.steps.push(Step {
                 object: Object::ConfigMap(render::policy_config_map(proxy, &policy)),
                 condition: POLICY_COMPILED,
+                needs_earlier: false,
+                taken: false,
+                unchecked: None,
                 event: changed.then(|| Note {
                     warning: false,
                     reason: "PolicyRendered".to_owned(),
@@ -318,9 +371,13 @@ fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &m
             plan.policy_hash = Some(policy.hash().to_owned());
         }
         Err((reason, message)) => {
-            let keeping = match &rendered {
-                Some(hash) => format!(" The last good policy {hash} keeps serving."),
-                None => " No policy has been rendered yet: the gateway stays unready until this is fixed.".to_owned(),
+            let keeping = match (&snapshot.rendered_policy_hash, &rendered) {
+                (Err(why), _) => format!(
+                    " ConfigMap {} could not be read ({why}): the gateway keeps the policy it has.",
+                    names.policy()
+                ),
+                (Ok(_), Some(hash)) => format!(" The last good policy {hash} keeps serving."),
+                (Ok(_), None) => " No policy has been rendered yet: the gateway stays unready until this is fixed.".to_owned(),
             };
             plan.conditions.push(Wanted::no(
                 POLICY_COMPILED,
@@ -380,6 +437,9 @@ fn plan_certificates(
         )),
         condition: CERTIFICATE_READY,
         event,
+        needs_earlier: true,
+        taken: false,
+        unchecked: None,
     };
 
     let listener_ca = keep_or_issue(&snapshot.listener_ca, |existing| {
@@ -625,6 +685,9 @@ fn plan_gateway(
         object,
         condition: READY,
         event: None,
+        needs_earlier: false,
+        taken: false,
+        unchecked: None,
     }));
 }
 
@@ -635,18 +698,44 @@ pub struct Failure {
     pub object: String,
     /// The condition it turns false.
     pub condition: &'static str,
-    /// What the API server said.
+    /// What the API server said, or why it was not asked.
     pub error: String,
+    /// `ApplyFailed` (the API server refused) or `NameTaken` (the object is
+    /// someone else's).
+    pub reason: &'static str,
+}
+
+impl Failure {
+    /// The API server refused `step`.
+    pub fn refused(step: &Step, error: String) -> Failure {
+        Failure {
+            object: step.object.describe(),
+            condition: step.condition,
+            error,
+            reason: "ApplyFailed",
+        }
+    }
+
+    /// `step`'s object exists and is not this proxy's.
+    pub fn taken(step: &Step) -> Failure {
+        Failure {
+            object: step.object.describe(),
+            condition: step.condition,
+            error: "exists and is not this proxy's (it names no EgressProxy as its controller): rename the EgressProxy, or remove the object if it is no longer used".to_owned(),
+            reason: "NameTaken",
+        }
+    }
 }
 
 /// The proxy's status once the plan has been applied with `failures`, the
-/// gateway Deployment as last seen (applied, or read before), and the
-/// events that say what failed (once per new failure, not on every retry).
+/// gateway Deployment as last seen (applied, or read before; or why it
+/// could not be read), and the events that say what failed (once per new
+/// failure, not on every retry).
 pub fn outcome(
     proxy: &EgressProxy,
     plan: &Plan,
     failures: &[Failure],
-    deployment: Option<&Deployment>,
+    deployment: Result<Option<&Deployment>, &str>,
     now: jiff::Timestamp,
 ) -> (EgressProxyStatus, Vec<Note>) {
     let names = Names::of(proxy);
@@ -660,8 +749,8 @@ pub fn outcome(
         plan.rendered_policy_hash.clone()
     };
     let (ready, progressing) = match deployment {
-        Some(deployment) => rollout(deployment),
-        None => (
+        Ok(Some(deployment)) => rollout(deployment),
+        Ok(None) => (
             0,
             Wanted::yes(
                 PROGRESSING,
@@ -669,7 +758,16 @@ pub fn outcome(
                 format!("Deployment {} does not exist yet", names.workload()),
             ),
         ),
+        Err(why) => (
+            0,
+            Wanted::yes(
+                PROGRESSING,
+                "DeploymentUnreadable",
+                format!("Deployment {} could not be read: {why}", names.workload()),
+            ),
+        ),
     };
+    let deployment = deployment.ok().flatten();
     wanted.push(progressing);
     wanted.push(readiness(&names, policy_hash.as_deref(), ready, deployment));
     let mut events = Vec::new();
@@ -692,8 +790,19 @@ pub fn outcome(
         } else {
             " What was applied before stays in place while the operator retries".to_owned()
         };
+        // A name taken by someone else needs a person; say that first.
+        let reason = if failed.iter().any(|f| f.reason == "NameTaken") {
+            "NameTaken"
+        } else {
+            "ApplyFailed"
+        };
+        let hint = if reason == "NameTaken" {
+            ""
+        } else {
+            " If the API server says forbidden, the operator's RBAC (the chart's ClusterRole) lacks a permission."
+        };
         let message = format!(
-            "{} could not be applied: {}.{what}. If the API server says forbidden, the operator's RBAC (the chart's ClusterRole) lacks a permission.",
+            "{} could not be applied: {}.{what}.{hint}",
             if failed.len() == 1 {
                 "1 object".to_owned()
             } else {
@@ -704,16 +813,16 @@ pub fn outcome(
         let already = old
             .conditions
             .iter()
-            .any(|c| c.type_ == condition && c.reason == "ApplyFailed" && c.message == message);
+            .any(|c| c.type_ == condition && c.reason == reason && c.message == message);
         if !already {
             events.push(Note {
                 warning: true,
-                reason: "ApplyFailed".to_owned(),
+                reason: reason.to_owned(),
                 message: message.clone(),
             });
         }
         wanted.retain(|w| w.type_ != condition);
-        wanted.push(Wanted::no(condition, "ApplyFailed", message));
+        wanted.push(Wanted::no(condition, reason, message));
     }
     let listeners = &proxy.spec.listeners;
     let status = EgressProxyStatus {
@@ -828,6 +937,8 @@ mod tests {
             parent: None,
             deployment: Ok(None),
             destination_ca: None,
+            taken: Vec::new(),
+            unchecked: Vec::new(),
         }
     }
 
@@ -991,7 +1102,7 @@ mod tests {
             &proxy(PLAIN),
             &unserved,
             &[],
-            Some(&settled(2)),
+            Ok(Some(&settled(2))),
             jiff::Timestamp::now(),
         );
         assert_eq!(condition(&status, READY).reason, "NoPolicy");
@@ -1076,7 +1187,13 @@ mod tests {
         assert_eq!(refused.events.len(), 1);
         assert_eq!(refused.events[0].reason, "ParentCARefused");
         // Reported already: no second warning.
-        let (status, _) = outcome(&intercepting, &refused, &[], None, jiff::Timestamp::now());
+        let (status, _) = outcome(
+            &intercepting,
+            &refused,
+            &[],
+            Ok(None),
+            jiff::Timestamp::now(),
+        );
         intercepting.status = Some(status);
         let again = plan(&intercepting, &broken, &settings(), now).expect("plan");
         assert!(again.events.is_empty());
@@ -1109,8 +1226,9 @@ mod tests {
             object: "ClusterRoleBinding egress-gateway:team-a:egress".to_owned(),
             condition: READY,
             error: "forbidden: attempting to grant RBAC permissions not currently held".to_owned(),
+            reason: "ApplyFailed",
         }];
-        let (status, events) = outcome(&p, &planned, &failures, None, jiff::Timestamp::now());
+        let (status, events) = outcome(&p, &planned, &failures, Ok(None), jiff::Timestamp::now());
         let ready = condition(&status, READY);
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
@@ -1135,7 +1253,7 @@ mod tests {
         // The same failure again: the status says it, no new event.
         let mut seen = p.clone();
         seen.status = Some(status);
-        let (_, events) = outcome(&seen, &planned, &failures, None, jiff::Timestamp::now());
+        let (_, events) = outcome(&seen, &planned, &failures, Ok(None), jiff::Timestamp::now());
         assert!(events.is_empty());
     }
 
@@ -1151,12 +1269,13 @@ mod tests {
             object: "ConfigMap egress-policy".to_owned(),
             condition: POLICY_COMPILED,
             error: "request entity too large".to_owned(),
+            reason: "ApplyFailed",
         }];
         let (status, _) = outcome(
             &p,
             &planned,
             &failures,
-            Some(&settled(2)),
+            Ok(Some(&settled(2))),
             jiff::Timestamp::now(),
         );
         assert_eq!(status.policy_hash.as_deref(), Some("sha256:old"));
@@ -1204,6 +1323,162 @@ mod tests {
         let planned = plan(&p, &usable, &settings(), SystemTime::now()).expect("plan");
         assert!(described(&planned).contains(&"Deployment egress".to_owned()));
         assert!(wanted(&planned, CERTIFICATE_READY).status);
+    }
+
+    #[test]
+    fn what_cannot_be_read_is_not_taken_for_missing() {
+        // The policy ConfigMap unreadable while the configuration does not
+        // compile: the status's last hash stands, and the message says so.
+        let mut p = proxy(PLAIN);
+        p.status = Some(EgressProxyStatus {
+            policy_hash: Some("sha256:serving".to_owned()),
+            ..EgressProxyStatus::default()
+        });
+        let snapshot = Snapshot {
+            configuration: None,
+            rendered_policy_hash: Err("timed out".to_owned()),
+            ..fresh()
+        };
+        let planned = plan(&p, &snapshot, &settings(), SystemTime::now()).expect("plan");
+        assert_eq!(planned.policy_hash.as_deref(), Some("sha256:serving"));
+        let compiled = wanted(&planned, POLICY_COMPILED);
+        assert!(
+            compiled.message.contains("could not be read (timed out)"),
+            "{}",
+            compiled.message
+        );
+        // The same unreadable while it compiles: written, with no event
+        // (whether it changed is not known).
+        let compiles = Snapshot {
+            rendered_policy_hash: Err("timed out".to_owned()),
+            ..fresh()
+        };
+        let planned = plan(&p, &compiles, &settings(), SystemTime::now()).expect("plan");
+        assert_eq!(
+            planned.steps[0].object.describe(),
+            "ConfigMap egress-policy"
+        );
+        assert!(planned.steps[0].event.is_none());
+
+        // The listener certificate or the sub-CA unreadable: not replaced.
+        let first = plan(&proxy(PLAIN), &fresh(), &settings(), SystemTime::now()).expect("plan");
+        for snapshot in [
+            Snapshot {
+                listener_ca: Ok(Some(written(&first, "egress-listener-ca"))),
+                serving: Err("forbidden".to_owned()),
+                ..fresh()
+            },
+            Snapshot {
+                listener_ca: Ok(Some(written(&first, "egress-listener-ca"))),
+                serving: Ok(Some(written(&first, "egress-tls"))),
+                sub_ca: Err("forbidden".to_owned()),
+                parent: Some(Ok(Some(parent_pems()))),
+                ..fresh()
+            },
+        ] {
+            let planned = plan(
+                &proxy(INTERCEPTING),
+                &snapshot,
+                &settings(),
+                SystemTime::now(),
+            )
+            .expect("plan");
+            let steps = described(&planned);
+            assert!(!steps.iter().any(|s| s.starts_with("Secret")), "{steps:?}");
+            let ready = wanted(&planned, CERTIFICATE_READY);
+            assert_eq!((ready.status, ready.reason), (false, "SecretUnreadable"));
+        }
+
+        // The Deployment unreadable: said, not taken for absent.
+        let planned = plan(&proxy(PLAIN), &fresh(), &settings(), SystemTime::now()).expect("plan");
+        let (status, _) = outcome(
+            &proxy(PLAIN),
+            &planned,
+            &[],
+            Err("connection refused"),
+            jiff::Timestamp::now(),
+        );
+        let progressing = condition(&status, PROGRESSING);
+        assert_eq!(progressing.reason, "DeploymentUnreadable");
+        assert!(progressing.message.contains("connection refused"));
+    }
+
+    #[test]
+    fn what_names_a_refused_certificate_is_not_written() {
+        let planned = plan(&proxy(PLAIN), &fresh(), &settings(), SystemTime::now()).expect("plan");
+        let needing: Vec<String> = planned
+            .steps
+            .iter()
+            .filter(|s| s.needs_earlier)
+            .map(|s| s.object.describe())
+            .collect();
+        assert_eq!(
+            needing,
+            [
+                "Secret egress-listener-ca",
+                "Secret egress-tls",
+                "ConfigMap egress-trust-bundle"
+            ]
+        );
+        assert!(
+            planned
+                .steps
+                .iter()
+                .filter(|s| s.condition != CERTIFICATE_READY)
+                .all(|s| !s.needs_earlier),
+            "the policy and the gateway do not wait on certificates"
+        );
+    }
+
+    #[test]
+    fn objects_someone_else_made_are_never_taken_over() {
+        // A proxy named like the namespace's ServiceAccount and like an
+        // Ingress's certificate Secret, with a PodDisruptionBudget of that
+        // name that is not its own either.
+        let p = proxy("configurationRef: {name: seed}\nreplicas: 1\n");
+        let snapshot = Snapshot {
+            taken: vec![
+                "ServiceAccount egress".to_owned(),
+                "Secret egress-tls".to_owned(),
+                "PodDisruptionBudget egress".to_owned(),
+            ],
+            ..fresh()
+        };
+        let planned = plan(&p, &snapshot, &settings(), SystemTime::now()).expect("plan");
+        let taken: Vec<String> = planned
+            .steps
+            .iter()
+            .filter(|s| s.taken)
+            .map(|s| s.object.describe())
+            .collect();
+        assert_eq!(taken, ["Secret egress-tls", "ServiceAccount egress"]);
+        assert!(
+            !described(&planned)
+                .iter()
+                .any(|s| s.contains("PodDisruptionBudget")),
+            "someone else's PodDisruptionBudget is not removed"
+        );
+        let failures: Vec<Failure> = planned
+            .steps
+            .iter()
+            .filter(|s| s.taken)
+            .map(Failure::taken)
+            .collect();
+        let (status, events) = outcome(&p, &planned, &failures, Ok(None), jiff::Timestamp::now());
+        for type_ in [CERTIFICATE_READY, READY] {
+            let c = condition(&status, type_);
+            assert_eq!(
+                (c.status.as_str(), c.reason.as_str()),
+                ("False", "NameTaken")
+            );
+            assert!(
+                c.message.contains("rename the EgressProxy"),
+                "{}",
+                c.message
+            );
+        }
+        assert!(events.iter().all(|e| e.reason == "NameTaken"));
+        assert_eq!(condition(&status, POLICY_COMPILED).status, "True");
     }
 
     #[test]

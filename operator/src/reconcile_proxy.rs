@@ -9,9 +9,10 @@ use egress_policy::Named;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
+use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
@@ -23,7 +24,7 @@ use crate::certs::{self, Pems};
 use crate::context::Context;
 use crate::crd::{EgressProxy, EgressProxyStatus};
 use crate::error::Error;
-use crate::names::{FIELD_MANAGER, Names, POLICY_HASH_ANNOTATION};
+use crate::names::{FIELD_MANAGER, Names, POLICY_HASH_ANNOTATION, is_owned_by};
 use crate::proxy_plan::{self, Failure, Note, Object, Read, Snapshot};
 
 /// Finalizer that removes what the proxy cannot own (its cluster-scoped
@@ -110,14 +111,68 @@ where
     api.get_opt(name).await.map_err(|e| e.to_string())
 }
 
-async fn read_pems(ctx: &Context, namespace: &str, name: &str) -> Read<Pems> {
-    read::<Secret>(ctx, namespace, name)
+/// The objects this proxy renders, read to see whose they are: one of the
+/// same name that names another controller (or none) is recorded in
+/// `taken` and read as absent, so nothing of it is used.
+struct Owned<'a> {
+    ctx: &'a Context,
+    proxy: &'a EgressProxy,
+    namespace: &'a str,
+    taken: Vec<String>,
+    unchecked: Vec<(String, String)>,
+}
+
+impl Owned<'_> {
+    /// The whole object, when it is the proxy's.
+    async fn read<K>(&mut self, name: &str) -> Read<K>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let found = read::<K>(self.ctx, self.namespace, name).await?;
+        Ok(found.filter(|object| self.mine(object.meta(), K::kind(&()).as_ref(), name)))
+    }
+
+    /// Only whether an object of this name is someone else's.
+    async fn check<K>(&mut self, name: &str)
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.namespace);
+        match api.get_metadata_opt(name).await {
+            Ok(Some(object)) => {
+                self.mine(&object.metadata, K::kind(&()).as_ref(), name);
+            }
+            Ok(None) => {}
+            Err(error) => self
+                .unchecked
+                .push((format!("{} {name}", K::kind(&())), error.to_string())),
+        }
+    }
+
+    fn mine(&mut self, meta: &ObjectMeta, kind: &str, name: &str) -> bool {
+        let mine = is_owned_by(meta, self.proxy);
+        if !mine {
+            self.taken.push(format!("{kind} {name}"));
+        }
+        mine
+    }
+}
+
+async fn read_pems(owned: &mut Owned<'_>, name: &str) -> Read<Pems> {
+    owned
+        .read::<Secret>(name)
         .await
         .map(|secret| secret.as_ref().map(certs::pems_of))
 }
 
 /// What the plan is made from: the caches, and the objects the proxy's
-/// certificates and status depend on.
+/// certificates and status depend on, each only if it is the proxy's own.
 async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
     let names = Names::of(proxy);
     let namespace = &names.namespace;
@@ -128,32 +183,58 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         .map(|c| ctx.groups_of(c))
         .unwrap_or_default();
     let interception = &proxy.spec.tls_interception;
+    // The user's parent CA is theirs: read, never owned.
     let parent = match (&interception.ca_secret_ref, interception.enabled) {
-        (Some(reference), true) => Some(read_pems(ctx, namespace, &reference.name).await),
+        (Some(reference), true) => Some(
+            read::<Secret>(ctx, namespace, &reference.name)
+                .await
+                .map(|secret| secret.as_ref().map(certs::pems_of)),
+        ),
         _ => None,
     };
+    let destination_ca = match &proxy.spec.destinations.ca_bundle_ref {
+        Some(reference) => Some(
+            read::<ConfigMap>(ctx, namespace, &reference.name)
+                .await
+                .map(|cm| cm.and_then(|cm| cm.data?.get(&reference.key).cloned())),
+        ),
+        None => None,
+    };
+    let mut owned = Owned {
+        ctx,
+        proxy,
+        namespace,
+        taken: Vec::new(),
+        unchecked: Vec::new(),
+    };
+    let rendered_policy_hash = owned.read::<ConfigMap>(&names.policy()).await.map(|cm| {
+        cm.and_then(|cm| cm.metadata.annotations)
+            .and_then(|a| a.get(POLICY_HASH_ANNOTATION).cloned())
+    });
+    let listener_ca = read_pems(&mut owned, &names.listener_ca()).await;
+    let serving = read_pems(&mut owned, &names.tls()).await;
+    let sub_ca = read_pems(&mut owned, &names.intercept_ca()).await;
+    let deployment = owned.read::<Deployment>(&names.workload()).await;
+    let workload = names.workload();
+    owned.check::<ConfigMap>(&names.trust_bundle()).await;
+    owned.check::<ServiceAccount>(&workload).await;
+    owned.check::<Role>(&workload).await;
+    owned.check::<RoleBinding>(&workload).await;
+    owned.check::<Service>(&workload).await;
+    owned.check::<PodDisruptionBudget>(&workload).await;
+    owned.check::<HorizontalPodAutoscaler>(&workload).await;
     Snapshot {
         configuration: configuration.map(|c| Named::new(wanted.clone(), c.spec.clone())),
         groups,
-        rendered_policy_hash: read::<ConfigMap>(ctx, namespace, &names.policy())
-            .await
-            .map(|cm| {
-                cm.and_then(|cm| cm.metadata.annotations)
-                    .and_then(|a| a.get(POLICY_HASH_ANNOTATION).cloned())
-            }),
-        listener_ca: read_pems(ctx, namespace, &names.listener_ca()).await,
-        serving: read_pems(ctx, namespace, &names.tls()).await,
-        sub_ca: read_pems(ctx, namespace, &names.intercept_ca()).await,
+        rendered_policy_hash,
+        listener_ca,
+        serving,
+        sub_ca,
         parent,
-        deployment: read::<Deployment>(ctx, namespace, &names.workload()).await,
-        destination_ca: match &proxy.spec.destinations.ca_bundle_ref {
-            Some(reference) => Some(
-                read::<ConfigMap>(ctx, namespace, &reference.name)
-                    .await
-                    .map(|cm| cm.and_then(|cm| cm.data?.get(&reference.key).cloned())),
-            ),
-            None => None,
-        },
+        deployment,
+        destination_ca,
+        taken: owned.taken,
+        unchecked: owned.unchecked,
     }
 }
 
@@ -195,7 +276,7 @@ async fn apply_object(
 /// What the API server said, without the rest of its response.
 fn said(error: &Error) -> String {
     match error {
-        Error::Kube(kube::Error::Api(status)) => status.message.clone(),
+        Error::Kube(kube::Error::Api(status)) => format!("{} ({})", status.message, status.reason),
         other => other.to_string(),
     }
 }
@@ -218,27 +299,42 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         publish(ctx, proxy, note).await;
     }
     let mut failures = Vec::new();
-    let mut deployment = snapshot.deployment.clone().ok().flatten();
+    let mut deployment = snapshot.deployment.clone();
     for step in &plan.steps {
+        if step.taken {
+            failures.push(Failure::taken(step));
+            continue;
+        }
+        if let Some(why) = &step.unchecked {
+            failures.push(Failure::refused(
+                step,
+                format!("whose it is could not be checked, so it is not written: {why}"),
+            ));
+            continue;
+        }
+        if step.needs_earlier && failures.iter().any(|f| f.condition == step.condition) {
+            continue;
+        }
         match apply_object(ctx, &namespace, &step.object).await {
             Ok(applied) => {
-                deployment = applied.or(deployment);
+                if let Some(applied) = applied {
+                    deployment = Ok(Some(applied));
+                }
                 if let Some(note) = &step.event {
                     publish(ctx, proxy, note).await;
                 }
             }
-            Err(error) => failures.push(Failure {
-                object: step.object.describe(),
-                condition: step.condition,
-                error: said(&error),
-            }),
+            Err(error) => failures.push(Failure::refused(step, said(&error))),
         }
     }
     let (status, notes) = proxy_plan::outcome(
         proxy,
         &plan,
         &failures,
-        deployment.as_ref(),
+        deployment
+            .as_ref()
+            .map(Option::as_ref)
+            .map_err(String::as_str),
         jiff::Timestamp::now(),
     );
     for note in &notes {

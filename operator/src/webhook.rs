@@ -55,7 +55,7 @@ fn install_pem(cert: &ServingCert, cert_pem: &str, key_pem: &str) -> Result<(), 
     let chain = egress_pki::certificates(cert_pem).map_err(|e| e.to_string())?;
     let key = egress_pki::private_key_pkcs8(key_pem).map_err(|e| e.to_string())?;
     cert.install(chain, PrivateKeyDer::Pkcs8(key))
-        .map_err(|e| format!("the key does not match the certificate: {e}"))
+        .map_err(|e| format!("the certificate and key cannot be served: {e}"))
 }
 
 /// What the webhook decides with.

@@ -717,6 +717,94 @@ async fn an_object_the_api_server_refuses_is_reported_and_the_rest_is_applied() 
 }
 
 #[tokio::test]
+async fn a_tenant_cannot_take_over_objects_by_naming_a_proxy_after_them() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-tenant";
+    namespace(&client, ns).await;
+    let tenant = Tenant::of(plane, "tenant-a", ns);
+    // What the namespace already has: its default ServiceAccount, and an
+    // Ingress's certificate Secret.
+    let (ok, output) = tenant.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: web-tls, namespace: {ns}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: ingress-cert, tls.key: ingress-key}}\n"
+    ));
+    assert!(ok, "{output}");
+    // Proxies named after them, as the tenant.
+    let without_proxy: Vec<&str> = SEED
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: EgressProxy"))
+        .collect();
+    let yaml = format!(
+        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: default\nspec:\n  configurationRef: {{name: seed}}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: web\nspec:\n  configurationRef: {{name: seed}}\n",
+        without_proxy.join("\n---\n")
+    )
+    .replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"));
+    let (ok, output) = tenant.apply(&yaml);
+    assert!(ok, "the tenant may make proxies in its namespace: {output}");
+
+    let proxies: Api<EgressProxy> = Api::namespaced(client.clone(), ns);
+    let refused = |name: &'static str, type_: &'static str, object: &'static str| {
+        let proxies = proxies.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let proxy = proxies.get(name).await.ok();
+                let found = proxy.as_ref().and_then(|p| condition(p, type_));
+                if let Some((_, reason, message)) = &found
+                    && reason == "NameTaken"
+                    && message.contains(object)
+                {
+                    return message.clone();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{name}: {type_} is not NameTaken for {object}: {:?}",
+                    proxy.and_then(|p| p.status)
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    refused("default", "Ready", "ServiceAccount default").await;
+    refused("web", "CertificateReady", "Secret web-tls").await;
+
+    // Neither object was touched.
+    let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .get("default")
+        .await
+        .expect("default ServiceAccount");
+    assert!(sa.metadata.owner_references.is_none(), "{sa:?}");
+    assert!(sa.labels().get("app.kubernetes.io/managed-by").is_none());
+    let secret = Api::<Secret>::namespaced(client.clone(), ns)
+        .get("web-tls")
+        .await
+        .expect("the Ingress's Secret");
+    assert!(secret.metadata.owner_references.is_none());
+    let data = secret.data.expect("data");
+    assert_eq!(data["tls.crt"].0, b"ingress-cert");
+
+    // Deleting the proxies leaves them where they were.
+    let mut delete = tenant.kubectl();
+    delete.args([
+        "delete",
+        "egressproxy",
+        "default",
+        "web",
+        "-n",
+        ns,
+        "--wait=true",
+    ]);
+    run(delete);
+    assert!(
+        Api::<ServiceAccount>::namespaced(client.clone(), ns)
+            .get_opt("default")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}
+
+#[tokio::test]
 async fn the_gateway_follows_what_the_operator_renders_within_two_seconds() {
     let plane = setup();
     let client = client(plane).await;
@@ -745,6 +833,7 @@ async fn the_gateway_follows_what_the_operator_renders_within_two_seconds() {
             ("--http-listen", local.clone()),
             ("--https-listen", local.clone()),
             ("--admin-listen", local),
+            ("--shutdown-delay", "0s".to_owned()),
         ],
         &dir.0,
     )

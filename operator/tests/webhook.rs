@@ -120,6 +120,78 @@ async fn proxy(client: &kube::Client) -> EgressProxy {
     api.get("main").await.expect("proxy")
 }
 
+/// Reads the operator makes on paths its caches do not cover, which the
+/// other tests may never reach: the chart's RBAC must allow each.
+#[test]
+fn the_chart_lets_the_operator_read_what_its_caches_may_miss() {
+    let plane = setup();
+    let account = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}-operator");
+    for (verb, resource, why) in [
+        (
+            "get",
+            "namespaces",
+            "the webhook, for a namespace created moments before its pod",
+        ),
+        ("get", "secrets", "a proxy's certificates and its parent CA"),
+        (
+            "get",
+            "configmaps",
+            "the policy ConfigMap and a destination CA bundle",
+        ),
+        ("get", "deployments.apps", "the gateway's rollout status"),
+        (
+            "get",
+            "serviceaccounts",
+            "whose an object of a proxy's names is",
+        ),
+        (
+            "get",
+            "roles.rbac.authorization.k8s.io",
+            "whose an object of a proxy's names is",
+        ),
+        (
+            "get",
+            "rolebindings.rbac.authorization.k8s.io",
+            "whose an object of a proxy's names is",
+        ),
+        ("get", "services", "whose an object of a proxy's names is"),
+        (
+            "get",
+            "poddisruptionbudgets.policy",
+            "whose an object of a proxy's names is",
+        ),
+        (
+            "get",
+            "horizontalpodautoscalers.autoscaling",
+            "whose an object of a proxy's names is",
+        ),
+        (
+            "list",
+            "pods",
+            "escaped pods, and what it binds to gateways",
+        ),
+        ("list", "nodes", "pod CIDRs"),
+        ("create", "events", "events on EgressProxies"),
+    ] {
+        let mut can = plane.kubectl();
+        can.args([
+            "auth",
+            "can-i",
+            verb,
+            resource,
+            "--all-namespaces",
+            "--as",
+            &account,
+        ]);
+        let output = can.output().expect("kubectl");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout).trim(),
+            "yes",
+            "the chart does not let the operator {verb} {resource} ({why})"
+        );
+    }
+}
+
 #[test]
 fn the_chart_lints_and_renders_what_the_api_server_accepts() {
     let plane = setup();

@@ -87,6 +87,13 @@ pub mod images {
         "docker.io/library/egress-gateway:",
         env!("CARGO_PKG_VERSION")
     );
+    /// The same gateway under the name of a next release, for an upgrade
+    /// with `helm upgrade --set image.gateway=...` (tagged at import).
+    pub const GATEWAY_NEXT: &str = concat!(
+        "docker.io/library/egress-gateway:",
+        env!("CARGO_PKG_VERSION"),
+        "-next"
+    );
     /// This workspace's release `egress-operator`.
     pub const OPERATOR: &str = concat!(
         "docker.io/library/egress-operator:",
@@ -277,6 +284,12 @@ impl Node {
                 )));
             }
         }
+        run_checked(&mut ctr(&[
+            "images",
+            "tag",
+            images::GATEWAY,
+            images::GATEWAY_NEXT,
+        ]))?;
 
         // kubelet: registers the node; Ready once the runtime and CNI are.
         let healthz = free_port()?;

@@ -725,30 +725,50 @@ fn crash(pod: &str) {
 }
 
 #[test]
-fn a_gateway_rollout_under_load_fails_no_request_and_a_killed_leader_s_change_lands() {
+fn an_upgrade_under_load_fails_no_request_and_a_crashed_leader_s_change_lands() {
     let (installed, _turn) = installed();
     let cluster = Cluster::shared();
     let url = installed.destination.url("/steady");
-    let seconds = 100;
+    let seconds = 150;
     let kept_alive = load(cluster, seconds, &url, true);
     let new_connections = load(cluster, seconds, &url, false);
     std::thread::sleep(Duration::from_secs(10));
 
-    // A change of what the pods read at start rolls them, one at a time.
+    // An upgrade as users make one: `helm upgrade` to a new gateway image.
+    // The operator's pods roll (one keeps leading, or hands over the Lease),
+    // the leader renders the gateway with the new image, and its pods roll
+    // one at a time.
     let rollout = Instant::now();
-    patch_proxy(r#"{"spec": {"resources": {"requests": {"cpu": "120m", "memory": "64Mi"}}}}"#);
-    eventually(Duration::from_secs(30), "the rollout to start", || {
-        let generation = admin(&[
-            "get",
-            "deployment",
-            PROXY,
-            "-n",
-            RELEASE_NAMESPACE,
-            "-o",
-            "jsonpath={.spec.template.spec.containers[0].resources.requests.cpu}",
-        ]);
-        (generation == "120m").then_some(())
-    });
+    let next = images::GATEWAY_NEXT.trim_start_matches("docker.io/library/");
+    let mut upgrade = cluster.plane.helm();
+    upgrade.args(["upgrade", RELEASE]).arg(chart_dir()).args([
+        "--namespace",
+        RELEASE_NAMESPACE,
+        "--reuse-values",
+        "--set",
+        &format!("image.gateway={next}"),
+        "--wait",
+        "--timeout",
+        "5m0s",
+    ]);
+    let (code, output) = attempt(upgrade);
+    assert_eq!(code, 0, "helm upgrade: {output}");
+    eventually(
+        Duration::from_secs(120),
+        "the gateway rendered with the new image",
+        || {
+            let image = admin(&[
+                "get",
+                "deployment",
+                PROXY,
+                "-n",
+                RELEASE_NAMESPACE,
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ]);
+            (image == next).then_some(())
+        },
+    );
     admin(&[
         "rollout",
         "status",
@@ -831,7 +851,7 @@ fn a_gateway_rollout_under_load_fails_no_request_and_a_killed_leader_s_change_la
     let (ok_alive, failed_alive, text_alive) = load_result(kept_alive);
     let (ok_new, failed_new, text_new) = load_result(new_connections);
     eprintln!(
-        "FIGURE gateway rollout (2 pods, one at a time) under load: new pods available after {:.1}s, old pods gone after {:.1}s",
+        "FIGURE helm upgrade to a new gateway image under load (operator pods, then gateway pods, rolled): new gateway pods available after {:.1}s, old pods gone after {:.1}s",
         rolled.as_secs_f64(),
         replaced.as_secs_f64()
     );

@@ -145,7 +145,7 @@ impl ServingCert {
             .install(pem.certificates()?, pem.private_key()?)
             .map_err(|e| {
                 Error::Unusable(format!(
-                    "the key does not match the certificate of {}: {e}",
+                    "the certificate and key of {} cannot be served: {e}",
                     pem.origin
                 ))
             })

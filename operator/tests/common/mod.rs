@@ -102,6 +102,66 @@ pub fn kubectl_apply(plane: &ControlPlane, yaml: &str) -> (bool, String) {
     )
 }
 
+/// A user who owns one namespace and nothing else: the built-in `admin`
+/// role there, as the roles it aggregates (no controller-manager aggregates
+/// here), the chart's role for the egress resources among them. Its
+/// requests go through the API server as that user.
+pub struct Tenant {
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+}
+
+impl Tenant {
+    /// The user `name`, admin of `namespace` (which must exist).
+    pub fn of(plane: &ControlPlane, name: &str, namespace: &str) -> Tenant {
+        let edit = format!("{RELEASE}-edit");
+        for role in [
+            "system:aggregate-to-admin",
+            "system:aggregate-to-edit",
+            "system:aggregate-to-view",
+            edit.as_str(),
+        ] {
+            let binding = format!("{name}-{}", role.replace(':', "-"));
+            let (ok, output) = kubectl_apply(
+                plane,
+                &format!(
+                    "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {binding}, namespace: {namespace}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: \"{role}\"}}\nsubjects: [{{kind: User, name: {name}, apiGroup: rbac.authorization.k8s.io}}]\n"
+                ),
+            );
+            assert!(ok, "{output}");
+        }
+        let kubeconfig = plane
+            .kubeconfig_as(
+                name,
+                &["system:authenticated".to_owned()],
+                &plane.dir.join(format!("tenant-{name}.kubeconfig")),
+            )
+            .expect("tenant kubeconfig");
+        Tenant {
+            kubeconfig,
+            kubectl: plane.binaries.path("kubectl"),
+        }
+    }
+
+    /// `kubectl` as the tenant.
+    pub fn kubectl(&self) -> Command {
+        let mut command = Command::new(&self.kubectl);
+        command.arg("--kubeconfig").arg(&self.kubeconfig);
+        command
+    }
+
+    /// `kubectl apply` of YAML text as the tenant: (success, output).
+    pub fn apply(&self, yaml: &str) -> (bool, String) {
+        let mut apply = self.kubectl();
+        apply.args(["apply", "-f", "-"]);
+        let output = egress_e2e::run_with_stdin(apply, yaml.as_bytes()).expect("kubectl runs");
+        (
+            output.status.success(),
+            egress_e2e::combined_output(&output),
+        )
+    }
+}
+
 /// The CRDs as users install them (with the chart: [`chart`]), Established.
 pub fn install_crds(plane: &ControlPlane) {
     chart(plane);
