@@ -154,6 +154,13 @@ pub struct Args {
     #[arg(long, env = "EGRESS_DNS_SELECTOR", default_value = "k8s-app=kube-dns")]
     pub dns_selector: String,
 
+    /// What enforces NetworkPolicies in this cluster (`calico`, `cilium`,
+    /// ... or any name), when it runs where the operator cannot see it (not
+    /// as pods). Empty: look for the pods of the known enforcers, and say in
+    /// the status of each proxy with `enforce` when none is found.
+    #[arg(long, env = "EGRESS_NETWORK_POLICY_ENFORCER", default_value = "")]
+    pub network_policy_enforcer: String,
+
     /// PEM file of the system roots given to clients (SSL_CERT_FILE and the
     /// Java truststore hold these plus the proxy's roots); this machine's
     /// roots when not given.

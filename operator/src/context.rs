@@ -17,8 +17,8 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource, ResourceExt};
 
+use crate::cluster_facts::ClusterView;
 use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
-use crate::inject::Cluster;
 use crate::metrics::Metrics;
 use crate::render::Settings;
 use crate::render_clients::TrustFiles;
@@ -75,14 +75,17 @@ pub struct ClientMemo {
 }
 
 /// Operator-wide settings of what client pods get.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct ClientSettings {
-    /// Cluster facts (domain, CIDRs, the operator's namespace).
-    pub cluster: Cluster,
+    /// Cluster facts (domain, CIDRs, the operator's namespace), current.
+    pub cluster: ClusterView,
     /// The system roots (PEM) that trust bundle copies add the proxy's to.
     pub system_roots: Arc<str>,
     /// Labels of the cluster DNS pods in kube-system.
     pub dns_selector: BTreeMap<String, String>,
+    /// What enforces NetworkPolicies, as the administrator named it (None:
+    /// look for known enforcers' pods).
+    pub network_policy_enforcer: Option<String>,
 }
 
 impl std::fmt::Debug for Context {

@@ -145,7 +145,7 @@ pub fn decide(
     let Some(first) = candidates.first() else {
         return Err(Skip::NotSelected(match pinned {
             Some(pinned) => format!(
-                "the namespace pins {pinned}, which does not exist or does not select this pod"
+                "the namespace pins {pinned}, which does not exist, does not select this pod, or (outside the shared proxy namespaces) has no namespaceSelector that takes this namespace"
             ),
             None => "no EgressProxy selects this pod".to_owned(),
         }));
@@ -200,8 +200,10 @@ fn namespace_skip(namespace: &str, namespace_meta: &ObjectMeta, cluster: &Cluste
 
 /// Whether `proxy` may serve (some) pods of `namespace`: the namespace is
 /// opted in; the proxy is in it, or in a namespace whose proxies the
-/// administrator shares, or the namespace pins it (its own consent); no
-/// other proxy is pinned; and the proxy's namespace selector takes it.
+/// administrator shares, or the namespace pins it and the proxy agrees (its
+/// `namespaceSelector` is set: a team's proxy does not serve other
+/// namespaces unless it says so); no other proxy is pinned; and the proxy's
+/// namespace selector takes it.
 pub fn serves_namespace(
     proxy: &EgressProxy,
     namespace: &str,
@@ -212,9 +214,13 @@ pub fn serves_namespace(
         return false;
     }
     let names = Names::of(proxy);
+    let trusted = names.namespace == namespace || cluster.shares_proxies_of(&names.namespace);
     let allowed = match pinned(namespace_meta) {
-        Some(pinned) => *pinned == names.qualified(),
-        None => names.namespace == namespace || cluster.shares_proxies_of(&names.namespace),
+        Some(pinned) => {
+            *pinned == names.qualified()
+                && (trusted || proxy.spec.clients.namespace_selector.is_some())
+        }
+        None => trusted,
     };
     let empty = BTreeMap::new();
     allowed
@@ -979,10 +985,45 @@ mod tests {
             "aaa-rogue/grab"
         );
         let consenting = namespace(
-            &[("egress.dev/injection", "enabled")],
+            &[("egress.dev/injection", "enabled"), ("team", "b")],
             &[(PROXY_ANNOTATION, "aaa-rogue/grab")],
         );
-        assert!(choose(&app_pod(), "team", &consenting, &[rogue]).is_ok());
+        // The namespace's consent alone is not enough: the proxy's owner
+        // must agree too (a namespace selector that takes it).
+        assert!(matches!(
+            choose(&app_pod(), "team", &consenting, std::slice::from_ref(&rogue)),
+            Err(Skip::NotSelected(m)) if m.contains("aaa-rogue/grab")
+        ));
+        let agreeing = proxy(
+            "aaa-rogue",
+            "grab",
+            serde_json::json!({"namespaceSelector": {"matchLabels": {"team": "b"}}}),
+        );
+        assert!(choose(&app_pod(), "team", &consenting, &[agreeing]).is_ok());
+    }
+
+    #[test]
+    fn a_pinned_namespace_is_served_by_that_proxy_and_nothing_else() {
+        // The administrator's shared proxy enforces; the namespace's own
+        // proxy would win the choice unless the namespace is pinned.
+        let shared = proxy(
+            "egress-system",
+            "shared",
+            serde_json::json!({"enforce": true}),
+        );
+        let own = proxy("team", "mine", serde_json::json!({}));
+        let both = [shared.clone(), own.clone()];
+        let unpinned = choose(&app_pod(), "team", &enabled(), &both).expect("served");
+        assert_eq!(unpinned.names().qualified(), "team/mine");
+        let pinned = namespace(
+            &[("egress.dev/injection", "enabled")],
+            &[(PROXY_ANNOTATION, "egress-system/shared")],
+        );
+        let choice = choose(&app_pod(), "team", &pinned, &both).expect("served");
+        assert_eq!(choice.names().qualified(), "egress-system/shared");
+        let cluster = cluster();
+        assert!(!serves_namespace(&own, "team", &pinned, &cluster));
+        assert!(serves_namespace(&shared, "team", &pinned, &cluster));
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod args;
 pub mod cache;
 pub mod certs;
+pub mod cluster_facts;
 pub mod conditions;
 pub mod context;
 pub mod crd;
@@ -124,13 +125,7 @@ pub async fn discover_pod_cidrs(client: &Client) -> Vec<String> {
     let api: Api<Node> = Api::all(client.clone());
     match api.list(&Default::default()).await {
         Ok(list) => {
-            let mut cidrs: Vec<String> = list
-                .items
-                .into_iter()
-                .flat_map(|n| n.spec.and_then(|s| s.pod_cidrs).unwrap_or_default())
-                .collect();
-            cidrs.sort();
-            cidrs.dedup();
+            let cidrs = cluster_facts::cidrs_of(list.items.iter());
             tracing::info!(?cidrs, "pod CIDRs from the nodes");
             cidrs
         }

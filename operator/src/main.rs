@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use egress_operator::admin::{self, Readiness};
 use egress_operator::args::{Args, WebhookCertificates};
+use egress_operator::cluster_facts;
 use egress_operator::context::{ClientSettings, Context};
 use egress_operator::inject::Cluster;
 use egress_operator::metrics::Metrics;
@@ -70,22 +71,30 @@ async fn operate(args: Args) -> anyhow::Result<()> {
         cluster_name: args.cluster_name.clone(),
         cluster_domain: args.cluster_domain.clone(),
     };
+    let cluster = Cluster {
+        domain: args.cluster_domain.clone(),
+        api_server: egress_operator::api_server_addresses(&client).await,
+        service_cidrs: match args.service_cidrs.as_slice() {
+            [] => egress_operator::discover_service_cidrs(&client).await,
+            given => given.to_vec(),
+        },
+        pod_cidrs: match args.pod_cidrs.as_slice() {
+            [] => egress_operator::discover_pod_cidrs(&client).await,
+            given => given.to_vec(),
+        },
+        operator_namespace: args.namespace.clone(),
+        shared_proxy_namespaces: args.shared_proxy_namespaces.clone(),
+    };
     let client_settings = ClientSettings {
-        cluster: Cluster {
-            domain: args.cluster_domain.clone(),
-            api_server: egress_operator::api_server_addresses(&client).await,
-            service_cidrs: match args.service_cidrs.as_slice() {
-                [] => egress_operator::discover_service_cidrs(&client).await,
-                given => given.to_vec(),
-            },
-            pod_cidrs: match args.pod_cidrs.as_slice() {
-                [] => egress_operator::discover_pod_cidrs(&client).await,
-                given => given.to_vec(),
-            },
-            operator_namespace: args.namespace.clone(),
-            shared_proxy_namespaces: args.shared_proxy_namespaces.clone(),
+        // Pod CIDRs not given follow the nodes.
+        cluster: if args.pod_cidrs.is_empty() {
+            cluster_facts::follow_pod_cidrs(client.clone(), cluster)
+        } else {
+            cluster_facts::fixed(cluster)
         },
         system_roots: egress_operator::system_roots(args.client_roots.as_deref())?.into(),
+        network_policy_enforcer: Some(args.network_policy_enforcer.trim().to_owned())
+            .filter(|name| !name.is_empty()),
         dns_selector: egress_operator::parse_labels(&args.dns_selector)
             .context("--dns-selector")?,
     };

@@ -333,17 +333,44 @@ fn destination_ca(
     }
 }
 
-/// The policy: a version that does not compile leaves the last good one.
+/// The most a ConfigMap's data may hold, in bytes (the API server refuses
+/// more, whatever the rest of the object holds).
+const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
+
+/// What the API server counts against [`CONFIG_MAP_LIMIT`]: keys and values.
+fn data_size(config_map: &ConfigMap) -> usize {
+    let text = config_map.data.iter().flatten();
+    let binary = config_map.binary_data.iter().flatten();
+    text.map(|(k, v)| k.len() + v.len()).sum::<usize>()
+        + binary.map(|(k, v)| k.len() + v.0.len()).sum::<usize>()
+}
+
+/// The policy: a version that does not compile, or does not fit in a
+/// ConfigMap, leaves the last good one.
 fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &mut Plan) {
     let rendered = plan.rendered_policy_hash.clone();
-    match compile(proxy, snapshot) {
-        Ok(policy) => {
+    let compiled = compile(proxy, snapshot).and_then(|policy| {
+        let config_map = render::policy_config_map(proxy, &policy);
+        let size = data_size(&config_map);
+        if size > CONFIG_MAP_LIMIT {
+            return Err((
+                "PolicyTooLarge",
+                format!(
+                    "the compiled policy {} is {size} bytes, over the {CONFIG_MAP_LIMIT} bytes a ConfigMap may hold: split large value lists across fewer, broader rules (a domain suffix instead of each name) or fewer groups",
+                    policy.hash()
+                ),
+            ));
+        }
+        Ok((policy, config_map))
+    });
+    match compiled {
+        Ok((policy, config_map)) => {
             let changed = match &snapshot.rendered_policy_hash {
                 Ok(hash) => hash.as_deref() != Some(policy.hash()),
                 Err(_) => false,
             };
             plan.steps.push(Step {
-                object: Object::ConfigMap(render::policy_config_map(proxy, &policy)),
+                object: Object::ConfigMap(config_map),
                 condition: POLICY_COMPILED,
                 needs_earlier: false,
                 taken: false,
@@ -1255,6 +1282,51 @@ mod tests {
         seen.status = Some(status);
         let (_, events) = outcome(&seen, &planned, &failures, Ok(None), jiff::Timestamp::now());
         assert!(events.is_empty());
+    }
+
+    #[test]
+    fn a_policy_too_large_for_a_config_map_is_said_before_it_is_written() {
+        // 60 rules of 1,000 names each: within the CRD's bounds, over 1 MiB compiled.
+        let rules: Vec<serde_json::Value> = (0..60)
+            .map(|r| {
+                let names: Vec<String> = (0..1000)
+                    .map(|n| format!("host-{r:02}-{n:04}.example.com"))
+                    .collect();
+                serde_json::json!({
+                    "name": format!("deny-{r}"),
+                    "action": "Deny",
+                    "conditions": [{"key": "request:DestinationDomain", "operator": "StringEquals", "values": names}]
+                })
+            })
+            .collect();
+        let group: ProxyRuleGroupSpec =
+            serde_json::from_value(serde_json::json!({"rules": {"preDNS": rules}})).expect("group");
+        let configuration = serde_saphyr::from_str(
+            "ruleGroups: [{name: huge}]\ndefaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}",
+        )
+        .expect("configuration");
+        let snapshot = Snapshot {
+            configuration: Some(Named::new("seed".to_owned(), configuration)),
+            groups: vec![Named::new("huge".to_owned(), group)],
+            rendered_policy_hash: Ok(Some("sha256:good".to_owned())),
+            ..fresh()
+        };
+        let kept = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
+        assert!(!described(&kept).contains(&"ConfigMap egress-policy".to_owned()));
+        let compiled = wanted(&kept, POLICY_COMPILED);
+        assert_eq!(
+            (compiled.status, compiled.reason),
+            (false, "PolicyTooLarge")
+        );
+        assert!(
+            compiled.message.contains("over the 1048576 bytes")
+                && compiled
+                    .message
+                    .contains("The last good policy sha256:good keeps serving"),
+            "{}",
+            compiled.message
+        );
+        assert_eq!(kept.policy_hash.as_deref(), Some("sha256:good"));
     }
 
     #[test]

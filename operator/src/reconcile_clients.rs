@@ -72,7 +72,7 @@ pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Act
 async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     let names = Names::of(proxy);
     let qualified = names.qualified();
-    let cluster = &ctx.client_settings.cluster;
+    let cluster = &ctx.client_settings.cluster.borrow().clone();
     let namespaces = ctx.clients.namespaces.state();
     let served: BTreeMap<String, ObjectMeta> = namespaces
         .iter()
@@ -146,6 +146,28 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     .await
     {
         problems.push(format!("NetworkPolicies: {error}"));
+    }
+    if proxy.spec.clients.enforce {
+        let confined: Vec<String> = proxies
+            .iter()
+            .map(|p| Names::of(p))
+            .filter(|other| {
+                other.namespace != names.namespace && served.contains_key(&other.namespace)
+            })
+            .map(|other| other.qualified())
+            .collect();
+        if !confined.is_empty() {
+            problems.push(format!(
+                "enforce confines the gateway pods of {} like every other pod of their namespace (a label cannot exempt them outside this proxy's own namespace): they reach only what their namespace's pods may; pin those namespaces to this proxy (annotation {PROXY_ANNOTATION}) so no pod is pointed at them",
+                confined.join(", ")
+            ));
+        }
+    }
+    if proxy.spec.clients.enforce && ctx.client_settings.network_policy_enforcer.is_none() {
+        let pods = ctx.clients.pods.state();
+        if render_clients::known_enforcer(pods.iter().map(|p| p.labels())).is_none() {
+            problems.push(render_clients::NO_ENFORCER.to_owned());
+        }
     }
     if proxy.spec.clients.enforce && cluster.pod_cidrs.is_empty() {
         problems.push("enforce is on but the pod CIDRs are unknown: served pods cannot reach other pods directly; set --pod-cidr (the chart's cluster.podCIDRs)".to_owned());

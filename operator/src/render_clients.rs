@@ -134,6 +134,34 @@ fn port(protocol: &str, number: i32) -> NetworkPolicyPort {
     }
 }
 
+/// Pod labels of the network plugins that enforce NetworkPolicy, egress
+/// rules included: (plugin, label, value).
+const ENFORCERS: [(&str, &str, &str); 8] = [
+    ("Calico", "k8s-app", "calico-node"),
+    ("Canal", "k8s-app", "canal"),
+    ("Cilium", "k8s-app", "cilium"),
+    ("kube-router", "k8s-app", "kube-router"),
+    ("Antrea", "component", "antrea-agent"),
+    ("Weave Net", "name", "weave-net"),
+    ("Azure NPM", "k8s-app", "azure-npm"),
+    ("Kube-OVN", "app", "kube-ovn-cni"),
+];
+
+/// The first known NetworkPolicy enforcer among pods with these labels.
+pub fn known_enforcer<'a>(
+    mut pods: impl Iterator<Item = &'a BTreeMap<String, String>>,
+) -> Option<&'static str> {
+    pods.find_map(|labels| {
+        ENFORCERS
+            .iter()
+            .find(|(_, key, value)| labels.get(*key).is_some_and(|v| v == value))
+            .map(|(plugin, _, _)| *plugin)
+    })
+}
+
+/// What `status.clients.message` says when enforcement may be a no-op.
+pub const NO_ENFORCER: &str = "enforce is on but no NetworkPolicy enforcer was found (no pods of Calico, Cilium, kube-router, Antrea, Weave Net or the like): without one the NetworkPolicies are accepted and do nothing; if your network plugin enforces them, name it in the chart's cluster.networkPolicyEnforcer";
+
 /// The proxy's pods, as a NetworkPolicy peer.
 fn gateway_pods(names: &Names) -> NetworkPolicyPeer {
     NetworkPolicyPeer {
@@ -166,11 +194,17 @@ pub fn cidrs(no_proxy: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// In client namespace `namespace`: every pod (labels cannot take a pod out
-/// of it; gateway pods of a proxy in this namespace excepted) may send only
-/// to the listeners of the proxies that serve the namespace (`serving`, this
-/// one among them), cluster DNS (pods labelled `dns` in kube-system, port
-/// 53) and the `NO_PROXY` address ranges.
+/// In client namespace `namespace`: every pod may send only to the
+/// listeners of the proxies that serve the namespace (`serving`, this one
+/// among them), cluster DNS (pods labelled `dns` in kube-system, port 53)
+/// and the `NO_PROXY` address ranges.
+///
+/// Labels cannot take a pod out of it, with one exception: in the proxy's
+/// own namespace its gateway pods must reach destinations, and a
+/// NetworkPolicy can tell them apart only by label. Whoever can create pods
+/// there can also edit this proxy, so the label gives them nothing they do
+/// not have. In any other namespace gateway pods are confined like the rest:
+/// there the label would let a tenant out of an administrator's enforcement.
 pub fn client_egress_policy(
     proxy: &EgressProxy,
     namespace: &str,
@@ -211,10 +245,9 @@ pub fn client_egress_policy(
             ports: None,
         });
     }
-    let hosts_a_gateway = serving.iter().any(|n| n.namespace == namespace);
     let pods = LabelSelector {
         match_labels: None,
-        match_expressions: hosts_a_gateway.then(|| {
+        match_expressions: (names.namespace == namespace).then(|| {
             vec![LabelSelectorRequirement {
                 key: "app.kubernetes.io/name".to_owned(),
                 operator: "NotIn".to_owned(),
@@ -318,10 +351,16 @@ mod tests {
         ]
         .map(str::to_owned);
         let dns = BTreeMap::from([("k8s-app".to_owned(), "kube-dns".to_owned())]);
-        let policy = client_egress_policy(&p, "team", &[Names::of(&p), other], &no_proxy, &dns);
+        let policy = client_egress_policy(
+            &p,
+            "egress",
+            &[Names::of(&p), other.clone()],
+            &no_proxy,
+            &dns,
+        );
         let meta = json(&policy.metadata);
         assert_eq!(meta["name"], "egress-clients.egress.main");
-        assert_eq!(meta["namespace"], "team");
+        assert_eq!(meta["namespace"], "egress");
         assert_eq!(meta["labels"]["egress.dev/proxy-name"], "main");
         assert_eq!(meta["labels"]["egress.dev/proxy-namespace"], "egress");
         assert!(
@@ -337,8 +376,8 @@ mod tests {
         assert_eq!(
             json(&policy.spec),
             serde_json::json!({
-                // Every pod but the gateway of the proxy that lives here:
-                // relabelling a pod does not take it out.
+                // Every pod but the gateways of the namespace this proxy
+                // lives in (its owner could switch enforcement off anyway).
                 "podSelector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "NotIn", "values": ["egress-gateway"]}]},
                 "policyTypes": ["Egress"],
                 "egress": [
@@ -361,12 +400,44 @@ mod tests {
                 ]
             })
         );
-        let elsewhere = client_egress_policy(&p, "shop", &[Names::of(&p)], &no_proxy, &dns);
-        assert_eq!(
-            json(&elsewhere.spec)["podSelector"],
-            serde_json::json!({}),
-            "no gateway there"
-        );
+        // Elsewhere every pod, gateway label or not: a tenant's own gateway
+        // (`other` lives in `team`) is confined like the rest.
+        for namespace in ["team", "shop"] {
+            let elsewhere = client_egress_policy(
+                &p,
+                namespace,
+                &[Names::of(&p), other.clone()],
+                &no_proxy,
+                &dns,
+            );
+            assert_eq!(
+                json(&elsewhere.spec)["podSelector"],
+                serde_json::json!({}),
+                "{namespace}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_enforcers_are_found_by_their_pods() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        let plain = [
+            labels(&[("k8s-app", "kube-dns")]),
+            labels(&[("app", "flannel")]),
+        ];
+        assert_eq!(known_enforcer(plain.iter()), None);
+        let calico = [
+            labels(&[("app", "web")]),
+            labels(&[("k8s-app", "calico-node")]),
+        ];
+        assert_eq!(known_enforcer(calico.iter()), Some("Calico"));
+        let antrea = [labels(&[("app", "antrea"), ("component", "antrea-agent")])];
+        assert_eq!(known_enforcer(antrea.iter()), Some("Antrea"));
     }
 
     #[test]

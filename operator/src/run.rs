@@ -290,6 +290,27 @@ pub async fn controllers(
         groups: groups.clone(),
         clients: client_caches.clone(),
     }));
+    // New cluster facts (a node with new pod CIDRs) concern every proxy's
+    // clients.
+    {
+        let (mut facts, proxies, changes, stop) = (
+            ctx.client_settings.cluster.clone(),
+            proxies.clone(),
+            client_changes.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = facts.changed() => if changed.is_err() { return },
+                }
+                for proxy in proxies.state() {
+                    let _ = changes.send(ObjectRef::from_obj(proxy.as_ref()));
+                }
+            }
+        });
+    }
     let backoff = Arc::new(Backoff::default());
     let managed =
         || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use egress_runtime::serving::ServingCert;
+use egress_runtime::slots::Slots;
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -26,19 +27,22 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use rustls::pki_types::PrivateKeyDer;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::cache;
+use crate::cluster_facts::ClusterView;
 use crate::crd::EgressProxy;
-use crate::inject::{self, Cluster};
+use crate::inject;
 use crate::metrics::{Metrics, WebhookLabels};
 
 /// Largest review accepted (a pod is at most 1.5 MiB in etcd). With
 /// [`MAX_CONNECTIONS`] it bounds the memory reviews can take.
 const MAX_BODY: usize = 2 * 1024 * 1024;
-/// Connections served at once; more wait for a slot.
+/// Connections served at once; more are closed as they come.
 const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once from one address: the API server's own share
+/// is safe from a pod that floods the port (it takes four of them).
+const MAX_PER_PEER: usize = 16;
 /// Time for a TLS handshake and a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a whole request, body included (the API server gives up sooner:
@@ -63,7 +67,7 @@ pub struct Webhook {
     client: Client,
     proxies: Store<EgressProxy>,
     namespaces: Store<PartialObjectMeta<Namespace>>,
-    cluster: Cluster,
+    cluster: ClusterView,
     metrics: Arc<Metrics>,
     /// The serving certificate.
     pub cert: Arc<ServingCert>,
@@ -82,7 +86,7 @@ impl Webhook {
     /// follows the certificate in Secret `secret` of `namespace`.
     pub fn start(
         client: Client,
-        cluster: Cluster,
+        cluster: ClusterView,
         namespace: &str,
         secret: &str,
         metrics: Arc<Metrics>,
@@ -165,12 +169,13 @@ impl Webhook {
             .unwrap_or_default();
         let namespace_meta = self.namespace(&namespace).await?;
         let proxies = self.proxies.state();
+        let cluster = self.cluster.borrow().clone();
         let outcome = inject::decide(
             &pod.metadata,
             &namespace,
             &namespace_meta,
             &proxies,
-            &self.cluster,
+            &cluster,
         );
         let count = |outcome: &'static str, reason: &'static str| {
             self.metrics
@@ -192,7 +197,7 @@ impl Webhook {
                 Ok(response.into_review())
             }
             Ok(choice) => {
-                let mutated = inject::mutate(pod, &choice, &self.cluster);
+                let mutated = inject::mutate(pod, &choice, &cluster);
                 let patch = json_patch::diff(
                     &serde_json::to_value(pod)?,
                     &serde_json::to_value(&mutated)?,
@@ -302,11 +307,8 @@ async fn follow_certificate(api: Api<Secret>, name: String, cert: Arc<ServingCer
 /// Serves the webhook on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, webhook: Arc<Webhook>) -> anyhow::Result<()> {
     let acceptor = TlsAcceptor::from(webhook.cert.server_config()?);
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_PEER);
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return Ok(());
-        };
         let (stream, peer): (_, SocketAddr) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -315,9 +317,13 @@ pub async fn serve(listener: TcpListener, webhook: Arc<Webhook>) -> anyhow::Resu
                 continue;
             }
         };
+        let Some(slot) = slots.take(peer.ip()) else {
+            tracing::debug!(%peer, "webhook connection refused: no slot left for it");
+            continue;
+        };
         let (acceptor, webhook) = (acceptor.clone(), webhook.clone());
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(error)) => {

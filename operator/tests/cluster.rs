@@ -20,6 +20,7 @@ use egress_operator::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
@@ -44,6 +45,19 @@ fn seed(ca_secret: &str, replicas: i32) -> String {
         .collect();
     format!(
         "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: egress\nspec:\n  configurationRef:\n    name: seed\n  replicas: {replicas}\n  tlsInterception:\n    enabled: true\n    caSecretRef:\n      name: {ca_secret}\n",
+        without_proxy.join("\n---\n")
+    )
+}
+
+/// The seed example with the EgressProxy `metadata` (flow style inside
+/// braces) and extra `spec` fields, no interception.
+fn seed_with_proxy(metadata: &str, spec: &str) -> String {
+    let without_proxy: Vec<&str> = SEED
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: EgressProxy"))
+        .collect();
+    format!(
+        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  {metadata}\nspec:\n  configurationRef: {{name: seed}}\n  {spec}\n",
         without_proxy.join("\n---\n")
     )
 }
@@ -802,6 +816,126 @@ async fn a_tenant_cannot_take_over_objects_by_naming_a_proxy_after_them() {
             .expect("get")
             .is_some()
     );
+}
+
+#[tokio::test]
+async fn a_tenant_cannot_leave_an_administrators_enforcement_by_label_or_a_proxy_of_its_own() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-enforced";
+    namespace(&client, ns).await;
+    let mut label = plane.kubectl();
+    label.args([
+        "label",
+        "namespace",
+        ns,
+        "egress.dev/injection=enabled",
+        "tenancy-test=enforced",
+    ]);
+    run(label);
+    // The administrator's proxy, shared (the operator's namespace, which the
+    // chart's install made), enforcing.
+    let shared = seed_with_proxy(
+        "name: enforcer",
+        "clients: {enforce: true, namespaceSelector: {matchLabels: {tenancy-test: enforced}}}",
+    );
+    let (ok, output) = apply_in(plane, RELEASE_NAMESPACE, &shared);
+    assert!(ok, "{output}");
+
+    // The tenant makes a proxy of its own, and may not unpin or repin its
+    // namespace.
+    let tenant = Tenant::of(plane, "tenant-b", ns);
+    let own = seed_with_proxy("name: egress", "clients: {}")
+        .replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"));
+    let (ok, output) = tenant.apply(&own);
+    assert!(ok, "{output}");
+    let proxies: Api<EgressProxy> = Api::namespaced(client.clone(), ns);
+    let enforcers: Api<EgressProxy> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let served_by = |api: Api<EgressProxy>, name: &'static str| async move {
+        let proxy = api.get(name).await.ok()?;
+        Some(proxy.status?.clients?.namespaces)
+    };
+    let wanted = vec![ns.to_owned()];
+    eventually(
+        Duration::from_secs(30),
+        "both serve the namespace",
+        || async {
+            let own = served_by(proxies.clone(), "egress").await?;
+            let shared = served_by(enforcers.clone(), "enforcer").await?;
+            (own == wanted && shared == wanted).then_some(())
+        },
+    )
+    .await;
+
+    // Every pod of the namespace is confined, gateway label or not, and the
+    // enforcing proxy says whose gateway that confines.
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let policy_name = format!("egress-clients.{RELEASE_NAMESPACE}.enforcer");
+    let policy = eventually(Duration::from_secs(30), "the client policy", || async {
+        policies.get_opt(&policy_name).await.ok().flatten()
+    })
+    .await;
+    assert_eq!(
+        serde_json::to_value(&policy.spec).expect("json")["podSelector"],
+        serde_json::json!({}),
+        "no label takes a pod out"
+    );
+    let message = eventually(
+        Duration::from_secs(30),
+        "the enforcer's message",
+        || async {
+            let status = enforcers.get("enforcer").await.ok()?.status?.clients?;
+            status
+                .message
+                .contains(&format!("{ns}/egress"))
+                .then_some(status.message)
+        },
+    )
+    .await;
+    assert!(message.contains("pin"), "{message}");
+
+    // The administrator pins the namespace: the tenant's proxy no longer
+    // serves it, and the tenant cannot change that.
+    let mut pin = plane.kubectl();
+    pin.args([
+        "annotate",
+        "namespace",
+        ns,
+        &format!("egress.dev/proxy={RELEASE_NAMESPACE}/enforcer"),
+    ]);
+    run(pin);
+    eventually(
+        Duration::from_secs(30),
+        "only the pinned proxy serves",
+        || async {
+            let own = served_by(proxies.clone(), "egress").await?;
+            let shared = served_by(enforcers.clone(), "enforcer").await?;
+            (own.is_empty() && shared == wanted).then_some(())
+        },
+    )
+    .await;
+    for change in [
+        format!("egress.dev/proxy={ns}/egress"),
+        "egress.dev/proxy-".to_owned(),
+    ] {
+        let mut repin = tenant.kubectl();
+        repin.args(["annotate", "--overwrite", "namespace", ns, &change]);
+        let output = repin.output().expect("kubectl runs");
+        assert!(!output.status.success(), "{change}");
+        let said = egress_e2e::combined_output(&output);
+        assert!(said.contains("forbidden"), "{change}: {said}");
+    }
+
+    let mut delete = plane.kubectl();
+    delete.args([
+        "delete",
+        "egressproxy",
+        "enforcer",
+        "-n",
+        RELEASE_NAMESPACE,
+        "--wait=true",
+    ]);
+    run(delete);
 }
 
 #[tokio::test]

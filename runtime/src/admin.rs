@@ -1,7 +1,8 @@
 //! The admin listener both binaries serve probes and metrics on: plain
-//! HTTP/1.1, a cap on connections served at once (more wait in the accept
-//! queue: a flood costs no more than the cap), and a header timeout. What
-//! each path answers is the caller's.
+//! HTTP/1.1, caps on connections served at once, in all and from one peer
+//! (see [`crate::slots`]: a pod flooding the port cannot starve the
+//! kubelet's probes), and a header timeout. What each path answers is the
+//! caller's.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,31 +18,36 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-/// Connections served at once; probes and a scraper need a handful.
-pub const MAX_CONNECTIONS: usize = 16;
+use crate::slots::Slots;
+
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once from one address: probes and a scraper need a
+/// handful each.
+pub const MAX_PER_PEER: usize = 8;
 
 /// Serves `respond` on `listener` forever, at most [`MAX_CONNECTIONS`]
-/// connections at once, each given `header_timeout` to send a request head.
+/// connections at once ([`MAX_PER_PEER`] from one address; more are closed
+/// as they come), each given `header_timeout` to send a request head.
 pub async fn serve<F>(listener: TcpListener, header_timeout: Duration, respond: F)
 where
     F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
 {
     let respond = Arc::new(respond);
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Slots::new(MAX_CONNECTIONS, MAX_PER_PEER);
     loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             // Out of file descriptors and the like: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Some(slot) = slots.take(peer.ip()) else {
+            continue; // closed as it is dropped
+        };
         let respond = respond.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _slot = slot;
             let service = service_fn(move |req| {
                 let respond = respond.clone();
                 async move { Ok::<_, Infallible>(respond(&req)) }

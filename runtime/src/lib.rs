@@ -1,7 +1,8 @@
 //! What the gateway and the operator both need around their own work,
 //! written once: the Kubernetes client ([`kube_client`]), diagnostics on
 //! stderr ([`log`]), the stop signal ([`signal`]), a serving certificate
-//! swapped in place ([`serving`]) and the admin listener ([`admin`]).
+//! swapped in place ([`serving`]), the admin listener ([`admin`]) and the
+//! connection slots it and the webhook share ([`slots`]).
 //!
 //! Nothing here knows about policies, proxies or pods.
 
@@ -9,6 +10,7 @@ pub mod admin;
 pub mod log;
 pub mod serving;
 pub mod signal;
+pub mod slots;
 
 use std::path::Path;
 

@@ -355,16 +355,27 @@ impl Operator {
     /// `extra` flags, the webhook on a port of its own; owned by the calling
     /// thread (it dies with it).
     pub fn start(plane: &ControlPlane, extra: &[&str]) -> Operator {
-        Operator::installed(plane, extra, None)
+        Operator::installed(plane, extra, None, &[])
+    }
+
+    /// As [`Operator::start`], with the chart's environment variables in
+    /// `changed` set to other values (as other chart values would).
+    pub fn start_with_env(plane: &ControlPlane, changed: &[(&str, &str)]) -> Operator {
+        Operator::installed(plane, &[], None, changed)
     }
 
     /// As [`Operator::start`], serving the webhook the chart's
     /// MutatingWebhookConfiguration calls ([`Chart::webhook_port`]).
     pub fn serving_webhook(plane: &ControlPlane, extra: &[&str]) -> Operator {
-        Operator::installed(plane, extra, Some(chart(plane).webhook_port))
+        Operator::installed(plane, extra, Some(chart(plane).webhook_port), &[])
     }
 
-    fn installed(plane: &ControlPlane, extra: &[&str], webhook: Option<u16>) -> Operator {
+    fn installed(
+        plane: &ControlPlane,
+        extra: &[&str],
+        webhook: Option<u16>,
+        changed: &[(&str, &str)],
+    ) -> Operator {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static PODS: AtomicUsize = AtomicUsize::new(0);
         let release = &chart(plane).release;
@@ -385,7 +396,10 @@ impl Operator {
                 "EGRESS_WEBHOOK_LISTEN" => {
                     (name, format!("127.0.0.1:{}", webhook.unwrap_or_default()))
                 }
-                _ => (name, value),
+                _ => match changed.iter().find(|(n, _)| *n == name) {
+                    Some((_, changed)) => (name, (*changed).to_owned()),
+                    None => (name, value),
+                },
             })
             .collect();
         let mut args = vec![
