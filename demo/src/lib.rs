@@ -566,7 +566,7 @@ Ctrl-C stops everything.
 fn start_destination(dir: &Path, port: u16) -> anyhow::Result<PathBuf> {
     let now = std::time::SystemTime::now();
     let year = Duration::from_secs(365 * 24 * 3600);
-    let ca = egress_pki::self_signed_ca("egress demo destinations", now, year)?;
+    let ca = egress_pki::self_signed_ca("egress demo destinations", &[], now, year)?;
     let names = [ALLOWED_HOST, DENIED_HOST].map(str::to_owned);
     let leaf = egress_pki::issue_server_cert(&ca.cert_pem, &ca.key_pem, &names, now, year)?;
     let (ca_file, cert, key) = (

@@ -1,7 +1,12 @@
-//! Memory and lookup cost of the client identity index with 10,000 pods:
+//! Memory and lookup cost of the client identity index with 10,000 and
+//! 100,000 pods (or the counts given as arguments):
 //!
-//!     cargo run --release -p egress-gateway --example identity_index
+//!     cargo run --release -p egress-gateway --example identity_index [PODS...]
 //!
+//! Each count runs in a fresh index; the resident growth of the larger runs
+//! reuses memory the smaller ones gave back, so read the counted bytes.
+//! Relisting one of 50 namespaces (a namespace's watch reconnecting) is
+//! timed too.
 //! Pods carry five labels each (the usual app.kubernetes.io set plus two),
 //! realistic names and one IPv4 address.
 
@@ -46,8 +51,22 @@ fn pod(i: u32) -> PodView {
 }
 
 fn main() {
-    const PODS: u32 = 10_000;
-    let pods: Vec<PodView> = (0..PODS).map(pod).collect();
+    let counts: Vec<u32> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse().expect("a number of pods"))
+        .collect();
+    let counts = if counts.is_empty() {
+        vec![10_000, 100_000]
+    } else {
+        counts
+    };
+    for pods in counts {
+        run(pods);
+    }
+}
+
+fn run(count: u32) {
+    let pods: Vec<PodView> = (0..count).map(pod).collect();
     let before = resident_kib();
     let mut index = PodIndex::default();
     let started = Instant::now();
@@ -57,33 +76,45 @@ fn main() {
     let built = started.elapsed();
     let after = resident_kib();
     let heap = index.heap_bytes();
-    println!("identity index with {PODS} pods (5 labels each):");
+    println!("identity index with {count} pods (5 labels each):");
     println!(
         "  {:.0} bytes per pod counted from the index's allocations ({:.1} MiB in all)",
-        heap as f64 / f64::from(PODS),
+        heap as f64 / f64::from(count),
         heap as f64 / 1048576.0
     );
     println!(
         "  resident memory grew by {:.1} MiB while building it ({:.0} bytes per pod)",
         (after.saturating_sub(before)) as f64 / 1024.0,
-        (after.saturating_sub(before) * 1024) as f64 / f64::from(PODS)
+        (after.saturating_sub(before) * 1024) as f64 / f64::from(count)
     );
     println!(
         "  built in {:?} ({:.2} us per pod event)",
         built,
-        built.as_secs_f64() * 1e6 / f64::from(PODS)
+        built.as_secs_f64() * 1e6 / f64::from(count)
     );
     let rounds = 1_000_000u32;
     let started = Instant::now();
     let mut found = 0usize;
     for i in 0..rounds {
         let ip = IpAddr::V4(Ipv4Addr::from(
-            0x0a00_0000 + (i * 7919) % (PODS + PODS / 10),
+            0x0a00_0000 + i.wrapping_mul(7919) % (count + count / 10),
         ));
         found += usize::from(black_box(index.lookup(ip)).is_some());
     }
     let per = started.elapsed().as_secs_f64() * 1e9 / f64::from(rounds);
     println!(
         "  lookup: {per:.0} ns ({found} of {rounds} addresses known; one lookup per client connection)"
+    );
+    let team: Vec<PodView> = pods
+        .iter()
+        .filter(|p| p.namespace == "team-7")
+        .cloned()
+        .collect();
+    let started = Instant::now();
+    index.replace_namespace("team-7", &team);
+    println!(
+        "  relisting one namespace of 50 ({} pods): {:?}",
+        team.len(),
+        started.elapsed()
     );
 }

@@ -89,6 +89,8 @@ pub struct RunArgs {
 
     /// Watch pods to know which one a client is, by its address (kubernetes
     /// source): the request:Source* identity keys and the src_* log fields.
+    /// The pods of the namespaces the ConfigMap <proxy>-namespaces lists
+    /// (the operator writes it, and lets the gateway read pods there only).
     #[arg(long, env = "EGRESS_POD_IDENTITY", default_value_t = true, action = clap::ArgAction::Set)]
     pub pod_identity: bool,
 

@@ -1,7 +1,8 @@
 //! The gateway fed from the real API server (`--source kubernetes`): its
-//! policy ConfigMap and certificate Secrets watched by name, pods indexed by
-//! address so the identity keys match the calling pod, changes enforced on
-//! the next request, bad versions refused, an API outage survived.
+//! policy ConfigMap and certificate Secrets watched by name, the pods of the
+//! namespaces it serves (and of no other) indexed by address so the identity
+//! keys match the calling pod, changes enforced on the next request, bad
+//! versions refused, an API outage survived.
 //!
 //! The gateway runs as its pod would: the arguments and RBAC the operator
 //! renders (its own functions), acting as the gateway's ServiceAccount. No
@@ -20,10 +21,10 @@ use common::upstream::Upstream;
 use common::{HOST, Pki, TempDir, eventually};
 use egress_e2e::ControlPlane;
 use egress_operator::crd::EgressProxy;
-use egress_operator::render;
+use egress_operator::{render, render_clients};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
@@ -155,9 +156,10 @@ fn proxy(namespace: &str) -> EgressProxy {
 }
 
 /// What the operator renders for the gateway, by its own functions, applied
-/// as the operator would: the policy and certificates, and the gateway's
-/// ServiceAccount and RBAC (pods readable only with `pod_reader`).
-async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str, pod_reader: bool) {
+/// as the operator would: the policy and certificates, the gateway's
+/// ServiceAccount and RBAC, and the namespaces it serves with a pod reader
+/// binding in each (`served`; none at all with `None`).
+async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str, served: Option<&[&str]>) {
     let read = |p: &std::path::Path| std::fs::read_to_string(p).expect("pem");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let chain = pki.intercept.chain.as_ref().expect("chain");
@@ -203,15 +205,41 @@ async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str, pod_rea
         .create(&post, &render::role_binding(&proxy))
         .await
         .expect("role binding");
-    if pod_reader {
-        egress_operator::ensure_pod_reader_role(client)
-            .await
-            .expect("pod reader role");
-        Api::<ClusterRoleBinding>::all(client.clone())
-            .create(&post, &render::pod_reader_binding(&proxy))
-            .await
-            .expect("pod reader binding");
+    if let Some(served) = served {
+        for client_namespace in served {
+            bind_pod_reader(client, namespace, client_namespace).await;
+        }
+        let served: Vec<String> = served.iter().map(|s| (*s).to_owned()).collect();
+        serve_namespaces(client, namespace, &served).await;
     }
+}
+
+/// The binding that lets the gateway of `namespace` read the pods of
+/// `client_namespace`.
+async fn bind_pod_reader(client: &Client, namespace: &str, client_namespace: &str) {
+    egress_operator::ensure_pod_reader_role(client)
+        .await
+        .expect("pod reader role");
+    Api::<RoleBinding>::namespaced(client.clone(), client_namespace)
+        .create(
+            &PostParams::default(),
+            &render_clients::pod_reader_binding(&proxy(namespace), client_namespace),
+        )
+        .await
+        .expect("pod reader binding");
+}
+
+/// The list of served namespaces the gateway of `namespace` follows.
+async fn serve_namespaces(client: &Client, namespace: &str, served: &[String]) {
+    let list = render_clients::served_namespaces(&proxy(namespace), served);
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .patch(
+            list.metadata.name.as_deref().expect("name"),
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&list),
+        )
+        .await
+        .expect("served namespaces");
 }
 
 /// The gateway as its pod runs it: the arguments the operator renders (its
@@ -303,7 +331,7 @@ fn policy_certificates_and_pod_identity_come_from_the_api() {
 async fn api_source_test(pki: Pki, upstream: Upstream) {
     let plane = ControlPlane::shared();
     let client = client(plane).await;
-    for ns in ["gw-api", "team-a", "team-b"] {
+    for ns in ["gw-api", "team-a", "team-b", "team-c"] {
         namespace(&client, ns).await;
     }
     let dir = TempDir::new("gw-api");
@@ -313,7 +341,7 @@ async fn api_source_test(pki: Pki, upstream: Upstream) {
         "gw-api",
         &pki,
         &compiled(&policy(None), &dir),
-        true,
+        Some(&["team-a", "team-b"]),
     )
     .await;
     pod(
@@ -343,6 +371,30 @@ async fn api_source_test(pki: Pki, upstream: Upstream) {
         true,
     )
     .await;
+    // A namespace the proxy does not serve: the gateway may not read its
+    // pods, so it does not know them.
+    pod(
+        &client,
+        "team-c",
+        "web-c",
+        "127.0.0.5",
+        serde_json::json!({"app": "web"}),
+        false,
+    )
+    .await;
+    // What the gateway's ServiceAccount may read: pods where it serves.
+    let may_list_pods = |scope: &[&str]| {
+        let mut can_i = plane.kubectl();
+        can_i
+            .args(["auth", "can-i", "list", "pods", "--as"])
+            .arg("system:serviceaccount:gw-api:egress")
+            .args(scope);
+        let output = can_i.output().expect("kubectl runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(may_list_pods(&["-n", "team-a"]), "yes");
+    assert_eq!(may_list_pods(&["-n", "team-c"]), "no");
+    assert_eq!(may_list_pods(&["--all-namespaces"]), "no");
     let gateway = start_gateway(plane, &pki, "gw-api");
     let (_, ready) = gateway.admin_get("/readyz");
     assert!(
@@ -363,6 +415,7 @@ async fn api_source_test(pki: Pki, upstream: Upstream) {
     for (source, namespace) in [
         ("127.0.0.3", serde_json::json!("team-b")),
         ("127.0.0.4", serde_json::Value::Null),
+        ("127.0.0.5", serde_json::Value::Null),
     ] {
         let refused = request_from(&gateway, &pki, source, &url);
         assert!(
@@ -429,6 +482,16 @@ async fn api_source_test(pki: Pki, upstream: Upstream) {
         serde_json::from_str::<serde_json::Value>(&before).expect("json")["policy"]["hash"]
     );
 
+    // A namespace no longer served takes its pods' identities with it.
+    serve_namespaces(&client, "gw-api", &["team-a".to_owned()]).await;
+    eventually(Duration::from_secs(10), || {
+        let seen = gateway.decisions().len();
+        let refused = request_from(&gateway, &pki, "127.0.0.3", &url);
+        let line = gateway.decision_after(seen, |d| d["client_src_ip"] == "127.0.0.3");
+        (refused.stderr.contains("response 403") && line["src_namespace"].is_null()).then_some(())
+    })
+    .expect("team-b's pods unknown once it is not served");
+
     // A pod that goes away takes its identity with it.
     Api::<Pod>::namespaced(client.clone(), "team-a")
         .delete("web-a", &Default::default())
@@ -464,7 +527,7 @@ async fn outage_test(pki: Pki, upstream: Upstream) {
         "gw-outage",
         &pki,
         &compiled(&policy(None), &dir),
-        true,
+        Some(&["team-a"]),
     )
     .await;
     pod(
@@ -506,9 +569,10 @@ async fn pod_index_test() {
     let ns = "gw-no-reader";
     namespace(&client, ns).await;
     let dir = TempDir::new(ns);
-    // Everything but the pod reader binding: identity rules would not know
-    // any client, so the gateway must not take traffic.
-    render(&client, ns, &pki, &compiled(&policy(None), &dir), false).await;
+    // Everything but the served namespaces and the pod reader binding:
+    // identity rules would not know any client, so the gateway must not take
+    // traffic.
+    render(&client, ns, &pki, &compiled(&policy(None), &dir), None).await;
     let gateway = gateway_process(plane, &pki, ns);
     let reason = |gateway: &Gateway| {
         let (status, body) = gateway.admin_get("/readyz");
@@ -519,17 +583,17 @@ async fn pod_index_test() {
     std::thread::sleep(Duration::from_secs(2));
     assert!(reason(&gateway).is_some(), "still not ready");
 
+    // The served namespaces without the binding: still not ready.
+    namespace(&client, "gw-no-reader-clients").await;
+    serve_namespaces(&client, ns, &["gw-no-reader-clients".to_owned()]).await;
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        reason(&gateway).is_some(),
+        "still not ready without the binding"
+    );
+
     // The binding the operator makes: ready once the watch retries.
-    egress_operator::ensure_pod_reader_role(&client)
-        .await
-        .expect("pod reader role");
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &render::pod_reader_binding(&proxy(ns)),
-        )
-        .await
-        .expect("pod reader binding");
+    bind_pod_reader(&client, ns, "gw-no-reader-clients").await;
     eventually(Duration::from_secs(60), || {
         (gateway.admin_get("/readyz").0 == 200).then_some(())
     })

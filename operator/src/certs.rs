@@ -107,16 +107,18 @@ pub fn sub_ca(
 }
 
 /// A self-signed CA the operator keeps (a proxy's listener CA, the
-/// webhook's CA): kept until due for renewal.
+/// webhook's CA), name-constrained to `permitted` (none: unconstrained):
+/// kept until due for renewal.
 pub fn own_ca(
     existing: Option<&Pems>,
     common_name: &str,
+    permitted: &[String],
     now: SystemTime,
 ) -> Result<Option<(Pems, Why)>, egress_pki::Error> {
     match still_good(existing, now) {
         Ok(_) => Ok(None),
         Err(why) => {
-            let issued = egress_pki::self_signed_ca(common_name, now, OWN_CA_LIFETIME)?;
+            let issued = egress_pki::self_signed_ca(common_name, permitted, now, OWN_CA_LIFETIME)?;
             let mut pems = ca_pems(issued, BTreeMap::new());
             // A self-signed CA is its own trust anchor.
             pems.ca = pems.cert.clone();
@@ -218,12 +220,16 @@ mod tests {
     #[test]
     fn the_listener_ca_and_serving_certificate_are_kept_until_due() {
         let now = SystemTime::now();
-        let (ca, why) = own_ca(None, "listener", now)
+        let (ca, why) = own_ca(None, "listener", &[], now)
             .expect("issue")
             .expect("issued");
         assert_eq!(why, Why::Missing);
         assert_eq!(ca.ca, ca.cert, "self-signed: its own anchor");
-        assert!(own_ca(Some(&ca), "listener", now).expect("check").is_none());
+        assert!(
+            own_ca(Some(&ca), "listener", &[], now)
+                .expect("check")
+                .is_none()
+        );
         let names = vec!["egress".to_owned(), "egress.ns.svc".to_owned()];
         let (serving_pems, _) = serving(None, &ca, &names, now)
             .expect("issue")

@@ -12,6 +12,7 @@ use egress_policy::objects::AWS_NAME_ANNOTATION;
 use egress_policy::spec::ProxyRuleGroupSpec;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -51,14 +52,17 @@ pub struct Context {
 pub struct ClientCaches {
     /// Namespaces (labels and annotations).
     pub namespaces: Store<PartialObjectMeta<Namespace>>,
-    /// Pods (labels and annotations), to count those that escaped injection.
-    pub pods: Store<PartialObjectMeta<Pod>>,
+    /// Pods (metadata and their containers' proxy variables only), to count
+    /// those that escaped injection.
+    pub pods: Store<Pod>,
     /// Every proxy's `<proxy>-trust-bundle`, the source of the copies.
     pub trust_bundles: Store<ConfigMap>,
     /// Trust bundle copies in client namespaces.
     pub copies: Store<PartialObjectMeta<ConfigMap>>,
     /// NetworkPolicies rendered for clients.
     pub network_policies: Store<PartialObjectMeta<NetworkPolicy>>,
+    /// Pod reader RoleBindings rendered in served namespaces.
+    pub role_bindings: Store<PartialObjectMeta<RoleBinding>>,
     /// What the clients reconciler remembers between runs.
     pub memo: Arc<ClientMemo>,
 }
@@ -72,6 +76,8 @@ pub struct ClientMemo {
     /// When everything was last applied regardless of hashes (so edits to
     /// what the operator rendered are undone).
     pub full_apply: Mutex<HashMap<String, Instant>>,
+    /// The hash of the served namespaces' ConfigMap last applied.
+    pub served_namespaces: Mutex<HashMap<String, String>>,
 }
 
 /// Operator-wide settings of what client pods get.

@@ -250,6 +250,56 @@ pub fn serves(
             .is_none_or(|s| s.matches(pod_labels))
 }
 
+/// The proxy variables whose presence in a container shows it was injected.
+const PROXY_VARIABLES: [&str; 2] = ["HTTPS_PROXY", "https_proxy"];
+
+/// Whether every container of `pod` (init containers too) carries a proxy
+/// variable: what the webhook gives each. The pod's own `egress.dev/proxy`
+/// annotation says which proxy, but a pod created while the webhook was
+/// down could carry it without having been injected.
+pub fn carries_settings(pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else {
+        return false;
+    };
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .all(|container| {
+            container
+                .env
+                .iter()
+                .flatten()
+                .any(|e| PROXY_VARIABLES.contains(&e.name.as_str()))
+        })
+}
+
+/// `pod` reduced to what counting served pods reads (metadata without
+/// managed fields, and the containers' proxy variables), for a cache of
+/// every pod that stays small.
+pub fn trim_for_counting(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.status = None;
+    let keep = |containers: Vec<Container>| -> Vec<Container> {
+        containers
+            .into_iter()
+            .map(|c| Container {
+                name: c.name,
+                env: c.env.map(|env| {
+                    env.into_iter()
+                        .filter(|e| PROXY_VARIABLES.contains(&e.name.as_str()))
+                        .collect()
+                }),
+                ..Container::default()
+            })
+            .collect()
+    };
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        containers: keep(spec.containers),
+        init_containers: spec.init_containers.map(keep),
+        ..PodSpec::default()
+    });
+}
+
 /// Whether pods of `proxy` get the trust bundle: asked for, and there is
 /// something to trust (interception, or TLS to the proxy itself).
 pub fn mounts_trust_bundle(proxy: &EgressProxy) -> bool {
@@ -776,6 +826,37 @@ mod tests {
             mutated.spec.expect("spec").volumes.expect("volumes").len(),
             1
         );
+    }
+
+    #[test]
+    fn a_pod_is_counted_as_injected_by_what_it_carries_not_what_it_says() {
+        let choice = choose(
+            &app_pod(),
+            "team",
+            &enabled(),
+            &[proxy("egress", "main", serde_json::json!({}))],
+        )
+        .expect("served");
+        let mut injected = mutate(&app_pod(), &choice, &cluster());
+        assert!(carries_settings(&injected));
+        trim_for_counting(&mut injected);
+        assert!(carries_settings(&injected), "trimming keeps what counts");
+        let containers = &injected.spec.as_ref().expect("spec").containers;
+        assert!(
+            containers[0]
+                .env
+                .iter()
+                .flatten()
+                .all(|e| e.name.ends_with("_proxy") || e.name.ends_with("_PROXY"))
+        );
+        // Annotated by itself, never injected: not carried.
+        let mut forged = app_pod();
+        forged
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(PROXY_ANNOTATION.to_owned(), "egress/main".to_owned());
+        assert!(!carries_settings(&forged));
     }
 
     #[test]

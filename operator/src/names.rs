@@ -100,6 +100,18 @@ impl Names {
         objects::trust_bundle(&self.proxy)
     }
 
+    /// ConfigMap with the namespaces the proxy serves (the gateway's pod
+    /// watches).
+    pub fn served_namespaces(&self) -> String {
+        objects::served_namespaces(&self.proxy)
+    }
+
+    /// RoleBinding in each served namespace letting the gateway read its
+    /// pods.
+    pub fn client_pod_reader(&self) -> String {
+        format!("egress-gateway.{}.{}", self.namespace, self.proxy)
+    }
+
     /// The copy of the trust bundle in each client namespace (pods cannot
     /// mount across namespaces). Named after the proxy's namespace too:
     /// proxies of two namespaces may serve one client namespace.
@@ -136,18 +148,18 @@ impl Names {
         self.proxy.clone()
     }
 
-    /// The ClusterRoleBinding letting the gateway read pods (cluster-wide, so
-    /// named after the namespace too, and removed by the finalizer).
+    /// The ClusterRoleBinding that let the gateway read pods cluster-wide
+    /// before it read only the served namespaces': removed where found.
     pub fn pod_reader_binding(&self) -> String {
         format!("egress-gateway:{}:{}", self.namespace, self.proxy)
     }
 
-    /// The Service's DNS names, shortest first.
-    pub fn service_dns_names(&self, cluster_domain: &str) -> Vec<String> {
+    /// The names the HTTPS listener's certificate is for, and its CA is
+    /// constrained to: the Service's names under `.svc`, which no public
+    /// name can be (`<proxy>` or `<proxy>.<ns>` could: a namespace `io`).
+    pub fn listener_names(&self, cluster_domain: &str) -> Vec<String> {
         let (p, ns) = (&self.proxy, &self.namespace);
         vec![
-            p.clone(),
-            format!("{p}.{ns}"),
             format!("{p}.{ns}.svc"),
             format!("{p}.{ns}.svc.{cluster_domain}"),
         ]

@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 
 use crate::certs::{self, Pems};
@@ -94,8 +94,6 @@ pub enum Object {
     Role(Role),
     /// Its binding.
     RoleBinding(RoleBinding),
-    /// The pod reader binding (cluster-scoped).
-    ClusterRoleBinding(ClusterRoleBinding),
     /// The proxy's Service.
     Service(Service),
     /// The gateway.
@@ -119,7 +117,6 @@ impl Object {
             Object::ServiceAccount(o) => ("ServiceAccount", o.name_any()),
             Object::Role(o) => ("Role", o.name_any()),
             Object::RoleBinding(o) => ("RoleBinding", o.name_any()),
-            Object::ClusterRoleBinding(o) => ("ClusterRoleBinding", o.name_any()),
             Object::Service(o) => ("Service", o.name_any()),
             Object::Deployment(o) => ("Deployment", o.name_any()),
             Object::PodDisruptionBudget(o) => ("PodDisruptionBudget", o.name_any()),
@@ -473,6 +470,7 @@ fn plan_certificates(
         certs::own_ca(
             existing,
             &format!("egress-proxy {namespace}/{} listener CA", names.proxy),
+            &names.listener_names(&settings.cluster_domain),
             now,
         )
     })?;
@@ -500,7 +498,7 @@ fn plan_certificates(
             certs::serving(
                 existing,
                 ca,
-                &names.service_dns_names(&settings.cluster_domain),
+                &names.listener_names(&settings.cluster_domain),
                 now,
             )
         })?;
@@ -693,7 +691,6 @@ fn plan_gateway(
         Object::ServiceAccount(render::service_account(proxy)),
         Object::Role(render::role(proxy)),
         Object::RoleBinding(render::role_binding(proxy)),
-        Object::ClusterRoleBinding(render::pod_reader_binding(proxy)),
         Object::Service(render::service(proxy)),
     ]
     .into_iter()
@@ -1059,7 +1056,6 @@ mod tests {
                 "ServiceAccount egress",
                 "Role egress",
                 "RoleBinding egress",
-                "ClusterRoleBinding egress-gateway:team-a:egress",
                 "Service egress",
                 "Deployment egress",
                 "PodDisruptionBudget egress",
@@ -1250,7 +1246,7 @@ mod tests {
         let p = proxy(PLAIN);
         let planned = plan(&p, &fresh(), &settings(), SystemTime::now()).expect("plan");
         let failures = [Failure {
-            object: "ClusterRoleBinding egress-gateway:team-a:egress".to_owned(),
+            object: "RoleBinding egress".to_owned(),
             condition: READY,
             error: "forbidden: attempting to grant RBAC permissions not currently held".to_owned(),
             reason: "ApplyFailed",
@@ -1261,11 +1257,7 @@ mod tests {
             (ready.status.as_str(), ready.reason.as_str()),
             ("False", "ApplyFailed")
         );
-        assert!(
-            ready
-                .message
-                .contains("ClusterRoleBinding egress-gateway:team-a:egress: forbidden")
-        );
+        assert!(ready.message.contains("RoleBinding egress: forbidden"));
         assert!(ready.message.contains("RBAC"));
         assert_eq!(condition(&status, CERTIFICATE_READY).status, "True");
         assert_eq!(condition(&status, POLICY_COMPILED).status, "True");

@@ -1,5 +1,7 @@
-//! The pods an `EgressProxy` serves: its trust bundle copied into each
-//! served namespace, the NetworkPolicies of `spec.clients.enforce`, and
+//! The pods an `EgressProxy` serves: the namespaces its gateway may read
+//! pods in (a RoleBinding in each, and their list for the gateway), its
+//! trust bundle copied into each served namespace, the NetworkPolicies of
+//! `spec.clients.enforce`, and
 //! `status.clients` (the effective `NO_PROXY`, injected and escaped pods),
 //! with an event and a metric when pods escape injection. Everything is
 //! read from caches and applied only when it changed, since pod churn
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -29,7 +32,7 @@ use crate::inject;
 use crate::metrics::ProxyLabels;
 use crate::names::{
     BUNDLE_ALL, CLIENT_OF_LABEL, CLIENT_OF_NAMESPACE_LABEL, FIELD_MANAGER, Names, PROXY_ANNOTATION,
-    RENDER_HASH_ANNOTATION,
+    RENDER_HASH_ANNOTATION, is_owned_by,
 };
 use crate::reconcile_proxy::remove;
 use crate::render_clients::{self, TrustFiles};
@@ -98,6 +101,31 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         due
     };
     let mut problems = Vec::new();
+
+    // Client identity: the gateway may read pods where it serves, and learns
+    // where that is (bindings first, so it is allowed by the time it looks).
+    let bindings: Vec<RoleBinding> = served
+        .keys()
+        .map(|ns| render_clients::pod_reader_binding(proxy, ns))
+        .collect();
+    match sync(
+        ctx,
+        &ctx.clients.role_bindings,
+        &names,
+        Some(&bindings),
+        force,
+    )
+    .await
+    {
+        Ok(()) => {
+            let served_names: Vec<String> = served.keys().cloned().collect();
+            let list = render_clients::served_namespaces(proxy, &served_names);
+            if let Err(error) = apply_served_namespaces(ctx, proxy, &list, force).await {
+                problems.push(format!("pod reading: {error}"));
+            }
+        }
+        Err(error) => problems.push(format!("pod reading: RoleBindings: {error}")),
+    }
 
     // Trust bundle copies; while the source is missing (not written yet, or
     // being replaced) the copies there are kept.
@@ -187,10 +215,13 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
+        // The annotation says whose a pod is only when its containers show
+        // the injection; otherwise whose it should be is decided again.
+        let carries = inject::carries_settings(&pod);
         match pod.annotations().get(PROXY_ANNOTATION) {
-            Some(p) if *p == qualified => injected += 1,
-            Some(_) => {} // another proxy's
-            None => {
+            Some(p) if carries && *p == qualified => injected += 1,
+            Some(_) if carries => {} // another proxy's
+            _ => {
                 let ours =
                     inject::decide(&pod.metadata, &namespace, namespace_meta, &proxies, cluster)
                         .is_ok_and(|choice| choice.names() == names);
@@ -229,10 +260,9 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         )
         .await?;
     }
-    if problems
-        .iter()
-        .any(|p| p.starts_with("trust") || p.starts_with("NetworkPolicies"))
-    {
+    if problems.iter().any(|p| {
+        p.starts_with("trust") || p.starts_with("NetworkPolicies") || p.starts_with("pod reading")
+    }) {
         // Reported in status; retried with backoff.
         return Err(Error::Clients(problems.join("; ")));
     }
@@ -361,6 +391,59 @@ where
     Ok(())
 }
 
+/// Applies `<proxy>-namespaces` when it changed since it was last applied
+/// (or with `force`), unless an object of that name is someone else's.
+async fn apply_served_namespaces(
+    ctx: &Context,
+    proxy: &EgressProxy,
+    list: &ConfigMap,
+    force: bool,
+) -> Result<(), Error> {
+    let names = Names::of(proxy);
+    let hash = list
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RENDER_HASH_ANNOTATION))
+        .cloned()
+        .unwrap_or_default();
+    let key = names.qualified();
+    let applied = {
+        let memo = ctx
+            .clients
+            .memo
+            .served_namespaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        memo.get(&key).cloned()
+    };
+    if !force && applied.as_deref() == Some(hash.as_str()) {
+        return Ok(());
+    }
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &names.namespace);
+    let name = names.served_namespaces();
+    if let Some(existing) = api.get_metadata_opt(&name).await?
+        && !is_owned_by(&existing.metadata, proxy)
+    {
+        return Err(Error::Clients(format!(
+            "ConfigMap {name} exists and is not this proxy's: it is left alone, and the gateway reads no pods (NameTaken); rename the proxy"
+        )));
+    }
+    api.patch(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(list),
+    )
+    .await?;
+    ctx.clients
+        .memo
+        .served_namespaces
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, hash);
+    Ok(())
+}
+
 /// Removes what the proxy rendered in client namespaces (no owner
 /// reference can do it across namespaces).
 async fn remove_all(ctx: &Context, names: &Names) -> Result<(), Error> {
@@ -378,6 +461,17 @@ async fn remove_all(ctx: &Context, names: &Names) -> Result<(), Error> {
         let namespace = object.namespace().unwrap_or_default();
         remove::<NetworkPolicy>(ctx, &namespace, &object.name_any()).await?;
     }
+    let bindings: Api<RoleBinding> = Api::all(ctx.client.clone());
+    for object in bindings.list_metadata(&selector).await? {
+        let namespace = object.namespace().unwrap_or_default();
+        remove::<RoleBinding>(ctx, &namespace, &object.name_any()).await?;
+    }
+    ctx.clients
+        .memo
+        .served_namespaces
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&names.qualified());
     ctx.metrics.escaped_pods.remove(&ProxyLabels {
         namespace: names.namespace.clone(),
         proxy: names.proxy.clone(),

@@ -24,11 +24,12 @@ use crate::certs::{self, Pems};
 use crate::context::Context;
 use crate::crd::{EgressProxy, EgressProxyStatus};
 use crate::error::Error;
-use crate::names::{FIELD_MANAGER, Names, POLICY_HASH_ANNOTATION, is_owned_by};
+use crate::names::{FIELD_MANAGER, MANAGER, Names, POLICY_HASH_ANNOTATION, is_owned_by};
 use crate::proxy_plan::{self, Failure, Note, Object, Read, Snapshot};
 
-/// Finalizer that removes what the proxy cannot own (its cluster-scoped
-/// ClusterRoleBinding).
+/// Finalizer that removed what the proxy could not own (the cluster-scoped
+/// pod reader binding of earlier versions): kept so that the proxies those
+/// versions made are released when deleted.
 pub const FINALIZER: &str = "egress.dev/cleanup";
 
 /// Reconciles one proxy.
@@ -53,14 +54,33 @@ pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Act
 }
 
 async fn cleanup(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
-    let api: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
-    let name = Names::of(proxy).pod_reader_binding();
-    match api.delete(&name, &DeleteParams::default()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
+    remove_cluster_pod_reader(ctx, &Names::of(proxy)).await?;
     Ok(Action::await_change())
+}
+
+/// Removes the cluster-wide pod reader binding an earlier version made for
+/// the proxy, if it is there and still this operator's: gateways now read
+/// pods only in the namespaces they serve.
+pub async fn remove_cluster_pod_reader(ctx: &Context, names: &Names) -> Result<(), Error> {
+    let api: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+    let name = names.pod_reader_binding();
+    let Some(binding) = api.get_metadata_opt(&name).await? else {
+        return Ok(());
+    };
+    let labels = binding.labels();
+    let ours = labels
+        .get("app.kubernetes.io/managed-by")
+        .map(String::as_str)
+        == Some(MANAGER)
+        && labels.get("app.kubernetes.io/instance") == Some(&names.proxy);
+    if ours {
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => tracing::info!(binding = %name, "cluster-wide pod reader binding removed"),
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Server-side apply of a namespaced object the operator owns.
@@ -250,15 +270,6 @@ async fn apply_object(
         Object::ServiceAccount(o) => drop(apply_in(ctx, namespace, o).await?),
         Object::Role(o) => drop(apply_in(ctx, namespace, o).await?),
         Object::RoleBinding(o) => drop(apply_in(ctx, namespace, o).await?),
-        Object::ClusterRoleBinding(o) => {
-            let api: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
-            api.patch(
-                &o.name_any(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(o),
-            )
-            .await?;
-        }
         Object::Service(o) => drop(apply_in(ctx, namespace, o).await?),
         Object::Deployment(o) => return Ok(Some(apply_in(ctx, namespace, o).await?)),
         Object::PodDisruptionBudget(o) => drop(apply_in(ctx, namespace, o).await?),
@@ -293,6 +304,9 @@ async fn publish(ctx: &Context, proxy: &EgressProxy, note: &Note) {
 async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     let names = Names::of(proxy);
     let namespace = names.namespace.clone();
+    if let Err(error) = remove_cluster_pod_reader(ctx, &names).await {
+        tracing::warn!(%error, proxy = %names.qualified(), "the cluster-wide pod reader binding of an earlier version could not be removed");
+    }
     let snapshot = observe(proxy, ctx).await;
     let plan = proxy_plan::plan(proxy, &snapshot, &ctx.settings, SystemTime::now())?;
     for note in &plan.events {

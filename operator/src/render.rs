@@ -20,9 +20,7 @@ use k8s_openapi::api::core::v1::{
     ServicePort, ServiceSpec, TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::rbac::v1::{
-    ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
-};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -154,7 +152,9 @@ pub fn service_account(proxy: &EgressProxy) -> ServiceAccount {
 }
 
 /// The least the gateway needs in its namespace: get and watch its own
-/// ConfigMap and Secrets, by name.
+/// ConfigMaps (the policy, the namespaces it serves) and Secrets, by name.
+/// Pods it reads only in the namespaces it serves (see
+/// [`crate::render_clients::pod_reader_binding`]).
 pub fn role(proxy: &EgressProxy) -> Role {
     let names = Names::of(proxy);
     let rule = |resource: &str, objects: Vec<String>| PolicyRule {
@@ -167,13 +167,17 @@ pub fn role(proxy: &EgressProxy) -> Role {
     Role {
         metadata: metadata(proxy, names.workload()),
         rules: Some(vec![
-            rule("configmaps", vec![names.policy()]),
+            rule(
+                "configmaps",
+                vec![names.policy(), names.served_namespaces()],
+            ),
             rule("secrets", vec![names.intercept_ca(), names.tls()]),
         ]),
     }
 }
 
-fn subject(names: &Names) -> Subject {
+/// The gateway's ServiceAccount, as a binding's subject.
+pub fn subject(names: &Names) -> Subject {
     Subject {
         kind: "ServiceAccount".to_owned(),
         name: names.workload(),
@@ -191,26 +195,6 @@ pub fn role_binding(proxy: &EgressProxy) -> RoleBinding {
             api_group: Some("rbac.authorization.k8s.io".to_owned()),
             kind: "Role".to_owned(),
             name: names.workload(),
-        },
-        subjects: Some(vec![subject(&names)]),
-    }
-}
-
-/// Binds the shared pod reader ClusterRole to the gateway's ServiceAccount.
-/// Cluster-scoped, so it cannot be owned by the proxy: the proxy's finalizer
-/// removes it.
-pub fn pod_reader_binding(proxy: &EgressProxy) -> ClusterRoleBinding {
-    let names = Names::of(proxy);
-    ClusterRoleBinding {
-        metadata: ObjectMeta {
-            name: Some(names.pod_reader_binding()),
-            labels: Some(names.labels()),
-            ..ObjectMeta::default()
-        },
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".to_owned()),
-            kind: "ClusterRole".to_owned(),
-            name: POD_READER_ROLE.to_owned(),
         },
         subjects: Some(vec![subject(&names)]),
     }
@@ -781,7 +765,10 @@ pub(crate) mod tests {
         let rules = role(&p).rules.expect("rules");
         assert_eq!(
             rules[0].resource_names,
-            Some(vec!["egress-policy".to_owned()])
+            Some(vec![
+                "egress-policy".to_owned(),
+                "egress-namespaces".to_owned()
+            ])
         );
         assert_eq!(
             rules[1].resource_names,
@@ -789,15 +776,6 @@ pub(crate) mod tests {
                 "egress-intercept-ca".to_owned(),
                 "egress-tls".to_owned()
             ])
-        );
-        let binding = pod_reader_binding(&p);
-        assert_eq!(
-            binding.metadata.name.as_deref(),
-            Some("egress-gateway:team-a:egress")
-        );
-        assert!(
-            binding.metadata.owner_references.is_none(),
-            "cluster-scoped: not owned"
         );
         let yaml = "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: seed}\nspec: {defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n";
         let policy = egress_policy::compile_documents(yaml, None).expect("policy");

@@ -1,5 +1,7 @@
 //! What an `EgressProxy` renders for the pods it serves, as pure functions:
-//! the trust bundle copied into each client namespace, and, with
+//! the namespaces it serves and, in each, the binding that lets its gateway
+//! read their pods (client identity, and no other namespace's), the trust
+//! bundle copied into each client namespace, and, with
 //! `spec.clients.enforce`, the NetworkPolicies that keep those pods from
 //! going around the proxy. Objects in client namespaces cannot be owned by
 //! the proxy (owner references do not cross namespaces), so they carry its
@@ -15,6 +17,7 @@ use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
+use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta,
 };
@@ -28,7 +31,7 @@ use crate::names::{
     BUNDLE_ALL, BUNDLE_JAVA, BUNDLE_WITH_SYSTEM, GATEWAY_NAME, Names, RENDER_HASH_ANNOTATION,
     metadata,
 };
-use crate::render::{ADMIN_PORT, HTTP_PORT, HTTPS_PORT, hex};
+use crate::render::{ADMIN_PORT, HTTP_PORT, HTTPS_PORT, POD_READER_ROLE, hex, subject};
 
 /// The label Kubernetes sets on every namespace: its name.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -112,6 +115,41 @@ pub fn trust_bundle_copy(proxy: &EgressProxy, namespace: &str, files: &TrustFile
         )])),
         ..ConfigMap::default()
     }
+}
+
+/// In served namespace `namespace`: the shared pod reader ClusterRole
+/// bound to the gateway's ServiceAccount there only, so a gateway (and any
+/// pod running as its ServiceAccount) reads the pods of the namespaces its
+/// proxy serves and of no other.
+pub fn pod_reader_binding(proxy: &EgressProxy, namespace: &str) -> RoleBinding {
+    let names = Names::of(proxy);
+    with_hash(RoleBinding {
+        metadata: client_metadata(&names, namespace, names.client_pod_reader()),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".to_owned()),
+            kind: "ClusterRole".to_owned(),
+            name: POD_READER_ROLE.to_owned(),
+        },
+        subjects: Some(vec![subject(&names)]),
+    })
+}
+
+/// `<proxy>-namespaces` in the proxy's namespace: the namespaces it serves,
+/// one per line, which its gateway watches pods in.
+pub fn served_namespaces(proxy: &EgressProxy, served: &[String]) -> ConfigMap {
+    let names = Names::of(proxy);
+    let mut text = served.join("\n");
+    if !text.is_empty() {
+        text.push('\n');
+    }
+    with_hash(ConfigMap {
+        metadata: metadata(proxy, names.served_namespaces()),
+        data: Some(BTreeMap::from([(
+            egress_policy::objects::NAMESPACES_KEY.to_owned(),
+            text,
+        )])),
+        ..ConfigMap::default()
+    })
 }
 
 fn labels(pairs: &[(&str, &str)]) -> LabelSelector {
@@ -419,6 +457,36 @@ mod tests {
     }
 
     #[test]
+    fn the_gateway_reads_pods_of_the_served_namespaces_only() {
+        let p = proxy(serde_json::json!({}));
+        let binding = pod_reader_binding(&p, "team");
+        assert_eq!(
+            json(&binding),
+            serde_json::json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {
+                    "name": "egress-gateway.egress.main",
+                    "namespace": "team",
+                    "labels": json(&Names::of(&p).client_labels()),
+                    "annotations": binding.metadata.annotations.clone().expect("hash"),
+                },
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "egress-proxy-gateway-pod-reader"},
+                "subjects": [{"kind": "ServiceAccount", "name": "main", "namespace": "egress"}]
+            })
+        );
+        let list = served_namespaces(&p, &["a".to_owned(), "b".to_owned()]);
+        assert_eq!(list.metadata.name.as_deref(), Some("main-namespaces"));
+        assert!(
+            list.metadata.owner_references.is_some(),
+            "owned: same namespace"
+        );
+        assert_eq!(list.data.expect("data")["namespaces"], "a\nb\n");
+        let none = served_namespaces(&p, &[]);
+        assert_eq!(none.data.expect("data")["namespaces"], "");
+    }
+
+    #[test]
     fn known_enforcers_are_found_by_their_pods() {
         let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs
@@ -478,10 +546,10 @@ mod tests {
     fn the_trust_bundle_copy_adds_the_proxy_roots_to_the_system_ones() {
         let now = std::time::SystemTime::now();
         let day = std::time::Duration::from_secs(86_400);
-        let system = egress_pki::self_signed_ca("system root", now, day)
+        let system = egress_pki::self_signed_ca("system root", &[], now, day)
             .expect("ca")
             .cert_pem;
-        let proxy_root = egress_pki::self_signed_ca("proxy root", now, day)
+        let proxy_root = egress_pki::self_signed_ca("proxy root", &[], now, day)
             .expect("ca")
             .cert_pem;
         let files = TrustFiles::new(&proxy_root, &system).expect("files");

@@ -24,6 +24,7 @@ use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Action, Controller};
@@ -261,19 +262,22 @@ pub async fn controllers(
         trust_bundles,
         copies,
         network_policies,
+        role_bindings,
         ..
     } = &client_caches;
-    let (a, b, c, d, e) = tokio::join!(
+    let (a, b, c, d, e, f) = tokio::join!(
         namespaces.wait_until_ready(),
         pods.wait_until_ready(),
         trust_bundles.wait_until_ready(),
         copies.wait_until_ready(),
-        network_policies.wait_until_ready()
+        network_policies.wait_until_ready(),
+        role_bindings.wait_until_ready()
     );
     a.and(b)
         .and(c)
         .and(d)
         .and(e)
+        .and(f)
         .map_err(|e| anyhow::anyhow!("cache: {e}"))?;
     tracing::info!(
         proxies = proxies.state().len(),
@@ -538,12 +542,10 @@ fn client_caches(
         // A pod concerns the proxy it names and those that may serve it.
         let (proxies, namespaces, changes) = (proxies.clone(), namespaces.clone(), changes.clone());
         cache::spawn(
-            watcher(
-                Api::<PartialObjectMeta<Pod>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff(),
-            move |pod: &PartialObjectMeta<Pod>| {
+            watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+                .default_backoff()
+                .modify(inject::trim_for_counting),
+            move |pod: &Pod| {
                 let namespace = pod.namespace().unwrap_or_default();
                 let Some(namespace) = namespaces.get(&ObjectRef::new(&namespace)) else {
                     return;
@@ -596,12 +598,24 @@ fn client_caches(
             move |n: &PartialObjectMeta<NetworkPolicy>| changed(&n.metadata),
         )
     };
+    let role_bindings = {
+        let changed = of_labels(changes.clone());
+        cache::spawn(
+            watcher(
+                Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
+                rendered(),
+            )
+            .default_backoff(),
+            move |r: &PartialObjectMeta<RoleBinding>| changed(&r.metadata),
+        )
+    };
     ClientCaches {
         namespaces,
         pods,
         trust_bundles,
         copies,
         network_policies,
+        role_bindings,
         memo: Default::default(),
     }
 }

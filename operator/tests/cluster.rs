@@ -26,8 +26,6 @@ use k8s_openapi::api::rbac::v1::{ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
 
-const SEED: &str = include_str!("../../examples/seed-policy.yaml");
-
 /// The control plane with the CRDs, and one operator.
 fn setup() -> &'static ControlPlane {
     static CRDS: OnceLock<()> = OnceLock::new();
@@ -39,26 +37,11 @@ fn setup() -> &'static ControlPlane {
 
 /// The seed example with an EgressProxy that intercepts with `ca_secret`.
 fn seed(ca_secret: &str, replicas: i32) -> String {
-    let without_proxy: Vec<&str> = SEED
-        .split("\n---\n")
-        .filter(|doc| !doc.contains("kind: EgressProxy"))
-        .collect();
-    format!(
-        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: egress\nspec:\n  configurationRef:\n    name: seed\n  replicas: {replicas}\n  tlsInterception:\n    enabled: true\n    caSecretRef:\n      name: {ca_secret}\n",
-        without_proxy.join("\n---\n")
-    )
-}
-
-/// The seed example with the EgressProxy `metadata` (flow style inside
-/// braces) and extra `spec` fields, no interception.
-fn seed_with_proxy(metadata: &str, spec: &str) -> String {
-    let without_proxy: Vec<&str> = SEED
-        .split("\n---\n")
-        .filter(|doc| !doc.contains("kind: EgressProxy"))
-        .collect();
-    format!(
-        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  {metadata}\nspec:\n  configurationRef: {{name: seed}}\n  {spec}\n",
-        without_proxy.join("\n---\n")
+    seed_with_proxy(
+        "name: egress",
+        &format!(
+            "replicas: {replicas}\n  tlsInterception: {{enabled: true, caSecretRef: {{name: {ca_secret}}}}}"
+        ),
     )
 }
 
@@ -192,6 +175,18 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
     let client = client(plane).await;
     let ns = "op-reconcile";
     namespace(&client, ns).await;
+    let mut label = plane.kubectl();
+    label.args(["label", "namespace", ns, "egress.dev/injection=enabled"]);
+    run(label);
+    // The cluster-wide pod reader binding an earlier version made.
+    let legacy = "egress-gateway:op-reconcile:egress";
+    let (ok, output) = kubectl_apply(
+        plane,
+        &format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata:\n  name: {legacy}\n  labels: {{app.kubernetes.io/managed-by: egress-operator, app.kubernetes.io/instance: egress}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: egress-proxy-gateway-pod-reader}}\nsubjects: [{{kind: ServiceAccount, name: egress, namespace: {ns}}}]\n"
+        ),
+    );
+    assert!(ok, "{output}");
     let dir = TempDir::new("reconcile");
     let ca = openssl_ca(&dir.0, "user", Some(1));
     create_ca_secret(plane, ns, "parent-ca", &ca);
@@ -282,17 +277,47 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
             .iter()
             .map(|n| n.to_string())
             .collect();
-        for name in [
-            "egress",
-            "egress.op-reconcile",
-            "egress.op-reconcile.svc",
-            "egress.op-reconcile.svc.cluster.local",
-        ] {
-            assert!(
-                names.contains(&format!("DNSName({name})")),
-                "{name} in {names:?}"
-            );
-        }
+        assert_eq!(
+            names,
+            [
+                "DNSName(egress.op-reconcile.svc)",
+                "DNSName(egress.op-reconcile.svc.cluster.local)"
+            ]
+        );
+    }
+    // Its CA may sign for those names only, and for no address.
+    let listener_ca = secrets
+        .get("egress-listener-ca")
+        .await
+        .expect("listener CA Secret");
+    {
+        let pem = x509_parser::pem::parse_x509_pem(text(&listener_ca, "tls.crt").as_bytes())
+            .expect("pem")
+            .1;
+        let cert = pem.parse_x509().expect("x509");
+        let constraints = cert
+            .name_constraints()
+            .expect("parses")
+            .expect("name constraints")
+            .value;
+        let permitted: Vec<String> = constraints
+            .permitted_subtrees
+            .iter()
+            .flatten()
+            .map(|s| s.base.to_string())
+            .collect();
+        assert_eq!(
+            permitted,
+            [
+                "DNSName(egress.op-reconcile.svc)",
+                "DNSName(egress.op-reconcile.svc.cluster.local)"
+            ]
+        );
+        assert_eq!(
+            constraints.excluded_subtrees.iter().flatten().count(),
+            2,
+            "every IPv4 and IPv6 address"
+        );
     }
     let bundle = config_maps
         .get("egress-trust-bundle")
@@ -371,10 +396,38 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
             "{what} is owned by the proxy: {meta:?}"
         );
     }
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .get("egress-gateway:op-reconcile:egress")
-        .await
-        .expect("pod reader binding");
+    // Pods are read where the proxy serves (here, its own namespace), and
+    // nowhere else: the earlier cluster-wide binding is gone.
+    let served = eventually(Duration::from_secs(30), "served namespaces", || async {
+        let list = Api::<ConfigMap>::namespaced(client.clone(), ns)
+            .get_opt("egress-namespaces")
+            .await
+            .ok()??;
+        owned_by_proxy(&list.metadata).then_some(list.data?)
+    })
+    .await;
+    assert_eq!(served["namespaces"], "op-reconcile\n");
+    let reader = eventually(Duration::from_secs(30), "pod reader binding", || async {
+        Api::<RoleBinding>::namespaced(client.clone(), ns)
+            .get_opt("egress-gateway.op-reconcile.egress")
+            .await
+            .ok()?
+    })
+    .await;
+    assert_eq!(reader.role_ref.name, "egress-proxy-gateway-pod-reader");
+    eventually(
+        Duration::from_secs(30),
+        "the legacy binding removed",
+        || async {
+            Api::<ClusterRoleBinding>::all(client.clone())
+                .get_opt(legacy)
+                .await
+                .ok()?
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
 
     // The configuration and the group know their user.
     let configuration = Api::<ProxyConfiguration>::namespaced(client.clone(), ns);
@@ -744,13 +797,9 @@ async fn a_tenant_cannot_take_over_objects_by_naming_a_proxy_after_them() {
     ));
     assert!(ok, "{output}");
     // Proxies named after them, as the tenant.
-    let without_proxy: Vec<&str> = SEED
-        .split("\n---\n")
-        .filter(|doc| !doc.contains("kind: EgressProxy"))
-        .collect();
     let yaml = format!(
-        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: default\nspec:\n  configurationRef: {{name: seed}}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: web\nspec:\n  configurationRef: {{name: seed}}\n",
-        without_proxy.join("\n---\n")
+        "{}---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: web\nspec:\n  configurationRef: {{name: seed}}\n",
+        seed_with_proxy("name: default", "clients: {}")
     )
     .replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"));
     let (ok, output) = tenant.apply(&yaml);

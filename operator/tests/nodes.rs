@@ -14,8 +14,6 @@ use egress_operator::crd::EgressProxy;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::api::Api;
 
-const SEED: &str = include_str!("../../examples/seed-policy.yaml");
-
 fn node(plane: &ControlPlane, name: &str, cidr: &str) {
     let (ok, output) = kubectl_apply(
         plane,
@@ -40,15 +38,8 @@ async fn pod_cidrs_follow_the_nodes() {
     let mut label = plane.kubectl();
     label.args(["label", "namespace", ns, "egress.dev/injection=enabled"]);
     run(label);
-    let without_proxy: Vec<&str> = SEED
-        .split("\n---\n")
-        .filter(|doc| !doc.contains("kind: EgressProxy"))
-        .collect();
-    let yaml = format!(
-        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: egress\nspec:\n  configurationRef: {{name: seed}}\n  clients: {{enforce: true}}\n",
-        without_proxy.join("\n---\n")
-    )
-    .replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"));
+    let yaml = seed_with_proxy("name: egress", "clients: {enforce: true}")
+        .replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n"));
     let (ok, output) = kubectl_apply(plane, &yaml);
     assert!(ok, "{output}");
 

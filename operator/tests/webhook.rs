@@ -530,13 +530,23 @@ spec:
             .get("egress.dev/proxy")
             .is_none()
     );
+    // One that says it was injected, without the settings: the annotation
+    // alone does not count.
+    create_pod(
+        plane,
+        "team",
+        pod(
+            "forger",
+            serde_json::json!({"egress.dev/proxy": "proxies/main"}),
+        ),
+    );
     let op = Operator::serving_webhook(plane, &[]);
     let status = eventually(Duration::from_secs(30), "the escape reported", || async {
         let clients = proxy(&client).await.status?.clients?;
-        (clients.escaped_pods == 1).then_some(clients)
+        (clients.escaped_pods == 2).then_some(clients)
     })
     .await;
-    assert_eq!(status.escaped, ["team/escapee"]);
+    assert_eq!(status.escaped, ["team/escapee", "team/forger"]);
     assert!(
         status.message.contains("restart them"),
         "{}",
@@ -544,7 +554,7 @@ spec:
     );
     assert_eq!(
         op.metric("egress_operator_escaped_pods{namespace=\"proxies\",proxy=\"main\"}"),
-        1.0
+        2.0
     );
     eventually(Duration::from_secs(30), "a warning event", || async {
         let mut events = plane.kubectl();

@@ -9,8 +9,9 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SigningKey,
+    BasicConstraints, CertificateParams, CidrSubnet, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    NameConstraints, PublicKeyData, SanType, SigningKey,
 };
 use rustls_pki_types::CertificateDer;
 use x509_parser::certificate::X509Certificate;
@@ -78,8 +79,13 @@ impl fmt::Debug for IssuedCert {
 /// A self-signed CA for the listener or the webhook: CA:TRUE with pathlen 0
 /// (it signs serving certificates only), keyCertSign, cRLSign and
 /// digitalSignature, valid from `now` - 1 h to `now` + `lifetime`.
+///
+/// With `permitted` DNS names, it is name-constrained to them (each with its
+/// subdomains) and to no IP address: clients that trust it trust nothing
+/// else it might sign, should its key leak.
 pub fn self_signed_ca(
     common_name: &str,
+    permitted: &[String],
     now: SystemTime,
     lifetime: Duration,
 ) -> Result<IssuedCa, Error> {
@@ -87,6 +93,18 @@ pub fn self_signed_ca(
     let not_after = dates::truncate(dates::add_capped(now, lifetime, dates::latest()));
     check_window(not_before, not_after, now)?;
     let mut params = ca_params(common_name, not_before, not_after)?;
+    if !permitted.is_empty() {
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: permitted
+                .iter()
+                .map(|name| GeneralSubtree::DnsName(name.clone()))
+                .collect(),
+            excluded_subtrees: vec![
+                GeneralSubtree::IpAddress(CidrSubnet::V4([0; 4], [0; 4])),
+                GeneralSubtree::IpAddress(CidrSubnet::V6([0; 16], [0; 16])),
+            ],
+        });
+    }
     // A root's AKI names its own key, as `openssl req -x509` writes it.
     params.use_authority_key_identifier_extension = true;
     let key = new_key()?;
@@ -394,7 +412,7 @@ mod tests {
 
     #[test]
     fn self_signed_ca_is_a_pathlen0_ca() {
-        let ca = self_signed_ca("egress-proxy listener CA", now(), 365 * DAY).expect("ca");
+        let ca = self_signed_ca("egress-proxy listener CA", &[], now(), 365 * DAY).expect("ca");
         assert!(ca.chain_pem.is_empty());
         assert_eq!(ca.not_before, now() - HOUR);
         assert_eq!(ca.not_after, now() + 365 * DAY);
@@ -416,9 +434,66 @@ mod tests {
         assert!(!format!("{ca:?}").contains("PRIVATE KEY"));
     }
 
+    /// `openssl verify` of `leaf` against `ca` alone, at the tests' `now()`:
+    /// what it printed.
+    fn openssl_verify(ca: &str, leaf: &str) -> String {
+        let at = now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_secs()
+            .to_string();
+        let dir = std::env::temp_dir().join(format!(
+            "egress-pki-verify-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("ca.pem"), ca).expect("ca");
+        std::fs::write(dir.join("leaf.pem"), leaf).expect("leaf");
+        let output = std::process::Command::new("openssl")
+            .args(["verify", "-attime", &at, "-CAfile"])
+            .arg(dir.join("ca.pem"))
+            .arg(dir.join("leaf.pem"))
+            .output()
+            .expect("openssl runs");
+        let _ = std::fs::remove_dir_all(&dir);
+        String::from_utf8_lossy(&output.stdout).into_owned()
+            + &String::from_utf8_lossy(&output.stderr)
+    }
+
+    #[test]
+    fn a_name_constrained_ca_is_trusted_for_its_names_only() {
+        let permitted = [
+            "egress.team.svc".to_owned(),
+            "egress.team.svc.cluster.local".to_owned(),
+        ];
+        let ca = self_signed_ca("listener CA", &permitted, now(), 30 * DAY).expect("ca");
+        let leaf = |names: &[&str]| {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            issue_server_cert(&ca.cert_pem, &ca.key_pem, &names, now(), DAY)
+                .expect("signed")
+                .cert_pem
+        };
+        let own = openssl_verify(
+            &ca.cert_pem,
+            &leaf(&permitted.each_ref().map(String::as_str)),
+        );
+        assert!(own.contains(": OK"), "{own}");
+        // What the key could sign if it leaked is refused by clients.
+        let bank = openssl_verify(&ca.cert_pem, &leaf(&["bank.example"]));
+        assert!(bank.contains("permitted subtree violation"), "{bank}");
+        let address = openssl_verify(&ca.cert_pem, &leaf(&["egress.team.svc", "10.0.0.1"]));
+        assert!(address.contains("excluded subtree violation"), "{address}");
+        // Unconstrained when no name is given.
+        let open = self_signed_ca("webhook CA", &[], now(), DAY).expect("ca");
+        let der = parse_pem(&open.cert_pem);
+        let (_, cert) = X509Certificate::from_der(&der).expect("x509");
+        assert!(cert.name_constraints().expect("parses").is_none());
+    }
+
     #[test]
     fn server_cert_has_sans_eku_and_is_not_a_ca() {
-        let ca = self_signed_ca("webhook CA", now(), 30 * DAY).expect("ca");
+        let ca = self_signed_ca("webhook CA", &[], now(), 30 * DAY).expect("ca");
         let names = [
             "egress-webhook.egress-system.svc",
             "egress-webhook.egress-system.svc",
@@ -487,8 +562,8 @@ mod tests {
 
     #[test]
     fn server_cert_refusals() {
-        let ca = self_signed_ca("CA", now(), 30 * DAY).expect("ca");
-        let other = self_signed_ca("other CA", now(), 30 * DAY).expect("ca");
+        let ca = self_signed_ca("CA", &[], now(), 30 * DAY).expect("ca");
+        let other = self_signed_ca("other CA", &[], now(), 30 * DAY).expect("ca");
         let names = vec!["svc.example".to_owned()];
         let err = issue_server_cert(&ca.cert_pem, &other.key_pem, &names, now(), DAY)
             .expect_err("wrong key");
@@ -515,7 +590,7 @@ mod tests {
             .expect_err("zero lifetime");
         assert_eq!(err.reason(), "IssueFailed");
         assert_eq!(
-            self_signed_ca("", now(), DAY)
+            self_signed_ca("", &[], now(), DAY)
                 .expect_err("empty CN")
                 .reason(),
             "InvalidName"

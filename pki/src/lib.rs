@@ -28,11 +28,11 @@
 //! let now = SystemTime::now();
 //! let day = Duration::from_secs(86_400);
 //! // A user's CA (here a fresh one; pathlen 0 would be refused as a parent).
-//! let root = self_signed_ca("Example Root", now, 365 * day).expect("root");
+//! let root = self_signed_ca("Example Root", &[], now, 365 * day).expect("root");
 //! let err = Parent::load(&root.cert_pem, &root.key_pem, None, now).expect_err("pathlen 0");
 //! assert_eq!(err.reason(), "ParentPathLenZero");
 //!
-//! let listener_ca = self_signed_ca("egress-proxy listener", now, 365 * day).expect("ca");
+//! let listener_ca = self_signed_ca("egress-proxy listener", &[], now, 365 * day).expect("ca");
 //! let names = ["egress-proxy.egress-system.svc".to_owned()];
 //! let serving = issue_server_cert(&listener_ca.cert_pem, &listener_ca.key_pem, &names, now, 90 * day)
 //!     .expect("serving certificate");

@@ -113,8 +113,10 @@ mod tests {
     #[test]
     fn every_certificate_becomes_an_entry() {
         let now = std::time::SystemTime::now();
-        let a = crate::self_signed_ca("A", now, std::time::Duration::from_secs(86_400)).expect("a");
-        let b = crate::self_signed_ca("B", now, std::time::Duration::from_secs(86_400)).expect("b");
+        let a = crate::self_signed_ca("A", &[], now, std::time::Duration::from_secs(86_400))
+            .expect("a");
+        let b = crate::self_signed_ca("B", &[], now, std::time::Duration::from_secs(86_400))
+            .expect("b");
         let store =
             java_truststore(&format!("{}{}", a.cert_pem, b.cert_pem), "egress").expect("store");
         let (pfx, rest) = crate::der::read(&store).expect("der");

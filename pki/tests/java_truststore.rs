@@ -76,8 +76,8 @@ fn java(truststore: &Path, url: &str) -> std::process::Output {
 fn java_trusts_what_the_truststore_holds() {
     let dir = scratch();
     let now = SystemTime::now();
-    let root = egress_pki::self_signed_ca("egress test root", now, DAY).expect("root");
-    let other = egress_pki::self_signed_ca("unrelated root", now, DAY).expect("other");
+    let root = egress_pki::self_signed_ca("egress test root", &[], now, DAY).expect("root");
+    let other = egress_pki::self_signed_ca("unrelated root", &[], now, DAY).expect("other");
     let leaf = egress_pki::issue_server_cert(
         &root.cert_pem,
         &root.key_pem,

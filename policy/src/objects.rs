@@ -36,6 +36,15 @@ pub fn trust_bundle(proxy: &str) -> String {
     format!("{proxy}-trust-bundle")
 }
 
+/// ConfigMap with the namespaces the proxy serves, whose pods the gateway
+/// may read (and indexes) for client identity.
+pub fn served_namespaces(proxy: &str) -> String {
+    format!("{proxy}-namespaces")
+}
+
+/// Key of [`served_namespaces`]: one namespace per line.
+pub const NAMESPACES_KEY: &str = "namespaces";
+
 /// Annotation on a `ProxyRuleGroup` imported from AWS (`policy import aws`)
 /// whose AWS name is not a valid Kubernetes name: that name, which decision
 /// logs and metrics show as the group's, so log queries keep working.

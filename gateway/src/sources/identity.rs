@@ -114,11 +114,25 @@ impl PodIndex {
         }
     }
 
-    /// Replaces the whole index (after a re-list).
-    pub fn replace(&mut self, pods: &[PodView]) {
-        *self = PodIndex::default();
+    /// Replaces the pods of `namespace` (after a re-list of it); other
+    /// namespaces' stay.
+    pub fn replace_namespace(&mut self, namespace: &str, pods: &[PodView]) {
+        self.remove_namespace(namespace);
         for pod in pods {
             self.apply(pod);
+        }
+    }
+
+    /// Removes every pod of `namespace` (no longer served).
+    pub fn remove_namespace(&mut self, namespace: &str) {
+        let uids: std::collections::HashSet<Box<str>> = self
+            .by_ip
+            .values()
+            .filter(|owner| owner.identity.namespace == namespace)
+            .map(|owner| owner.uid.clone())
+            .collect();
+        for uid in uids {
+            self.delete(&uid);
         }
     }
 
@@ -273,8 +287,25 @@ mod tests {
         node_agent.host_network = true;
         index.apply(&node_agent);
         assert_eq!(at(&index, "192.168.1.10"), None);
-        index.replace(&[pod("a", "a", &["10.0.0.1"]), pod("b", "b", &["10.0.0.2"])]);
-        assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn a_namespace_is_relisted_or_dropped_without_touching_the_others() {
+        let mut index = PodIndex::default();
+        let mut other = pod("o", "other", &["10.0.1.1"]);
+        other.namespace = "team-b".to_owned();
+        index.apply(&other);
+        index.apply(&pod("gone", "gone", &["10.0.0.9"]));
+        index.replace_namespace(
+            "team-a",
+            &[pod("a", "a", &["10.0.0.1"]), pod("b", "b", &["10.0.0.2"])],
+        );
+        assert_eq!(index.len(), 3);
         assert_eq!(at(&index, "10.0.0.2").as_deref(), Some("b"));
+        assert_eq!(at(&index, "10.0.0.9"), None, "not in the new list");
+        assert_eq!(at(&index, "10.0.1.1").as_deref(), Some("other"));
+        index.remove_namespace("team-a");
+        assert_eq!(index.len(), 1);
+        assert_eq!(at(&index, "10.0.1.1").as_deref(), Some("other"));
     }
 }

@@ -1,7 +1,8 @@
 //! Policy, certificates and client identity from the Kubernetes API, for the
 //! gateway in a cluster: watches on the proxy's own ConfigMap and Secrets, by
 //! name (a kubelet refreshes a mounted ConfigMap only after a minute or
-//! more; a watch sees a change at once), and on pods for the identity index.
+//! more; a watch sees a change at once), and on the pods of the namespaces
+//! the proxy serves for the identity index ([`crate::sources::pods`]).
 //!
 //! Every new version goes through the same checks as the file source's: a
 //! bad one is refused, logged and counted, and the last good one keeps
@@ -9,20 +10,18 @@
 //! has, and reports the outage (`egress_source_connected` 0, and `/readyz`
 //! detail) until the watches reconnect.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use egress_policy::{CompiledPolicy, objects};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::gateway::Gateway;
-use crate::sources::identity::PodView;
+use crate::sources::pods::{self, PodWatches};
 use crate::tls::{Pem, ServingCert};
 
 /// Where the gateway finds its objects.
@@ -45,6 +44,7 @@ pub fn start(
 ) {
     let ns = &target.namespace;
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let config_maps_for_pods = config_maps.clone();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let policy_name = objects::policy_config_map(&target.proxy);
     let origin = format!("ConfigMap {ns}/{policy_name}");
@@ -89,8 +89,22 @@ pub fn start(
         });
     }
     if pods {
-        gw.source.watches_pods();
-        watch_pods(gw.clone(), Api::all(client));
+        let mut watches = PodWatches::new(gw.clone(), client);
+        let list_name = objects::served_namespaces(&target.proxy);
+        let origin = format!("ConfigMap {ns}/{list_name}");
+        follow(gw, config_maps_for_pods, list_name, move |_, cm| {
+            let list = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(objects::NAMESPACES_KEY))
+                .cloned();
+            match list {
+                Some(list) => watches.set(&pods::parse(&list)),
+                None => {
+                    tracing::error!(%origin, key = objects::NAMESPACES_KEY, "no list of served namespaces; the pods watched stay as they are")
+                }
+            }
+        });
     }
 }
 
@@ -143,68 +157,6 @@ fn follow<K>(
                     tracing::warn!(name = %object.name_any(), "deleted; the last good version keeps serving");
                 }
                 Some(Ok(Event::Init | Event::InitDone)) => gw.source.ok(&gw.metrics),
-            }
-        }
-    });
-}
-
-/// What the identity index keeps of a pod.
-fn view(pod: &Pod) -> PodView {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let status = pod.status.clone().unwrap_or_default();
-    let ips = status
-        .pod_ips
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|ip| ip.ip.parse::<IpAddr>().ok())
-        .chain(status.pod_ip.and_then(|ip| ip.parse().ok()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    PodView {
-        uid: pod.uid().unwrap_or_default(),
-        namespace: pod.namespace().unwrap_or_default(),
-        name: pod.name_any(),
-        service_account: spec
-            .service_account_name
-            .unwrap_or_else(|| "default".to_owned()),
-        labels: pod.labels().clone().into_iter().collect::<BTreeMap<_, _>>(),
-        ips,
-        host_network: spec.host_network.unwrap_or(false),
-        finished: matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")),
-    }
-}
-
-fn watch_pods(gw: Arc<Gateway>, api: Api<Pod>) {
-    gw.clone().tasks.spawn(async move {
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
-        let mut relisted: Vec<PodView> = Vec::new();
-        loop {
-            let event = tokio::select! {
-                _ = gw.shutdown.cancelled() => return,
-                event = events.next() => event,
-            };
-            match event {
-                None => return,
-                Some(Err(error)) => gw.source.failed(&gw.metrics, &error),
-                Some(Ok(Event::Apply(pod))) => {
-                    gw.identities.update(|index| index.apply(&view(&pod)))
-                }
-                Some(Ok(Event::Delete(pod))) => gw
-                    .identities
-                    .update(|index| index.delete(&pod.uid().unwrap_or_default())),
-                Some(Ok(Event::Init)) => relisted.clear(),
-                Some(Ok(Event::InitApply(pod))) => relisted.push(view(&pod)),
-                Some(Ok(Event::InitDone)) => {
-                    let pods = std::mem::take(&mut relisted);
-                    gw.identities.update(|index| index.replace(&pods));
-                    gw.source.ok(&gw.metrics);
-                    if gw.source.pods_synced() {
-                        tracing::info!(addresses = gw.identities.len(), "pod index ready");
-                    }
-                }
             }
         }
     });

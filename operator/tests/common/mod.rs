@@ -44,6 +44,28 @@ pub async fn namespace(client: &Client, name: &str) {
         .expect("default service account");
 }
 
+/// The seed example users apply first.
+pub const SEED: &str = include_str!("../../../examples/seed-policy.yaml");
+
+/// The seed example's configuration and rule groups, without its EgressProxy.
+pub fn seed_without_proxy() -> String {
+    let documents: Vec<&str> = SEED
+        .split("\n---\n")
+        .filter(|doc| !doc.contains("kind: EgressProxy"))
+        .collect();
+    documents.join("\n---\n")
+}
+
+/// The seed example with an EgressProxy of `metadata` (one line, such as
+/// `name: egress`) and extra `spec` fields (one line, flow style), for the
+/// seed's configuration, no interception.
+pub fn seed_with_proxy(metadata: &str, spec: &str) -> String {
+    format!(
+        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  {metadata}\nspec:\n  configurationRef: {{name: seed}}\n  {spec}\n",
+        seed_without_proxy()
+    )
+}
+
 /// The chart's release in every control plane of these tests.
 pub const RELEASE: &str = "egress-proxy";
 /// Its namespace.
