@@ -13,21 +13,19 @@ use egress_e2e::{ControlPlane, run};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{
     Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams, WatchEvent,
     WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
 const TESTDATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata");
 
+/// A client with the control plane's admin credentials.
 async fn client(plane: &ControlPlane) -> Client {
-    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    egress_runtime::kube_client(Some(&plane.kubeconfig))
         .await
-        .expect("config");
-    Client::try_from(config).expect("client")
+        .expect("admin client")
 }
 
 /// A namespace with its `default` ServiceAccount (which kube-controller-manager

@@ -25,9 +25,8 @@ use egress_operator::{render, render_clients};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
 /// Pod identity rules: team-a pods labelled app=web may go out; nobody else.
 fn policy(extra_namespace: Option<&str>) -> String {
@@ -55,12 +54,11 @@ fn compiled(yaml: &str, dir: &TempDir) -> String {
     String::from_utf8(output.stdout).expect("utf8")
 }
 
+/// A client with the control plane's admin credentials.
 async fn client(plane: &ControlPlane) -> Client {
-    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    egress_runtime::kube_client(Some(&plane.kubeconfig))
         .await
-        .expect("config");
-    Client::try_from(config).expect("client")
+        .expect("admin client")
 }
 
 async fn create<K>(api: &Api<K>, object: serde_json::Value)

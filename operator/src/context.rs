@@ -78,6 +78,9 @@ pub struct ClientMemo {
     pub full_apply: Mutex<HashMap<String, Instant>>,
     /// The hash of the served namespaces' ConfigMap last applied.
     pub served_namespaces: Mutex<HashMap<String, String>>,
+    /// Proxies whose cluster-wide pod reader binding (of earlier versions)
+    /// was looked for.
+    pub legacy_removed: Mutex<BTreeSet<String>>,
 }
 
 /// Operator-wide settings of what client pods get.

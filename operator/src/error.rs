@@ -31,6 +31,18 @@ pub enum Error {
     Clients(String),
 }
 
+impl From<kube::runtime::finalizer::Error<Error>> for Error {
+    /// What the apply or clean-up step said, or what went wrong with the
+    /// finalizer itself.
+    fn from(error: kube::runtime::finalizer::Error<Error>) -> Error {
+        use kube::runtime::finalizer::Error as Finalizer;
+        match error {
+            Finalizer::ApplyFailed(e) | Finalizer::CleanupFailed(e) => e,
+            other => Error::Finalizer(other.to_string()),
+        }
+    }
+}
+
 impl Error {
     /// Short reason for metrics.
     pub fn reason(&self) -> &'static str {

@@ -34,7 +34,7 @@ use crate::names::{
     BUNDLE_ALL, CLIENT_OF_LABEL, CLIENT_OF_NAMESPACE_LABEL, FIELD_MANAGER, Names, PROXY_ANNOTATION,
     RENDER_HASH_ANNOTATION, is_owned_by,
 };
-use crate::reconcile_proxy::remove;
+use crate::reconcile_proxy::{remove, remove_cluster_pod_reader};
 use crate::render_clients::{self, TrustFiles};
 
 /// Finalizer of what is rendered in client namespaces.
@@ -65,11 +65,7 @@ pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Act
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    .map_err(Error::from)
 }
 
 async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
@@ -103,41 +99,53 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     let mut problems = Vec::new();
 
     // Client identity: the gateway may read pods where it serves, and learns
-    // where that is (bindings first, so it is allowed by the time it looks).
+    // where that is: the namespaces whose binding is in place (bindings
+    // first, so it is allowed by the time it looks; one that cannot be
+    // applied, such as a tenant's object of that name, leaves only its own
+    // namespace out).
     let bindings: Vec<RoleBinding> = served
         .keys()
         .map(|ns| render_clients::pod_reader_binding(proxy, ns))
         .collect();
-    match sync(
+    let failed = sync(
         ctx,
         &ctx.clients.role_bindings,
         &names,
         Some(&bindings),
         force,
     )
-    .await
-    {
-        Ok(()) => {
-            let served_names: Vec<String> = served.keys().cloned().collect();
-            let list = render_clients::served_namespaces(proxy, &served_names);
-            if let Err(error) = apply_served_namespaces(ctx, proxy, &list, force).await {
-                problems.push(format!("pod reading: {error}"));
-            }
-        }
-        Err(error) => problems.push(format!("pod reading: RoleBindings: {error}")),
+    .await;
+    if !failed.is_empty() {
+        problems.push(format!("pod reading: RoleBindings: {}", said(&failed)));
+    }
+    let readable: Vec<String> = served
+        .keys()
+        .filter(|ns| !failed.iter().any(|(failed_ns, _)| failed_ns == *ns))
+        .cloned()
+        .collect();
+    let list = render_clients::served_namespaces(proxy, &readable);
+    match apply_served_namespaces(ctx, proxy, &list, force).await {
+        // Only now may the cluster-wide binding of earlier versions go.
+        Ok(()) => remove_cluster_pod_reader_once(ctx, &names).await,
+        Err(error) => problems.push(format!("pod reading: {error}")),
     }
 
     // Trust bundle copies; while the source is missing (not written yet, or
     // being replaced) the copies there are kept.
-    if !inject::mounts_trust_bundle(proxy) {
-        sync(ctx, &ctx.clients.copies, &names, None, force).await?;
-    } else if let Some(files) = trust_files(proxy, ctx)? {
-        let copies: Vec<ConfigMap> = served
-            .keys()
-            .map(|ns| render_clients::trust_bundle_copy(proxy, ns, &files))
-            .collect();
-        if let Err(error) = sync(ctx, &ctx.clients.copies, &names, Some(&copies), force).await {
-            problems.push(format!("trust bundle copies: {error}"));
+    let copies = if !inject::mounts_trust_bundle(proxy) {
+        Some(Vec::new())
+    } else {
+        trust_files(proxy, ctx)?.map(|files| {
+            served
+                .keys()
+                .map(|ns| render_clients::trust_bundle_copy(proxy, ns, &files))
+                .collect::<Vec<ConfigMap>>()
+        })
+    };
+    if let Some(copies) = copies {
+        let failed = sync(ctx, &ctx.clients.copies, &names, Some(&copies), force).await;
+        if !failed.is_empty() {
+            problems.push(format!("trust bundle copies: {}", said(&failed)));
         }
     }
 
@@ -164,16 +172,16 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
         policies.push(render_clients::proxy_ingress_policy(proxy, &served_names));
         policies
     });
-    if let Err(error) = sync(
+    let failed = sync(
         ctx,
         &ctx.clients.network_policies,
         &names,
         policies.as_deref(),
         force,
     )
-    .await
-    {
-        problems.push(format!("NetworkPolicies: {error}"));
+    .await;
+    if !failed.is_empty() {
+        problems.push(format!("NetworkPolicies: {}", said(&failed)));
     }
     if proxy.spec.clients.enforce {
         let confined: Vec<String> = proxies
@@ -193,7 +201,11 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     }
     if proxy.spec.clients.enforce && ctx.client_settings.network_policy_enforcer.is_none() {
         let pods = ctx.clients.pods.state();
-        if render_clients::known_enforcer(pods.iter().map(|p| p.labels())).is_none() {
+        let seen = pods.iter().map(|p| {
+            let namespace = p.metadata.namespace.as_deref().unwrap_or_default();
+            (namespace, p.labels())
+        });
+        if render_clients::known_enforcer(seen).is_none() {
             problems.push(render_clients::NO_ENFORCER.to_owned());
         }
     }
@@ -339,14 +351,16 @@ fn clients_status(
 
 /// Makes the objects of one kind rendered for the proxy exactly `wanted`
 /// (`None`: none): applies those whose hash differs from the cached one (or
-/// all of them with `force`), deletes the rest.
+/// all of them with `force`), deletes the rest. Each object on its own: what
+/// could not be applied or deleted is returned (namespace, what the API
+/// server said), and the rest is done.
 async fn sync<K>(
     ctx: &Context,
     cache: &Store<PartialObjectMeta<K>>,
     names: &Names,
     wanted: Option<&[K]>,
     force: bool,
-) -> Result<(), Error>
+) -> Vec<(String, String)>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -355,6 +369,7 @@ where
         + std::fmt::Debug,
 {
     let mut keep = BTreeSet::new();
+    let mut failed = Vec::new();
     for object in wanted.unwrap_or_default() {
         let meta = object.meta();
         let (namespace, name) = (
@@ -367,12 +382,19 @@ where
             .and_then(|c| hash(&c.metadata));
         if force || current.is_none() || current != hash(meta) {
             let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
-            api.patch(
-                &name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(object),
-            )
-            .await?;
+            let applied = api
+                .patch(
+                    &name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(object),
+                )
+                .await;
+            if let Err(error) = applied {
+                failed.push((
+                    namespace.clone(),
+                    format!("{} {name}: {error}", K::kind(&())),
+                ));
+            }
         }
         keep.insert((namespace, name));
     }
@@ -384,11 +406,43 @@ where
             existing.namespace().unwrap_or_default(),
             existing.name_any(),
         );
-        if ours && !keep.contains(&key) {
-            remove::<K>(ctx, &key.0, &key.1).await?;
+        if ours
+            && !keep.contains(&key)
+            && let Err(error) = remove::<K>(ctx, &key.0, &key.1).await
+        {
+            failed.push((
+                key.0.clone(),
+                format!("{} {} (removal): {error}", K::kind(&()), key.1),
+            ));
         }
     }
-    Ok(())
+    failed
+}
+
+/// The failures of [`sync`] in a sentence.
+fn said(failed: &[(String, String)]) -> String {
+    let all: Vec<&str> = failed.iter().map(|(_, error)| error.as_str()).collect();
+    format!(
+        "in namespace{} {}",
+        if all.len() == 1 { "" } else { "s" },
+        all.join("; ")
+    )
+}
+
+/// Removes the cluster-wide pod reader binding an earlier version made for
+/// the proxy, once per operator process (gateways read pods through the
+/// per-namespace bindings by then).
+async fn remove_cluster_pod_reader_once(ctx: &Context, names: &Names) {
+    let first = ctx
+        .clients
+        .memo
+        .legacy_removed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(names.qualified());
+    if first && let Err(error) = remove_cluster_pod_reader(ctx, names).await {
+        tracing::warn!(%error, proxy = %names.qualified(), "the cluster-wide pod reader binding of an earlier version could not be removed; retried after a restart");
+    }
 }
 
 /// Applies `<proxy>-namespaces` when it changed since it was last applied

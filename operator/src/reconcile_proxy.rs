@@ -46,11 +46,7 @@ pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Act
         }
     })
     .await
-    .map_err(|e| match e {
-        kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
-    })
+    .map_err(Error::from)
 }
 
 async fn cleanup(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
@@ -304,9 +300,6 @@ async fn publish(ctx: &Context, proxy: &EgressProxy, note: &Note) {
 async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     let names = Names::of(proxy);
     let namespace = names.namespace.clone();
-    if let Err(error) = remove_cluster_pod_reader(ctx, &names).await {
-        tracing::warn!(%error, proxy = %names.qualified(), "the cluster-wide pod reader binding of an earlier version could not be removed");
-    }
     let snapshot = observe(proxy, ctx).await;
     let plan = proxy_plan::plan(proxy, &snapshot, &ctx.settings, SystemTime::now())?;
     for note in &plan.events {

@@ -185,11 +185,19 @@ const ENFORCERS: [(&str, &str, &str); 8] = [
     ("Kube-OVN", "app", "kube-ovn-cni"),
 ];
 
-/// The first known NetworkPolicy enforcer among pods with these labels.
+/// Namespaces network plugins run in, which tenants cannot create pods in
+/// (a tenant's pod wearing a plugin's label elsewhere proves nothing).
+const PLUGIN_NAMESPACES: [&str; 3] = ["kube-system", "calico-system", "cilium"];
+
+/// The first known NetworkPolicy enforcer among pods, given as (namespace,
+/// labels), in the namespaces network plugins run in.
 pub fn known_enforcer<'a>(
-    mut pods: impl Iterator<Item = &'a BTreeMap<String, String>>,
+    mut pods: impl Iterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
 ) -> Option<&'static str> {
-    pods.find_map(|labels| {
+    pods.find_map(|(namespace, labels)| {
+        if !PLUGIN_NAMESPACES.contains(&namespace) {
+            return None;
+        }
         ENFORCERS
             .iter()
             .find(|(_, key, value)| labels.get(*key).is_some_and(|v| v == value))
@@ -498,14 +506,17 @@ mod tests {
             labels(&[("k8s-app", "kube-dns")]),
             labels(&[("app", "flannel")]),
         ];
-        assert_eq!(known_enforcer(plain.iter()), None);
+        let system = |l| ("kube-system", l);
+        assert_eq!(known_enforcer(plain.iter().map(system)), None);
         let calico = [
             labels(&[("app", "web")]),
             labels(&[("k8s-app", "calico-node")]),
         ];
-        assert_eq!(known_enforcer(calico.iter()), Some("Calico"));
+        assert_eq!(known_enforcer(calico.iter().map(system)), Some("Calico"));
+        // A tenant's pod wearing the label proves nothing.
+        assert_eq!(known_enforcer(calico.iter().map(|l| ("team", l))), None);
         let antrea = [labels(&[("app", "antrea"), ("component", "antrea-agent")])];
-        assert_eq!(known_enforcer(antrea.iter()), Some("Antrea"));
+        assert_eq!(known_enforcer(antrea.iter().map(system)), Some("Antrea"));
     }
 
     #[test]

@@ -31,6 +31,7 @@ use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -575,40 +576,9 @@ fn client_caches(
             move |c: &ConfigMap| changed(&c.metadata),
         )
     };
-    let rendered = || watcher::Config::default().labels(CLIENT_OF_NAMESPACE_LABEL);
-    let copies = {
-        let changed = of_labels(changes.clone());
-        cache::spawn(
-            watcher(
-                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-                rendered(),
-            )
-            .default_backoff(),
-            move |c: &PartialObjectMeta<ConfigMap>| changed(&c.metadata),
-        )
-    };
-    let network_policies = {
-        let changed = of_labels(changes.clone());
-        cache::spawn(
-            watcher(
-                Api::<PartialObjectMeta<NetworkPolicy>>::all(client.clone()),
-                rendered(),
-            )
-            .default_backoff(),
-            move |n: &PartialObjectMeta<NetworkPolicy>| changed(&n.metadata),
-        )
-    };
-    let role_bindings = {
-        let changed = of_labels(changes.clone());
-        cache::spawn(
-            watcher(
-                Api::<PartialObjectMeta<RoleBinding>>::all(client.clone()),
-                rendered(),
-            )
-            .default_backoff(),
-            move |r: &PartialObjectMeta<RoleBinding>| changed(&r.metadata),
-        )
-    };
+    let copies = rendered::<ConfigMap>(client, of_labels(changes.clone()));
+    let network_policies = rendered::<NetworkPolicy>(client, of_labels(changes.clone()));
+    let role_bindings = rendered::<RoleBinding>(client, of_labels(changes.clone()));
     ClientCaches {
         namespaces,
         pods,
@@ -618,6 +588,31 @@ fn client_caches(
         role_bindings,
         memo: Default::default(),
     }
+}
+
+/// A cache of the objects of kind `K` the operator rendered in client
+/// namespaces (metadata only); `changed` sees each change.
+fn rendered<K>(
+    client: &Client,
+    changed: impl Fn(&ObjectMeta) + Send + 'static,
+) -> reflector::Store<PartialObjectMeta<K>>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    cache::spawn(
+        watcher(
+            Api::<PartialObjectMeta<K>>::all(client.clone()),
+            watcher::Config::default().labels(CLIENT_OF_NAMESPACE_LABEL),
+        )
+        .default_backoff(),
+        move |object: &PartialObjectMeta<K>| changed(&object.metadata),
+    )
 }
 
 fn groups_listed(c: &ProxyConfiguration, namespace: &str) -> Vec<ObjectRef<ProxyRuleGroup>> {

@@ -38,11 +38,14 @@ use crate::metrics::{Metrics, WebhookLabels};
 /// Largest review accepted (a pod is at most 1.5 MiB in etcd). With
 /// [`MAX_CONNECTIONS`] it bounds the memory reviews can take.
 const MAX_BODY: usize = 2 * 1024 * 1024;
-/// Connections served at once; more are closed as they come.
+/// Connections served at once (with [`MAX_BODY`], what reviews can hold in
+/// memory).
 const MAX_CONNECTIONS: usize = 64;
-/// Connections served at once from one address: the API server's own share
-/// is safe from a pod that floods the port (it takes four of them).
-const MAX_PER_PEER: usize = 16;
+/// Connections served at once from one address. The API server opens one
+/// per review in flight (HTTP/1.1), so its share is most of the total; a
+/// pod flooding the port takes no more, and when all are taken the peer
+/// holding the most gives up its oldest connection to a newcomer.
+const MAX_PER_PEER: usize = 48;
 /// Time for a TLS handshake and a request's headers.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a whole request, body included (the API server gives up sooner:
@@ -323,38 +326,51 @@ pub async fn serve(listener: TcpListener, webhook: Arc<Webhook>) -> anyhow::Resu
         };
         let (acceptor, webhook) = (acceptor.clone(), webhook.clone());
         tokio::spawn(async move {
-            let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "webhook TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = service_fn(move |request| {
-                let webhook = webhook.clone();
-                async move {
-                    let response = tokio::time::timeout(REQUEST_TIMEOUT, webhook.handle(request))
-                        .await
-                        .unwrap_or_else(|_| {
-                            respond(StatusCode::REQUEST_TIMEOUT, "request too slow\n".into())
-                        });
-                    Ok::<_, Infallible>(response)
-                }
-            });
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HANDSHAKE_TIMEOUT)
-                .serve_connection(TokioIo::new(tls), service);
-            let mut connection = std::pin::pin!(connection);
             tokio::select! {
-                _ = connection.as_mut() => {}
-                () = tokio::time::sleep(CONNECTION_LIFETIME) => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(REQUEST_TIMEOUT, connection).await;
-                }
+                () = serve_connection(stream, peer, &acceptor, webhook) => {}
+                () = slot.evicted() => {}
             }
         });
+    }
+}
+
+/// One connection: the TLS handshake, then reviews until it ends or has
+/// lived [`CONNECTION_LIFETIME`].
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    acceptor: &TlsAcceptor,
+    webhook: Arc<Webhook>,
+) {
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "webhook TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let service = service_fn(move |request| {
+        let webhook = webhook.clone();
+        async move {
+            let response = tokio::time::timeout(REQUEST_TIMEOUT, webhook.handle(request))
+                .await
+                .unwrap_or_else(|_| {
+                    respond(StatusCode::REQUEST_TIMEOUT, "request too slow\n".into())
+                });
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(tls), service);
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => {}
+        () = tokio::time::sleep(CONNECTION_LIFETIME) => {
+            connection.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(REQUEST_TIMEOUT, connection).await;
+        }
     }
 }

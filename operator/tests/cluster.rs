@@ -975,6 +975,60 @@ async fn a_tenant_cannot_leave_an_administrators_enforcement_by_label_or_a_proxy
         assert!(said.contains("forbidden"), "{change}: {said}");
     }
 
+    // A served namespace where nothing can be written (being deleted, and
+    // with no namespace controller here it stays so): its pod reader binding
+    // is refused, so the gateway is told of the others only, and the status
+    // says why.
+    let dying = "op-enforced-dying";
+    namespace(&client, dying).await;
+    let mut delete = plane.kubectl();
+    delete.args(["delete", "namespace", dying, "--wait=false"]);
+    run(delete);
+    let mut label = plane.kubectl();
+    label.args([
+        "label",
+        "namespace",
+        dying,
+        "egress.dev/injection=enabled",
+        "tenancy-test=enforced",
+    ]);
+    run(label);
+    // And one served later, which the refusal does not hold back.
+    let late = "op-enforced-late";
+    namespace(&client, late).await;
+    let mut label = plane.kubectl();
+    label.args([
+        "label",
+        "namespace",
+        late,
+        "egress.dev/injection=enabled",
+        "tenancy-test=enforced",
+    ]);
+    run(label);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
+    let message = eventually(
+        Duration::from_secs(30),
+        "the refused binding said",
+        || async {
+            let status = enforcers.get("enforcer").await.ok()?.status?.clients?;
+            (status.namespaces.len() == 3 && status.message.contains("pod reading"))
+                .then_some(status.message)
+        },
+    )
+    .await;
+    assert!(message.contains(dying), "{message}");
+    let list = eventually(
+        Duration::from_secs(30),
+        "the readable namespaces",
+        || async {
+            let list = config_maps.get("enforcer-namespaces").await.ok()?.data?;
+            let list = list.get("namespaces")?.clone();
+            (list == format!("{ns}\n{late}\n")).then_some(list)
+        },
+    )
+    .await;
+    assert!(!list.contains(dying));
+
     let mut delete = plane.kubectl();
     delete.args([
         "delete",

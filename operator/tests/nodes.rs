@@ -109,4 +109,25 @@ async fn pod_cidrs_follow_the_nodes() {
     delete.args(["delete", "node", "node-a"]);
     run(delete);
     wait_for(&["10.200.1.0/24"]).await;
+
+    // Leave the plane as it was (it may be one attached for several runs).
+    let mut clean = plane.kubectl();
+    clean.args([
+        "delete",
+        "--ignore-not-found",
+        "node/node-b",
+        "-n",
+        "kube-system",
+        "pod/calico-node-x1",
+    ]);
+    run(clean);
+    let mut clean = plane.kubectl();
+    clean.args([
+        "delete",
+        "--ignore-not-found",
+        "namespace",
+        ns,
+        "--wait=false",
+    ]);
+    run(clean);
 }

@@ -28,8 +28,10 @@ pub const MAX_CONNECTIONS: usize = 64;
 pub const MAX_PER_PEER: usize = 8;
 
 /// Serves `respond` on `listener` forever, at most [`MAX_CONNECTIONS`]
-/// connections at once ([`MAX_PER_PEER`] from one address; more are closed
-/// as they come), each given `header_timeout` to send a request head.
+/// connections at once and [`MAX_PER_PEER`] from one address (see
+/// [`Slots`]: more are closed as they come, and a peer holding the most
+/// gives up its oldest to a newcomer when all are taken), each given
+/// `header_timeout` to send a request head.
 pub async fn serve<F>(listener: TcpListener, header_timeout: Duration, respond: F)
 where
     F: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
@@ -47,16 +49,18 @@ where
         };
         let respond = respond.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let service = service_fn(move |req| {
                 let respond = respond.clone();
                 async move { Ok::<_, Infallible>(respond(&req)) }
             });
-            let _ = http1::Builder::new()
+            let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                () = slot.evicted() => {}
+            }
         });
     }
 }

@@ -92,6 +92,11 @@ impl PodIndex {
                 && let Some(theirs) = self.ips_of.get_mut(&previous.uid)
             {
                 theirs.retain(|other| other != ip);
+                // A pod with no address left is not indexed at all (so
+                // every entry here is found through an address it owns).
+                if theirs.is_empty() {
+                    self.ips_of.remove(&previous.uid);
+                }
             }
         }
         self.ips_of.insert(pod.uid.as_str().into(), keep);

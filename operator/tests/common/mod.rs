@@ -14,16 +14,14 @@ use egress_e2e::chart::Release;
 use egress_e2e::product::{Output, Running};
 pub use egress_e2e::run;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 
+/// A client with the control plane's admin credentials.
 pub async fn client(plane: &ControlPlane) -> Client {
-    let kubeconfig = Kubeconfig::read_from(&plane.kubeconfig).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    egress_runtime::kube_client(Some(&plane.kubeconfig))
         .await
-        .expect("config");
-    Client::try_from(config).expect("client")
+        .expect("admin client")
 }
 
 /// A namespace with its `default` ServiceAccount (no controller-manager here).
