@@ -18,6 +18,10 @@ pub const SUB_CA_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
 pub const OWN_CA_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Lifetime of the listener's serving certificate.
 pub const SERVING_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// How long a new listener CA is trusted beside the current one before it
+/// signs: pods see a changed trust bundle within a minute or two, and
+/// processes that read it only at start have a week to be restarted.
+pub const CA_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A TLS Secret's contents.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -106,25 +110,101 @@ pub fn sub_ca(
     )))
 }
 
-/// A self-signed CA the operator keeps (a proxy's listener CA, the
-/// webhook's CA), name-constrained to `permitted` (none: unconstrained):
-/// kept until due for renewal.
+/// A self-signed CA the operator keeps (the webhook's CA): kept until due
+/// for renewal.
 pub fn own_ca(
     existing: Option<&Pems>,
     common_name: &str,
-    permitted: &[String],
     now: SystemTime,
 ) -> Result<Option<(Pems, Why)>, egress_pki::Error> {
     match still_good(existing, now) {
         Ok(_) => Ok(None),
-        Err(why) => {
-            let issued = egress_pki::self_signed_ca(common_name, permitted, now, OWN_CA_LIFETIME)?;
-            let mut pems = ca_pems(issued, BTreeMap::new());
-            // A self-signed CA is its own trust anchor.
-            pems.ca = pems.cert.clone();
-            Ok(Some((pems, why)))
-        }
+        Err(why) => Ok(Some((new_own_ca(common_name, &[], now)?, why))),
     }
+}
+
+/// A new self-signed CA, name-constrained to `permitted` (none:
+/// unconstrained).
+fn new_own_ca(
+    common_name: &str,
+    permitted: &[String],
+    now: SystemTime,
+) -> Result<Pems, egress_pki::Error> {
+    let issued = egress_pki::self_signed_ca(common_name, permitted, now, OWN_CA_LIFETIME)?;
+    let mut pems = ca_pems(issued, BTreeMap::new());
+    // A self-signed CA is its own trust anchor.
+    pems.ca = pems.cert.clone();
+    Ok(pems)
+}
+
+/// What to do with a CA that clients trust and that is rotated with
+/// overlap (a proxy's listener CA).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaStep {
+    /// Keep the current CA, and the next one if one is staged.
+    Keep,
+    /// None is usable (missing, expired): a new one, in use at once.
+    Replace(Pems, Why),
+    /// A next CA, trusted beside the current one but not signing yet.
+    Stage(Pems, Why),
+    /// The staged CA has been trusted for [`CA_OVERLAP`]: it becomes the
+    /// current one.
+    Promote,
+}
+
+/// Whether `pems` holds a CA with its key that is valid at `now`.
+pub fn usable_ca(pems: &Pems, now: SystemTime) -> bool {
+    !pems.key.is_empty()
+        && egress_pki::inspect(&pems.cert)
+            .is_ok_and(|info| now >= info.not_before && now < info.not_after)
+}
+
+/// When a staged CA `cert` is to be promoted (see [`rotated_ca`]).
+pub fn promotion_at(cert: &str) -> Option<SystemTime> {
+    Some(egress_pki::inspect(cert).ok()?.not_before + CA_OVERLAP)
+}
+
+/// The step for a rotated CA: `current` and `next` as stored, the CA to be
+/// constrained to `permitted`. A CA due for renewal, or constrained
+/// otherwise (one made by an earlier version), gets a successor that
+/// clients trust for [`CA_OVERLAP`] before it signs, so no client meets a
+/// certificate from a CA it does not trust yet.
+pub fn rotated_ca(
+    current: Option<&Pems>,
+    next: Option<&Pems>,
+    common_name: &str,
+    permitted: &[String],
+    now: SystemTime,
+) -> Result<CaStep, egress_pki::Error> {
+    let usable = |pems: Option<&Pems>| {
+        let pems = pems.filter(|p| usable_ca(p, now))?;
+        egress_pki::inspect(&pems.cert).ok()
+    };
+    let Some(info) = usable(current) else {
+        let why = match current.map(|p| egress_pki::inspect(&p.cert)) {
+            Some(Ok(_)) => Why::Renewal,
+            _ => Why::Missing,
+        };
+        return Ok(CaStep::Replace(
+            new_own_ca(common_name, permitted, now)?,
+            why,
+        ));
+    };
+    if let Some(staged) = usable(next) {
+        return Ok(if now >= staged.not_before + CA_OVERLAP {
+            CaStep::Promote
+        } else {
+            CaStep::Keep
+        });
+    }
+    let why = if info.permitted_dns != permitted {
+        Why::Outdated
+    } else if egress_pki::renewal_due(info.not_before, info.not_after, now) {
+        Why::Renewal
+    } else {
+        return Ok(CaStep::Keep);
+    };
+    Ok(CaStep::Stage(new_own_ca(common_name, permitted, now)?, why))
 }
 
 /// The listener's serving certificate: kept while issued by `ca` for exactly
@@ -220,16 +300,12 @@ mod tests {
     #[test]
     fn the_listener_ca_and_serving_certificate_are_kept_until_due() {
         let now = SystemTime::now();
-        let (ca, why) = own_ca(None, "listener", &[], now)
+        let (ca, why) = own_ca(None, "listener", now)
             .expect("issue")
             .expect("issued");
         assert_eq!(why, Why::Missing);
         assert_eq!(ca.ca, ca.cert, "self-signed: its own anchor");
-        assert!(
-            own_ca(Some(&ca), "listener", &[], now)
-                .expect("check")
-                .is_none()
-        );
+        assert!(own_ca(Some(&ca), "listener", now).expect("check").is_none());
         let names = vec!["egress".to_owned(), "egress.ns.svc".to_owned()];
         let (serving_pems, _) = serving(None, &ca, &names, now)
             .expect("issue")

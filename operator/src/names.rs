@@ -95,6 +95,11 @@ impl Names {
         objects::listener_ca_secret(&self.proxy)
     }
 
+    /// Secret with the listener CA's successor while a rotation overlaps.
+    pub fn listener_ca_next(&self) -> String {
+        format!("{}-next", self.listener_ca())
+    }
+
     /// ConfigMap with what clients trust.
     pub fn trust_bundle(&self) -> String {
         objects::trust_bundle(&self.proxy)

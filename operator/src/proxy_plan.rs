@@ -24,7 +24,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 
-use crate::certs::{self, Pems};
+use crate::certs::{self, CaStep, Pems};
 use crate::conditions::{self, CERTIFICATE_READY, POLICY_COMPILED, PROGRESSING, READY, Wanted};
 use crate::crd::{EgressProxy, EgressProxyStatus, Endpoints};
 use crate::names::Names;
@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub rendered_policy_hash: Read<String>,
     /// `<proxy>-listener-ca`.
     pub listener_ca: Read<Pems>,
+    /// `<proxy>-listener-ca-next`: its successor, while one is staged.
+    pub listener_ca_next: Read<Pems>,
     /// `<proxy>-tls`.
     pub serving: Read<Pems>,
     /// `<proxy>-intercept-ca`.
@@ -106,6 +108,8 @@ pub enum Object {
     RemovePodDisruptionBudget(String),
     /// A HorizontalPodAutoscaler no longer asked for (by name).
     RemoveHorizontalPodAutoscaler(String),
+    /// A Secret no longer needed (by name).
+    RemoveSecret(String),
 }
 
 impl Object {
@@ -127,6 +131,7 @@ impl Object {
             Object::RemoveHorizontalPodAutoscaler(name) => {
                 ("HorizontalPodAutoscaler (removal)", name.clone())
             }
+            Object::RemoveSecret(name) => ("Secret (removal)", name.clone()),
         };
         format!("{kind} {name}")
     }
@@ -284,6 +289,7 @@ pub fn plan(
         Object::RemoveHorizontalPodAutoscaler(name) => !snapshot
             .taken
             .contains(&format!("HorizontalPodAutoscaler {name}")),
+        Object::RemoveSecret(name) => !snapshot.taken.contains(&format!("Secret {name}")),
         _ => true,
     });
     for step in &mut plan.steps {
@@ -415,7 +421,8 @@ fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &m
 
 /// What the certificates step leaves for the rest of the plan.
 struct Certificates {
-    /// The listener CA certificate (None: its Secret could not be read).
+    /// The listener CA certificates clients trust: the one that signs, and
+    /// its successor while one is staged (None: a Secret could not be read).
     listener_ca: Option<String>,
     /// The interception chain clients trust.
     intercept_roots: Option<String>,
@@ -450,6 +457,14 @@ fn plan_certificates(
 ) -> Result<Certificates, egress_pki::Error> {
     let namespace = &names.namespace;
     let mut unreadable = Vec::new();
+    let removal = |name: String| Step {
+        object: Object::RemoveSecret(name),
+        condition: CERTIFICATE_READY,
+        event: None,
+        needs_earlier: true,
+        taken: false,
+        unchecked: None,
+    };
     let secret_step = |name: String, pems: &Pems, annotations, event| Step {
         object: Object::Secret(render::tls_secret(
             proxy,
@@ -466,34 +481,84 @@ fn plan_certificates(
         unchecked: None,
     };
 
-    let listener_ca = keep_or_issue(&snapshot.listener_ca, |existing| {
-        certs::own_ca(
-            existing,
-            &format!("egress-proxy {namespace}/{} listener CA", names.proxy),
-            &names.listener_names(&settings.cluster_domain),
-            now,
-        )
-    })?;
-    let listener_ca = match listener_ca {
-        Ok((pems, why)) => {
-            if why.is_some() {
-                plan.steps.push(secret_step(
-                    names.listener_ca(),
-                    &pems,
-                    BTreeMap::new(),
-                    None,
-                ));
-            }
-            Some(pems)
-        }
-        Err(why) => {
+    // The listener CA, rotated with overlap: a successor is trusted for a
+    // while beside it before it signs.
+    let mut renewals = Vec::new();
+    let listener_ca = match (&snapshot.listener_ca, &snapshot.listener_ca_next) {
+        (Err(why), _) => {
             unreadable.push(format!("Secret {}: {why}", names.listener_ca()));
             None
         }
+        (_, Err(why)) => {
+            unreadable.push(format!("Secret {}: {why}", names.listener_ca_next()));
+            None
+        }
+        (Ok(current), Ok(next)) => {
+            let step = certs::rotated_ca(
+                current.as_ref(),
+                next.as_ref(),
+                &format!("egress-proxy {namespace}/{} listener CA", names.proxy),
+                &names.listener_names(&settings.cluster_domain),
+                now,
+            )?;
+            let staged = next.as_ref().filter(|n| certs::usable_ca(n, now));
+            let (signing, successor) = match step {
+                CaStep::Keep => (current.clone().unwrap_or_default(), staged.cloned()),
+                CaStep::Replace(pems, _) => {
+                    plan.steps.push(secret_step(
+                        names.listener_ca(),
+                        &pems,
+                        BTreeMap::new(),
+                        None,
+                    ));
+                    if next.is_some() {
+                        plan.steps.push(removal(names.listener_ca_next()));
+                    }
+                    (pems, None)
+                }
+                CaStep::Stage(pems, why) => {
+                    plan.steps.push(secret_step(
+                        names.listener_ca_next(),
+                        &pems,
+                        BTreeMap::new(),
+                        Some(Note {
+                            warning: false,
+                            reason: "ListenerCAStaged".to_owned(),
+                            message: format!(
+                                "a new listener CA ({why:?}) is trusted beside the current one in ConfigMap {} and signs in {} days",
+                                names.trust_bundle(),
+                                certs::CA_OVERLAP.as_secs() / 86_400
+                            ),
+                        }),
+                    ));
+                    (current.clone().unwrap_or_default(), Some(pems))
+                }
+                CaStep::Promote => {
+                    let promoted = staged.cloned().unwrap_or_default();
+                    plan.steps.push(secret_step(
+                        names.listener_ca(),
+                        &promoted,
+                        BTreeMap::new(),
+                        Some(Note {
+                            warning: false,
+                            reason: "ListenerCARotated".to_owned(),
+                            message: "the listener CA trusted since the rotation began now signs the listener's certificate".to_owned(),
+                        }),
+                    ));
+                    plan.steps.push(removal(names.listener_ca_next()));
+                    (promoted, None)
+                }
+            };
+            renewals.push(certs::renewal_at(&signing.cert));
+            let mut trusted = signing.cert.clone();
+            if let Some(successor) = &successor {
+                renewals.push(certs::promotion_at(&successor.cert));
+                trusted.push_str(&successor.cert);
+            }
+            Some((signing, trusted))
+        }
     };
-    let mut renewals = Vec::new();
-    if let Some(ca) = &listener_ca {
-        renewals.push(certs::renewal_at(&ca.cert));
+    if let Some((ca, _)) = &listener_ca {
         let serving = keep_or_issue(&snapshot.serving, |existing| {
             certs::serving(
                 existing,
@@ -617,7 +682,7 @@ fn plan_certificates(
         }
     });
     Ok(Certificates {
-        listener_ca: listener_ca.map(|ca| ca.cert),
+        listener_ca: listener_ca.map(|(_, trusted)| trusted),
         intercept_roots,
         renewals,
     })
@@ -956,6 +1021,7 @@ mod tests {
             groups: Vec::new(),
             rendered_policy_hash: Ok(None),
             listener_ca: Ok(None),
+            listener_ca_next: Ok(None),
             serving: Ok(None),
             sub_ca: Ok(None),
             parent: None,
@@ -1070,6 +1136,137 @@ mod tests {
         assert_eq!(wanted(&planned, CERTIFICATE_READY).reason, "Issued");
         // Every certificate is months from renewal: the hourly look.
         assert_eq!(planned.requeue, RECHECK);
+    }
+
+    /// What the plan's trust bundle gives clients as the listener's CAs.
+    fn trusted_listener_cas(plan: &Plan) -> String {
+        plan.steps
+            .iter()
+            .find_map(|s| match &s.object {
+                Object::ConfigMap(cm) if cm.name_any() == "egress-trust-bundle" => {
+                    cm.data.as_ref()?.get("listener-ca.pem").cloned()
+                }
+                _ => None,
+            })
+            .expect("trust bundle written")
+    }
+
+    #[test]
+    fn the_listener_ca_is_rotated_with_overlap() {
+        let day = Duration::from_secs(86_400);
+        let start = SystemTime::now();
+        let first = plan(&proxy(PLAIN), &fresh(), &settings(), start).expect("plan");
+        let current = written(&first, "egress-listener-ca");
+        let serving = written(&first, "egress-tls");
+        let settled = Snapshot {
+            listener_ca: Ok(Some(current.clone())),
+            serving: Ok(Some(serving.clone())),
+            ..fresh()
+        };
+        let steps =
+            described(&plan(&proxy(PLAIN), &settled, &settings(), start + day).expect("plan"));
+        assert!(
+            !steps.iter().any(|s| s.contains("listener-ca")),
+            "{steps:?}"
+        );
+
+        // Two thirds into its life: a successor is trusted beside it, and
+        // the current one still signs.
+        let due = start + certs::OWN_CA_LIFETIME * 2 / 3 + day;
+        let staging = plan(&proxy(PLAIN), &settled, &settings(), due).expect("plan");
+        let steps = described(&staging);
+        assert!(
+            steps.contains(&"Secret egress-listener-ca-next".to_owned()),
+            "{steps:?}"
+        );
+        assert!(
+            !steps.contains(&"Secret egress-listener-ca".to_owned()),
+            "{steps:?}"
+        );
+        let next = written(&staging, "egress-listener-ca-next");
+        let trusted = trusted_listener_cas(&staging);
+        assert!(trusted.contains(&current.cert) && trusted.contains(&next.cert));
+        assert_eq!(
+            written(&staging, "egress-tls").ca,
+            current.cert,
+            "signed by the current CA"
+        );
+        let staged_event = staging
+            .steps
+            .iter()
+            .find(|s| s.object.describe() == "Secret egress-listener-ca-next")
+            .and_then(|s| s.event.clone())
+            .expect("an event");
+        assert_eq!(staged_event.reason, "ListenerCAStaged");
+
+        // Within the overlap: both stay trusted, nothing is written again.
+        let staged = Snapshot {
+            listener_ca_next: Ok(Some(next.clone())),
+            serving: Ok(Some(written(&staging, "egress-tls"))),
+            ..settled.clone()
+        };
+        let waiting = plan(&proxy(PLAIN), &staged, &settings(), due + day).expect("plan");
+        let steps = described(&waiting);
+        assert!(
+            !steps.iter().any(|s| s.contains("listener-ca")),
+            "{steps:?}"
+        );
+        assert!(trusted_listener_cas(&waiting).contains(&next.cert));
+        assert!(
+            waiting.requeue <= certs::CA_OVERLAP,
+            "comes back to promote it"
+        );
+
+        // After the overlap: the successor signs, the old one goes.
+        let promoting = plan(
+            &proxy(PLAIN),
+            &staged,
+            &settings(),
+            due + certs::CA_OVERLAP + day,
+        )
+        .expect("plan");
+        let steps = described(&promoting);
+        assert!(
+            steps.contains(&"Secret (removal) egress-listener-ca-next".to_owned()),
+            "{steps:?}"
+        );
+        assert_eq!(written(&promoting, "egress-listener-ca").cert, next.cert);
+        assert_eq!(
+            written(&promoting, "egress-tls").ca,
+            next.cert,
+            "signed by the successor"
+        );
+        assert_eq!(trusted_listener_cas(&promoting), next.cert);
+    }
+
+    #[test]
+    fn a_listener_ca_without_name_constraints_is_rotated_to_one_with_them() {
+        let now = SystemTime::now();
+        let issued =
+            egress_pki::self_signed_ca("old listener CA", &[], now, certs::OWN_CA_LIFETIME)
+                .expect("ca");
+        let unconstrained = Pems {
+            cert: issued.cert_pem.clone(),
+            key: issued.key_pem,
+            ca: issued.cert_pem,
+            annotations: BTreeMap::new(),
+        };
+        let snapshot = Snapshot {
+            listener_ca: Ok(Some(unconstrained.clone())),
+            ..fresh()
+        };
+        let planned = plan(&proxy(PLAIN), &snapshot, &settings(), now).expect("plan");
+        let next = written(&planned, "egress-listener-ca-next");
+        let info = egress_pki::inspect(&next.cert).expect("cert");
+        assert_eq!(
+            info.permitted_dns,
+            ["egress.team-a.svc", "egress.team-a.svc.cluster.local"]
+        );
+        assert_eq!(
+            written(&planned, "egress-tls").ca,
+            unconstrained.cert,
+            "the old one signs meanwhile"
+        );
     }
 
     #[test]

@@ -228,6 +228,7 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
             .and_then(|a| a.get(POLICY_HASH_ANNOTATION).cloned())
     });
     let listener_ca = read_pems(&mut owned, &names.listener_ca()).await;
+    let listener_ca_next = read_pems(&mut owned, &names.listener_ca_next()).await;
     let serving = read_pems(&mut owned, &names.tls()).await;
     let sub_ca = read_pems(&mut owned, &names.intercept_ca()).await;
     let deployment = owned.read::<Deployment>(&names.workload()).await;
@@ -244,6 +245,7 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         groups,
         rendered_policy_hash,
         listener_ca,
+        listener_ca_next,
         serving,
         sub_ca,
         parent,
@@ -276,6 +278,7 @@ async fn apply_object(
         Object::RemoveHorizontalPodAutoscaler(name) => {
             remove::<HorizontalPodAutoscaler>(ctx, namespace, name).await?;
         }
+        Object::RemoveSecret(name) => remove::<Secret>(ctx, namespace, name).await?,
     }
     Ok(None)
 }

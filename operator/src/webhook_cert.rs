@@ -161,8 +161,7 @@ async fn ensure(client: &Client, cert: &WebhookCert) -> anyhow::Result<Duration>
 /// self-signed CA whose `ca.crt` also holds the previous one while that is
 /// still valid, so the `caBundle` spans the change.
 fn next_ca(existing: Option<&Pems>, now: SystemTime) -> Result<Option<Pems>, egress_pki::Error> {
-    let Some((mut pems, _)) = certs::own_ca(existing, "egress-operator webhook CA", &[], now)?
-    else {
+    let Some((mut pems, _)) = certs::own_ca(existing, "egress-operator webhook CA", now)? else {
         return Ok(None);
     };
     let previous = existing

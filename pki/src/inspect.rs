@@ -23,6 +23,9 @@ pub struct CertInfo {
     /// DNS names and IP addresses of the subjectAltName extension, in
     /// order, as [`issue_server_cert`](crate::issue_server_cert) takes them.
     pub names: Vec<String>,
+    /// The DNS names a CA's nameConstraints permit, in order (empty: none
+    /// named), as [`self_signed_ca`](crate::self_signed_ca) takes them.
+    pub permitted_dns: Vec<String>,
 }
 
 /// Describes the first certificate of `cert_pem`.
@@ -48,6 +51,17 @@ pub fn inspect(cert_pem: &str) -> Result<CertInfo, Error> {
                 .collect()
         })
         .unwrap_or_default();
+    let permitted_dns = first
+        .name_constraints()
+        .map_err(|e| invalid(1, e))?
+        .and_then(|nc| nc.value.permitted_subtrees.clone())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|subtree| match subtree.base {
+            GeneralName::DNSName(dns) => Some(dns.to_owned()),
+            _ => None,
+        })
+        .collect();
     Ok(CertInfo {
         subject: first.subject().to_string(),
         not_before: dates::from_asn1(first.validity().not_before),
@@ -55,6 +69,7 @@ pub fn inspect(cert_pem: &str) -> Result<CertInfo, Error> {
         is_ca: constraints.as_ref().is_some_and(|bc| bc.ca),
         path_len: constraints.and_then(|bc| bc.path_len_constraint),
         names,
+        permitted_dns,
     })
 }
 
