@@ -1285,6 +1285,23 @@ mod tests {
         assert!(again.steps[0].event.is_none(), "the same policy: no event");
     }
 
+    /// Asserts that `planned` writes no policy, says why with `reason`, and
+    /// keeps `sha256:good` serving; returns the condition's message.
+    fn keeps_the_last_good_policy(planned: &Plan, reason: &str) -> String {
+        assert!(!described(planned).contains(&"ConfigMap egress-policy".to_owned()));
+        let compiled = wanted(planned, POLICY_COMPILED);
+        assert_eq!((compiled.status, compiled.reason), (false, reason));
+        assert!(
+            compiled
+                .message
+                .contains("The last good policy sha256:good keeps serving"),
+            "{}",
+            compiled.message
+        );
+        assert_eq!(planned.policy_hash.as_deref(), Some("sha256:good"));
+        compiled.message.clone()
+    }
+
     #[test]
     fn a_policy_that_does_not_compile_keeps_the_last_good_one() {
         let snapshot = Snapshot {
@@ -1293,18 +1310,7 @@ mod tests {
             ..fresh()
         };
         let kept = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
-        assert!(!described(&kept).contains(&"ConfigMap egress-policy".to_owned()));
-        let compiled = wanted(&kept, POLICY_COMPILED);
-        assert_eq!(
-            (compiled.status, compiled.reason),
-            (false, "ConfigurationNotFound")
-        );
-        assert!(
-            compiled
-                .message
-                .contains("The last good policy sha256:good keeps serving")
-        );
-        assert_eq!(kept.policy_hash.as_deref(), Some("sha256:good"));
+        keeps_the_last_good_policy(&kept, "ConfigurationNotFound");
         // The rest is planned as usual.
         assert!(described(&kept).contains(&"Deployment egress".to_owned()));
 
@@ -1501,21 +1507,8 @@ mod tests {
             ..fresh()
         };
         let kept = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
-        assert!(!described(&kept).contains(&"ConfigMap egress-policy".to_owned()));
-        let compiled = wanted(&kept, POLICY_COMPILED);
-        assert_eq!(
-            (compiled.status, compiled.reason),
-            (false, "PolicyTooLarge")
-        );
-        assert!(
-            compiled.message.contains("over the 1048576 bytes")
-                && compiled
-                    .message
-                    .contains("The last good policy sha256:good keeps serving"),
-            "{}",
-            compiled.message
-        );
-        assert_eq!(kept.policy_hash.as_deref(), Some("sha256:good"));
+        let message = keeps_the_last_good_policy(&kept, "PolicyTooLarge");
+        assert!(message.contains("over the 1048576 bytes"), "{message}");
     }
 
     #[test]

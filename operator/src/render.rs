@@ -663,16 +663,11 @@ pub(crate) mod tests {
         let p = proxy(
             "configurationRef: {name: seed}\ndestinations: {caBundleRef: {name: internal-roots}}",
         );
-        let hash = |bundle: &str| {
-            deployment(&p, &settings(), Some(bundle))
-                .spec
-                .template
-                .metadata
-                .and_then(|m| m.annotations)
-                .map(|a| a[POD_CONFIG_ANNOTATION].clone())
-                .expect("hash")
-        };
-        assert_ne!(hash("one"), hash("two"), "a new bundle rolls the pods");
+        assert_ne!(
+            pod_config_hash(&p, Some("one")),
+            pod_config_hash(&p, Some("two")),
+            "a new bundle rolls the pods"
+        );
         let pod = deployment(&p, &settings(), Some("one"))
             .spec
             .template
@@ -698,17 +693,20 @@ pub(crate) mod tests {
         );
     }
 
+    /// The pod template's config hash of `p`'s Deployment.
+    fn pod_config_hash(p: &EgressProxy, destination_ca: Option<&str>) -> String {
+        deployment(p, &settings(), destination_ca)
+            .spec
+            .template
+            .metadata
+            .and_then(|m| m.annotations)
+            .map(|a| a[POD_CONFIG_ANNOTATION].clone())
+            .expect("hash")
+    }
+
     #[test]
     fn only_what_pods_read_at_start_changes_the_pod_config_hash() {
-        let hash = |p: &EgressProxy| {
-            deployment(p, &settings(), None)
-                .spec
-                .template
-                .metadata
-                .and_then(|m| m.annotations)
-                .map(|a| a[POD_CONFIG_ANNOTATION].clone())
-                .expect("hash")
-        };
+        let hash = |p: &EgressProxy| pod_config_hash(p, None);
         let p = proxy("configurationRef: {name: seed}");
         let other_rules = proxy("configurationRef: {name: other}\nreplicas: 2");
         assert_eq!(

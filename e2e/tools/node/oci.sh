@@ -62,6 +62,16 @@ base_root() {
 	printf 'hosts: files dns\n' >"$root/etc/nsswitch.conf"
 }
 
+# Moves file $2 into OCI layout $1's blobs under its digest; prints
+# "digest size".
+store_blob() {
+	local digest size
+	digest=$(sha256sum "$2" | cut -d' ' -f1)
+	size=$(stat -c %s "$2")
+	mv "$2" "$1/blobs/sha256/$digest"
+	echo "$digest $size"
+}
+
 # Writes one image as an OCI layout tarball: name, root dir, entrypoint (JSON
 # array), user.
 oci_image() {
@@ -72,22 +82,14 @@ oci_image() {
 	tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner --format=posix \
 		--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime \
 		-C "$root" -cf "$work/$name-layer.tar" .
-	local layer_digest layer_size
-	layer_digest=$(sha256sum "$work/$name-layer.tar" | cut -d' ' -f1)
-	layer_size=$(stat -c %s "$work/$name-layer.tar")
-	mv "$work/$name-layer.tar" "$layout/blobs/sha256/$layer_digest"
+	local layer_digest layer_size config_digest config_size manifest_digest manifest_size
+	read -r layer_digest layer_size < <(store_blob "$layout" "$work/$name-layer.tar")
 	printf '{"architecture":"amd64","os":"linux","config":{"Entrypoint":%s,"User":"%s","Env":["PATH=/usr/local/bin:/usr/bin:/bin"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
 		"$entrypoint" "$user" "$layer_digest" >"$work/config.json"
-	local config_digest config_size
-	config_digest=$(sha256sum "$work/config.json" | cut -d' ' -f1)
-	config_size=$(stat -c %s "$work/config.json")
-	mv "$work/config.json" "$layout/blobs/sha256/$config_digest"
+	read -r config_digest config_size < <(store_blob "$layout" "$work/config.json")
 	printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' \
 		"$config_digest" "$config_size" "$layer_digest" "$layer_size" >"$work/manifest.json"
-	local manifest_digest manifest_size
-	manifest_digest=$(sha256sum "$work/manifest.json" | cut -d' ' -f1)
-	manifest_size=$(stat -c %s "$work/manifest.json")
-	mv "$work/manifest.json" "$layout/blobs/sha256/$manifest_digest"
+	read -r manifest_digest manifest_size < <(store_blob "$layout" "$work/manifest.json")
 	printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"platform":{"architecture":"amd64","os":"linux"},"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"%s"}}]}' \
 		"$manifest_digest" "$manifest_size" "$ref" "${ref##*:}" >"$layout/index.json"
 	printf '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
