@@ -184,6 +184,20 @@ impl Demo {
 
         say("making the interception CA (examples/cluster/ca.sh) and applying the seed policy");
         demo.kubectl_ok(&["create", "namespace", PROXY_NAMESPACE])?;
+        // The proxy's namespace lets the operator manage its Secrets, as
+        // the user guide has an administrator do.
+        let operator = format!("{RELEASE_NAMESPACE}:egress-proxy-operator");
+        demo.kubectl_ok(&[
+            "create",
+            "rolebinding",
+            "egress-proxy-operator-secrets",
+            "--namespace",
+            PROXY_NAMESPACE,
+            "--clusterrole",
+            "egress-proxy-operator-secrets",
+            "--serviceaccount",
+            &operator,
+        ])?;
         demo.make_ca("egress-ca", 1)?;
         let seed = repository().join("examples/seed-policy.yaml");
         demo.kubectl_ok(&["apply", "-n", PROXY_NAMESPACE, "-f", &path(&seed)])?;

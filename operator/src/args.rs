@@ -149,6 +149,17 @@ pub struct Args {
     #[arg(long, env = "EGRESS_MANAGE_POD_READER_ROLE", default_value_t = true, action = clap::ArgAction::Set)]
     pub manage_pod_reader_role: bool,
 
+    /// The ClusterRole that lets the operator manage Secrets in a namespace
+    /// once bound there (the chart's `<release>-operator-secrets`); named in
+    /// the status of a proxy in a namespace that has not opted in.
+    #[arg(long, env = "EGRESS_SECRETS_ROLE", default_value = "")]
+    pub secrets_role: String,
+
+    /// The operator's own ServiceAccount, `namespace:name`, for the same
+    /// advice.
+    #[arg(long, env = "EGRESS_SERVICE_ACCOUNT", default_value = "")]
+    pub service_account: String,
+
     /// Labels of the cluster DNS pods in kube-system, which enforced clients
     /// may reach on port 53.
     #[arg(long, env = "EGRESS_DNS_SELECTOR", default_value = "k8s-app=kube-dns")]

@@ -23,6 +23,7 @@ use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
 use crate::metrics::Metrics;
 use crate::render::Settings;
 use crate::render_clients::TrustFiles;
+use crate::secret_watches::SecretsOptIn;
 
 /// Shared state of the controllers.
 #[derive(Clone)]
@@ -45,6 +46,8 @@ pub struct Context {
     pub clients: ClientCaches,
     /// What shapes what client pods get.
     pub client_settings: ClientSettings,
+    /// How a namespace lets the operator manage its Secrets.
+    pub secrets_opt_in: SecretsOptIn,
 }
 
 /// Caches of the clients reconciler (leader only).

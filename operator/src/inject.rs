@@ -190,12 +190,16 @@ fn namespace_skip(namespace: &str, namespace_meta: &ObjectMeta, cluster: &Cluste
     if SYSTEM_NAMESPACES.contains(&namespace) || namespace == cluster.operator_namespace {
         return Some(Skip::SystemNamespace);
     }
-    let enabled = namespace_meta
+    (!injection_enabled(namespace_meta)).then_some(Skip::NotEnabled)
+}
+
+/// Whether the namespace is labelled for injection.
+pub fn injection_enabled(namespace_meta: &ObjectMeta) -> bool {
+    namespace_meta
         .labels
         .as_ref()
         .and_then(|l| l.get(INJECTION_LABEL))
-        .is_some_and(|v| v == "enabled");
-    (!enabled).then_some(Skip::NotEnabled)
+        .is_some_and(|v| v == "enabled")
 }
 
 /// Whether `proxy` may serve (some) pods of `namespace`: the namespace is

@@ -32,6 +32,7 @@ pub mod reconcile_proxy;
 pub mod render;
 pub mod render_clients;
 pub mod run;
+pub mod secret_watches;
 pub mod webhook;
 pub mod webhook_cert;
 

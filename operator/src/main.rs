@@ -13,6 +13,7 @@ use egress_operator::inject::Cluster;
 use egress_operator::metrics::Metrics;
 use egress_operator::render::Settings;
 use egress_operator::run;
+use egress_operator::secret_watches::SecretsOptIn;
 use egress_operator::webhook::{self, Webhook};
 use egress_operator::webhook_cert::{self, WebhookCert};
 use kube::runtime::events::{Recorder, Reporter};
@@ -145,14 +146,19 @@ async fn operate(args: Args) -> anyhow::Result<()> {
     }
 
     let manage_pod_reader_role = args.manage_pod_reader_role;
+    let secrets_opt_in = SecretsOptIn {
+        role: args.secrets_role.clone(),
+        service_account: args.service_account.clone(),
+    };
     let lead = |stop: CancellationToken| {
-        let (client, metrics, settings, client_settings, recorder, webhook_cert) = (
+        let (client, metrics, settings, client_settings, recorder, webhook_cert, secrets_opt_in) = (
             client.clone(),
             metrics.clone(),
             settings.clone(),
             client_settings.clone(),
             recorder.clone(),
             webhook_cert.clone(),
+            secrets_opt_in.clone(),
         );
         async move {
             if manage_pod_reader_role {
@@ -173,6 +179,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
                     settings,
                     clients: caches.clients,
                     client_settings,
+                    secrets_opt_in,
                 },
                 stop,
             )

@@ -32,6 +32,10 @@ use crate::render::{self, Settings};
 
 /// Longest wait before a proxy is looked at again without a change.
 pub const RECHECK: Duration = Duration::from_secs(3600);
+/// How soon a plan made while something could not be read is made again:
+/// a refusal (a namespace that has not opted in to the operator's Secrets
+/// role yet) or an outage may end without any event to say so.
+pub const RETRY_UNREADABLE: Duration = Duration::from_secs(15);
 
 /// An object as read from the API server: absent, present, or why it could
 /// not be read.
@@ -69,6 +73,21 @@ pub struct Snapshot {
     /// Objects whose owner could not be checked, and why: not written
     /// either (a write could take over what it cannot see).
     pub unchecked: Vec<(String, String)>,
+}
+
+impl Snapshot {
+    /// Whether anything could not be read.
+    pub fn incomplete(&self) -> bool {
+        self.rendered_policy_hash.is_err()
+            || self.listener_ca.is_err()
+            || self.listener_ca_next.is_err()
+            || self.serving.is_err()
+            || self.sub_ca.is_err()
+            || self.parent.as_ref().is_some_and(Result::is_err)
+            || self.deployment.is_err()
+            || self.destination_ca.as_ref().is_some_and(Result::is_err)
+            || !self.unchecked.is_empty()
+    }
 }
 
 /// A Kubernetes event to publish.
@@ -246,6 +265,9 @@ pub fn plan(
         .unwrap_or(RECHECK)
         .min(RECHECK)
         .max(Duration::from_secs(1));
+    if snapshot.incomplete() {
+        plan.requeue = plan.requeue.min(RETRY_UNREADABLE);
+    }
     if let Some(listener_ca) = &certificates.listener_ca {
         plan.steps.push(Step {
             object: Object::ConfigMap(render::trust_bundle(
@@ -1641,6 +1663,8 @@ mod tests {
             assert!(!steps.iter().any(|s| s.starts_with("Secret")), "{steps:?}");
             let ready = wanted(&planned, CERTIFICATE_READY);
             assert_eq!((ready.status, ready.reason), (false, "SecretUnreadable"));
+            // Tried again soon, with no event needed.
+            assert_eq!(planned.requeue, RETRY_UNREADABLE);
         }
 
         // The Deployment unreadable: said, not taken for absent.

@@ -124,7 +124,25 @@ where
         + std::fmt::Debug,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
-    api.get_opt(name).await.map_err(|e| e.to_string())
+    api.get_opt(name)
+        .await
+        .map_err(|error| refusal(ctx, namespace, K::kind(&()) == "Secret", &error.into()))
+}
+
+/// What the API server said, without the rest of its response; for a
+/// Secret it may not touch, how the namespace opts in.
+fn refusal(ctx: &Context, namespace: &str, secret: bool, error: &Error) -> String {
+    match error {
+        Error::Kube(kube::Error::Api(status)) => {
+            let said = format!("{} ({})", status.message, status.reason);
+            if secret && status.code == 403 {
+                format!("{said}; {}", ctx.secrets_opt_in.advice(namespace))
+            } else {
+                said
+            }
+        }
+        other => other.to_string(),
+    }
 }
 
 /// The objects this proxy renders, read to see whose they are: one of the
@@ -283,14 +301,6 @@ async fn apply_object(
     Ok(None)
 }
 
-/// What the API server said, without the rest of its response.
-fn said(error: &Error) -> String {
-    match error {
-        Error::Kube(kube::Error::Api(status)) => format!("{} ({})", status.message, status.reason),
-        other => other.to_string(),
-    }
-}
-
 async fn publish(ctx: &Context, proxy: &EgressProxy, note: &Note) {
     ctx.event(proxy, note.warning, &note.reason, note.message.clone())
         .await;
@@ -334,7 +344,13 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
                     publish(ctx, proxy, note).await;
                 }
             }
-            Err(error) => failures.push(Failure::refused(step, said(&error))),
+            Err(error) => {
+                let secret = matches!(step.object, Object::Secret(_) | Object::RemoveSecret(_));
+                failures.push(Failure::refused(
+                    step,
+                    refusal(ctx, &namespace, secret, &error),
+                ));
+            }
         }
     }
     let (status, notes) = proxy_plan::outcome(

@@ -43,7 +43,7 @@ use crate::names::{
     CLIENT_OF_LABEL, CLIENT_OF_NAMESPACE_LABEL, MANAGER, Names, PROXY_ANNOTATION,
     TRUST_BUNDLE_LABEL,
 };
-use crate::{cache, inject, reconcile_clients, reconcile_policy, reconcile_proxy};
+use crate::{cache, inject, reconcile_clients, reconcile_policy, reconcile_proxy, secret_watches};
 
 /// The subscriber a controller reads its primary objects from.
 fn subscriber<K>(
@@ -362,12 +362,7 @@ pub async fn controllers(
         .owns(Api::<Deployment>::all(client.clone()), managed())
         .owns(Api::<Service>::all(client.clone()), managed())
         .watches_stream(
-            watcher(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .touched_objects(),
+            secret_watches::secret_events(client.clone(), proxies.clone(), stop.clone()),
             move |s: PartialObjectMeta<Secret>| proxies_of_secret(s),
         )
         .watches_stream(

@@ -136,9 +136,14 @@ impl Webhook {
     }
 
     /// The metadata of namespace `name`: from the cache, or from the API
-    /// server for one created a moment ago.
+    /// server for one created or labelled a moment ago. The API server
+    /// calls the webhook only for namespaces labelled for injection (the
+    /// configuration's namespaceSelector), so a cached copy without the
+    /// label is older than the API server's and is read again.
     async fn namespace(&self, name: &str) -> anyhow::Result<ObjectMeta> {
-        if let Some(cached) = self.namespaces.get(&ObjectRef::new(name)) {
+        if let Some(cached) = self.namespaces.get(&ObjectRef::new(name))
+            && inject::injection_enabled(&cached.metadata)
+        {
             return Ok(cached.metadata.clone());
         }
         let api: Api<Namespace> = Api::all(self.client.clone());

@@ -868,6 +868,74 @@ async fn a_tenant_cannot_take_over_objects_by_naming_a_proxy_after_them() {
 }
 
 #[tokio::test]
+async fn the_operator_reads_no_secret_of_a_namespace_until_it_opts_in() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-secrets-opt-in";
+    bare_namespace(&client, ns).await;
+    let operator = format!("system:serviceaccount:{RELEASE_NAMESPACE}:{RELEASE}-operator");
+    let can_i = |args: &[&str]| {
+        let mut check = plane.kubectl();
+        check.args(["auth", "can-i", "--as", &operator]).args(args);
+        let output = check.output().expect("kubectl runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    // As installed, the operator may read no Secret but its own namespace's.
+    assert_eq!(can_i(&["get", "secrets", "-n", ns]), "no");
+    assert_eq!(can_i(&["list", "secrets", "--all-namespaces"]), "no");
+    assert_eq!(can_i(&["get", "secrets", "-n", RELEASE_NAMESPACE]), "yes");
+
+    // A tenant makes an intercepting proxy with its parent CA.
+    let tenant = Tenant::of(plane, "tenant-c", ns);
+    let dir = TempDir::new("opt-in");
+    let [cert, key, root] = openssl_ca(&dir.0, "tenant", Some(1));
+    let mut create = tenant.kubectl();
+    create
+        .args(["create", "secret", "generic", "parent-ca", "-n", ns])
+        .arg(format!("--from-file=tls.crt={}", cert.display()))
+        .arg(format!("--from-file=tls.key={}", key.display()))
+        .arg(format!("--from-file=ca.crt={}", root.display()));
+    run(create);
+    let (ok, output) = tenant.apply(
+        &seed("parent-ca", 1).replace("metadata:\n", &format!("metadata:\n  namespace: {ns}\n")),
+    );
+    assert!(ok, "{output}");
+
+    // Its status says the operator may not, and what to run.
+    let advice = format!(
+        "kubectl create rolebinding {role} --namespace {ns} --clusterrole {role} --serviceaccount {RELEASE_NAMESPACE}:{RELEASE}-operator",
+        role = secrets_role()
+    );
+    let proxy = proxy_when(&client, ns, "the opt-in command in status", |p| {
+        condition(p, "CertificateReady")
+            .is_some_and(|(status, _, message)| status == "False" && message.contains(&advice))
+    })
+    .await;
+    let (_, reason, _) = condition(&proxy, "CertificateReady").expect("condition");
+    assert!(reason.ends_with("Unreadable"), "{reason}");
+    assert!(
+        Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt("egress-intercept-ca")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing derived from a parent it may not read"
+    );
+
+    // The tenant runs it, as written, and the proxy is served.
+    let words: Vec<&str> = advice.split(' ').skip(1).collect();
+    let mut opt_in = tenant.kubectl();
+    opt_in.args(&words);
+    run(opt_in);
+    assert_eq!(can_i(&["get", "secrets", "-n", ns]), "yes");
+    proxy_when(&client, ns, "CertificateReady once opted in", |p| {
+        holds(p, "CertificateReady", "True")
+    })
+    .await;
+    assert_eq!(can_i(&["list", "secrets", "--all-namespaces"]), "no");
+}
+
+#[tokio::test]
 async fn a_tenant_cannot_leave_an_administrators_enforcement_by_label_or_a_proxy_of_its_own() {
     let plane = setup();
     let client = client(plane).await;

@@ -121,7 +121,9 @@ async fn proxy(client: &kube::Client) -> EgressProxy {
 }
 
 /// Reads the operator makes on paths its caches do not cover, which the
-/// other tests may never reach: the chart's RBAC must allow each.
+/// other tests may never reach: the chart's RBAC must allow each, in every
+/// namespace. (Secrets it may read only where a namespace opts in: see
+/// cluster.rs.)
 #[test]
 fn the_chart_lets_the_operator_read_what_its_caches_may_miss() {
     let plane = setup();
@@ -132,7 +134,6 @@ fn the_chart_lets_the_operator_read_what_its_caches_may_miss() {
             "namespaces",
             "the webhook, for a namespace created moments before its pod",
         ),
-        ("get", "secrets", "a proxy's certificates and its parent CA"),
         (
             "get",
             "configmaps",
@@ -190,6 +191,127 @@ fn the_chart_lets_the_operator_read_what_its_caches_may_miss() {
             "the chart does not let the operator {verb} {resource} ({why})"
         );
     }
+}
+
+/// The chart rendered with `values`, as JSON objects (kubectl reads the YAML).
+fn rendered_objects(plane: &ControlPlane, values: &[&str]) -> Vec<serde_json::Value> {
+    let mut template = plane.helm();
+    template.args(["template", RELEASE, CHART, "--namespace", RELEASE_NAMESPACE]);
+    for value in values {
+        template.args(["--set", value]);
+    }
+    let rendered = run(template);
+    let mut read = plane.kubectl();
+    read.args(["create", "--dry-run=client", "-o", "json", "-f", "-"]);
+    let (ok, stdout, stderr) = with_stdin(read, &rendered);
+    assert!(ok, "{stderr}");
+    // One JSON document per object, one after the other.
+    serde_json::Deserializer::from_str(&stdout)
+        .into_iter::<serde_json::Value>()
+        .map(|object| object.expect("JSON"))
+        .collect()
+}
+
+fn of_kind<'a>(objects: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
+    objects.iter().filter(|o| o["kind"] == kind).collect()
+}
+
+#[test]
+fn the_chart_confines_the_operator_s_ports_and_secrets() {
+    let plane = setup();
+    let secrets_role = format!("{RELEASE}-operator-secrets");
+    let monitoring = r#"networkPolicy.adminFrom[0].namespaceSelector.matchLabels.kubernetes\.io/metadata\.name=monitoring"#;
+    let objects = rendered_objects(plane, &[monitoring]);
+
+    // The NetworkPolicy takes the operator's pods, and names their ports.
+    let deployment = of_kind(&objects, "Deployment")[0];
+    let template = &deployment["spec"]["template"];
+    let policies = of_kind(&objects, "NetworkPolicy");
+    assert_eq!(policies.len(), 1);
+    let policy = &policies[0]["spec"];
+    let selector = policy["podSelector"]["matchLabels"]
+        .as_object()
+        .expect("labels");
+    for (label, value) in selector {
+        assert_eq!(&template["metadata"]["labels"][label], value, "{label}");
+    }
+    let ports: Vec<&str> = template["spec"]["containers"][0]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    let rules = policy["ingress"].as_array().expect("ingress");
+    let rule_of = |port: &str| {
+        assert!(
+            ports.contains(&port),
+            "{port} is not a port of the operator: {ports:?}"
+        );
+        rules
+            .iter()
+            .find(|r| r["ports"][0]["port"] == port)
+            .unwrap_or_else(|| panic!("no rule for {port}: {rules:?}"))
+    };
+    assert!(
+        rule_of("webhook").get("from").is_none(),
+        "the API server calls from outside the pod network"
+    );
+    assert_eq!(
+        rule_of("admin")["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"],
+        "monitoring"
+    );
+    assert_eq!(rules.len(), 2, "{rules:?}");
+    // Without adminFrom nothing reaches the admin port but the node's
+    // probes; disabled, no policy.
+    let objects = rendered_objects(plane, &[]);
+    let rules = of_kind(&objects, "NetworkPolicy")[0]["spec"]["ingress"].clone();
+    assert_eq!(rules.as_array().map(Vec::len), Some(1), "{rules}");
+    assert!(
+        of_kind(
+            &rendered_objects(plane, &["networkPolicy.enabled=false"]),
+            "NetworkPolicy"
+        )
+        .is_empty()
+    );
+
+    // Secrets: no cluster-wide read; the role bound in the release
+    // namespace and those listed, or everywhere with "*".
+    let secret_bindings = |objects: &[serde_json::Value]| -> Vec<String> {
+        objects
+            .iter()
+            .filter(|o| o["roleRef"]["name"] == secrets_role.as_str())
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or_default(),
+                    o["metadata"]["namespace"].as_str().unwrap_or("-")
+                )
+            })
+            .collect()
+    };
+    let operator_role = of_kind(&objects, "ClusterRole")
+        .into_iter()
+        .find(|r| r["metadata"]["name"] == format!("{RELEASE}-operator"))
+        .expect("the operator's ClusterRole");
+    assert!(
+        !operator_role["rules"].to_string().contains("secrets"),
+        "{operator_role}"
+    );
+    assert_eq!(
+        secret_bindings(&objects),
+        [format!("RoleBinding/{RELEASE_NAMESPACE}")]
+    );
+    let listed = rendered_objects(plane, &["operator.secretNamespaces={team-a,team-b}"]);
+    assert_eq!(
+        secret_bindings(&listed),
+        [
+            format!("RoleBinding/{RELEASE_NAMESPACE}"),
+            "RoleBinding/team-a".to_owned(),
+            "RoleBinding/team-b".to_owned()
+        ]
+    );
+    let everywhere = rendered_objects(plane, &["operator.secretNamespaces={*}"]);
+    assert_eq!(secret_bindings(&everywhere), ["ClusterRoleBinding/-"]);
 }
 
 #[test]

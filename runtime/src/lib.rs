@@ -36,3 +36,16 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Clie
     };
     Ok(kube::Client::try_from(config)?)
 }
+
+/// Whether a watch failed because the API server refused the read (403):
+/// a binding not in place yet or taken away, which is no outage.
+pub fn watch_forbidden(error: &kube::runtime::watcher::Error) -> bool {
+    use kube::runtime::watcher::Error;
+    match error {
+        Error::InitialListFailed(kube::Error::Api(status))
+        | Error::WatchStartFailed(kube::Error::Api(status))
+        | Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
+        Error::WatchError(status) => status.code == 403,
+        _ => false,
+    }
+}

@@ -137,7 +137,7 @@ async fn watch(
         };
         match event {
             None => break,
-            Some(Err(error)) if forbidden(&error) => {
+            Some(Err(error)) if egress_runtime::watch_forbidden(&error) => {
                 tracing::warn!(%namespace, %error, "may not read the pods there (yet): they are not known until the operator's binding is in place");
             }
             Some(Err(error)) => gw.source.failed(&gw.metrics, &error),
@@ -162,18 +162,6 @@ async fn watch(
     }
     gw.identities
         .update(|index| index.remove_namespace(&namespace));
-}
-
-/// Whether the API server refused the read (403): the binding is not in
-/// place yet or was taken away, which is no outage of the source.
-fn forbidden(error: &watcher::Error) -> bool {
-    match error {
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
-        | watcher::Error::WatchFailed(kube::Error::Api(status)) => status.code == 403,
-        watcher::Error::WatchError(status) => status.code == 403,
-        _ => false,
-    }
 }
 
 /// What the identity index keeps of a pod.

@@ -14,6 +14,7 @@ use egress_e2e::chart::Release;
 use egress_e2e::product::{Output, Running};
 pub use egress_e2e::run;
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Client;
 use kube::api::{Api, PostParams};
 
@@ -24,8 +25,31 @@ pub async fn client(plane: &ControlPlane) -> Client {
         .expect("admin client")
 }
 
-/// A namespace with its `default` ServiceAccount (no controller-manager here).
+/// A namespace that may host proxies: [`bare_namespace`], opted in to the
+/// operator's Secrets role as the chart's notes tell an administrator.
 pub async fn namespace(client: &Client, name: &str) {
+    bare_namespace(client, name).await;
+    let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), name);
+    let role = secrets_role();
+    let binding: RoleBinding = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": format!("{RELEASE}-operator"), "namespace": RELEASE_NAMESPACE}],
+    }))
+    .expect("binding");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("the operator's Secrets role bound");
+}
+
+/// The chart's ClusterRole that lets the operator manage a namespace's Secrets.
+pub fn secrets_role() -> String {
+    format!("{RELEASE}-operator-secrets")
+}
+
+/// A namespace with its `default` ServiceAccount (no controller-manager here).
+pub async fn bare_namespace(client: &Client, name: &str) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let ns: Namespace =
         serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("ns");
