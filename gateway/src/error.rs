@@ -65,6 +65,10 @@ pub enum Error {
     /// it does not trust the interception CA).
     #[error("{0}")]
     ClientTls(String),
+    /// A relayed tunnel to a port the proxy expects TLS on did not open
+    /// with a usable ClientHello (malformed, too large, or none in time).
+    #[error("ClientHello: {0}")]
+    ClientHello(String),
     /// The connection could not be taken over after a `200` or `101`.
     #[error("{0}")]
     Upgrade(String),
@@ -179,6 +183,7 @@ impl Error {
             | AmbiguousLength
             | Misdirected { .. }
             | ClientTls(_)
+            | ClientHello(_)
             | Upgrade(_) => Side::Downstream,
             DnsNxDomain(_)
             | DnsNoAddress(_)
@@ -214,6 +219,7 @@ impl Error {
             AmbiguousLength => "ambiguous_length",
             Misdirected { .. } => "misdirected",
             ClientTls(_) => "client_tls",
+            ClientHello(_) => "client_hello",
             Upgrade(_) => "upgrade",
             DnsNxDomain(_) => "dns_nxdomain",
             DnsNoAddress(_) => "dns_no_address",
@@ -242,7 +248,7 @@ impl Error {
         use Error::*;
         match self {
             NotAProxyRequest | HttpsAbsoluteForm | ConnectTarget(_) | InvalidHost(_)
-            | InvalidTarget(_) | AmbiguousLength | ClientTls(_) | Upgrade(_) => {
+            | InvalidTarget(_) | AmbiguousLength | ClientTls(_) | ClientHello(_) | Upgrade(_) => {
                 StatusCode::BAD_REQUEST
             }
             Misdirected { .. } => StatusCode::MISDIRECTED_REQUEST,

@@ -11,7 +11,7 @@ use crate::domain::Domain;
 use crate::domain_value::DomainValue;
 use crate::engine::Decision;
 use crate::error::CompileError;
-use crate::spec::{Action, EgressProxySpec, LogFormat};
+use crate::spec::{Action, EgressProxySpec, LogFormat, TunnelAnswer, default_tls_ports};
 
 /// What a compiled policy carries of its `EgressProxy` (serialized with it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +39,26 @@ pub struct ProxySettings {
     /// The shape of log lines.
     #[serde(default, skip_serializing_if = "LogFormat::is_native")]
     pub log_format: LogFormat,
+    /// Ports whose relayed tunnels must open with a TLS ClientHello.
+    #[serde(
+        default = "default_tls_ports",
+        skip_serializing_if = "is_default_tls_ports"
+    )]
+    pub tls_ports: Vec<u16>,
+    /// What a tunnel to one of them gets when it does not open with TLS.
+    #[serde(
+        default,
+        rename = "nonTLS",
+        skip_serializing_if = "TunnelAnswer::is_deny"
+    )]
+    pub non_tls: TunnelAnswer,
+    /// What a ClientHello that hides its name gets.
+    #[serde(default, skip_serializing_if = "TunnelAnswer::is_deny")]
+    pub encrypted_client_hello: TunnelAnswer,
+}
+
+fn is_default_tls_ports(ports: &[u16]) -> bool {
+    ports == default_tls_ports()
 }
 
 impl ProxySettings {
@@ -52,6 +72,9 @@ impl ProxySettings {
             log_actions: spec.logging.actions.clone(),
             log_query_strings: spec.logging.query_strings,
             log_format: spec.logging.format,
+            tls_ports: spec.relayed_tunnels.tls_ports.clone(),
+            non_tls: spec.relayed_tunnels.non_tls,
+            encrypted_client_hello: spec.relayed_tunnels.encrypted_client_hello,
         }
     }
 }
@@ -68,6 +91,9 @@ impl Default for ProxySettings {
             log_actions: vec![Action::Allow, Action::Deny, Action::Alert],
             log_query_strings: false,
             log_format: LogFormat::Native,
+            tls_ports: default_tls_ports(),
+            non_tls: TunnelAnswer::Deny,
+            encrypted_client_hello: TunnelAnswer::Deny,
         }
     }
 }
@@ -115,6 +141,14 @@ impl ProxyPolicy {
                 )),
             }
         }
+        for (i, port) in settings.tls_ports.iter().enumerate() {
+            if *port == 0 {
+                errors.push(CompileError::new(
+                    format!("relayedTunnels.tlsPorts[{i}]"),
+                    "0 is not a port (1 to 65535)".to_owned(),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -139,6 +173,11 @@ impl ProxyPolicy {
     /// Whether a CONNECT to `domain` is intercepted (interception on, name not bypassed).
     pub fn intercepts(&self, domain: &Domain) -> bool {
         self.settings.intercept && !self.is_bypassed(domain)
+    }
+
+    /// Whether a relayed tunnel to `port` must open with a TLS ClientHello.
+    pub fn expects_tls(&self, port: u16) -> bool {
+        self.settings.tls_ports.contains(&port)
     }
 
     /// Whether `domain` is on the bypass list.
@@ -174,6 +213,9 @@ mod tests {
             log_actions: log.to_vec(),
             log_query_strings: false,
             log_format: LogFormat::Native,
+            tls_ports: default_tls_ports(),
+            non_tls: TunnelAnswer::Deny,
+            encrypted_client_hello: TunnelAnswer::Deny,
         })
         .expect("valid settings")
     }
@@ -225,6 +267,7 @@ mod tests {
         let errors = ProxyPolicy::compile(ProxySettings {
             bypass_domains: vec!["ok.com".into(), "not a domain".into()],
             allow_private_cidrs: vec!["10.0.0.0/33".into()],
+            tls_ports: vec![443, 0],
             ..ProxySettings::default()
         })
         .expect_err("invalid");
@@ -234,7 +277,30 @@ mod tests {
             [
                 "tlsInterception.bypassDomains[1]: \"not a domain\" is not a domain name (expected example.com, or .example.com for the apex and all its subdomains)",
                 "destinations.allowPrivateCIDRs[0]: \"10.0.0.0/33\" is not a CIDR or IP address",
+                "relayedTunnels.tlsPorts[1]: 0 is not a port (1 to 65535)",
             ]
         );
+    }
+
+    #[test]
+    fn relayed_tunnel_settings_are_written_only_when_not_the_defaults() {
+        // A policy with the defaults reads the same in gateways that predate
+        // them.
+        let defaults = serde_json::to_value(ProxySettings::default()).expect("json");
+        for field in ["tlsPorts", "nonTLS", "encryptedClientHello"] {
+            assert!(defaults.get(field).is_none(), "{field} in {defaults}");
+        }
+        let set = ProxySettings {
+            tls_ports: vec![443, 8443],
+            non_tls: TunnelAnswer::Allow,
+            encrypted_client_hello: TunnelAnswer::Allow,
+            ..ProxySettings::default()
+        };
+        let json = serde_json::to_value(&set).expect("json");
+        assert_eq!(json["nonTLS"], "Allow");
+        let back: ProxySettings = serde_json::from_value(json).expect("read back");
+        assert_eq!(back, set);
+        let p = ProxyPolicy::compile(set).expect("valid");
+        assert!(p.expects_tls(8443) && !p.expects_tls(80));
     }
 }

@@ -184,6 +184,9 @@ pub struct EgressProxySpec {
     /// TLS interception of CONNECT tunnels.
     #[serde(default)]
     pub tls_interception: TlsInterception,
+    /// How relayed tunnels are judged by the TLS ClientHello they open with.
+    #[serde(default)]
+    pub relayed_tunnels: RelayedTunnels,
     /// Which destinations the private-address guard lets through, and which
     /// CAs their certificates may come from.
     #[serde(default)]
@@ -272,6 +275,74 @@ pub struct TlsInterception {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "schema", schemars(length(max = 1000)))]
     pub bypass_domains: Vec<String>,
+}
+
+/// Relayed tunnels (interception off, or the name bypassed), judged by the
+/// TLS ClientHello they open with, read without decrypting.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RelayedTunnels {
+    /// Ports whose relayed tunnels must open with a TLS ClientHello. Its
+    /// server name (SNI) must be the CONNECT's name; for a CONNECT to an
+    /// address it is the name PreDNS judges. Tunnels to other ports are
+    /// relayed as they are (there the server may speak first).
+    #[serde(default = "default_tls_ports")]
+    #[cfg_attr(feature = "schema", schemars(schema_with = "port_list"))]
+    pub tls_ports: Vec<u16>,
+    /// What a tunnel to one of those ports gets when it does not open with TLS.
+    #[serde(default, rename = "nonTLS")]
+    pub non_tls: TunnelAnswer,
+    /// What a ClientHello that hides the name it is for (Encrypted Client
+    /// Hello, or the older encrypted SNI) gets: its outer name is a
+    /// front's, so the real destination cannot be judged.
+    #[serde(default)]
+    pub encrypted_client_hello: TunnelAnswer,
+}
+
+impl Default for RelayedTunnels {
+    fn default() -> Self {
+        RelayedTunnels {
+            tls_ports: default_tls_ports(),
+            non_tls: TunnelAnswer::Deny,
+            encrypted_client_hello: TunnelAnswer::Deny,
+        }
+    }
+}
+
+/// Port 443.
+pub fn default_tls_ports() -> Vec<u16> {
+    vec![443]
+}
+
+/// Schema of a list of TCP ports.
+#[cfg(feature = "schema")]
+fn port_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 64,
+        "items": {"type": "integer", "minimum": 1, "maximum": 65535},
+        "default": [443],
+        "description": "Ports whose relayed tunnels must open with a TLS ClientHello. Its server name (SNI) must be the CONNECT's name; for a CONNECT to an address it is the name PreDNS judges. Tunnels to other ports are relayed as they are (there the server may speak first)."
+    })
+}
+
+/// Let a relayed tunnel through, or close it (the default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum TunnelAnswer {
+    /// Relay it.
+    Allow,
+    /// Close it, with a decision line saying why.
+    #[default]
+    Deny,
+}
+
+impl TunnelAnswer {
+    /// Whether this is `Deny`, the default.
+    pub fn is_deny(&self) -> bool {
+        *self == TunnelAnswer::Deny
+    }
 }
 
 /// A reference to a Secret in the same namespace.

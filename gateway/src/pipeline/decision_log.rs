@@ -88,6 +88,13 @@ pub struct Record {
     /// policy's hash (extension). The decision fields are the new policy's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub revoked_by: Option<String>,
+    /// For a relayed tunnel that opened with a TLS ClientHello: the server
+    /// name it sent, as sent (extension; `""` for none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_sni: Option<String>,
+    /// The application protocols it offered (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_alpn: Option<Vec<String>>,
 }
 
 impl Record {
@@ -129,6 +136,8 @@ impl Record {
             decision_phase: "PreDNS",
             error: None,
             revoked_by: None,
+            tls_sni: None,
+            tls_alpn: None,
         }
     }
 

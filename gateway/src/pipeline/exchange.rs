@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use egress_policy::spec::LogFormat;
 use egress_policy::{
-    CompiledPolicy, Decision, Domain, HttpRequest, HttpResponse, PRIVATE_DESTINATION_RULE, Phase,
-    RequestContext, Verdict,
+    CompiledPolicy, Decision, Domain, Host, HttpRequest, HttpResponse, PRIVATE_DESTINATION_RULE,
+    Phase, RequestContext, Verdict,
 };
 use ipnet::IpNet;
 use jiff::Timestamp;
@@ -18,6 +18,7 @@ use jiff::Timestamp;
 use crate::error::Error;
 use crate::pipeline::decision_log::Record;
 use crate::request::{Client, Protocol, Target};
+use crate::tls::client_hello::ClientHello;
 
 /// Names to one address: the one checked is the one dialed.
 pub trait Resolve: Sync {
@@ -192,7 +193,47 @@ impl Exchange {
             self.arrived,
         );
         again.started = self.started;
+        again.record.tls_sni = self.record.tls_sni.clone();
+        again.record.tls_alpn = self.record.tls_alpn.clone();
         again
+    }
+
+    /// The same tunnel with its destination named `name` (the server name
+    /// of the ClientHello it carried, for a CONNECT to an address), to be
+    /// judged from PreDNS on: its client, arrival and logged URL kept.
+    pub(super) fn named(&self, name: Host) -> Exchange {
+        let target = Target {
+            host: name,
+            port: self.target.port,
+        };
+        let mut named = Exchange::new(
+            self.policy.clone(),
+            self.cluster.clone(),
+            &self.client,
+            &self.record.http_method,
+            &target,
+            self.protocol,
+            self.record.url.clone(),
+            self.arrived,
+        );
+        named.started = self.started;
+        named.dest_ip = self.dest_ip;
+        named.record.dest_ip = self.dest_ip;
+        named.record.tls_sni = self.record.tls_sni.clone();
+        named.record.tls_alpn = self.record.tls_alpn.clone();
+        named
+    }
+
+    /// Records what the tunnel's ClientHello asked for.
+    pub(super) fn saw_hello(&mut self, hello: &ClientHello) {
+        self.record.tls_sni = Some(hello.server_name.clone().unwrap_or_default());
+        self.record.tls_alpn = (!hello.alpn.is_empty()).then(|| hello.alpn.clone());
+    }
+
+    /// Refuses the request by one of the gateway's own rules.
+    pub(super) fn deny_by_gateway(&mut self, phase: Phase, rule: &str) -> Stop {
+        self.decision.deny_by(phase, rule);
+        Stop::Denied
     }
 
     /// When the gateway received the request head.
@@ -247,9 +288,7 @@ impl Exchange {
     /// Refuses a request that already went through this proxy (its `Via`
     /// shows it): a loop, reported like a private destination.
     pub(super) fn deny_loop(&mut self) -> Stop {
-        self.decision
-            .deny_by(Phase::PreDns, PRIVATE_DESTINATION_RULE);
-        Stop::Denied
+        self.deny_by_gateway(Phase::PreDns, PRIVATE_DESTINATION_RULE)
     }
 
     /// Resolves the name once (an IP literal is its own address) and applies

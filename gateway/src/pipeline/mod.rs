@@ -21,13 +21,15 @@ mod exchange;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use egress_policy::{CompiledPolicy, Host, HttpRequest, HttpResponse};
+use egress_policy::spec::TunnelAnswer;
+use egress_policy::{CompiledPolicy, Host, HttpRequest, HttpResponse, Phase};
 use http::HeaderMap;
 use jiff::Timestamp;
 
 pub use self::exchange::{Exchange, Finished, FixedAddress, Guard, Resolve, Stop};
 use crate::error::Error;
 use crate::request::{Client, Protocol, Target};
+pub use crate::tls::client_hello::{ClientHello, FirstFlight};
 
 /// A request that stops before reaching the destination: denied (403) or
 /// failed; the caller answers and logs it.
@@ -86,6 +88,83 @@ pub async fn connect(
     match exchange.pre_request(None) {
         Ok(()) => Ok(Tunnel::Relay(exchange, ip)),
         Err(stop) => Err(Stopped(exchange, stop)),
+    }
+}
+
+/// The gateway's own rules for relayed tunnels, as decision lines name them.
+pub const SNI_MISMATCH_RULE: &str = "tls-sni-mismatch";
+/// A ClientHello that hides its name (`relayedTunnels.encryptedClientHello`).
+pub const HIDDEN_NAME_RULE: &str = "encrypted-client-hello";
+/// A tunnel to a TLS port that does not open with TLS (`relayedTunnels.nonTLS`).
+pub const NOT_TLS_RULE: &str = "not-tls";
+
+/// A relayed tunnel to a port the proxy expects TLS on, judged by what the
+/// client sent first (read by the caller, bounded in size and time) before
+/// any of it reaches the destination. The ClientHello's server name is the
+/// destination: to a name, it must be that name (canonical, as every name
+/// here); to an address, it is judged from PreDNS as the destination name,
+/// the address kept (and the returned exchange is the one to log and to
+/// judge again). A ClientHello without a name is the CONNECT's; one that
+/// hides its name, or what is not TLS, gets what the proxy's settings say;
+/// one that cannot be read fails.
+// The exchange moves on either way, as out of `connect` and `request`.
+#[allow(clippy::result_large_err)]
+pub fn first_flight(
+    mut exchange: Exchange,
+    flight: &FirstFlight,
+    guard: &Guard,
+) -> Result<Exchange, Stopped> {
+    let settings = exchange.policy().proxy().settings();
+    let (non_tls, hidden) = (settings.non_tls, settings.encrypted_client_hello);
+    let hello = match flight {
+        FirstFlight::Hello(hello) => hello,
+        FirstFlight::NotTls if non_tls == TunnelAnswer::Allow => return Ok(exchange),
+        FirstFlight::NotTls => {
+            let stop = exchange.deny_by_gateway(Phase::PreRequest, NOT_TLS_RULE);
+            return Err(Stopped(exchange, stop));
+        }
+        FirstFlight::Malformed(why) => {
+            let error = Error::ClientHello(why.clone());
+            return Err(Stopped(exchange, Stop::Failed(error)));
+        }
+        FirstFlight::Silent => {
+            let error = Error::ClientHello(
+                "none arrived before the client closed or the handshake timeout".to_owned(),
+            );
+            return Err(Stopped(exchange, Stop::Failed(error)));
+        }
+    };
+    exchange.saw_hello(hello);
+    if hello.hides_name && hidden == TunnelAnswer::Deny {
+        let stop = exchange.deny_by_gateway(Phase::PreDns, HIDDEN_NAME_RULE);
+        return Err(Stopped(exchange, stop));
+    }
+    let Some(sent) = &hello.server_name else {
+        return Ok(exchange);
+    };
+    let name = Host::parse(sent).ok();
+    match (&exchange.target().host, name) {
+        (Host::Name(connected), Some(Host::Name(sent))) if *connected == sent => Ok(exchange),
+        (Host::Ip(_), Some(name @ Host::Name(_))) => {
+            let Some(ip) = exchange.dest_ip() else {
+                let stop = exchange.deny_by_gateway(Phase::PreDns, SNI_MISMATCH_RULE);
+                return Err(Stopped(exchange, stop));
+            };
+            let mut named = exchange.named(name);
+            let judged = named
+                .pre_dns()
+                .and_then(|()| named.check_address(ip, guard).map(drop))
+                .and_then(|()| named.pre_request(None));
+            match judged {
+                Ok(()) => Ok(named),
+                Err(stop) => Err(Stopped(named, stop)),
+            }
+        }
+        // Another name, an address (which SNI may not carry), or no name at all.
+        _ => {
+            let stop = exchange.deny_by_gateway(Phase::PreDns, SNI_MISMATCH_RULE);
+            Err(Stopped(exchange, stop))
+        }
     }
 }
 
@@ -320,20 +399,27 @@ mod tests {
         assert_eq!(finished.record.event_timestamp, "2000-06-01T12:00:00.000Z");
     }
 
-    #[tokio::test]
-    async fn a_relayed_tunnel_is_revoked_only_by_a_policy_that_denies_it() {
-        let allow = policy(&format!(
+    fn allow_all() -> Arc<CompiledPolicy> {
+        policy(&format!(
             "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {{name: g}}\nspec: {{}}\n{CONFIG}"
-        ));
-        let deny = policy(&format!(
+        ))
+    }
+
+    /// PreDNS denies `a.example`.
+    fn deny_a() -> Arc<CompiledPolicy> {
+        policy(&format!(
             "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {{name: g}}\nspec:\n  rules:\n    preDNS:\n      - name: no-a\n        action: Deny\n        conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, values: [a.example]}}]\n{CONFIG}"
-        ));
+        ))
+    }
+
+    /// A CONNECT to `host:443`, judged by `policy`.
+    fn tunnel_to(policy: &Arc<CompiledPolicy>, host: &str) -> Exchange {
         let target = Target {
-            host: Host::parse("A.Example.").expect("host"),
+            host: Host::parse(host).expect("host"),
             port: 443,
         };
-        let connect_to = Exchange::new(
-            allow.clone(),
+        Exchange::new(
+            policy.clone(),
             Arc::from(""),
             &client(),
             "CONNECT",
@@ -341,7 +427,13 @@ mod tests {
             Protocol::Https,
             target.authority(),
             Timestamp::now(),
-        );
+        )
+    }
+
+    #[tokio::test]
+    async fn a_relayed_tunnel_is_revoked_only_by_a_policy_that_denies_it() {
+        let (allow, deny) = (allow_all(), deny_a());
+        let connect_to = tunnel_to(&allow, "A.Example.");
         let resolver = FixedAddress("93.184.215.14".parse().expect("ip"));
         let Ok(Tunnel::Relay(tunnel, _)) = connect(connect_to, &resolver, &Guard::default()).await
         else {
@@ -354,6 +446,46 @@ mod tests {
         assert_eq!(&*finished.decision.final_rule_name, "no-a");
         assert_eq!(finished.record.url, "a.example:443");
         assert_eq!(finished.record.request_size, 10);
+    }
+
+    #[tokio::test]
+    async fn a_tunnel_to_an_address_is_judged_and_revoked_by_the_name_it_carries() {
+        let (allow, deny) = (allow_all(), deny_a());
+        let hello = |name: &str| {
+            FirstFlight::Hello(ClientHello {
+                server_name: Some(name.to_owned()),
+                ..ClientHello::default()
+            })
+        };
+        let resolver = FixedAddress("93.184.215.14".parse().expect("ip"));
+        let guard = Guard::default();
+        let Ok(Tunnel::Relay(by_address, _)) =
+            connect(tunnel_to(&allow, "93.184.215.14"), &resolver, &guard).await
+        else {
+            panic!("relayed");
+        };
+        let named = first_flight(by_address, &hello("A.Example."), &guard).expect("allowed");
+        assert_eq!(named.domain().as_str(), "a.example");
+        assert_eq!(named.dest_ip(), Some("93.184.215.14".parse().expect("ip")));
+        // The policy that denies the name closes the tunnel opened by address.
+        let revoked = rejudge(&named, deny, &guard, None).expect("revoked by its name");
+        let finished = revoked.finish(-1, 0, 0, None);
+        assert_eq!(&*finished.decision.final_rule_name, "no-a");
+        assert_eq!(finished.record.tls_sni.as_deref(), Some("A.Example."));
+
+        // To a name, another name in the ClientHello is refused.
+        let Ok(Tunnel::Relay(by_name, _)) =
+            connect(tunnel_to(&allow, "b.example"), &resolver, &guard).await
+        else {
+            panic!("relayed");
+        };
+        let Err(Stopped(refused, Stop::Denied)) =
+            first_flight(by_name, &hello("a.example"), &guard)
+        else {
+            panic!("refused");
+        };
+        let finished = refused.finish(-1, 0, 0, None);
+        assert_eq!(&*finished.decision.final_rule_name, SNI_MISMATCH_RULE);
     }
 
     #[test]

@@ -20,17 +20,19 @@ use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use bytes::{Bytes, BytesMut};
 use egress_policy::CompiledPolicy;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::error::Error;
 use crate::framing::Inspected;
 use crate::gateway::{Connection, Gateway};
-use crate::pipeline::{self, Exchange};
+use crate::pipeline::{self, Exchange, FirstFlight, Stop, Stopped};
 use crate::relay::idle::{Activity, Tracked};
+use crate::tls::client_hello;
 
 /// What hyper serves a client connection over: its stream, with traffic
 /// counted as activity and request heads inspected. A CONNECT tunnel from the
@@ -139,16 +141,20 @@ enum Joined {
         early: bytes::Bytes,
         upstream: std::net::TcpStream,
     },
-    /// Anything else, copied.
+    /// Anything else, copied. `early` is what the client sent first,
+    /// read already.
     Copied {
         client: TokioIo<Upgraded>,
+        early: Bytes,
         upstream: TcpStream,
     },
 }
 
 /// A relayed CONNECT tunnel, from the client's upgrade to its close; logged
-/// when it closes. A tunnel from the plain-HTTP listener moves to a relay
-/// loop (`crate::relay::loops`) for its life.
+/// when it closes. On a port the proxy expects TLS on, what the client sends
+/// first is read and judged ([`first_flight`]) before any of it is sent on.
+/// A tunnel from the plain-HTTP listener moves to a relay loop
+/// (`crate::relay::loops`) for its life.
 pub async fn tunnel(
     gw: Arc<Gateway>,
     connection: Arc<Connection>,
@@ -163,13 +169,18 @@ pub async fn tunnel(
     #[cfg(target_os = "linux")]
     let client = match client.downcast::<ServedIo<TcpStream>>() {
         Ok(plain) => {
+            let mut client = plain.io.into_inner().into_inner().into_inner();
+            let Some((exchange, early)) =
+                first_flight(&gw, exchange, &mut client, plain.read_buf).await
+            else {
+                return;
+            };
             // Deregistered here, registered again on the relay loop.
-            let client = plain.io.into_inner().into_inner().into_inner();
             match (client.into_std(), upstream.into_std()) {
                 (Ok(client), Ok(upstream)) => {
                     let joined = Joined::Spliced {
                         client,
-                        early: plain.read_buf,
+                        early,
                         upstream,
                     };
                     let tunnel = relay_and_log(gw.clone(), connection, exchange, joined);
@@ -183,11 +194,91 @@ pub async fn tunnel(
         }
         Err(client) => client,
     };
+    let mut client = TokioIo::new(client);
+    let Some((exchange, early)) = first_flight(&gw, exchange, &mut client, Bytes::new()).await
+    else {
+        return;
+    };
     let joined = Joined::Copied {
-        client: TokioIo::new(client),
+        client,
+        early,
         upstream,
     };
     relay_and_log(gw, connection, exchange, joined).await;
+}
+
+/// What the client of a relayed tunnel sends first, judged when the
+/// proxy expects TLS on the tunnel's port ([`pipeline::first_flight`]):
+/// the exchange to relay and log from now on and the bytes read, to be sent
+/// on first; `None` when the tunnel was closed (and logged). `early` is
+/// what the client sent behind its CONNECT, read already.
+async fn first_flight<S>(
+    gw: &Gateway,
+    exchange: Exchange,
+    client: &mut S,
+    early: Bytes,
+) -> Option<(Exchange, Bytes)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if !exchange
+        .policy()
+        .proxy()
+        .expects_tls(exchange.target().port)
+    {
+        return Some((exchange, early));
+    }
+    let mut read = BytesMut::from(&early[..]);
+    let flight = tokio::time::timeout(
+        gw.limits.handshake_timeout,
+        read_first_flight(client, &mut read),
+    )
+    .await
+    .unwrap_or(FirstFlight::Silent);
+    let read = read.freeze();
+    match pipeline::first_flight(exchange, &flight, &gw.guard) {
+        Ok(exchange) => Some((exchange, read)),
+        Err(Stopped(exchange, stop)) => {
+            if matches!(flight, FirstFlight::Hello(_) | FirstFlight::Malformed(_)) {
+                // The client's TLS stack says why, rather than "connection closed".
+                let _ = client.write_all(&access_denied_alert()).await;
+            }
+            let _ = client.shutdown().await;
+            let sent = read.len() as u64;
+            match stop {
+                Stop::Denied => gw.record(exchange.finish(-1, sent, 0, None)),
+                Stop::Failed(error) => gw.fail(exchange, -1, (sent, 0), &error),
+            }
+            None
+        }
+    }
+}
+
+/// Reads into `read` until it holds a whole ClientHello or something that
+/// is not one (at most [`client_hello::MAX_FIRST_FLIGHT`] bytes).
+async fn read_first_flight<S: AsyncRead + Unpin>(
+    client: &mut S,
+    read: &mut BytesMut,
+) -> FirstFlight {
+    loop {
+        if let Some(flight) = client_hello::read(read) {
+            return flight;
+        }
+        let room = client_hello::MAX_FIRST_FLIGHT + 1 - read.len();
+        read.reserve(room.min(4096));
+        let mut limited = (&mut *client).take(room as u64);
+        match limited.read_buf(read).await {
+            Ok(0) | Err(_) => return FirstFlight::Silent,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A TLS alert record, fatal `access_denied` (RFC 8446 section 6): what a
+/// refused relayed tunnel's client reads before the close. Its version
+/// field is TLS 1.2's, as every TLS 1.3 record's.
+fn access_denied_alert() -> [u8; 7] {
+    [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49]
 }
 
 /// Relays a tunnel until it ends or the policy revokes it, then logs it.
@@ -212,9 +303,20 @@ async fn relay_and_log(
             } => splice_relay(&gw, client, early, upstream, stop).await,
             // Boxed: the spliced arm's task, the common one, does not carry
             // room for it.
-            Joined::Copied { client, upstream } => {
-                Ok(Box::pin(relay(&gw, client, upstream, stop)).await)
-            }
+            Joined::Copied {
+                client,
+                early,
+                mut upstream,
+            } => match upstream.write_all(&early).await {
+                Ok(()) => {
+                    let relayed = Box::pin(relay(&gw, client, upstream, stop)).await;
+                    Ok(Relayed {
+                        sent: relayed.sent + early.len() as u64,
+                        ..relayed
+                    })
+                }
+                Err(e) => Err(e),
+            },
         }
     };
     drop(connection);

@@ -2,6 +2,7 @@
 //! provider (no aws-lc: it keeps the build small).
 
 pub mod authority;
+pub mod client_hello;
 pub mod leaf_cache;
 
 use std::path::Path;

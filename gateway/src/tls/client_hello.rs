@@ -1,0 +1,351 @@
+//! The first bytes of a relayed tunnel, read without decrypting: whether they
+//! are a TLS ClientHello and, if so, the server name and protocols it asks
+//! for. Records, the handshake message and its extensions are parsed by
+//! `tls-parser`; this module only joins a ClientHello split across records
+//! and refuses what a server could read two ways.
+
+use tls_parser::{
+    SNIType, TlsExtension, TlsExtensionType, TlsMessage, TlsMessageHandshake, TlsRecordType,
+    parse_tls_client_hello_extensions, parse_tls_message_handshake, parse_tls_raw_record,
+};
+
+/// The largest ClientHello read (its handshake message, without record
+/// headers): far above what browsers and TLS libraries send (a few KiB,
+/// post-quantum key shares included).
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// The most bytes read before a ClientHello is complete: the message and
+/// the headers of the records it is split across, within reason.
+pub const MAX_FIRST_FLIGHT: usize = MAX_CLIENT_HELLO + 4 * 1024;
+
+/// Extension of Encrypted Client Hello (draft-ietf-tls-esni): the outer
+/// server name is a front's, the real one is encrypted.
+pub const ENCRYPTED_CLIENT_HELLO: u16 = 0xfe0d;
+
+/// What the first bytes of a tunnel are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FirstFlight {
+    /// A whole ClientHello.
+    Hello(ClientHello),
+    /// Not TLS.
+    NotTls,
+    /// TLS, but a ClientHello no server should accept, or one too large.
+    Malformed(String),
+    /// Nothing usable arrived in time, or the client closed first.
+    Silent,
+}
+
+/// What a ClientHello asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientHello {
+    /// The server name (SNI) as sent, if any.
+    pub server_name: Option<String>,
+    /// The application protocols offered (ALPN), in order.
+    pub alpn: Vec<String>,
+    /// Whether the real name is hidden (Encrypted Client Hello, or the
+    /// older encrypted SNI): `server_name` is then a front's.
+    pub hides_name: bool,
+}
+
+/// Reads `bytes` (everything the client sent so far): `None` while more are
+/// needed for a decision.
+pub fn read(bytes: &[u8]) -> Option<FirstFlight> {
+    // A record header: type 22 (handshake), version 3.x.
+    match bytes {
+        [] | [0x16] => return None,
+        [0x16, 0x03, ..] => {}
+        _ => return Some(FirstFlight::NotTls),
+    }
+    let mut handshake = Vec::new();
+    let mut rest = bytes;
+    loop {
+        if let Some(length) = message_length(&handshake) {
+            if length > MAX_CLIENT_HELLO {
+                return Some(malformed(format!(
+                    "ClientHello of {length} bytes, more than {MAX_CLIENT_HELLO}"
+                )));
+            }
+            if handshake.len() >= 4 + length {
+                return Some(client_hello(&handshake[..4 + length]));
+            }
+        }
+        if rest.is_empty() {
+            return (bytes.len() >= MAX_FIRST_FLIGHT).then(|| {
+                malformed(format!(
+                    "no whole ClientHello in the first {MAX_FIRST_FLIGHT} bytes"
+                ))
+            });
+        }
+        let record = match parse_tls_raw_record(rest) {
+            Ok((after, record)) => {
+                rest = after;
+                record
+            }
+            Err(tls_parser::Err::Incomplete(_)) if bytes.len() < MAX_FIRST_FLIGHT => return None,
+            Err(_) => return Some(malformed("a record that cannot be read".to_owned())),
+        };
+        if record.hdr.record_type != TlsRecordType::Handshake {
+            return Some(malformed(format!(
+                "a {:?} record before the ClientHello was whole",
+                record.hdr.record_type
+            )));
+        }
+        handshake.extend_from_slice(record.data);
+    }
+}
+
+/// The length of the handshake message `handshake` starts with, once its
+/// header is there.
+fn message_length(handshake: &[u8]) -> Option<usize> {
+    let header = handshake.get(..4)?;
+    Some(usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]))
+}
+
+fn malformed(why: String) -> FirstFlight {
+    FirstFlight::Malformed(why)
+}
+
+/// The handshake message `message` (header included), read as a ClientHello.
+fn client_hello(message: &[u8]) -> FirstFlight {
+    let hello = match parse_tls_message_handshake(message) {
+        Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) => hello,
+        Ok(_) => return malformed("the first handshake message is not a ClientHello".to_owned()),
+        Err(_) => return malformed("a ClientHello that cannot be read".to_owned()),
+    };
+    let extensions = match hello.ext {
+        None => Vec::new(),
+        Some(bytes) => match parse_tls_client_hello_extensions(bytes) {
+            Ok(([], extensions)) => extensions,
+            _ => return malformed("ClientHello extensions that cannot be read".to_owned()),
+        },
+    };
+    let mut read = ClientHello::default();
+    let mut names = 0;
+    for extension in &extensions {
+        match extension {
+            TlsExtension::SNI(entries) => {
+                names += 1;
+                let hosts: Vec<&[u8]> = entries
+                    .iter()
+                    .filter(|(kind, _)| *kind == SNIType::HostName)
+                    .map(|(_, name)| *name)
+                    .collect();
+                match hosts.as_slice() {
+                    [] => {}
+                    [name] => match std::str::from_utf8(name) {
+                        Ok(name) => read.server_name = Some(name.to_owned()),
+                        Err(_) => {
+                            return malformed("a server name that is not text".to_owned());
+                        }
+                    },
+                    _ => return malformed("more than one server name".to_owned()),
+                }
+            }
+            TlsExtension::ALPN(protocols) => {
+                read.alpn = protocols
+                    .iter()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .collect();
+            }
+            TlsExtension::EncryptedServerName { .. } => read.hides_name = true,
+            TlsExtension::Unknown(TlsExtensionType(ENCRYPTED_CLIENT_HELLO), _) => {
+                read.hides_name = true;
+            }
+            _ => {}
+        }
+    }
+    // A server reads one of them; which one is its choice, not ours.
+    if names > 1 {
+        return malformed("more than one server name extension".to_owned());
+    }
+    FirstFlight::Hello(read)
+}
+
+/// A ClientHello record carrying `extensions` (type, data) and nothing of
+/// use otherwise, written by hand to reach what no TLS library sends (two
+/// names, an Encrypted Client Hello extension without a server that knows
+/// it): for tests, and seeds for fuzzing.
+#[doc(hidden)]
+pub fn forged(extensions: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let length = |bytes: &[u8]| u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_be_bytes();
+    let mut listed = Vec::new();
+    for (kind, data) in extensions {
+        listed.extend_from_slice(&kind.to_be_bytes());
+        listed.extend_from_slice(&length(data));
+        listed.extend_from_slice(data);
+    }
+    // Version, random, no session id, one cipher suite, null compression.
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7; 32]);
+    body.extend_from_slice(&[0x00, 0x00, 0x02, 0x13, 0x01, 0x01, 0x00]);
+    body.extend_from_slice(&length(&listed));
+    body.extend_from_slice(&listed);
+    let mut message = vec![0x01, 0x00];
+    message.extend_from_slice(&length(&body));
+    message.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&length(&message));
+    record.extend_from_slice(&message);
+    record
+}
+
+/// The data of a server name extension listing `names`.
+#[doc(hidden)]
+pub fn server_names(names: &[&str]) -> Vec<u8> {
+    let mut list = Vec::new();
+    for name in names {
+        list.push(0);
+        list.extend_from_slice(&u16::try_from(name.len()).unwrap_or(u16::MAX).to_be_bytes());
+        list.extend_from_slice(name.as_bytes());
+    }
+    let mut data = u16::try_from(list.len())
+        .unwrap_or(u16::MAX)
+        .to_be_bytes()
+        .to_vec();
+    data.extend_from_slice(&list);
+    data
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ClientHello record as a TLS library writes it (rustls, with SNI
+    /// and ALPN).
+    fn real_hello(name: &str) -> Vec<u8> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let server_name = rustls_pki_types::ServerName::try_from(name.to_owned()).expect("name");
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(config), server_name).expect("client");
+        let mut bytes = Vec::new();
+        client.write_tls(&mut bytes).expect("hello");
+        bytes
+    }
+
+    use std::sync::Arc;
+
+    /// `hello` (one record) split into records of `size` bytes of payload.
+    fn split_records(hello: &[u8], size: usize) -> Vec<u8> {
+        let (header, payload) = hello.split_at(5);
+        let mut out = Vec::new();
+        for chunk in payload.chunks(size) {
+            out.extend_from_slice(&header[..3]);
+            out.extend_from_slice(&u16::try_from(chunk.len()).expect("len").to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out
+    }
+
+    #[test]
+    fn a_real_client_hello_gives_its_name_and_protocols() {
+        let hello = real_hello("api.example.com");
+        assert_eq!(
+            read(&hello),
+            Some(FirstFlight::Hello(ClientHello {
+                server_name: Some("api.example.com".to_owned()),
+                alpn: vec!["h2".to_owned(), "http/1.1".to_owned()],
+                hides_name: false,
+            }))
+        );
+    }
+
+    #[test]
+    fn more_bytes_are_waited_for_until_the_hello_is_whole() {
+        let hello = real_hello("api.example.com");
+        for cut in [0, 1, 2, 5, 40, hello.len() - 1] {
+            assert_eq!(read(&hello[..cut]), None, "cut at {cut}");
+        }
+        // Split across records, one byte of payload each, and whole.
+        let split = split_records(&hello, 1);
+        assert_eq!(read(&split[..split.len() - 1]), None);
+        assert!(
+            matches!(read(&split), Some(FirstFlight::Hello(h)) if h.server_name.as_deref() == Some("api.example.com"))
+        );
+    }
+
+    #[test]
+    fn what_is_not_a_client_hello_says_so() {
+        assert_eq!(read(b"GET / HTTP/1.1\r\n"), Some(FirstFlight::NotTls));
+        assert_eq!(read(b"SSH-2.0-OpenSSH_9.6\r\n"), Some(FirstFlight::NotTls));
+        assert_eq!(read(&[0x16, 0x01]), Some(FirstFlight::NotTls));
+        // A handshake record whose message is not a ClientHello.
+        let server_hello_like = [0x16, 0x03, 0x03, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
+        assert!(matches!(
+            read(&server_hello_like),
+            Some(FirstFlight::Malformed(_))
+        ));
+        // An alert record in the middle of a split ClientHello.
+        let hello = real_hello("a.example");
+        let mut split = split_records(&hello, 100);
+        split.splice(105..105, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+        assert!(matches!(read(&split), Some(FirstFlight::Malformed(_))));
+        // Garbage inside a handshake record.
+        let mut garbage = hello.clone();
+        let body = garbage.len() - 20;
+        garbage[body..].fill(0xff);
+        assert!(matches!(read(&garbage), Some(FirstFlight::Malformed(_))));
+    }
+
+    #[test]
+    fn an_oversized_client_hello_is_refused_without_waiting_for_it() {
+        // A header announcing a 1 MiB message.
+        let huge = [0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x10, 0x00, 0x00];
+        assert!(
+            matches!(read(&huge), Some(FirstFlight::Malformed(why)) if why.contains("more than"))
+        );
+        // Records that never complete a message, past the bound.
+        let mut endless = Vec::new();
+        endless.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0x3f, 0xff]);
+        while endless.len() < MAX_FIRST_FLIGHT {
+            endless.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x00]);
+        }
+        assert!(matches!(read(&endless), Some(FirstFlight::Malformed(_))));
+    }
+
+    #[test]
+    fn a_name_a_server_could_read_two_ways_is_refused() {
+        let one = forged(&[(0, server_names(&["a.example"]))]);
+        assert!(
+            matches!(read(&one), Some(FirstFlight::Hello(h)) if h.server_name.as_deref() == Some("a.example"))
+        );
+        let two_entries = forged(&[(0, server_names(&["a.example", "b.example"]))]);
+        assert!(matches!(
+            read(&two_entries),
+            Some(FirstFlight::Malformed(_))
+        ));
+        let two_extensions = forged(&[
+            (0, server_names(&["a.example"])),
+            (0, server_names(&["b.example"])),
+        ]);
+        assert!(matches!(
+            read(&two_extensions),
+            Some(FirstFlight::Malformed(_))
+        ));
+        let none = forged(&[]);
+        assert_eq!(
+            read(&none),
+            Some(FirstFlight::Hello(ClientHello::default()))
+        );
+    }
+
+    #[test]
+    fn an_encrypted_client_hello_is_seen() {
+        let ech = forged(&[
+            (0, server_names(&["public.example"])),
+            (ENCRYPTED_CLIENT_HELLO, vec![0; 40]),
+        ]);
+        assert!(matches!(
+            read(&ech),
+            Some(FirstFlight::Hello(ClientHello {
+                hides_name: true,
+                ..
+            }))
+        ));
+    }
+}

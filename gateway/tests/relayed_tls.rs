@@ -1,0 +1,386 @@
+//! Relayed tunnels judged by the TLS they carry, without decrypting: the
+//! ClientHello's server name is the destination. Real clients (curl,
+//! openssl s_client, Python's ssl) through the gateway to a real TLS origin
+//! whose certificate covers every name used, so only the gateway can refuse.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::clients::{curl, python_command};
+use common::process::Gateway;
+use common::upstream::Upstream;
+use common::{BYPASS_HOST, DENIED_HOST, HOST, Pki, TempDir, seed_without_proxy, write};
+use egress_gateway::tls::client_hello;
+use serde_json::Value;
+
+/// The seed policy (PreDNS denies `.example.org`) with a proxy that
+/// relays `BYPASS_HOST` (or everything, `intercept` off) and expects TLS on
+/// `tls_port`; `relayed` adds to its `relayedTunnels`.
+fn policy(dir: &Path, intercept: bool, tls_port: u16, relayed: &str) -> std::path::PathBuf {
+    let yaml = format!(
+        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: test-proxy\nspec:\n  configurationRef:\n    name: seed\n  tlsInterception:\n    enabled: {intercept}\n    bypassDomains: [\"{BYPASS_HOST}\"]\n  relayedTunnels:\n    tlsPorts: [{tls_port}]\n{relayed}  destinations:\n    allowPrivateCIDRs: [\"127.0.0.1/32\"]\n",
+        seed_without_proxy()
+    );
+    write(dir, "policy.yaml", &yaml)
+}
+
+/// A TLS origin for every test name, and a gateway in front of it.
+struct Setup {
+    pki: Pki,
+    origin: Upstream,
+    gateway: Gateway,
+    _dir: TempDir,
+}
+
+fn setup(tag: &str, intercept: bool, relayed: &str, extra: &[&str]) -> Setup {
+    let pki = Pki::new();
+    let (cert, key) = pki.server_cert(&[HOST, BYPASS_HOST, DENIED_HOST]);
+    let origin = Upstream::https(&cert, &key);
+    let dir = TempDir::new(tag);
+    let policy = policy(dir.path(), intercept, origin.addr.port(), relayed);
+    let gateway = Gateway::start(&pki, &policy, extra);
+    Setup {
+        pki,
+        origin,
+        gateway,
+        _dir: dir,
+    }
+}
+
+impl Setup {
+    fn port(&self) -> u16 {
+        self.origin.addr.port()
+    }
+
+    fn root(&self) -> String {
+        self.pki.upstream_root.display().to_string()
+    }
+
+    /// The line of the tunnel to `authority`.
+    fn line(&self, authority: &str) -> Value {
+        self.gateway
+            .decision(|d| d["http_method"] == "CONNECT" && d["url"] == authority)
+    }
+
+    /// Python's ssl through a tunnel to `target` with server name `sni`.
+    fn python(&self, target: &str, sni: &str, split: &str) -> String {
+        let output = python_command(
+            "tunnel_tls_client.py",
+            &[
+                &self.gateway.http.to_string(),
+                target,
+                sni,
+                &self.root(),
+                split,
+            ],
+            &[],
+        )
+        .output()
+        .expect("python runs");
+        let said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        if said.is_empty() {
+            return format!(
+                "ERROR nothing said: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        said
+    }
+}
+
+/// curl through the gateway to `url`, its TCP connection (and so the
+/// CONNECT) going to `connect_to` instead (`HOST:PORT:HOST:PORT`).
+fn curl_fronted(s: &Setup, url: &str, connect_to: &str) -> common::clients::Curl {
+    curl(&[
+        "-p",
+        "--proxy",
+        &s.gateway.http_proxy(),
+        "--cacert",
+        &s.root(),
+        "--connect-to",
+        connect_to,
+        url,
+    ])
+}
+
+#[test]
+fn a_bypassed_name_carrying_a_denied_name_is_closed_and_says_why() {
+    let s = setup("sni-bypass", true, "", &[]);
+    let port = s.port();
+    // As it should be: the bypassed name, itself in the ClientHello.
+    let url = format!("https://{BYPASS_HOST}:{port}/");
+    let ok = curl(&[
+        "--proxy",
+        &s.gateway.http_proxy(),
+        "--cacert",
+        &s.root(),
+        &url,
+    ]);
+    assert_eq!(ok.status, 200, "{ok:?}");
+    let line = s.line(&format!("{BYPASS_HOST}:{port}"));
+    assert_eq!(line["final_action"], "Allow", "{line}");
+    assert_eq!(line["tls_sni"], BYPASS_HOST, "{line}");
+    assert_eq!(
+        line["tls_alpn"],
+        serde_json::json!(["h2", "http/1.1"]),
+        "{line}"
+    );
+
+    // Domain fronting: CONNECT to the bypassed name, SNI a denied one.
+    let fronted = curl_fronted(
+        &s,
+        &format!("https://{DENIED_HOST}:{port}/"),
+        &format!("{DENIED_HOST}:{port}:{BYPASS_HOST}:{port}"),
+    );
+    assert_ne!(fronted.exit, 0, "{fronted:?}");
+    assert!(
+        fronted.stderr.contains("access denied"),
+        "the client's TLS says why: {fronted:?}"
+    );
+    let line = s.gateway.decision(|d| d["tls_sni"] == DENIED_HOST);
+    assert_eq!(line["final_action"], "Deny", "{line}");
+    assert_eq!(line["final_rule_name"], "tls-sni-mismatch", "{line}");
+    assert_eq!(line["dest_domain"], BYPASS_HOST, "{line}");
+    assert_eq!(line["decision_phase"], "PreDNS", "{line}");
+}
+
+#[test]
+fn with_interception_off_every_client_is_held_to_its_connect_name() {
+    let s = setup("sni-off", false, "", &[]);
+    let port = s.port();
+    let target = format!("{HOST}:{port}");
+    // Python: the right name passes, a denied one and another allowed one
+    // do not (a tunnel's name is the CONNECT's, whatever the policy says
+    // of the other).
+    assert_eq!(s.python(&target, HOST, "whole"), "HTTP/1.1 200 OK");
+    for sni in [DENIED_HOST, BYPASS_HOST] {
+        let said = s.python(&target, sni, "whole");
+        assert!(said.starts_with("ERROR"), "{sni}: {said}");
+        let line = s.gateway.decision(|d| d["tls_sni"] == sni);
+        assert_eq!(line["final_rule_name"], "tls-sni-mismatch", "{line}");
+    }
+    // Another spelling of the same name is the same name (the client's
+    // own certificate check is its business).
+    let spelled = format!("{}.", HOST.to_uppercase());
+    s.python(&target, &spelled, "whole");
+    let line = s.gateway.decision(|d| d["tls_sni"] == spelled.as_str());
+    assert_eq!(line["final_action"], "Allow", "{line}");
+
+    // openssl s_client, the name given apart from the CONNECT.
+    let mut s_client = Command::new("openssl");
+    s_client
+        .args(["s_client", "-brief", "-proxy"])
+        .arg(s.gateway.http.to_string())
+        .args(["-connect", &target, "-servername", "www.example.org.evil"])
+        .args(["-CAfile", &s.root()])
+        .stdin(Stdio::null());
+    let output = s_client.output().expect("openssl runs");
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{said}");
+    assert!(said.contains("access denied"), "{said}");
+    let line = s
+        .gateway
+        .decision(|d| d["tls_sni"] == "www.example.org.evil");
+    assert_eq!(line["final_rule_name"], "tls-sni-mismatch", "{line}");
+}
+
+#[test]
+fn a_connect_to_an_address_is_judged_by_the_name_it_carries() {
+    let s = setup("sni-ip", false, "", &[]);
+    let port = s.port();
+    let target = format!("127.0.0.1:{port}");
+    // A denied name: PreDNS's own rule refuses it, the address kept.
+    let said = s.python(&target, DENIED_HOST, "whole");
+    assert!(said.starts_with("ERROR"), "{said}");
+    let line = s.gateway.decision(|d| d["tls_sni"] == DENIED_HOST);
+    assert_eq!(line["final_rule_name"], "deny-example-org", "{line}");
+    assert_eq!(line["dest_domain"], DENIED_HOST, "{line}");
+    assert_eq!(line["dest_ip"], "127.0.0.1", "{line}");
+    assert_eq!(line["url"], target, "{line}");
+    // An allowed one passes, logged under its name.
+    assert_eq!(s.python(&target, HOST, "whole"), "HTTP/1.1 200 OK");
+    let line = s.gateway.decision(|d| d["tls_sni"] == HOST);
+    assert_eq!(line["final_action"], "Allow", "{line}");
+    assert_eq!(line["dest_domain"], HOST, "{line}");
+    // curl to the address: no server name at all (none for an address), the
+    // CONNECT's address is what was judged. (The origin's certificate has
+    // no address in it: curl's own check is left out.)
+    let bare = curl(&[
+        "-p",
+        "--proxy",
+        &s.gateway.http_proxy(),
+        "--insecure",
+        &format!("https://127.0.0.1:{port}/"),
+    ]);
+    assert_eq!(bare.status, 200, "{bare:?}");
+    let line = s.gateway.decision(|d| d["tls_sni"] == "");
+    assert_eq!(line["dest_domain"], "127.0.0.1", "{line}");
+}
+
+#[test]
+fn a_client_hello_split_across_segments_or_records_is_read_whole() {
+    let s = setup("sni-split", false, "", &[]);
+    let target = format!("{HOST}:{}", s.port());
+    for split in ["segments", "records"] {
+        assert_eq!(s.python(&target, HOST, split), "HTTP/1.1 200 OK", "{split}");
+        let said = s.python(&target, DENIED_HOST, split);
+        assert!(said.starts_with("ERROR"), "{split}: {said}");
+    }
+    let refused = || {
+        s.gateway
+            .decisions()
+            .into_iter()
+            .filter(|d| d["final_rule_name"] == "tls-sni-mismatch")
+            .count()
+    };
+    common::eventually(Duration::from_secs(5), || (refused() == 2).then_some(()))
+        .expect("both refused");
+}
+
+/// A tunnel to the origin through the gateway, raw: the stream after the
+/// CONNECT's 200.
+fn raw_tunnel(gateway: SocketAddr, target: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(gateway).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        stream,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    )
+    .expect("CONNECT");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+/// Everything the gateway sends until it closes.
+fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = stream.read_to_end(&mut got);
+    got
+}
+
+#[test]
+fn what_is_not_a_usable_client_hello_is_closed_with_a_line() {
+    let s = setup("sni-bad", false, "", &["--handshake-timeout", "1s"]);
+    let target = format!("{HOST}:{}", s.port());
+    let errors = |gateway: &Gateway| -> Vec<Value> {
+        gateway
+            .decisions()
+            .into_iter()
+            .filter(|d| {
+                d["error"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("client_hello"))
+            })
+            .collect()
+    };
+
+    // Not TLS on a TLS port: refused by default.
+    let mut plain = raw_tunnel(s.gateway.http, &target);
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    assert_eq!(
+        until_closed(&mut plain),
+        b"",
+        "nothing reaches or comes back"
+    );
+    let line = s.gateway.decision(|d| d["final_rule_name"] == "not-tls");
+    assert_eq!(line["final_action"], "Deny", "{line}");
+
+    // A ClientHello announcing 1 MiB: refused at its header.
+    let mut huge = raw_tunnel(s.gateway.http, &target);
+    huge.write_all(&[0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x10, 0x00, 0x00])
+        .expect("send");
+    let alert = until_closed(&mut huge);
+    assert_eq!(
+        alert,
+        [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49],
+        "a TLS alert"
+    );
+    // Garbage in a handshake record.
+    let mut garbage = raw_tunnel(s.gateway.http, &target);
+    garbage
+        .write_all(&[
+            0x16, 0x03, 0x01, 0x00, 0x08, 0x01, 0x00, 0x00, 0x04, 0xff, 0xff, 0xff, 0xff,
+        ])
+        .expect("send");
+    until_closed(&mut garbage);
+    // A client that never sends: closed at the handshake timeout.
+    let mut silent = raw_tunnel(s.gateway.http, &target);
+    let started = Instant::now();
+    until_closed(&mut silent);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // A ClientHello cut short, then nothing.
+    let mut cut = raw_tunnel(s.gateway.http, &target);
+    cut.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .expect("send");
+    until_closed(&mut cut);
+
+    assert!(
+        common::eventually(Duration::from_secs(5), || (errors(&s.gateway).len() >= 4)
+            .then_some(()))
+        .is_some(),
+        "{:?}",
+        s.gateway.decisions()
+    );
+    for line in errors(&s.gateway) {
+        assert_eq!(line["dest_domain"], HOST, "{line}");
+    }
+    // The origin saw a connection, never a byte: nothing to check there but
+    // that it still serves.
+    assert_eq!(s.python(&target, HOST, "whole"), "HTTP/1.1 200 OK");
+}
+
+#[test]
+fn the_answers_to_plain_bytes_and_hidden_names_are_settings() {
+    let s = setup("sni-settings", false, "    nonTLS: Allow\n", &[]);
+    let target = format!("{HOST}:{}", s.port());
+    // Not TLS, allowed: relayed as it is (the TLS origin answers with its
+    // own alert).
+    let mut plain = raw_tunnel(s.gateway.http, &target);
+    plain
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    plain
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    until_closed(&mut plain);
+    let line = s.gateway.decision(|d| d["http_method"] == "CONNECT");
+    assert_eq!(line["final_action"], "Allow", "{line}");
+    assert!(line.get("tls_sni").is_none(), "{line}");
+
+    // Encrypted Client Hello (a real client's would carry the extension the
+    // same way): refused by default, the outer name a front's.
+    let ech = client_hello::forged(&[
+        (0, client_hello::server_names(&[HOST])),
+        (client_hello::ENCRYPTED_CLIENT_HELLO, vec![0; 64]),
+    ]);
+    let mut hidden = raw_tunnel(s.gateway.http, &target);
+    hidden.write_all(&ech).expect("send");
+    until_closed(&mut hidden);
+    let line = s
+        .gateway
+        .decision(|d| d["final_rule_name"] == "encrypted-client-hello");
+    assert_eq!(line["tls_sni"], HOST, "{line}");
+}
