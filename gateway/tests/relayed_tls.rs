@@ -29,6 +29,77 @@ fn policy(dir: &Path, intercept: bool, tls_port: u16, relayed: &str) -> std::pat
     write(dir, "policy.yaml", &yaml)
 }
 
+#[test]
+fn on_any_port_a_client_hello_is_judged_and_other_protocols_go_on() {
+    // tlsPorts is the default (443): the origins below are on other ports.
+    let pki = Pki::new();
+    let (cert, key) = pki.server_cert(&[HOST, DENIED_HOST]);
+    let origin = Upstream::https(&cert, &key);
+    let plain = Upstream::http(common::upstream::Behavior::Normal);
+    // A server that speaks first, as SSH does.
+    let banner = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let banner_port = banner.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for stream in banner.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.write_all(b"SSH-2.0-test\r\n");
+        }
+    });
+    let dir = TempDir::new("sni-any-port");
+    let yaml = format!(
+        "{}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: test-proxy\nspec:\n  configurationRef:\n    name: seed\n  destinations:\n    allowPrivateCIDRs: [\"127.0.0.1/32\"]\n",
+        seed_without_proxy()
+    );
+    let gateway = Gateway::start(&pki, &write(dir.path(), "policy.yaml", &yaml), &[]);
+    let root = pki.upstream_root.display().to_string();
+    let gateway_https = gateway.https_proxy();
+
+    // Through the HTTPS listener this time (the copied path).
+    let intercept_root = pki.intercept_root.display().to_string();
+    let via_https = |extra: &[&str]| {
+        let mut args = vec![
+            "--proxy",
+            gateway_https.as_str(),
+            "--proxy-cacert",
+            intercept_root.as_str(),
+            "--cacert",
+            root.as_str(),
+        ];
+        args.extend_from_slice(extra);
+        curl(&args)
+    };
+    // A fronted ClientHello on a port that is not 443.
+    let port = origin.addr.port();
+    let fronted = via_https(&[
+        "--connect-to",
+        &format!("{DENIED_HOST}:{port}:{HOST}:{port}"),
+        &format!("https://{DENIED_HOST}:{port}/"),
+    ]);
+    assert_ne!(fronted.exit, 0, "{fronted:?}");
+    let line = gateway.decision(|d| d["tls_sni"] == DENIED_HOST);
+    assert_eq!(line["final_rule_name"], "tls-sni-mismatch", "{line}");
+    assert_eq!(line["src_vpce"], "test-proxy-https", "{line}");
+    let honest = via_https(&[&format!("https://{HOST}:{port}/")]);
+    assert_eq!(honest.status, 200, "{honest:?}");
+
+    // Plain HTTP through a tunnel to another port: relayed as it is.
+    let mut tunnel = raw_tunnel(gateway.http, &format!("{HOST}:{}", plain.addr.port()));
+    tunnel
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let answer = until_closed(&mut tunnel);
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // A server that speaks first: the client reads it without a word.
+    let mut ssh = raw_tunnel(gateway.http, &format!("{HOST}:{banner_port}"));
+    let mut got = [0u8; 14];
+    ssh.read_exact(&mut got).expect("the banner");
+    assert_eq!(&got, b"SSH-2.0-test\r\n");
+}
+
 /// A TLS origin for every test name, and a gateway in front of it.
 struct Setup {
     pki: Pki,

@@ -283,14 +283,15 @@ pub struct TlsInterception {
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RelayedTunnels {
-    /// Ports whose relayed tunnels must open with a TLS ClientHello. Its
-    /// server name (SNI) must be the CONNECT's name; for a CONNECT to an
-    /// address it is the name PreDNS judges. Tunnels to other ports are
-    /// relayed as they are (there the server may speak first).
+    /// Ports whose relayed tunnels must open with a TLS ClientHello (on
+    /// any port, a ClientHello's server name must be the CONNECT's name, or
+    /// for a CONNECT to an address is the name PreDNS judges). Elsewhere,
+    /// what is not TLS is relayed as it is.
     #[serde(default = "default_tls_ports")]
     #[cfg_attr(feature = "schema", schemars(schema_with = "port_list"))]
     pub tls_ports: Vec<u16>,
-    /// What a tunnel to one of those ports gets when it does not open with TLS.
+    /// What a tunnel to one of those ports gets when it does not open with
+    /// TLS (or its destination speaks first).
     #[serde(default, rename = "nonTLS")]
     pub non_tls: TunnelAnswer,
     /// What a ClientHello that hides the name it is for (Encrypted Client
@@ -323,7 +324,7 @@ fn port_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
         "maxItems": 64,
         "items": {"type": "integer", "minimum": 1, "maximum": 65535},
         "default": [443],
-        "description": "Ports whose relayed tunnels must open with a TLS ClientHello. Its server name (SNI) must be the CONNECT's name; for a CONNECT to an address it is the name PreDNS judges. Tunnels to other ports are relayed as they are (there the server may speak first)."
+        "description": "Ports whose relayed tunnels must open with a TLS ClientHello (on any port, a ClientHello's server name must be the CONNECT's name, or for a CONNECT to an address is the name PreDNS judges). Elsewhere, what is not TLS is relayed as it is."
     })
 }
 

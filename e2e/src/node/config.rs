@@ -115,6 +115,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
             "podLogsDir": d("pod-logs"),
+            // Tests read decision lines with `kubectl logs`, which returns
+            // only a container's current log file: a rotation between a
+            // request and the read would hide its line, and a load test
+            // writes 150,000 of them (about 100 MB).
+            "containerLogMaxSize": "1Gi",
             "volumePluginDir": d("volume-plugins"),
             "serializeImagePulls": false,
             "nodeStatusUpdateFrequency": "4s",

@@ -194,7 +194,7 @@ impl Record {
         } else {
             format!("{}.", self.dest_domain)
         };
-        serde_json::json!({
+        let mut line = serde_json::json!({
             "event_timestamp": self.arrived.as_second(),
             "proxy_name": self.proxy_name,
             "client_src_ip": self.client_src_ip,
@@ -218,8 +218,17 @@ impl Record {
             "src_namespace": self.src_namespace,
             "src_pod": self.src_pod,
             "src_service_account": self.src_service_account,
-        })
-        .to_string()
+        });
+        // A relayed tunnel's ClientHello, as in the native line.
+        if let Some(object) = line.as_object_mut() {
+            if let Some(sni) = &self.tls_sni {
+                object.insert("tls_sni".to_owned(), sni.as_str().into());
+            }
+            if let Some(alpn) = &self.tls_alpn {
+                object.insert("tls_alpn".to_owned(), alpn.clone().into());
+            }
+        }
+        line.to_string()
     }
 }
 
@@ -457,6 +466,10 @@ mod tests {
             assert_eq!(kind(&line["url"][field]), kind(value), "url.{field}");
         }
         assert_eq!(line["event_timestamp"], 1_768_021_005, "epoch seconds");
+        assert!(line.get("tls_sni").is_none(), "only for relayed tunnels");
+        record.tls_sni = Some("www.amazon.com".into());
+        let relayed: serde_json::Value = serde_json::from_str(&record.to_aws_line()).expect("json");
+        assert_eq!(relayed["tls_sni"], "www.amazon.com");
         assert_eq!(line["final_action"], "allow");
         assert_eq!(
             line["dest_domain"], "www.amazon.com.",

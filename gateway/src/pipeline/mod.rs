@@ -98,15 +98,17 @@ pub const HIDDEN_NAME_RULE: &str = "encrypted-client-hello";
 /// A tunnel to a TLS port that does not open with TLS (`relayedTunnels.nonTLS`).
 pub const NOT_TLS_RULE: &str = "not-tls";
 
-/// A relayed tunnel to a port the proxy expects TLS on, judged by what the
-/// client sent first (read by the caller, bounded in size and time) before
-/// any of it reaches the destination. The ClientHello's server name is the
-/// destination: to a name, it must be that name (canonical, as every name
-/// here); to an address, it is judged from PreDNS as the destination name,
-/// the address kept (and the returned exchange is the one to log and to
-/// judge again). A ClientHello without a name is the CONNECT's; one that
-/// hides its name, or what is not TLS, gets what the proxy's settings say;
-/// one that cannot be read fails.
+/// A relayed tunnel, judged by what the client sent first (read by the
+/// caller, bounded in size and time) before any of it reaches the
+/// destination. A ClientHello, on any port, names the destination: to a
+/// name, its server name must be that name (canonical, as every name here);
+/// to an address, it is judged from PreDNS as the destination name, the
+/// address kept (and the returned exchange is the one to log and to judge
+/// again). A ClientHello without a name is the CONNECT's; one that hides its
+/// name gets what the proxy's settings say; one that cannot be read fails.
+/// On the ports the proxy expects TLS on, what is not TLS (or a destination
+/// that speaks first) gets what the settings say, and silence fails;
+/// elsewhere they are relayed as they are.
 // The exchange moves on either way, as out of `connect` and `request`.
 #[allow(clippy::result_large_err)]
 pub fn first_flight(
@@ -114,22 +116,29 @@ pub fn first_flight(
     flight: &FirstFlight,
     guard: &Guard,
 ) -> Result<Exchange, Stopped> {
-    let settings = exchange.policy().proxy().settings();
+    let proxy = exchange.policy().proxy();
+    let tls_port = proxy.expects_tls(exchange.target().port);
+    let settings = proxy.settings();
     let (non_tls, hidden) = (settings.non_tls, settings.encrypted_client_hello);
     let hello = match flight {
         FirstFlight::Hello(hello) => hello,
-        FirstFlight::NotTls if non_tls == TunnelAnswer::Allow => return Ok(exchange),
-        FirstFlight::NotTls => {
-            let stop = exchange.deny_by_gateway(Phase::PreRequest, NOT_TLS_RULE);
-            return Err(Stopped(exchange, stop));
-        }
         FirstFlight::Malformed(why) => {
             let error = Error::ClientHello(why.clone());
             return Err(Stopped(exchange, Stop::Failed(error)));
         }
+        FirstFlight::NotTls | FirstFlight::ServerFirst | FirstFlight::Silent if !tls_port => {
+            return Ok(exchange);
+        }
+        FirstFlight::NotTls | FirstFlight::ServerFirst if non_tls == TunnelAnswer::Allow => {
+            return Ok(exchange);
+        }
+        FirstFlight::NotTls | FirstFlight::ServerFirst => {
+            let stop = exchange.deny_by_gateway(Phase::PreRequest, NOT_TLS_RULE);
+            return Err(Stopped(exchange, stop));
+        }
         FirstFlight::Silent => {
             let error = Error::ClientHello(
-                "none arrived before the client closed or the handshake timeout".to_owned(),
+                "no whole ClientHello before the client closed or the handshake timeout".to_owned(),
             );
             return Err(Stopped(exchange, Stop::Failed(error)));
         }
@@ -142,7 +151,12 @@ pub fn first_flight(
     let Some(sent) = &hello.server_name else {
         return Ok(exchange);
     };
-    let name = Host::parse(sent).ok();
+    // A server compares the bytes: only a plain DNS name (RFC 6066) can be
+    // read one way, whatever IDNA would make of anything else.
+    let plain = sent
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let name = plain.then(|| Host::parse(sent).ok()).flatten();
     match (&exchange.target().host, name) {
         (Host::Name(connected), Some(Host::Name(sent))) if *connected == sent => Ok(exchange),
         (Host::Ip(_), Some(name @ Host::Name(_))) => {

@@ -32,7 +32,7 @@ use crate::framing::Inspected;
 use crate::gateway::{Connection, Gateway};
 use crate::pipeline::{self, Exchange, FirstFlight, Stop, Stopped};
 use crate::relay::idle::{Activity, Tracked};
-use crate::tls::client_hello;
+use crate::tls::client_hello::{self, Reading};
 
 /// What hyper serves a client connection over: its stream, with traffic
 /// counted as activity and request heads inspected. A CONNECT tunnel from the
@@ -151,8 +151,8 @@ enum Joined {
 }
 
 /// A relayed CONNECT tunnel, from the client's upgrade to its close; logged
-/// when it closes. On a port the proxy expects TLS on, what the client sends
-/// first is read and judged ([`first_flight`]) before any of it is sent on.
+/// when it closes. What the client sends first is read and judged
+/// ([`first_flight`]) before any of it is sent on.
 /// A tunnel from the plain-HTTP listener moves to a relay loop
 /// (`crate::relay::loops`) for its life.
 pub async fn tunnel(
@@ -171,7 +171,7 @@ pub async fn tunnel(
         Ok(plain) => {
             let mut client = plain.io.into_inner().into_inner().into_inner();
             let Some((exchange, early)) =
-                first_flight(&gw, exchange, &mut client, plain.read_buf).await
+                first_flight(&gw, exchange, &mut client, plain.read_buf, &upstream).await
             else {
                 return;
             };
@@ -195,7 +195,8 @@ pub async fn tunnel(
         Err(client) => client,
     };
     let mut client = TokioIo::new(client);
-    let Some((exchange, early)) = first_flight(&gw, exchange, &mut client, Bytes::new()).await
+    let Some((exchange, early)) =
+        first_flight(&gw, exchange, &mut client, Bytes::new(), &upstream).await
     else {
         return;
     };
@@ -207,34 +208,63 @@ pub async fn tunnel(
     relay_and_log(gw, connection, exchange, joined).await;
 }
 
-/// What the client of a relayed tunnel sends first, judged when the
-/// proxy expects TLS on the tunnel's port ([`pipeline::first_flight`]):
-/// the exchange to relay and log from now on and the bytes read, to be sent
-/// on first; `None` when the tunnel was closed (and logged). `early` is
-/// what the client sent behind its CONNECT, read already.
+/// What the client of a relayed tunnel sends first, judged
+/// ([`pipeline::first_flight`]): the exchange to relay and log from now on
+/// and the bytes read, to be sent on first; `None` when the tunnel was
+/// closed (and logged). `early` is what the client sent behind its CONNECT,
+/// read already. A destination that speaks first ends the wait: no TLS
+/// client waits for the server, and protocols where the server speaks first
+/// (SSH, SMTP) go on as they are. On the ports the proxy expects TLS on, a
+/// client has the handshake timeout to send its ClientHello; elsewhere, the
+/// idle timeout. A policy change meanwhile is applied as to any open tunnel.
 async fn first_flight<S>(
     gw: &Gateway,
     exchange: Exchange,
     client: &mut S,
     early: Bytes,
+    upstream: &TcpStream,
 ) -> Option<(Exchange, Bytes)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if !exchange
+    let tls_port = exchange
         .policy()
         .proxy()
-        .expects_tls(exchange.target().port)
-    {
-        return Some((exchange, early));
-    }
+        .expects_tls(exchange.target().port);
+    let within = if tls_port {
+        gw.limits.handshake_timeout
+    } else {
+        gw.limits.idle_timeout
+    };
     let mut read = BytesMut::from(&early[..]);
-    let flight = tokio::time::timeout(
-        gw.limits.handshake_timeout,
-        read_first_flight(client, &mut read),
-    )
-    .await
-    .unwrap_or(FirstFlight::Silent);
+    let mut probe = [0u8; 1];
+    let waited = {
+        let judge = |policy| pipeline::rejudge(&exchange, policy, &gw.guard, None);
+        let first = async {
+            tokio::select! {
+                flight = read_first_flight(client, &mut read) => Waited::Flight(flight),
+                // Left in place for the client: only whether anything came.
+                _ = upstream.peek(&mut probe) => Waited::Flight(FirstFlight::ServerFirst),
+                revoked = revocation(gw, exchange.policy(), judge) => Waited::Revoked(Box::new(revoked)),
+            }
+        };
+        tokio::time::timeout(within, first).await
+    };
+    let flight = match waited {
+        Ok(Waited::Flight(flight)) => flight,
+        Ok(Waited::Revoked(revoked)) => {
+            let _ = client.shutdown().await;
+            record_relayed(gw, exchange, -1, Relayed::default(), Some(*revoked));
+            return None;
+        }
+        Err(_) if !tls_port => {
+            // Idle as long as a relayed tunnel may be: closed as the relay would.
+            let _ = client.shutdown().await;
+            gw.record(exchange.finish(-1, 0, 0, None));
+            return None;
+        }
+        Err(_) => FirstFlight::Silent,
+    };
     let read = read.freeze();
     match pipeline::first_flight(exchange, &flight, &gw.guard) {
         Ok(exchange) => Some((exchange, read)),
@@ -244,27 +274,40 @@ where
                 let _ = client.write_all(&access_denied_alert()).await;
             }
             let _ = client.shutdown().await;
-            let sent = read.len() as u64;
             match stop {
-                Stop::Denied => gw.record(exchange.finish(-1, sent, 0, None)),
-                Stop::Failed(error) => gw.fail(exchange, -1, (sent, 0), &error),
+                Stop::Denied => gw.record(exchange.finish(-1, 0, 0, None)),
+                Stop::Failed(error) => gw.fail(exchange, -1, (0, 0), &error),
             }
             None
         }
     }
 }
 
+/// How the wait for a tunnel's first bytes ended.
+enum Waited {
+    /// What they were.
+    Flight(FirstFlight),
+    /// A new policy denies the tunnel: its denying decision and hash
+    /// (boxed: the common outcome does not carry room for it).
+    Revoked(Box<(Exchange, String)>),
+}
+
 /// Reads into `read` until it holds a whole ClientHello or something that
-/// is not one (at most [`client_hello::MAX_FIRST_FLIGHT`] bytes).
+/// is not one (at most [`client_hello::MAX_FIRST_FLIGHT`] bytes), parsing
+/// only when enough has arrived to decide.
 async fn read_first_flight<S: AsyncRead + Unpin>(
     client: &mut S,
     read: &mut BytesMut,
 ) -> FirstFlight {
+    let mut need = 0;
     loop {
-        if let Some(flight) = client_hello::read(read) {
-            return flight;
+        if read.len() >= need {
+            match client_hello::read(read) {
+                Reading::Done(flight) => return flight,
+                Reading::NeedAtLeast(at_least) => need = at_least,
+            }
         }
-        let room = client_hello::MAX_FIRST_FLIGHT + 1 - read.len();
+        let room = (client_hello::MAX_FIRST_FLIGHT + 1).saturating_sub(read.len());
         read.reserve(room.min(4096));
         let mut limited = (&mut *client).take(room as u64);
         match limited.read_buf(read).await {

@@ -5,8 +5,8 @@
 //! and refuses what a server could read two ways.
 
 use tls_parser::{
-    SNIType, TlsExtension, TlsExtensionType, TlsMessage, TlsMessageHandshake, TlsRecordType,
-    parse_tls_client_hello_extensions, parse_tls_message_handshake, parse_tls_raw_record,
+    SNIType, TlsExtension, TlsExtensionType, TlsRecordType, parse_tls_client_hello_extensions,
+    parse_tls_handshake_client_hello, parse_tls_raw_record,
 };
 
 /// The largest ClientHello read (its handshake message, without record
@@ -29,10 +29,14 @@ pub enum FirstFlight {
     Hello(ClientHello),
     /// Not TLS.
     NotTls,
-    /// TLS, but a ClientHello no server should accept, or one too large.
+    /// TLS, or what a TLS server might take for it, but no ClientHello a
+    /// server should accept: too large, split too finely, preceded by
+    /// another record, SSLv2's, or unreadable.
     Malformed(String),
     /// Nothing usable arrived in time, or the client closed first.
     Silent,
+    /// The destination spoke first: no TLS client waits for the server.
+    ServerFirst,
 }
 
 /// What a ClientHello asks for.
@@ -47,47 +51,104 @@ pub struct ClientHello {
     pub hides_name: bool,
 }
 
-/// Reads `bytes` (everything the client sent so far): `None` while more are
-/// needed for a decision.
-pub fn read(bytes: &[u8]) -> Option<FirstFlight> {
-    // A record header: type 22 (handshake), version 3.x.
+/// What [`read`] made of the bytes so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reading {
+    /// Decided.
+    Done(FirstFlight),
+    /// Undecided until at least this many bytes are there: reading them
+    /// again sooner would only repeat the work (a ClientHello trickled a
+    /// byte at a time is parsed once per record, not once per byte).
+    NeedAtLeast(usize),
+}
+
+/// The most records a ClientHello may be split across. Libraries send it
+/// in one (or a few when it is large); thousands of one-byte records are
+/// only a way to make the reader work.
+pub const MAX_RECORDS: usize = 64;
+
+/// Reads `bytes` (everything the client sent so far).
+pub fn read(bytes: &[u8]) -> Reading {
+    use Reading::{Done, NeedAtLeast};
     match bytes {
-        [] | [0x16] => return None,
+        // A handshake record, version 3.x.
         [0x16, 0x03, ..] => {}
-        _ => return Some(FirstFlight::NotTls),
+        [0x16] => return NeedAtLeast(2),
+        // Another TLS record first (an alert, a ChangeCipherSpec...): a
+        // server may skip it and read the ClientHello behind it.
+        [0x14..=0x18, 0x03, ..] => {
+            return Done(malformed(format!(
+                "a record of type {} before the ClientHello",
+                bytes[0]
+            )));
+        }
+        // SSLv2's ClientHello (2-byte length with the high bit, type 1,
+        // version 3.x): it has no server name to judge.
+        [first, _, 0x01, 0x03, ..] if first & 0x80 != 0 => {
+            return Done(malformed(
+                "an SSLv2-compatible ClientHello, which carries no server name".to_owned(),
+            ));
+        }
+        [0x14..=0x18] => return NeedAtLeast(2),
+        [first, ..] if first & 0x80 != 0 && bytes.len() < 4 => return NeedAtLeast(4),
+        [] => return NeedAtLeast(1),
+        _ => return Done(FirstFlight::NotTls),
     }
     let mut handshake = Vec::new();
     let mut rest = bytes;
+    let mut records = 0;
     loop {
         if let Some(length) = message_length(&handshake) {
             if length > MAX_CLIENT_HELLO {
-                return Some(malformed(format!(
+                return Done(malformed(format!(
                     "ClientHello of {length} bytes, more than {MAX_CLIENT_HELLO}"
                 )));
             }
             if handshake.len() >= 4 + length {
-                return Some(client_hello(&handshake[..4 + length]));
+                // Records behind it (early data) are the server's to read;
+                // another handshake message in the same records is not.
+                if handshake.len() > 4 + length {
+                    return Done(malformed(
+                        "another handshake message joined to the ClientHello".to_owned(),
+                    ));
+                }
+                return Done(client_hello(&handshake));
             }
         }
         if rest.is_empty() {
-            return (bytes.len() >= MAX_FIRST_FLIGHT).then(|| {
-                malformed(format!(
+            if bytes.len() >= MAX_FIRST_FLIGHT {
+                return Done(malformed(format!(
                     "no whole ClientHello in the first {MAX_FIRST_FLIGHT} bytes"
-                ))
-            });
+                )));
+            }
+            // At least the next record's header.
+            return NeedAtLeast(bytes.len() + 5);
         }
         let record = match parse_tls_raw_record(rest) {
             Ok((after, record)) => {
                 rest = after;
                 record
             }
-            Err(tls_parser::Err::Incomplete(_)) if bytes.len() < MAX_FIRST_FLIGHT => return None,
-            Err(_) => return Some(malformed("a record that cannot be read".to_owned())),
+            Err(tls_parser::Err::Incomplete(_)) if bytes.len() < MAX_FIRST_FLIGHT => {
+                // The whole record: its header, then the length it gives.
+                let start = bytes.len() - rest.len();
+                let length = rest
+                    .get(3..5)
+                    .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+                return NeedAtLeast(start + 5 + length);
+            }
+            Err(_) => return Done(malformed("a record that cannot be read".to_owned())),
         };
         if record.hdr.record_type != TlsRecordType::Handshake {
-            return Some(malformed(format!(
+            return Done(malformed(format!(
                 "a {:?} record before the ClientHello was whole",
                 record.hdr.record_type
+            )));
+        }
+        records += 1;
+        if records > MAX_RECORDS {
+            return Done(malformed(format!(
+                "a ClientHello split across more than {MAX_RECORDS} records"
             )));
         }
         handshake.extend_from_slice(record.data);
@@ -105,12 +166,16 @@ fn malformed(why: String) -> FirstFlight {
     FirstFlight::Malformed(why)
 }
 
-/// The handshake message `message` (header included), read as a ClientHello.
+/// The handshake message `message` (header included, nothing behind it),
+/// read as a ClientHello: every length must account for its bytes exactly,
+/// as a strict server reads it.
 fn client_hello(message: &[u8]) -> FirstFlight {
-    let hello = match parse_tls_message_handshake(message) {
-        Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)))) => hello,
-        Ok(_) => return malformed("the first handshake message is not a ClientHello".to_owned()),
-        Err(_) => return malformed("a ClientHello that cannot be read".to_owned()),
+    if message[0] != 1 {
+        return malformed("the first handshake message is not a ClientHello".to_owned());
+    }
+    let hello = match parse_tls_handshake_client_hello(&message[4..]) {
+        Ok(([], hello)) => hello,
+        _ => return malformed("a ClientHello that cannot be read".to_owned()),
     };
     let extensions = match hello.ext {
         None => Vec::new(),
@@ -210,6 +275,17 @@ pub fn server_names(names: &[&str]) -> Vec<u8> {
 mod tests {
     use super::*;
 
+    /// What `read` decided, if it did.
+    fn decided(bytes: &[u8]) -> Option<FirstFlight> {
+        match read(bytes) {
+            Reading::Done(flight) => Some(flight),
+            Reading::NeedAtLeast(n) => {
+                assert!(n > bytes.len(), "asks for no more than it has");
+                None
+            }
+        }
+    }
+
     /// A ClientHello record as a TLS library writes it (rustls, with SNI
     /// and ALPN).
     fn real_hello(name: &str) -> Vec<u8> {
@@ -246,7 +322,7 @@ mod tests {
     fn a_real_client_hello_gives_its_name_and_protocols() {
         let hello = real_hello("api.example.com");
         assert_eq!(
-            read(&hello),
+            decided(&hello),
             Some(FirstFlight::Hello(ClientHello {
                 server_name: Some("api.example.com".to_owned()),
                 alpn: vec!["h2".to_owned(), "http/1.1".to_owned()],
@@ -259,37 +335,85 @@ mod tests {
     fn more_bytes_are_waited_for_until_the_hello_is_whole() {
         let hello = real_hello("api.example.com");
         for cut in [0, 1, 2, 5, 40, hello.len() - 1] {
-            assert_eq!(read(&hello[..cut]), None, "cut at {cut}");
+            assert_eq!(decided(&hello[..cut]), None, "cut at {cut}");
         }
-        // Split across records, one byte of payload each, and whole.
-        let split = split_records(&hello, 1);
-        assert_eq!(read(&split[..split.len() - 1]), None);
+        // Within a record, the whole record is waited for.
+        assert_eq!(read(&hello[..40]), Reading::NeedAtLeast(hello.len()));
+        // Split across records of 16 bytes each, and whole.
+        let split = split_records(&hello, 16);
+        assert_eq!(decided(&split[..split.len() - 1]), None);
         assert!(
-            matches!(read(&split), Some(FirstFlight::Hello(h)) if h.server_name.as_deref() == Some("api.example.com"))
+            matches!(decided(&split), Some(FirstFlight::Hello(h)) if h.server_name.as_deref() == Some("api.example.com"))
         );
     }
 
     #[test]
     fn what_is_not_a_client_hello_says_so() {
-        assert_eq!(read(b"GET / HTTP/1.1\r\n"), Some(FirstFlight::NotTls));
-        assert_eq!(read(b"SSH-2.0-OpenSSH_9.6\r\n"), Some(FirstFlight::NotTls));
-        assert_eq!(read(&[0x16, 0x01]), Some(FirstFlight::NotTls));
+        assert_eq!(decided(b"GET / HTTP/1.1\r\n"), Some(FirstFlight::NotTls));
+        assert_eq!(
+            decided(b"SSH-2.0-OpenSSH_9.6\r\n"),
+            Some(FirstFlight::NotTls)
+        );
+        assert_eq!(decided(&[0x16, 0x01]), Some(FirstFlight::NotTls));
         // A handshake record whose message is not a ClientHello.
         let server_hello_like = [0x16, 0x03, 0x03, 0x00, 0x04, 0x02, 0x00, 0x00, 0x00];
         assert!(matches!(
-            read(&server_hello_like),
+            decided(&server_hello_like),
             Some(FirstFlight::Malformed(_))
         ));
         // An alert record in the middle of a split ClientHello.
         let hello = real_hello("a.example");
         let mut split = split_records(&hello, 100);
         split.splice(105..105, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
-        assert!(matches!(read(&split), Some(FirstFlight::Malformed(_))));
+        assert!(matches!(decided(&split), Some(FirstFlight::Malformed(_))));
         // Garbage inside a handshake record.
         let mut garbage = hello.clone();
         let body = garbage.len() - 20;
         garbage[body..].fill(0xff);
-        assert!(matches!(read(&garbage), Some(FirstFlight::Malformed(_))));
+        assert!(matches!(decided(&garbage), Some(FirstFlight::Malformed(_))));
+    }
+
+    #[test]
+    fn what_a_server_could_read_past_is_refused() {
+        let hello = real_hello("a.example");
+        // Another record first: an alert, a ChangeCipherSpec.
+        for first in [
+            [0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00],
+            [0x14, 0x03, 0x03, 0x00, 0x01, 0x01, 0x00],
+        ] {
+            let mut flight = first[..].to_vec();
+            flight.truncate(5 + usize::from(first[4]));
+            flight.extend_from_slice(&hello);
+            assert!(
+                matches!(decided(&flight), Some(FirstFlight::Malformed(_))),
+                "{first:?}"
+            );
+        }
+        // SSLv2's ClientHello.
+        assert!(matches!(
+            decided(&[0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15]),
+            Some(FirstFlight::Malformed(_))
+        ));
+        // A thousand one-byte records.
+        assert!(
+            matches!(decided(&split_records(&hello, 1)), Some(FirstFlight::Malformed(why)) if why.contains("records"))
+        );
+        // Bytes inside the hello that no length accounts for.
+        let mut padded = forged(&[(0, server_names(&["a.example"]))]);
+        let body_end = padded.len();
+        padded.extend_from_slice(&[0, 0, 0, 0]);
+        let grow = |at: usize, by: u16, bytes: &mut Vec<u8>| {
+            let value = u16::from_be_bytes([bytes[at], bytes[at + 1]]) + by;
+            bytes[at..at + 2].copy_from_slice(&value.to_be_bytes());
+        };
+        grow(3, 4, &mut padded);
+        grow(7, 4, &mut padded);
+        assert_eq!(body_end + 4, padded.len());
+        assert!(matches!(decided(&padded), Some(FirstFlight::Malformed(_))));
+        // Early data behind the hello is not the hello's: it is decided alone.
+        let mut early = hello.clone();
+        early.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x03, 1, 2, 3]);
+        assert!(matches!(decided(&early), Some(FirstFlight::Hello(_))));
     }
 
     #[test]
@@ -297,7 +421,7 @@ mod tests {
         // A header announcing a 1 MiB message.
         let huge = [0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x10, 0x00, 0x00];
         assert!(
-            matches!(read(&huge), Some(FirstFlight::Malformed(why)) if why.contains("more than"))
+            matches!(decided(&huge), Some(FirstFlight::Malformed(why)) if why.contains("more than"))
         );
         // Records that never complete a message, past the bound.
         let mut endless = Vec::new();
@@ -305,18 +429,18 @@ mod tests {
         while endless.len() < MAX_FIRST_FLIGHT {
             endless.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x00]);
         }
-        assert!(matches!(read(&endless), Some(FirstFlight::Malformed(_))));
+        assert!(matches!(decided(&endless), Some(FirstFlight::Malformed(_))));
     }
 
     #[test]
     fn a_name_a_server_could_read_two_ways_is_refused() {
         let one = forged(&[(0, server_names(&["a.example"]))]);
         assert!(
-            matches!(read(&one), Some(FirstFlight::Hello(h)) if h.server_name.as_deref() == Some("a.example"))
+            matches!(decided(&one), Some(FirstFlight::Hello(h)) if h.server_name.as_deref() == Some("a.example"))
         );
         let two_entries = forged(&[(0, server_names(&["a.example", "b.example"]))]);
         assert!(matches!(
-            read(&two_entries),
+            decided(&two_entries),
             Some(FirstFlight::Malformed(_))
         ));
         let two_extensions = forged(&[
@@ -324,12 +448,12 @@ mod tests {
             (0, server_names(&["b.example"])),
         ]);
         assert!(matches!(
-            read(&two_extensions),
+            decided(&two_extensions),
             Some(FirstFlight::Malformed(_))
         ));
         let none = forged(&[]);
         assert_eq!(
-            read(&none),
+            decided(&none),
             Some(FirstFlight::Hello(ClientHello::default()))
         );
     }
@@ -341,7 +465,7 @@ mod tests {
             (ENCRYPTED_CLIENT_HELLO, vec![0; 40]),
         ]);
         assert!(matches!(
-            read(&ech),
+            decided(&ech),
             Some(FirstFlight::Hello(ClientHello {
                 hides_name: true,
                 ..
