@@ -455,3 +455,66 @@ fn the_answers_to_plain_bytes_and_hidden_names_are_settings() {
         .decision(|d| d["final_rule_name"] == "encrypted-client-hello");
     assert_eq!(line["tls_sni"], HOST, "{line}");
 }
+
+#[test]
+fn a_second_client_hello_after_a_retry_must_ask_for_the_same_name() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server_cert(&[HOST, DENIED_HOST]);
+    let origin = Upstream::https_retrying(&cert, &key);
+    let dir = TempDir::new("sni-retry");
+    let policy = policy(dir.path(), false, origin.addr.port(), "");
+    let gateway = Gateway::start(&pki, &policy, &[]);
+    let target = format!("{HOST}:{}", origin.addr.port());
+
+    // Python (OpenSSL) offers an X25519 key share first; the origin asks for
+    // P-384: the handshake goes on through the retry.
+    let output = python_command(
+        "tunnel_tls_client.py",
+        &[
+            &gateway.http.to_string(),
+            &target,
+            HOST,
+            &pki.upstream_root.display().to_string(),
+        ],
+        &[],
+    )
+    .output()
+    .expect("python runs");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "HTTP/1.1 200 OK",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // A ClientHello for the allowed name with no key share, then, after the
+    // retry request, one for a denied name.
+    let tls13 = |name: &str| {
+        client_hello::forged(&[
+            (0, client_hello::server_names(&[name])),
+            (43, vec![0x02, 0x03, 0x04]),
+            (10, vec![0x00, 0x02, 0x00, 0x18]),
+            (51, vec![0x00, 0x00]),
+            (
+                13,
+                vec![
+                    0x00, 0x0a, 0x04, 0x03, 0x05, 0x03, 0x08, 0x04, 0x08, 0x05, 0x08, 0x07,
+                ],
+            ),
+        ])
+    };
+    let mut tunnel = raw_tunnel(gateway.http, &target);
+    tunnel.write_all(&tls13(HOST)).expect("first hello");
+    let mut header = [0u8; 5];
+    tunnel.read_exact(&mut header).expect("the retry request");
+    assert_eq!(header[0], 0x16, "a handshake record: {header:?}");
+    let mut retry = vec![0u8; usize::from(u16::from_be_bytes([header[3], header[4]]))];
+    tunnel.read_exact(&mut retry).expect("its body");
+    assert_eq!(retry[0], 2, "a ServerHello");
+    tunnel.write_all(&tls13(DENIED_HOST)).expect("second hello");
+    let alert = until_closed(&mut tunnel);
+    assert_eq!(alert, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 49], "refused");
+    let line = gateway.decision(|d| d["tls_sni"] == DENIED_HOST);
+    assert_eq!(line["final_rule_name"], "tls-sni-mismatch", "{line}");
+    assert_eq!(line["dest_domain"], HOST, "{line}");
+}

@@ -182,6 +182,41 @@ pub fn first_flight(
     }
 }
 
+/// A relayed tunnel whose destination asked for another ClientHello (a
+/// HelloRetryRequest): the second must ask for what the first did, the same
+/// server name in the same bytes and the same hidden name or none, or the
+/// tunnel is closed before it reaches the destination.
+// The exchange moves on either way, as out of `connect` and `request`.
+#[allow(clippy::result_large_err)]
+pub fn second_flight(
+    mut exchange: Exchange,
+    first: &ClientHello,
+    second: &FirstFlight,
+) -> Result<Exchange, Stopped> {
+    match second {
+        FirstFlight::Hello(again)
+            if again.server_name == first.server_name && again.hides_name == first.hides_name =>
+        {
+            Ok(exchange)
+        }
+        FirstFlight::Hello(again) => {
+            exchange.saw_hello(again);
+            let stop = exchange.deny_by_gateway(Phase::PreDns, SNI_MISMATCH_RULE);
+            Err(Stopped(exchange, stop))
+        }
+        FirstFlight::Malformed(why) => {
+            let error = Error::ClientHello(format!("after a HelloRetryRequest: {why}"));
+            Err(Stopped(exchange, Stop::Failed(error)))
+        }
+        _ => {
+            let error = Error::ClientHello(
+                "no second ClientHello after the destination's HelloRetryRequest".to_owned(),
+            );
+            Err(Stopped(exchange, Stop::Failed(error)))
+        }
+    }
+}
+
 /// An HTTP request, absolute-form or inside an intercepted tunnel: an
 /// absolute-form request that already went through this proxy (its `Via`)
 /// is a loop; then PreDNS, the address (resolved once, or the tunnel's) and

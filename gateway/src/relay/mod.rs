@@ -30,9 +30,9 @@ use tokio::net::TcpStream;
 use crate::error::Error;
 use crate::framing::Inspected;
 use crate::gateway::{Connection, Gateway};
-use crate::pipeline::{self, Exchange, FirstFlight, Stop, Stopped};
+use crate::pipeline::{self, ClientHello, Exchange, FirstFlight, Stop, Stopped};
 use crate::relay::idle::{Activity, Tracked};
-use crate::tls::client_hello::{self, Reading};
+use crate::tls::client_hello::{self, Reading, ServerAnswer};
 
 /// What hyper serves a client connection over: its stream, with traffic
 /// counted as activity and request heads inspected. A CONNECT tunnel from the
@@ -160,7 +160,7 @@ pub async fn tunnel(
     connection: Arc<Connection>,
     exchange: Exchange,
     on_upgrade: OnUpgrade,
-    upstream: TcpStream,
+    mut upstream: TcpStream,
 ) {
     let client = match on_upgrade.await {
         Ok(client) => client,
@@ -171,7 +171,7 @@ pub async fn tunnel(
         Ok(plain) => {
             let mut client = plain.io.into_inner().into_inner().into_inner();
             let Some((exchange, early)) =
-                first_flight(&gw, exchange, &mut client, plain.read_buf, &upstream).await
+                first_flight(&gw, exchange, &mut client, plain.read_buf, &mut upstream).await
             else {
                 return;
             };
@@ -196,7 +196,7 @@ pub async fn tunnel(
     };
     let mut client = TokioIo::new(client);
     let Some((exchange, early)) =
-        first_flight(&gw, exchange, &mut client, Bytes::new(), &upstream).await
+        first_flight(&gw, exchange, &mut client, Bytes::new(), &mut upstream).await
     else {
         return;
     };
@@ -222,7 +222,7 @@ async fn first_flight<S>(
     exchange: Exchange,
     client: &mut S,
     early: Bytes,
-    upstream: &TcpStream,
+    upstream: &mut TcpStream,
 ) -> Option<(Exchange, Bytes)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -242,7 +242,7 @@ where
         let judge = |policy| pipeline::rejudge(&exchange, policy, &gw.guard, None);
         let first = async {
             tokio::select! {
-                flight = read_first_flight(client, &mut read) => Waited::Flight(flight),
+                flight = read_flight(client, &mut read, client_hello::read) => Waited::Flight(flight),
                 // Left in place for the client: only whether anything came.
                 _ = upstream.peek(&mut probe) => Waited::Flight(FirstFlight::ServerFirst),
                 revoked = revocation(gw, exchange.policy(), judge) => Waited::Revoked(Box::new(revoked)),
@@ -267,20 +267,85 @@ where
     };
     let read = read.freeze();
     match pipeline::first_flight(exchange, &flight, &gw.guard) {
-        Ok(exchange) => Some((exchange, read)),
-        Err(Stopped(exchange, stop)) => {
-            if matches!(flight, FirstFlight::Hello(_) | FirstFlight::Malformed(_)) {
-                // The client's TLS stack says why, rather than "connection closed".
-                let _ = client.write_all(&access_denied_alert()).await;
-            }
-            let _ = client.shutdown().await;
-            match stop {
-                Stop::Denied => gw.record(exchange.finish(-1, 0, 0, None)),
-                Stop::Failed(error) => gw.fail(exchange, -1, (0, 0), &error),
-            }
-            None
-        }
+        Ok(exchange) => match &flight {
+            FirstFlight::Hello(first) => retried(gw, exchange, first, client, upstream, read).await,
+            _ => Some((exchange, read)),
+        },
+        Err(stopped) => refuse(gw, client, stopped, &flight).await,
     }
+}
+
+/// After a ClientHello that passed, what the destination answers: a
+/// HelloRetryRequest makes the client send a second ClientHello, read and
+/// judged too ([`pipeline::second_flight`]) before it is sent on. The first
+/// ClientHello (`sent`) and the answer are passed on here; what is returned
+/// is what the client sent since, to be sent on first.
+async fn retried<S>(
+    gw: &Gateway,
+    exchange: Exchange,
+    first: &ClientHello,
+    client: &mut S,
+    upstream: &mut TcpStream,
+    sent: Bytes,
+) -> Option<(Exchange, Bytes)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    // A broken side ends the relay at once, which logs it.
+    if upstream.write_all(&sent).await.is_err() {
+        return Some((exchange, Bytes::new()));
+    }
+    let mut answer = BytesMut::new();
+    let answered = tokio::time::timeout(gw.limits.handshake_timeout, async {
+        loop {
+            match client_hello::server_answer(&answer) {
+                ServerAnswer::NeedAtLeast(n) if answer.len() < n => {
+                    let mut limited = (&mut *upstream).take((n - answer.len()) as u64);
+                    match limited.read_buf(&mut answer).await {
+                        Ok(0) | Err(_) => return ServerAnswer::Other,
+                        Ok(_) => {}
+                    }
+                }
+                ServerAnswer::NeedAtLeast(_) => return ServerAnswer::Other,
+                decided => return decided,
+            }
+        }
+    })
+    .await
+    .unwrap_or(ServerAnswer::Other);
+    if client.write_all(&answer).await.is_err() || answered != ServerAnswer::Retry {
+        return Some((exchange, Bytes::new()));
+    }
+    let mut again = BytesMut::new();
+    let second = tokio::time::timeout(
+        gw.limits.handshake_timeout,
+        read_flight(client, &mut again, client_hello::read_second),
+    )
+    .await
+    .unwrap_or(FirstFlight::Silent);
+    match pipeline::second_flight(exchange, first, &second) {
+        Ok(exchange) => Some((exchange, again.freeze())),
+        Err(stopped) => refuse(gw, client, stopped, &second).await,
+    }
+}
+
+/// Closes a refused tunnel and logs it: a client that spoke TLS reads why.
+async fn refuse<S: AsyncWrite + Unpin>(
+    gw: &Gateway,
+    client: &mut S,
+    Stopped(exchange, stop): Stopped,
+    flight: &FirstFlight,
+) -> Option<(Exchange, Bytes)> {
+    if matches!(flight, FirstFlight::Hello(_) | FirstFlight::Malformed(_)) {
+        // The client's TLS stack says why, rather than "connection closed".
+        let _ = client.write_all(&access_denied_alert()).await;
+    }
+    let _ = client.shutdown().await;
+    match stop {
+        Stop::Denied => gw.record(exchange.finish(-1, 0, 0, None)),
+        Stop::Failed(error) => gw.fail(exchange, -1, (0, 0), &error),
+    }
+    None
 }
 
 /// How the wait for a tunnel's first bytes ended.
@@ -292,17 +357,18 @@ enum Waited {
     Revoked(Box<(Exchange, String)>),
 }
 
-/// Reads into `read` until it holds a whole ClientHello or something that
-/// is not one (at most [`client_hello::MAX_FIRST_FLIGHT`] bytes), parsing
-/// only when enough has arrived to decide.
-async fn read_first_flight<S: AsyncRead + Unpin>(
+/// Reads into `read` until `reader` decides it holds a whole ClientHello
+/// or something that is not one (at most [`client_hello::MAX_FIRST_FLIGHT`]
+/// bytes), parsing only when enough has arrived to decide.
+async fn read_flight<S: AsyncRead + Unpin>(
     client: &mut S,
     read: &mut BytesMut,
+    reader: fn(&[u8]) -> Reading,
 ) -> FirstFlight {
     let mut need = 0;
     loop {
         if read.len() >= need {
-            match client_hello::read(read) {
+            match reader(read) {
                 Reading::Done(flight) => return flight,
                 Reading::NeedAtLeast(at_least) => need = at_least,
             }

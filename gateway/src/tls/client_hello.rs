@@ -5,8 +5,9 @@
 //! and refuses what a server could read two ways.
 
 use tls_parser::{
-    SNIType, TlsExtension, TlsExtensionType, TlsRecordType, parse_tls_client_hello_extensions,
-    parse_tls_handshake_client_hello, parse_tls_raw_record,
+    SNIType, TlsExtension, TlsExtensionType, TlsMessage, TlsMessageHandshake, TlsRecordType,
+    parse_tls_client_hello_extensions, parse_tls_handshake_client_hello,
+    parse_tls_message_handshake, parse_tls_raw_record,
 };
 
 /// The largest ClientHello read (its handshake message, without record
@@ -152,6 +153,72 @@ pub fn read(bytes: &[u8]) -> Reading {
             )));
         }
         handshake.extend_from_slice(record.data);
+    }
+}
+
+/// The random of a ServerHello that is a HelloRetryRequest (RFC 8446
+/// section 4.1.3): the server asks the client for another ClientHello.
+const HELLO_RETRY_RANDOM: [u8; 32] = [
+    0xcf, 0x21, 0xad, 0x74, 0xe5, 0x9a, 0x61, 0x11, 0xbe, 0x1d, 0x8c, 0x02, 0x1e, 0x65, 0xb8, 0x91,
+    0xc2, 0xa2, 0x11, 0x16, 0x7a, 0xbb, 0x8c, 0x5e, 0x07, 0x9e, 0x09, 0xe2, 0xc8, 0xa8, 0x33, 0x9c,
+];
+
+/// What the destination answered a ClientHello with, as far as a relay
+/// needs to know.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServerAnswer {
+    /// Undecided until at least this many bytes are there.
+    NeedAtLeast(usize),
+    /// A HelloRetryRequest: the client sends a second ClientHello, which
+    /// must ask for what the first did.
+    Retry,
+    /// Anything else: the handshake goes on encrypted.
+    Other,
+}
+
+/// Reads the destination's first bytes after a ClientHello. Only its first
+/// record is looked at: a server that splits its ServerHello across records
+/// is not one a client could use to front another name.
+pub fn server_answer(bytes: &[u8]) -> ServerAnswer {
+    match bytes {
+        [0x16, 0x03, ..] => {}
+        [] | [0x16] => return ServerAnswer::NeedAtLeast(2),
+        _ => return ServerAnswer::Other,
+    }
+    let record = match parse_tls_raw_record(bytes) {
+        Ok((_, record)) => record,
+        Err(tls_parser::Err::Incomplete(_)) => {
+            let length = bytes
+                .get(3..5)
+                .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
+            return ServerAnswer::NeedAtLeast(5 + length);
+        }
+        Err(_) => return ServerAnswer::Other,
+    };
+    match parse_tls_message_handshake(record.data) {
+        Ok((_, TlsMessage::Handshake(TlsMessageHandshake::ServerHello(hello))))
+            if hello.random == HELLO_RETRY_RANDOM =>
+        {
+            ServerAnswer::Retry
+        }
+        _ => ServerAnswer::Other,
+    }
+}
+
+/// A client's second ClientHello, after a HelloRetryRequest: a
+/// ChangeCipherSpec record may come first (RFC 8446 appendix D.4), and is
+/// skipped.
+pub fn read_second(bytes: &[u8]) -> Reading {
+    const CHANGE_CIPHER_SPEC: [u8; 6] = [0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
+    if bytes.len() < CHANGE_CIPHER_SPEC.len() && CHANGE_CIPHER_SPEC.starts_with(bytes) {
+        return Reading::NeedAtLeast(CHANGE_CIPHER_SPEC.len());
+    }
+    match bytes.strip_prefix(&CHANGE_CIPHER_SPEC[..]) {
+        Some(rest) => match read(rest) {
+            Reading::NeedAtLeast(n) => Reading::NeedAtLeast(n + CHANGE_CIPHER_SPEC.len()),
+            done => done,
+        },
+        None => read(bytes),
     }
 }
 
@@ -456,6 +523,57 @@ mod tests {
             decided(&none),
             Some(FirstFlight::Hello(ClientHello::default()))
         );
+    }
+
+    /// A ServerHello record with `random`.
+    fn server_hello(random: [u8; 32]) -> Vec<u8> {
+        let mut body = vec![0x03, 0x03];
+        body.extend_from_slice(&random);
+        body.extend_from_slice(&[0x00, 0x13, 0x01, 0x00, 0x00, 0x00]);
+        let mut record = vec![
+            0x16,
+            0x03,
+            0x03,
+            0x00,
+            4 + body.len() as u8,
+            0x02,
+            0x00,
+            0x00,
+        ];
+        record.push(body.len() as u8);
+        record.extend_from_slice(&body);
+        record
+    }
+
+    #[test]
+    fn a_retry_request_is_told_from_a_server_hello() {
+        let retry = server_hello(HELLO_RETRY_RANDOM);
+        assert_eq!(server_answer(&retry), ServerAnswer::Retry);
+        assert_eq!(server_answer(&server_hello([9; 32])), ServerAnswer::Other);
+        assert_eq!(
+            server_answer(&retry[..10]),
+            ServerAnswer::NeedAtLeast(retry.len())
+        );
+        assert_eq!(server_answer(b"SSH-2.0-x"), ServerAnswer::Other);
+        assert_eq!(
+            server_answer(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]),
+            ServerAnswer::Other
+        );
+        // The second ClientHello, with or without a ChangeCipherSpec first.
+        let hello = real_hello("a.example");
+        let mut with_ccs = vec![0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
+        with_ccs.extend_from_slice(&hello);
+        for flight in [&hello, &with_ccs] {
+            assert!(matches!(
+                read_second(flight),
+                Reading::Done(FirstFlight::Hello(_))
+            ));
+        }
+        assert_eq!(read_second(&with_ccs[..3]), Reading::NeedAtLeast(6));
+        assert!(matches!(
+            read_second(&with_ccs[..20]),
+            Reading::NeedAtLeast(n) if n == with_ccs.len()
+        ));
     }
 
     #[test]

@@ -51,14 +51,29 @@ impl Upstream {
 
     /// HTTPS with this certificate.
     pub fn https(cert: &Path, key: &Path) -> Upstream {
+        Self::https_with(cert, key, egress_gateway::tls::provider())
+    }
+
+    /// HTTPS that takes only P-384 key exchange: a client that offers a
+    /// key share for another group first gets a HelloRetryRequest.
+    pub fn https_retrying(cert: &Path, key: &Path) -> Upstream {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider.kx_groups = vec![rustls::crypto::ring::kx_group::SECP384R1];
+        Self::https_with(cert, key, Arc::new(provider))
+    }
+
+    fn https_with(
+        cert: &Path,
+        key: &Path,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> Upstream {
         let serving =
             egress_gateway::tls::ServingCert::load(cert, key).expect("upstream certificate");
-        let mut config =
-            rustls::ServerConfig::builder_with_provider(egress_gateway::tls::provider())
-                .with_safe_default_protocol_versions()
-                .expect("versions")
-                .with_no_client_auth()
-                .with_cert_resolver(Arc::new(serving));
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(serving));
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Self::start(Some(Arc::new(config)), Behavior::Normal)
     }
