@@ -300,7 +300,13 @@ where
         loop {
             match client_hello::server_answer(&answer) {
                 ServerAnswer::NeedAtLeast(n) if answer.len() < n => {
-                    let mut limited = (&mut *upstream).take((n - answer.len()) as u64);
+                    // Whatever has come, up to one whole record: one read
+                    // usually holds the answer, and all of it goes to the
+                    // client anyway.
+                    let room = MAX_RECORD
+                        .saturating_sub(answer.len())
+                        .max(n - answer.len());
+                    let mut limited = (&mut *upstream).take(room as u64);
                     match limited.read_buf(&mut answer).await {
                         Ok(0) | Err(_) => return ServerAnswer::Other,
                         Ok(_) => {}
@@ -347,6 +353,10 @@ async fn refuse<S: AsyncWrite + Unpin>(
     }
     None
 }
+
+/// The largest TLS record: its header and 16 KiB of payload (plus what
+/// an encrypted record may add).
+const MAX_RECORD: usize = 5 + 16 * 1024 + 256;
 
 /// How the wait for a tunnel's first bytes ended.
 enum Waited {
