@@ -305,8 +305,8 @@ impl Default for RelayedTunnels {
     fn default() -> Self {
         RelayedTunnels {
             tls_ports: default_tls_ports(),
-            non_tls: TunnelAnswer::Deny,
-            encrypted_client_hello: TunnelAnswer::Deny,
+            non_tls: TunnelAnswer::default(),
+            encrypted_client_hello: TunnelAnswer::default(),
         }
     }
 }

@@ -78,7 +78,7 @@ pub fn read(bytes: &[u8]) -> Reading {
         // Another TLS record first (an alert, a ChangeCipherSpec...): a
         // server may skip it and read the ClientHello behind it.
         [0x14..=0x18, 0x03, ..] => {
-            return Done(malformed(format!(
+            return Done(FirstFlight::Malformed(format!(
                 "a record of type {} before the ClientHello",
                 bytes[0]
             )));
@@ -86,7 +86,7 @@ pub fn read(bytes: &[u8]) -> Reading {
         // SSLv2's ClientHello (2-byte length with the high bit, type 1,
         // version 3.x): it has no server name to judge.
         [first, _, 0x01, 0x03, ..] if first & 0x80 != 0 => {
-            return Done(malformed(
+            return Done(FirstFlight::Malformed(
                 "an SSLv2-compatible ClientHello, which carries no server name".to_owned(),
             ));
         }
@@ -101,7 +101,7 @@ pub fn read(bytes: &[u8]) -> Reading {
     loop {
         if let Some(length) = message_length(&handshake) {
             if length > MAX_CLIENT_HELLO {
-                return Done(malformed(format!(
+                return Done(FirstFlight::Malformed(format!(
                     "ClientHello of {length} bytes, more than {MAX_CLIENT_HELLO}"
                 )));
             }
@@ -109,7 +109,7 @@ pub fn read(bytes: &[u8]) -> Reading {
                 // Records behind it (early data) are the server's to read;
                 // another handshake message in the same records is not.
                 if handshake.len() > 4 + length {
-                    return Done(malformed(
+                    return Done(FirstFlight::Malformed(
                         "another handshake message joined to the ClientHello".to_owned(),
                     ));
                 }
@@ -118,7 +118,7 @@ pub fn read(bytes: &[u8]) -> Reading {
         }
         if rest.is_empty() {
             if bytes.len() >= MAX_FIRST_FLIGHT {
-                return Done(malformed(format!(
+                return Done(FirstFlight::Malformed(format!(
                     "no whole ClientHello in the first {MAX_FIRST_FLIGHT} bytes"
                 )));
             }
@@ -138,17 +138,21 @@ pub fn read(bytes: &[u8]) -> Reading {
                     .map_or(0, |l| usize::from(u16::from_be_bytes([l[0], l[1]])));
                 return NeedAtLeast(start + 5 + length);
             }
-            Err(_) => return Done(malformed("a record that cannot be read".to_owned())),
+            Err(_) => {
+                return Done(FirstFlight::Malformed(
+                    "a record that cannot be read".to_owned(),
+                ));
+            }
         };
         if record.hdr.record_type != TlsRecordType::Handshake {
-            return Done(malformed(format!(
+            return Done(FirstFlight::Malformed(format!(
                 "a {:?} record before the ClientHello was whole",
                 record.hdr.record_type
             )));
         }
         records += 1;
         if records > MAX_RECORDS {
-            return Done(malformed(format!(
+            return Done(FirstFlight::Malformed(format!(
                 "a ClientHello split across more than {MAX_RECORDS} records"
             )));
         }
@@ -229,26 +233,28 @@ fn message_length(handshake: &[u8]) -> Option<usize> {
     Some(usize::from(header[1]) << 16 | usize::from(header[2]) << 8 | usize::from(header[3]))
 }
 
-fn malformed(why: String) -> FirstFlight {
-    FirstFlight::Malformed(why)
-}
-
 /// The handshake message `message` (header included, nothing behind it),
 /// read as a ClientHello: every length must account for its bytes exactly,
 /// as a strict server reads it.
 fn client_hello(message: &[u8]) -> FirstFlight {
     if message[0] != 1 {
-        return malformed("the first handshake message is not a ClientHello".to_owned());
+        return FirstFlight::Malformed(
+            "the first handshake message is not a ClientHello".to_owned(),
+        );
     }
     let hello = match parse_tls_handshake_client_hello(&message[4..]) {
         Ok(([], hello)) => hello,
-        _ => return malformed("a ClientHello that cannot be read".to_owned()),
+        _ => return FirstFlight::Malformed("a ClientHello that cannot be read".to_owned()),
     };
     let extensions = match hello.ext {
         None => Vec::new(),
         Some(bytes) => match parse_tls_client_hello_extensions(bytes) {
             Ok(([], extensions)) => extensions,
-            _ => return malformed("ClientHello extensions that cannot be read".to_owned()),
+            _ => {
+                return FirstFlight::Malformed(
+                    "ClientHello extensions that cannot be read".to_owned(),
+                );
+            }
         },
     };
     let mut read = ClientHello::default();
@@ -267,10 +273,12 @@ fn client_hello(message: &[u8]) -> FirstFlight {
                     [name] => match std::str::from_utf8(name) {
                         Ok(name) => read.server_name = Some(name.to_owned()),
                         Err(_) => {
-                            return malformed("a server name that is not text".to_owned());
+                            return FirstFlight::Malformed(
+                                "a server name that is not text".to_owned(),
+                            );
                         }
                     },
-                    _ => return malformed("more than one server name".to_owned()),
+                    _ => return FirstFlight::Malformed("more than one server name".to_owned()),
                 }
             }
             TlsExtension::ALPN(protocols) => {
@@ -288,7 +296,7 @@ fn client_hello(message: &[u8]) -> FirstFlight {
     }
     // A server reads one of them; which one is its choice, not ours.
     if names > 1 {
-        return malformed("more than one server name extension".to_owned());
+        return FirstFlight::Malformed("more than one server name extension".to_owned());
     }
     FirstFlight::Hello(read)
 }
