@@ -13,7 +13,7 @@ use egress_runtime::serving::ServingCert;
 use egress_runtime::slots::Slots;
 use futures_util::StreamExt;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -228,8 +228,18 @@ impl Webhook {
         if request.method() != Method::POST || request.uri().path() != "/mutate" {
             return respond(StatusCode::NOT_FOUND, "POST /mutate only\n".into());
         }
+        // Refused on its declared length before a byte is read, so a client
+        // waiting on `Expect: 100-continue` gets the answer, not a reset.
+        let declared = request
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > MAX_BODY as u64) {
+            return too_large();
+        }
         let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
             Ok(body) => body.to_bytes(),
+            Err(error) if error.is::<LengthLimitError>() => return too_large(),
             Err(error) => {
                 return respond(
                     StatusCode::BAD_REQUEST,
@@ -276,6 +286,13 @@ fn count_error(metrics: &Metrics, reason: &'static str) {
             reason,
         })
         .inc();
+}
+
+fn too_large() -> Response<Full<Bytes>> {
+    respond(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("a review is at most {MAX_BODY} bytes\n"),
+    )
 }
 
 fn respond(status: StatusCode, body: String) -> Response<Full<Bytes>> {

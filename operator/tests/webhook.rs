@@ -440,7 +440,7 @@ async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_re
     assert_eq!(webhook_status(port, "POST", "not json"), "400");
     assert_eq!(webhook_status(port, "GET", ""), "404");
     let oversized = format!("{{\"padding\": \"{}\"}}", "x".repeat(3 * 1024 * 1024));
-    assert_eq!(webhook_status(port, "POST", &oversized), "400");
+    assert_eq!(webhook_status(port, "POST", &oversized), "413");
 
     // A proxy that intercepts, and the namespaces.
     namespace(&client, "proxies").await;
