@@ -522,4 +522,12 @@ fn a_second_client_hello_after_a_retry_must_ask_for_the_same_name() {
     let line = gateway.decision(|d| d["tls_sni"] == DENIED_HOST);
     assert_eq!(line["final_rule_name"], "tls-sni-mismatch", "{line}");
     assert_eq!(line["dest_domain"], HOST, "{line}");
+    // Its sizes count the first ClientHello and the retry request, which
+    // were passed on before the relay began.
+    let (sent, answered) = (tls13(HOST).len(), header.len() + retry.len());
+    assert!(line["request_size"].as_u64() >= Some(sent as u64), "{line}");
+    assert!(
+        line["response_size"].as_u64() >= Some(answered as u64),
+        "{line}"
+    );
 }

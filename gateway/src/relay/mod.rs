@@ -53,6 +53,27 @@ pub struct Relayed {
     pub received: u64,
 }
 
+impl std::ops::Add for Relayed {
+    type Output = Relayed;
+
+    fn add(self, other: Relayed) -> Relayed {
+        Relayed {
+            sent: self.sent + other.sent,
+            received: self.received + other.received,
+        }
+    }
+}
+
+/// A relayed tunnel's opening, judged and passed: the exchange to relay and
+/// log from now on, what the client sent that is still to be sent on
+/// (`pending`), and what was passed each way already (`passed`: a first
+/// ClientHello and the destination's answer to it), counted in its line.
+struct Opened {
+    exchange: Exchange,
+    pending: Bytes,
+    passed: Relayed,
+}
+
 /// Copies bytes both ways until both sides are done, either side fails,
 /// nothing moves for the idle timeout, or `stop` completes.
 pub async fn relay<A, B>(
@@ -105,8 +126,8 @@ async fn until_done(
 }
 
 /// [`relay`] between two TCP sockets by splicing (`crate::relay::splice`), on the
-/// relay loop this runs on. `early` is what the client sent after its CONNECT
-/// before the tunnel opened (read by hyper already).
+/// relay loop this runs on. `early` is what the client sent that was read
+/// already, sent on first.
 #[cfg(target_os = "linux")]
 async fn splice_relay(
     gw: &Gateway,
@@ -134,18 +155,15 @@ async fn splice_relay(
 /// The two sides of a tunnel.
 enum Joined {
     /// A client on the plain-HTTP listener: two TCP sockets, spliced on a
-    /// relay loop. `early` is what the client sent behind its CONNECT.
+    /// relay loop.
     #[cfg(target_os = "linux")]
     Spliced {
         client: std::net::TcpStream,
-        early: bytes::Bytes,
         upstream: std::net::TcpStream,
     },
-    /// Anything else, copied. `early` is what the client sent first,
-    /// read already.
+    /// Anything else, copied.
     Copied {
         client: TokioIo<Upgraded>,
-        early: Bytes,
         upstream: TcpStream,
     },
 }
@@ -170,7 +188,7 @@ pub async fn tunnel(
     let client = match client.downcast::<ServedIo<TcpStream>>() {
         Ok(plain) => {
             let mut client = plain.io.into_inner().into_inner().into_inner();
-            let Some((exchange, early)) =
+            let Some(opened) =
                 first_flight(&gw, exchange, &mut client, plain.read_buf, &mut upstream).await
             else {
                 return;
@@ -178,16 +196,13 @@ pub async fn tunnel(
             // Deregistered here, registered again on the relay loop.
             match (client.into_std(), upstream.into_std()) {
                 (Ok(client), Ok(upstream)) => {
-                    let joined = Joined::Spliced {
-                        client,
-                        early,
-                        upstream,
-                    };
-                    let tunnel = relay_and_log(gw.clone(), connection, exchange, joined);
+                    let joined = Joined::Spliced { client, upstream };
+                    let tunnel = relay_and_log(gw.clone(), connection, opened, joined);
                     gw.relays.next().spawn(gw.tasks.track_future(tunnel));
                 }
                 (Err(e), _) | (_, Err(e)) => {
-                    gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string()));
+                    let passed = (opened.passed.sent, opened.passed.received);
+                    gw.fail(opened.exchange, -1, passed, &Error::Upgrade(e.to_string()));
                 }
             }
             return;
@@ -195,23 +210,17 @@ pub async fn tunnel(
         Err(client) => client,
     };
     let mut client = TokioIo::new(client);
-    let Some((exchange, early)) =
-        first_flight(&gw, exchange, &mut client, Bytes::new(), &mut upstream).await
+    let Some(opened) = first_flight(&gw, exchange, &mut client, Bytes::new(), &mut upstream).await
     else {
         return;
     };
-    let joined = Joined::Copied {
-        client,
-        early,
-        upstream,
-    };
-    relay_and_log(gw, connection, exchange, joined).await;
+    relay_and_log(gw, connection, opened, Joined::Copied { client, upstream }).await;
 }
 
 /// What the client of a relayed tunnel sends first, judged
-/// ([`pipeline::first_flight`]): the exchange to relay and log from now on
-/// and the bytes read, to be sent on first; `None` when the tunnel was
-/// closed (and logged). `early` is what the client sent behind its CONNECT,
+/// ([`pipeline::first_flight`]), and passed on when it is a ClientHello
+/// ([`retried`]); `None` when the tunnel was closed (and logged). `early`
+/// is what the client sent behind its CONNECT,
 /// read already. A destination that speaks first ends the wait: no TLS
 /// client waits for the server, and protocols where the server speaks first
 /// (SSH, SMTP) go on as they are. On the ports the proxy expects TLS on, a
@@ -223,7 +232,7 @@ async fn first_flight<S>(
     client: &mut S,
     early: Bytes,
     upstream: &mut TcpStream,
-) -> Option<(Exchange, Bytes)>
+) -> Option<Opened>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -269,17 +278,21 @@ where
     match pipeline::first_flight(exchange, &flight, &gw.guard) {
         Ok(exchange) => match &flight {
             FirstFlight::Hello(first) => retried(gw, exchange, first, client, upstream, read).await,
-            _ => Some((exchange, read)),
+            _ => Some(Opened {
+                exchange,
+                pending: read,
+                passed: Relayed::default(),
+            }),
         },
-        Err(stopped) => refuse(gw, client, stopped, &flight).await,
+        Err(stopped) => refuse(gw, client, stopped, &flight, Relayed::default()).await,
     }
 }
 
 /// After a ClientHello that passed, what the destination answers: a
 /// HelloRetryRequest makes the client send a second ClientHello, read and
 /// judged too ([`pipeline::second_flight`]) before it is sent on. The first
-/// ClientHello (`sent`) and the answer are passed on here; what is returned
-/// is what the client sent since, to be sent on first.
+/// ClientHello (`sent`) and the answer are passed on here; what the client
+/// sent since is pending.
 async fn retried<S>(
     gw: &Gateway,
     exchange: Exchange,
@@ -287,13 +300,24 @@ async fn retried<S>(
     client: &mut S,
     upstream: &mut TcpStream,
     sent: Bytes,
-) -> Option<(Exchange, Bytes)>
+) -> Option<Opened>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut passed = Relayed {
+        sent: sent.len() as u64,
+        received: 0,
+    };
+    let opened = |exchange, pending, passed| {
+        Some(Opened {
+            exchange,
+            pending,
+            passed,
+        })
+    };
     // A broken side ends the relay at once, which logs it.
     if upstream.write_all(&sent).await.is_err() {
-        return Some((exchange, Bytes::new()));
+        return opened(exchange, Bytes::new(), passed);
     }
     let mut answer = BytesMut::new();
     let answered = tokio::time::timeout(gw.limits.handshake_timeout, async {
@@ -319,8 +343,9 @@ where
     })
     .await
     .unwrap_or(ServerAnswer::Other);
+    passed.received = answer.len() as u64;
     if client.write_all(&answer).await.is_err() || answered != ServerAnswer::Retry {
-        return Some((exchange, Bytes::new()));
+        return opened(exchange, Bytes::new(), passed);
     }
     let mut again = BytesMut::new();
     let second = tokio::time::timeout(
@@ -330,26 +355,29 @@ where
     .await
     .unwrap_or(FirstFlight::Silent);
     match pipeline::second_flight(exchange, first, &second) {
-        Ok(exchange) => Some((exchange, again.freeze())),
-        Err(stopped) => refuse(gw, client, stopped, &second).await,
+        Ok(exchange) => opened(exchange, again.freeze(), passed),
+        Err(stopped) => refuse(gw, client, stopped, &second, passed).await,
     }
 }
 
-/// Closes a refused tunnel and logs it: a client that spoke TLS reads why.
+/// Closes a refused tunnel and logs it, with what was `passed` before: a
+/// client that spoke TLS reads why.
 async fn refuse<S: AsyncWrite + Unpin>(
     gw: &Gateway,
     client: &mut S,
     Stopped(exchange, stop): Stopped,
     flight: &FirstFlight,
-) -> Option<(Exchange, Bytes)> {
+    passed: Relayed,
+) -> Option<Opened> {
     if matches!(flight, FirstFlight::Hello(_) | FirstFlight::Malformed(_)) {
         // The client's TLS stack says why, rather than "connection closed".
         let _ = client.write_all(&access_denied_alert()).await;
     }
     let _ = client.shutdown().await;
+    let Relayed { sent, received } = passed;
     match stop {
-        Stop::Denied => gw.record(exchange.finish(-1, 0, 0, None)),
-        Stop::Failed(error) => gw.fail(exchange, -1, (0, 0), &error),
+        Stop::Denied => gw.record(exchange.finish(-1, sent, received, None)),
+        Stop::Failed(error) => gw.fail(exchange, -1, (sent, received), &error),
     }
     None
 }
@@ -404,9 +432,14 @@ fn access_denied_alert() -> [u8; 7] {
 async fn relay_and_log(
     gw: Arc<Gateway>,
     connection: Arc<Connection>,
-    exchange: Exchange,
+    opened: Opened,
     joined: Joined,
 ) {
+    let Opened {
+        exchange,
+        pending,
+        passed,
+    } = opened;
     let mut revoked = None;
     let relayed = {
         let stop = pin!(async {
@@ -415,22 +448,19 @@ async fn relay_and_log(
         });
         match joined {
             #[cfg(target_os = "linux")]
-            Joined::Spliced {
-                client,
-                early,
-                upstream,
-            } => splice_relay(&gw, client, early, upstream, stop).await,
+            Joined::Spliced { client, upstream } => {
+                splice_relay(&gw, client, pending, upstream, stop).await
+            }
             // Boxed: the spliced arm's task, the common one, does not carry
             // room for it.
             Joined::Copied {
                 client,
-                early,
                 mut upstream,
-            } => match upstream.write_all(&early).await {
+            } => match upstream.write_all(&pending).await {
                 Ok(()) => {
                     let relayed = Box::pin(relay(&gw, client, upstream, stop)).await;
                     Ok(Relayed {
-                        sent: relayed.sent + early.len() as u64,
+                        sent: relayed.sent + pending.len() as u64,
                         ..relayed
                     })
                 }
@@ -440,9 +470,12 @@ async fn relay_and_log(
     };
     drop(connection);
     match relayed {
-        Ok(relayed) => record_relayed(&gw, exchange, -1, relayed, revoked.map(|r| *r)),
+        Ok(relayed) => record_relayed(&gw, exchange, -1, passed + relayed, revoked.map(|r| *r)),
         // The epoll set refused the sockets (memory, max_user_watches).
-        Err(e) => gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
+        Err(e) => {
+            let passed = (passed.sent, passed.received);
+            gw.fail(exchange, -1, passed, &Error::Upgrade(e.to_string()));
+        }
     }
 }
 
