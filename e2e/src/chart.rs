@@ -7,7 +7,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{ControlPlane, HarnessError, setup_error};
+use crate::ControlPlane;
+use crate::error::{HarnessError, setup_error};
 
 /// `charts/egress-proxy`.
 pub fn chart_dir() -> PathBuf {

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::HarnessError;
+use crate::error::HarnessError;
 
 /// The Node.js release the `fetch` client runs on: one that reads the proxy
 /// variables (with `NODE_USE_ENV_PROXY=1`), fetched from the npm registry.

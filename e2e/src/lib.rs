@@ -12,6 +12,7 @@
 //! otherwise by PID (SIGTERM, then SIGKILL).
 
 pub mod chart;
+mod error;
 pub mod node;
 mod process;
 pub mod product;
@@ -27,6 +28,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 pub mod clients;
 
+pub use error::HarnessError;
+use error::setup_error;
 use process::Process;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -35,45 +38,6 @@ use rcgen::{
 
 /// How long each process may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Why the harness could not do its job.
-#[derive(Debug, thiserror::Error)]
-pub enum HarnessError {
-    /// Building or locating the binaries failed.
-    #[error("control plane binaries: {0}")]
-    Binaries(String),
-    /// A process exited while starting.
-    #[error("{name} exited during start-up ({status}); last lines of {log}:\n{tail}")]
-    Exited {
-        /// Which process.
-        name: &'static str,
-        /// Its exit status.
-        status: String,
-        /// Its log file.
-        log: String,
-        /// The end of its log.
-        tail: String,
-    },
-    /// A process did not become ready in time.
-    #[error("{name} was not ready after {waited:?}; last lines of {log}:\n{tail}")]
-    NotReady {
-        /// Which process.
-        name: &'static str,
-        /// How long the harness waited.
-        waited: Duration,
-        /// Its log file.
-        log: String,
-        /// The end of its log.
-        tail: String,
-    },
-    /// Files, ports or processes could not be set up.
-    #[error("{0}")]
-    Setup(String),
-}
-
-pub(crate) fn setup_error(what: &str) -> impl Fn(std::io::Error) -> HarnessError + '_ {
-    move |e| HarnessError::Setup(format!("{what}: {e}"))
-}
 
 /// The directory holding `etcd`, `kube-apiserver`, `kubectl` and `helm`.
 #[derive(Clone, Debug)]
@@ -507,12 +471,6 @@ pub fn http_ok(port: u16, path: &str) -> bool {
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
     response.starts_with("HTTP/1.1 200")
-}
-
-pub(crate) fn tail(path: &Path, lines: usize) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 /// Removes run directories whose test process is gone (their processes died

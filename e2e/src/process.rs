@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{HarnessError, setup_error, tail};
+use crate::error::{HarnessError, setup_error, tail};
 
 /// Lines of a process's log quoted when it fails to start.
 const TAIL_LINES: usize = 40;

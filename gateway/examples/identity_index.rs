@@ -15,7 +15,7 @@ use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Instant;
 
-use egress_gateway::sources::identity::{PodIndex, PodView};
+use egress_gateway::gateway::identity::{PodIndex, PodView};
 
 fn resident_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")

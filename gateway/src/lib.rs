@@ -8,17 +8,18 @@
 //! `egress-policy` crate's business; this crate must not decide anything the
 //! policy crate can decide as a pure function.
 //!
-//! The parts, each a folder: [`listeners`] (accepting, and what kind of
-//! request each is), [`pipeline`] (the decision sequence, which `policy
-//! eval` drives too, and the decision log), [`upstream`] (DNS, connections
-//! and HTTP to the destination), [`relay`] (tunnels and upgraded
-//! connections), [`tls`] (interception and the HTTPS listener's
-//! certificate), [`sources`] (policy, certificates and pod identity, from
-//! files or the API) and [`admin`] (probes and metrics). [`request`] holds the
-//! words they share, [`gateway`] the state they share; every failure is an
-//! [`error::Error`].
+//! The parts, each a folder, from the top: [`listeners`] (accepting, what
+//! kind of request each is and how it is carried through, and the admin
+//! listener) and [`sources`] (policy, certificates and pod identity, from
+//! files or the API) work on [`gateway`], the state every connection
+//! shares, which holds handles of the parts below it: [`pipeline`] (the
+//! decision sequence, which `policy eval` drives too, and the decision log),
+//! [`upstream`] (DNS, connections and HTTP to the destination), [`relay`]
+//! (bytes copied both ways), [`tls`] (interception, the HTTPS listener's
+//! certificate, the ClientHello reader) and [`metrics`]. [`request`] holds
+//! the words they share; every failure is an [`error::Error`]. No part
+//! imports one above it.
 
-pub mod admin;
 pub mod args;
 pub mod dev;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod framing;
 pub mod gateway;
 pub mod http_util;
 pub mod listeners;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy_cli;
 pub mod relay;
@@ -44,17 +46,18 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::metrics::Metrics;
 use crate::args::{RunArgs, SourceKind};
 use crate::gateway::Gateway;
+use crate::gateway::health::Health;
+use crate::gateway::identity::Identities;
+use crate::gateway::policy_store::PolicyStore;
+use crate::metrics::Metrics;
 use crate::pipeline::Guard;
 use crate::pipeline::decision_log::DecisionLog;
 use crate::request::Listener;
-use crate::sources::health::Health;
-use crate::sources::identity::Identities;
-use crate::sources::policy_store::PolicyStore;
 use crate::tls::ServingCert;
 use crate::tls::authority::InterceptAuthority;
+use crate::upstream::Connector;
 use crate::upstream::dns::{Pin, Resolver};
 
 /// Options only the `dev` command sets.
@@ -168,7 +171,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         source: Health::new(if kubernetes { "kubernetes" } else { "file" }),
         waits_for_material: kubernetes,
         identities: Identities::default(),
-        upstream_tls,
+        upstream: Connector::new(upstream_tls, &args.limits, metrics.clone()),
         log: DecisionLog::to_stdout(metrics.clone()),
         metrics: metrics.clone(),
         limits: args.limits.clone(),
@@ -215,7 +218,11 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         args.limits.max_connections,
     ));
     tracing::info!(listener = "admin", address = %admin_listener.local_addr()?, "listening");
-    let admin = tokio::spawn(admin::serve(gw.clone(), admin_listener, registry));
+    let admin = tokio::spawn(listeners::admin::serve(
+        gw.clone(),
+        admin_listener,
+        registry,
+    ));
 
     egress_runtime::signal::terminated().await;
     draining.cancel();

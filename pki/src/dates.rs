@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use time::OffsetDateTime;
 use x509_parser::time::ASN1Time;
 
-use crate::Error;
+use crate::error::Error;
 
 /// Seconds since the epoch (negative before it).
 fn unix_seconds(t: SystemTime) -> i64 {

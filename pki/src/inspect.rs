@@ -5,7 +5,8 @@ use std::time::SystemTime;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::GeneralName;
 
-use crate::{Error, dates, pem};
+use crate::error::Error;
+use crate::{dates, pem};
 
 /// What the operator needs to know about a stored certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +25,7 @@ pub struct CertInfo {
     /// order, as [`issue_server_cert`](crate::issue_server_cert) takes them.
     pub names: Vec<String>,
     /// The DNS names a CA's nameConstraints permit, in order (empty: none
-    /// named), as [`self_signed_ca`](crate::self_signed_ca) takes them.
+    /// named), as [`self_signed_ca`](crate::issue::self_signed_ca) takes them.
     pub permitted_dns: Vec<String>,
 }
 

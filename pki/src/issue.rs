@@ -17,7 +17,8 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{KeyIdentifier, ParsedExtension};
 
-use crate::{Error, dates, der, inspect, key, pem};
+use crate::error::Error;
+use crate::{dates, der, inspect, key, pem};
 
 /// How far back a new certificate's validity starts, for clocks that lag.
 pub(crate) const BACKDATE: Duration = Duration::from_secs(3600);
@@ -119,7 +120,7 @@ pub fn self_signed_ca(
 }
 
 /// A serving certificate signed by the CA in `ca_cert_pem` / `ca_key_pem`
-/// (as made by [`self_signed_ca`] or [`Parent::issue_sub_ca`](crate::Parent::issue_sub_ca)).
+/// (as made by [`self_signed_ca`] or [`Parent::issue_sub_ca`](crate::parent::Parent::issue_sub_ca)).
 ///
 /// `dns_names` become subjectAltNames: IP addresses when they parse as one,
 /// DNS names otherwise (a leading `*.` wildcard is allowed); the first DNS

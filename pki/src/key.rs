@@ -9,7 +9,8 @@ use rcgen::{KeyPair, SignatureAlgorithm};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 
 use crate::der::{self, Tlv};
-use crate::{Error, pem};
+use crate::error::Error;
+use crate::pem;
 
 // OID contents (without tag and length).
 const RSA_ENCRYPTION: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01];

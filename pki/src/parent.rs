@@ -9,8 +9,9 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::certificate::X509Certificate;
 use x509_parser::oid_registry::OID_X509_EXT_NAME_CONSTRAINTS;
 
+use crate::error::Error;
 use crate::issue::{self, IssuedCa, Signer};
-use crate::{Error, dates, inspect, key, pem};
+use crate::{dates, inspect, key, pem};
 
 /// id-ce-nameConstraints, 2.5.29.30.
 const NAME_CONSTRAINTS: &[u64] = &[2, 5, 29, 30];

@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rustls_pki_types::CertificateDer;
 
-use crate::Error;
+use crate::error::Error;
 
 /// One `-----BEGIN label-----` ... `-----END label-----` block.
 #[derive(Debug)]

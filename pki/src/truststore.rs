@@ -113,9 +113,9 @@ mod tests {
     #[test]
     fn every_certificate_becomes_an_entry() {
         let now = std::time::SystemTime::now();
-        let a = crate::self_signed_ca("A", &[], now, std::time::Duration::from_secs(86_400))
+        let a = crate::issue::self_signed_ca("A", &[], now, std::time::Duration::from_secs(86_400))
             .expect("a");
-        let b = crate::self_signed_ca("B", &[], now, std::time::Duration::from_secs(86_400))
+        let b = crate::issue::self_signed_ca("B", &[], now, std::time::Duration::from_secs(86_400))
             .expect("b");
         let store =
             java_truststore(&format!("{}{}", a.cert_pem, b.cert_pem), "egress").expect("store");

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
 use super::images;
-use crate::{HarnessError, setup_error};
+use crate::error::{HarnessError, setup_error};
 
 pub(super) fn tools_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/node")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::artifacts::tools_dir;
 use super::{BRIDGE, HOST_ADDRESS, Node, OUTSIDE_ADDRESS, output_of, run_checked};
-use crate::{HarnessError, setup_error};
+use crate::error::{HarnessError, setup_error};
 
 /// Sysctls that the node's parts change (kubelet, kube-proxy, the bridge
 /// plugin, kube-router): recorded before and restored after a run.

@@ -34,8 +34,9 @@ pub use self::artifacts::{Images, NodeBinaries, ReleaseBinaries};
 use self::config::{corefile, dns_service};
 pub use self::dns::resolve_a;
 use self::host::{mounted_under, release_lock, take_lock, teardown};
+use crate::error::{HarnessError, setup_error};
 use crate::process::{self, Process};
-use crate::{ControlPlane, HarnessError, PlaneOptions, free_port, setup_error, unique};
+use crate::{ControlPlane, PlaneOptions, free_port, unique};
 
 /// The node's name (and its `kubernetes.io/hostname` label).
 pub const NODE_NAME: &str = "e2e-node";

@@ -19,7 +19,6 @@ use crate::gateway::{Connection, Gateway};
 use crate::http_util::{Body, empty};
 use crate::pipeline::{self, Stop, Stopped, Tunnel};
 use crate::request::{Protocol, Target};
-use crate::upstream::connect_tcp;
 
 /// Handles a CONNECT request: what [`pipeline::connect`] decides, then the
 /// tunnel's I/O.
@@ -62,14 +61,14 @@ pub async fn connect(
         }
         Tunnel::Relay(exchange, ip) => {
             let started = Instant::now();
-            let upstream = match connect_tcp(&gw, ip, target.port).await {
+            let upstream = match gw.upstream.connect_tcp(ip, target.port).await {
                 Ok(stream) => stream,
                 Err(error) => return gw.stopped(Stopped(exchange, Stop::Failed(error)), true),
             };
             gw.metrics
                 .upstream_connect_seconds
                 .observe(started.elapsed().as_secs_f64());
-            gw.tasks.spawn(crate::relay::tunnel(
+            gw.tasks.spawn(crate::listeners::tunnel::tunnel(
                 gw.clone(),
                 connection,
                 exchange,

@@ -1,6 +1,6 @@
 //! Absolute-form HTTP (`GET http://host/path`): its target made canonical,
 //! [`pipeline::request`] decides (the name resolved once), then
-//! [`crate::upstream::http_exchange`] sends it.
+//! [`crate::listeners::exchange`] sends it.
 
 use std::sync::Arc;
 
@@ -11,9 +11,9 @@ use hyper::body::Incoming;
 use crate::error::Error;
 use crate::gateway::{Connection, Gateway};
 use crate::http_util::Body;
+use crate::listeners::exchange::exchange;
 use crate::pipeline::{self, Destination};
 use crate::request::{Protocol, Target};
-use crate::upstream::http_exchange::exchange;
 use crate::upstream::{Pool, PoolKey};
 
 /// Forwards an absolute-form request.

@@ -62,7 +62,7 @@ pub async fn serve(
         Ok(config) => config,
         Err(error) => return fail(error),
     };
-    let _open = crate::admin::metrics::OpenTunnel::new(&gw.metrics);
+    let _open = crate::metrics::OpenTunnel::new(&gw.metrics);
     let activity = Activity::default();
     let io = activity.track(TokioIo::new(client));
     let accepted = tokio::time::timeout(
@@ -181,8 +181,7 @@ impl Tunnel {
             tls_name: Some(self.target.host.domain().to_string()),
         };
         let exchange = cleared.exchange;
-        crate::upstream::http_exchange::exchange(gw.clone(), exchange, pool, key, normalized, req)
-            .await
+        crate::listeners::exchange::exchange(gw.clone(), exchange, pool, key, normalized, req).await
     }
 
     /// The request's host (`:authority`, or `Host`) must be the tunnel's,

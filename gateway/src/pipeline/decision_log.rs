@@ -20,7 +20,7 @@ use egress_policy::{Action, Decision, RuleMatch};
 use jiff::Timestamp;
 use serde::Serialize;
 
-use crate::admin::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::request::Client;
 
 /// How often the writer takes the buffer.

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::args::RunArgs;
 use crate::gateway::Gateway;
-use crate::sources::policy_store::PolicyStore;
+use crate::gateway::policy_store::PolicyStore;
 use crate::tls::authority::{CaFiles, InterceptAuthority};
 use crate::tls::{Pem, ServingCert};
 

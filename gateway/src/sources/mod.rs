@@ -1,12 +1,10 @@
 //! Where the gateway's policy, certificates and client identities come from:
-//! files ([`file`]) or the API server ([`kube`]), both installing into the
-//! same places: the policy store ([`policy_store`]), the TLS material
-//! ([`crate::tls`]) and the pod index ([`identity`], kept by [`pods`] from the API); [`health`] says whether
-//! the source is reachable.
+//! files ([`file`]) or the API server ([`kube`], and [`pods`] for the pod
+//! index), both installing into the same places of the shared state: the
+//! policy store ([`crate::gateway::policy_store`]), the TLS material
+//! ([`crate::tls`]) and the pod index ([`crate::gateway::identity`]); each
+//! says in [`crate::gateway::health`] whether it is reachable.
 
 pub mod file;
-pub mod health;
-pub mod identity;
 pub mod kube;
 pub mod pods;
-pub mod policy_store;

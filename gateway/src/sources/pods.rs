@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::gateway::Gateway;
-use crate::sources::identity::PodView;
+use crate::gateway::identity::PodView;
 
 /// The namespaces of a `<proxy>-namespaces` ConfigMap's list (one per line;
 /// blank lines and surrounding spaces ignored).

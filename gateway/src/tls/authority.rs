@@ -16,8 +16,8 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::leaf_cache::{LeafCache, Lookup};
 use super::{Pem, certified_key, provider};
-use crate::admin::metrics::Metrics;
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 /// How long minted leaves are valid (shorter if the sub-CA expires sooner).
 const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);

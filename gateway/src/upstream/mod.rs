@@ -6,7 +6,6 @@
 //! request ever rides on a connection opened for another client.
 
 pub mod dns;
-pub mod http_exchange;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -21,15 +20,52 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::args::LimitArgs;
 use crate::error::Error;
-use crate::gateway::Gateway;
 use crate::http_util::{Body, Progress};
+use crate::metrics::Metrics;
 
-/// Connects TCP to `ip:port` within the connect timeout, with Nagle off (small
-/// proxied writes would otherwise wait for delayed ACKs).
-pub async fn connect_tcp(gw: &Gateway, ip: IpAddr, port: u16) -> Result<TcpStream, Error> {
+/// How connections to destinations are made: TLS trusting the configured
+/// roots, and the time each step may take.
+#[derive(Debug)]
+pub struct Connector {
+    /// Upstream TLS client configuration.
+    pub tls: Arc<ClientConfig>,
+    /// `--connect-timeout`.
+    pub connect_timeout: Duration,
+    /// `--handshake-timeout`, for the TLS handshake with the destination.
+    pub handshake_timeout: Duration,
+    /// `--upstream-response-timeout`.
+    pub response_timeout: Duration,
+    /// `--max-header-bytes`, which bounds a response head.
+    pub max_header_bytes: usize,
+    /// Where the time to connect is observed.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Connector {
+    /// A connector trusting `tls`'s roots, within `limits`.
+    pub fn new(tls: Arc<ClientConfig>, limits: &LimitArgs, metrics: Arc<Metrics>) -> Connector {
+        Connector {
+            tls,
+            connect_timeout: limits.connect_timeout,
+            handshake_timeout: limits.handshake_timeout,
+            response_timeout: limits.upstream_response_timeout,
+            max_header_bytes: limits.max_header_bytes,
+            metrics,
+        }
+    }
+
+    /// Connects TCP to `ip:port` within the connect timeout.
+    pub async fn connect_tcp(&self, ip: IpAddr, port: u16) -> Result<TcpStream, Error> {
+        connect_tcp(ip, port, self.connect_timeout).await
+    }
+}
+
+/// Connects TCP to `ip:port` within `after`, with Nagle off (small proxied
+/// writes would otherwise wait for delayed ACKs).
+async fn connect_tcp(ip: IpAddr, port: u16, after: Duration) -> Result<TcpStream, Error> {
     let addr = SocketAddr::new(ip, port);
-    let after = gw.limits.connect_timeout;
     let stream = match tokio::time::timeout(after, TcpStream::connect(addr)).await {
         Err(_) => return Err(Error::UpstreamConnectTimeout { addr, after }),
         Ok(Err(source)) => return Err(Error::UpstreamConnect { addr, source }),
@@ -137,7 +173,7 @@ impl Pool {
 /// body has gone out (`sent` ends), the destination has
 /// `--upstream-response-timeout` to send its response head (504 otherwise).
 pub async fn send(
-    gw: &Gateway,
+    connector: &Connector,
     pool: &Pool,
     key: PoolKey,
     request: Request<Body>,
@@ -147,12 +183,12 @@ pub async fn send(
         Some(sender) => sender,
         None => {
             let started = Instant::now();
-            let tcp = connect_tcp(gw, key.ip, key.port).await?;
+            let tcp = connector.connect_tcp(key.ip, key.port).await?;
             let stream: Box<dyn Stream> = match &key.tls_name {
                 Some(name) => Box::new(
                     connect_tls(
-                        gw.upstream_tls.clone(),
-                        gw.limits.handshake_timeout,
+                        connector.tls.clone(),
+                        connector.handshake_timeout,
                         tcp,
                         name,
                     )
@@ -160,14 +196,15 @@ pub async fn send(
                 ),
                 None => Box::new(tcp),
             };
-            gw.metrics
+            connector
+                .metrics
                 .upstream_connect_seconds
                 .observe(started.elapsed().as_secs_f64());
-            handshake(stream, gw.limits.max_header_bytes).await?
+            handshake(stream, connector.max_header_bytes).await?
         }
     };
     let upgrade = crate::http_util::is_upgrade(request.headers());
-    let limit = gw.limits.upstream_response_timeout;
+    let limit = connector.response_timeout;
     let response = tokio::select! {
         response = sender.send_request(request) => {
             response.map_err(|e| Error::UpstreamProtocol(e.to_string()))?

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 use egress_policy::{CompiledPolicy, Phase};
 use tokio::sync::watch;
 
-use crate::admin::metrics::{Metrics, PhaseLabels, PolicyLabels};
+use crate::metrics::{Metrics, PhaseLabels, PolicyLabels};
 
 /// The current policy and where it comes from.
 #[derive(Debug)]

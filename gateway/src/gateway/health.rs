@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
-use crate::admin::metrics::Metrics;
+use crate::metrics::Metrics;
 
 /// Whether the source reaches what it reads (always, for files).
 #[derive(Debug)]

@@ -1,6 +1,13 @@
-//! The state every connection shares, and what happens at the end of every
-//! request: its decision counted and logged, or its failure counted and
-//! answered.
+//! The state every connection shares: the policy in force
+//! ([`policy_store`]), the client pods by address ([`identity`]), whether the
+//! source of both is reachable ([`health`]), and the handles of the parts
+//! below (name resolution, upstream connections, interception, the relay
+//! loops, the decision log); and what happens at the end of every request:
+//! its decision counted and logged, or its failure counted and answered.
+
+pub mod health;
+pub mod identity;
+pub mod policy_store;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -9,23 +16,24 @@ use std::time::Instant;
 use egress_policy::Domain;
 use http::Response;
 use prometheus_client::metrics::gauge::Gauge;
-use rustls::ClientConfig;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::admin::metrics::{DecisionLabels, ListenerLabels, Metrics};
 use crate::args::LimitArgs;
 use crate::error::Error;
+use crate::gateway::health::Health;
+use crate::gateway::identity::Identities;
+use crate::gateway::policy_store::PolicyStore;
 use crate::http_util::{Body, denied, text_response};
+use crate::metrics::{DecisionLabels, ListenerLabels, Metrics};
 use crate::pipeline::decision_log::DecisionLog;
 use crate::pipeline::{Exchange, Finished, Guard, Resolve, Stop, Stopped};
+use crate::relay::Watch;
 use crate::request::{Client, Protocol, Target};
-use crate::sources::health::Health;
-use crate::sources::identity::Identities;
-use crate::sources::policy_store::PolicyStore;
 use crate::tls::ServingCert;
 use crate::tls::authority::InterceptAuthority;
+use crate::upstream::Connector;
 use crate::upstream::dns::Resolver;
 
 /// Shared state.
@@ -47,8 +55,8 @@ pub struct Gateway {
     pub waits_for_material: bool,
     /// Client pods by address (empty without the pod watch).
     pub identities: Identities,
-    /// Upstream TLS client configuration.
-    pub upstream_tls: Arc<ClientConfig>,
+    /// How connections to destinations are made.
+    pub upstream: Connector,
     /// The decision log.
     pub log: DecisionLog,
     /// Metrics.
@@ -108,6 +116,14 @@ impl Drop for Connection {
 }
 
 impl Gateway {
+    /// What the relays of this gateway answer to.
+    pub fn watch(&self) -> Watch<'_> {
+        Watch {
+            idle_timeout: self.limits.idle_timeout,
+            metrics: &self.metrics,
+        }
+    }
+
     /// Counts a decided request and writes its log line when the proxy
     /// logs that kind of decision.
     pub fn record(&self, finished: Finished) {

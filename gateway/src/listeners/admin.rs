@@ -2,8 +2,6 @@
 //! policy is loaded and the gateway is not shutting down; the body says which
 //! policy) and `/metrics` (Prometheus text format).
 
-pub mod metrics;
-
 use std::sync::Arc;
 
 use bytes::Bytes;

@@ -72,20 +72,21 @@ pub async fn exchange(
     let sent = Arc::new(Progress::default());
     let upstream_request = Request::from_parts(parts, Counted::new(body, sent.clone()).boxed());
 
-    let mut response = match crate::upstream::send(&gw, &pool, key, upstream_request, &sent).await {
-        Ok(response) => response,
-        Err(error) => {
-            let status = error.status();
-            let reply = text_response(status, error.client_text(), http1);
-            gw.fail(
-                exchange,
-                i32::from(status.as_u16()),
-                (sent.bytes(), 0),
-                &error,
-            );
-            return reply;
-        }
-    };
+    let mut response =
+        match crate::upstream::send(&gw.upstream, &pool, key, upstream_request, &sent).await {
+            Ok(response) => response,
+            Err(error) => {
+                let status = error.status();
+                let reply = text_response(status, error.client_text(), http1);
+                gw.fail(
+                    exchange,
+                    i32::from(status.as_u16()),
+                    (sent.bytes(), 0),
+                    &error,
+                );
+                return reply;
+            }
+        };
     gw.metrics
         .request_seconds
         .observe(exchange.started().elapsed().as_secs_f64());
@@ -193,10 +194,11 @@ async fn relay_upgrade(
                 };
                 pipeline::rejudge(&exchange, policy, &gw.guard, Some((request, response)))
             };
-            revoked = Some(crate::relay::revocation(&gw, exchange.policy(), judge).await);
+            revoked =
+                Some(crate::listeners::tunnel::revocation(&gw, exchange.policy(), judge).await);
         });
         let (client, upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-        crate::relay::relay(&gw, client, upstream, stop).await
+        crate::relay::relay(gw.watch(), client, upstream, stop).await
     };
-    crate::relay::record_relayed(&gw, exchange, 101, relayed, revoked);
+    crate::listeners::tunnel::record_relayed(&gw, exchange, 101, relayed, revoked);
 }
