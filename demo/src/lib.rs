@@ -207,17 +207,7 @@ impl Demo {
             "listeners": {"httpPort": ports.http, "httpsPort": ports.https},
             "destinations": {"allowPrivateCIDRs": ["127.0.0.1/32"]},
         }});
-        demo.kubectl_ok(&[
-            "patch",
-            "egressproxy",
-            PROXY,
-            "-n",
-            PROXY_NAMESPACE,
-            "--type",
-            "merge",
-            "-p",
-            &patch.to_string(),
-        ])?;
+        demo.patch_proxy(&patch)?;
         for condition in ["PolicyCompiled", "CertificateReady"] {
             demo.kubectl_ok(&[
                 "wait",
@@ -464,6 +454,22 @@ Ctrl-C stops everything.
         let mut kubectl = self.kubectl();
         kubectl.args(args);
         run(kubectl)
+    }
+
+    /// Merges `patch` into the demo's EgressProxy.
+    pub fn patch_proxy(&self, patch: &serde_json::Value) -> anyhow::Result<String> {
+        let patch = patch.to_string();
+        self.kubectl_ok(&[
+            "patch",
+            "egressproxy",
+            PROXY,
+            "-n",
+            PROXY_NAMESPACE,
+            "--type",
+            "merge",
+            "-p",
+            &patch,
+        ])
     }
 
     /// Creates the client pod once its namespace's trust bundle copy is

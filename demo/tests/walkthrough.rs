@@ -12,7 +12,7 @@ use egress_demo::{
     ALLOWED_HOST, Binaries, CLIENT_NAMESPACE, CLIENT_POD, DENIED_HOST, Demo, PROXY,
     PROXY_NAMESPACE, PROXY_SERVICE, Ports, RULE_GROUP, repository,
 };
-use egress_e2e::ControlPlane;
+use egress_e2e::{ControlPlane, eventually};
 
 /// The demo, started once for this test binary on a thread that lives as
 /// long as the process (its processes die with the thread that started them).
@@ -116,20 +116,6 @@ fn condition(demo: &Demo, kind: &str, name: &str, type_: &str) -> (String, Strin
         .unwrap_or_default();
     let text = |k: &str| found[k].as_str().unwrap_or_default().to_owned();
     (text("status"), text("reason"), text("message"))
-}
-
-fn until<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The seed rule group without its PreDNS rule.
@@ -238,7 +224,7 @@ fn the_walkthrough_from_an_empty_cluster_to_enforced_logged_egress() {
     let applied = Instant::now();
     let (ok, out) = apply(demo, &seed_group_without_dns_rule());
     assert!(ok, "{out}");
-    until("the domain to be allowed", Duration::from_secs(10), || {
+    eventually(Duration::from_secs(10), "the domain to be allowed", || {
         (curl(demo, &demo.url(DENIED_HOST, "/")).status == 200).then_some(())
     });
     let took = applied.elapsed();
@@ -246,9 +232,9 @@ fn the_walkthrough_from_an_empty_cluster_to_enforced_logged_egress() {
     assert!(took < Duration::from_secs(5), "{took:?}");
     let (ok, out) = apply(demo, &seed);
     assert!(ok, "{out}");
-    until(
-        "the domain to be denied again",
+    eventually(
         Duration::from_secs(10),
+        "the domain to be denied again",
         || (curl(demo, &demo.url(DENIED_HOST, "/")).exit == 56).then_some(()),
     );
 
@@ -262,7 +248,7 @@ fn the_walkthrough_from_an_empty_cluster_to_enforced_logged_egress() {
     let misfit = seed.replace("operator: StringLike", "operator: NumericEquals");
     let (ok, out) = apply(demo, &misfit);
     assert!(ok, "{out}");
-    let message = until("the misfit reported", Duration::from_secs(30), || {
+    let message = eventually(Duration::from_secs(30), "the misfit reported", || {
         let (status, _, message) = condition(demo, "proxyrulegroup", RULE_GROUP, "Compiled");
         (status == "False").then_some(message)
     });
@@ -286,9 +272,9 @@ fn the_walkthrough_from_an_empty_cluster_to_enforced_logged_egress() {
             PROXY_NAMESPACE,
         ],
     );
-    let message = until(
-        "the missing group reported",
+    let message = eventually(
         Duration::from_secs(30),
+        "the missing group reported",
         || {
             let (status, _, message) = condition(demo, "proxyconfiguration", "seed", "Compiled");
             (status == "False" && message.contains(RULE_GROUP)).then_some(message)
@@ -307,26 +293,13 @@ fn the_walkthrough_from_an_empty_cluster_to_enforced_logged_egress() {
     demo.make_ca("leaf-only-ca", 0).expect("ca.sh");
     let point_at = |secret: &str| {
         let patch =
-            format!(r#"{{"spec":{{"tlsInterception":{{"caSecretRef":{{"name":"{secret}"}}}}}}}}"#);
-        kubectl(
-            demo,
-            &[
-                "patch",
-                "egressproxy",
-                PROXY,
-                "-n",
-                PROXY_NAMESPACE,
-                "--type",
-                "merge",
-                "-p",
-                &patch,
-            ],
-        );
+            serde_json::json!({"spec": {"tlsInterception": {"caSecretRef": {"name": secret}}}});
+        demo.patch_proxy(&patch).unwrap_or_else(|e| panic!("{e:#}"));
     };
     point_at("leaf-only-ca");
-    let (reason, message) = until(
-        "the refused parent reported",
+    let (reason, message) = eventually(
         Duration::from_secs(30),
+        "the refused parent reported",
         || {
             let (status, reason, message) =
                 condition(demo, "egressproxy", PROXY, "CertificateReady");
@@ -343,21 +316,10 @@ fn the_walkthrough_from_an_empty_cluster_to_enforced_logged_egress() {
     point_at("egress-ca");
 
     // Bypass prevention: the NetworkPolicies a node's network plugin enforces.
-    kubectl(
-        demo,
-        &[
-            "patch",
-            "egressproxy",
-            PROXY,
-            "-n",
-            PROXY_NAMESPACE,
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"clients":{"enforce":true}}}"#,
-        ],
-    );
-    let policy = until("the client egress policy", Duration::from_secs(30), || {
+    let enforce = serde_json::json!({"spec": {"clients": {"enforce": true}}});
+    demo.patch_proxy(&enforce)
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let policy = eventually(Duration::from_secs(30), "the client egress policy", || {
         demo.kubectl_ok(&[
             "get",
             "networkpolicy",

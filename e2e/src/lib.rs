@@ -16,6 +16,7 @@ mod error;
 pub mod node;
 mod process;
 pub mod product;
+pub mod test_tls;
 
 use std::fs;
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
@@ -451,6 +452,22 @@ pub fn free_port() -> Result<u16, HarnessError> {
         .local_addr()
         .map_err(setup_error("free port"))?
         .port())
+}
+
+/// Polls `check` every 250 ms until it returns `Some`, for at most
+/// `timeout`; panics, naming `what`, when the time is up (for tests).
+pub fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 /// Whether a plain-HTTP GET of `path` on 127.0.0.1:`port` answers 200.

@@ -249,11 +249,11 @@ mod webhook {
 
     use base64::Engine as _;
     use bytes::Bytes;
+    use egress_e2e::test_tls::test_server_tls;
     use http_body_util::{BodyExt, Full};
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use rcgen::SanType;
 
     pub struct Server {
         pub addr: SocketAddr,
@@ -280,33 +280,8 @@ mod webhook {
     }
 
     pub async fn start() -> Server {
-        let ca_key = KeyPair::generate().expect("key");
-        let mut ca_params = CertificateParams::default();
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "webhook CA");
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).expect("ca");
-        let issuer = Issuer::new(ca_params, ca_key);
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::default();
-        params.subject_alt_names = vec![SanType::IpAddress([127, 0, 0, 1].into())];
-        let cert = params.signed_by(&key, &issuer).expect("cert");
-        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![
-                CertificateDer::from(cert.der().to_vec()),
-                CertificateDer::from(ca.der().to_vec()),
-            ],
-            PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
-        .expect("server config");
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let tls = test_server_tls("webhook CA", SanType::IpAddress([127, 0, 0, 1].into()));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -351,7 +326,7 @@ mod webhook {
         });
         Server {
             addr,
-            ca_pem: ca.pem(),
+            ca_pem: tls.ca_pem,
             calls,
         }
     }

@@ -12,10 +12,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use egress_e2e::node::{Cluster, HOST_ADDRESS, images};
-use egress_e2e::run;
+use egress_e2e::{eventually, run};
 
 #[path = "node/installed.rs"]
 mod installed;
@@ -42,21 +42,6 @@ fn apply(cluster: &Cluster, manifest: &str) {
         "kubectl apply failed:\n{}\n{manifest}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// Polls `check` every 500 ms until it returns `Some`, for at most `timeout`.
-fn eventually<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 /// `kubectl exec` of a command in a pod: (exit code, output).

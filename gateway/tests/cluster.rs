@@ -342,44 +342,18 @@ async fn api_source_test(pki: Pki, upstream: Upstream) {
         Some(&["team-a", "team-b"]),
     )
     .await;
-    pod(
-        &client,
-        "team-a",
-        "web-a",
-        "127.0.0.2",
-        serde_json::json!({"app": "web"}),
-        false,
-    )
-    .await;
-    pod(
-        &client,
-        "team-b",
-        "web-b",
-        "127.0.0.3",
-        serde_json::json!({"app": "web"}),
-        false,
-    )
-    .await;
-    pod(
-        &client,
-        "team-a",
-        "node-agent",
-        "127.0.0.4",
-        serde_json::json!({"app": "web"}),
-        true,
-    )
-    .await;
-    // A namespace the proxy does not serve: the gateway may not read its
-    // pods, so it does not know them.
-    pod(
-        &client,
-        "team-c",
-        "web-c",
-        "127.0.0.5",
-        serde_json::json!({"app": "web"}),
-        false,
-    )
-    .await;
+    // The pods, with `app: web` all: web-c in a namespace the proxy does not
+    // serve (the gateway may not read its pods, so it does not know them),
+    // node-agent on the host's network.
+    for (namespace, name, ip, host_network) in [
+        ("team-a", "web-a", "127.0.0.2", false),
+        ("team-b", "web-b", "127.0.0.3", false),
+        ("team-a", "node-agent", "127.0.0.4", true),
+        ("team-c", "web-c", "127.0.0.5", false),
+    ] {
+        let labels = serde_json::json!({"app": "web"});
+        pod(&client, namespace, name, ip, labels, host_network).await;
+    }
     // What the gateway's ServiceAccount may read: pods where it serves.
     let may_list_pods = |scope: &[&str]| {
         let mut can_i = plane.kubectl();

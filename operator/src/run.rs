@@ -114,6 +114,38 @@ impl Backoff {
     }
 }
 
+/// Runs `controller` until `stop`: each object through `reconcile`, with
+/// its error metric and logs under `name`, failures retried after
+/// `backoff`'s wait.
+async fn run_controller<K, F, Fut>(
+    controller: Controller<K>,
+    name: &'static str,
+    reconcile: F,
+    backoff: Arc<Backoff>,
+    ctx: Arc<Context>,
+    stop: &CancellationToken,
+) where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
+    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+{
+    controller
+        .graceful_shutdown_on(stop.clone().cancelled_owned())
+        .run(
+            wrapped(name, reconcile, backoff.clone()),
+            error_policy::<K>(backoff),
+            ctx,
+        )
+        .for_each(log_outcome)
+        .await;
+}
+
 /// A reconcile in flight.
 type Reconciling = std::pin::Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
 
@@ -383,14 +415,15 @@ pub async fn controllers(
             Api::<ProxyRuleGroup>::all(client.clone()),
             watcher::Config::default(),
             proxies_of_group,
-        )
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(
-            wrapped("egressproxy", reconcile_proxy::reconcile, backoff.clone()),
-            error_policy::<EgressProxy>(backoff.clone()),
-            ctx.clone(),
-        )
-        .for_each(log_outcome);
+        );
+    let proxy_controller = run_controller(
+        proxy_controller,
+        "egressproxy",
+        reconcile_proxy::reconcile,
+        backoff.clone(),
+        ctx.clone(),
+        &stop,
+    );
 
     let lookup = ctx.clone();
     let configurations_of_group = move |g: ProxyRuleGroup| {
@@ -416,18 +449,15 @@ pub async fn controllers(
                 Api::<EgressProxy>::all(client.clone()),
                 watcher::Config::default(),
                 configuration_of_proxy,
-            )
-            .graceful_shutdown_on(stop.clone().cancelled_owned())
-            .run(
-                wrapped(
-                    "proxyconfiguration",
-                    reconcile_policy::reconcile_configuration,
-                    backoff.clone(),
-                ),
-                error_policy::<ProxyConfiguration>(backoff.clone()),
-                ctx.clone(),
-            )
-            .for_each(log_outcome);
+            );
+    let configuration_controller = run_controller(
+        configuration_controller,
+        "proxyconfiguration",
+        reconcile_policy::reconcile_configuration,
+        backoff.clone(),
+        ctx.clone(),
+        &stop,
+    );
 
     let groups_of_configuration =
         |c: ProxyConfiguration| groups_listed(&c, &c.namespace().unwrap_or_default());
@@ -449,18 +479,15 @@ pub async fn controllers(
             Api::<EgressProxy>::all(client.clone()),
             watcher::Config::default(),
             groups_of_proxy,
-        )
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(
-            wrapped(
-                "proxyrulegroup",
-                reconcile_policy::reconcile_group,
-                backoff.clone(),
-            ),
-            error_policy::<ProxyRuleGroup>(backoff.clone()),
-            ctx.clone(),
-        )
-        .for_each(log_outcome);
+        );
+    let group_controller = run_controller(
+        group_controller,
+        "proxyrulegroup",
+        reconcile_policy::reconcile_group,
+        backoff,
+        ctx.clone(),
+        &stop,
+    );
 
     let triggers = futures_util::stream::unfold(client_triggers, |mut triggers| async move {
         triggers.recv().await.map(|proxy| (proxy, triggers))
@@ -468,21 +495,17 @@ pub async fn controllers(
     // Pod churn triggers this often: a second's debounce folds bursts into
     // one run. Its own backoff: the proxy controller's successes must not
     // reset its failures.
-    let clients_backoff = Arc::new(Backoff::default());
     let clients_controller = Controller::for_shared_stream(client_proxy_events, proxies.clone())
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
-        .reconcile_on(triggers)
-        .graceful_shutdown_on(stop.cancelled_owned())
-        .run(
-            wrapped(
-                "clients",
-                reconcile_clients::reconcile,
-                clients_backoff.clone(),
-            ),
-            error_policy::<EgressProxy>(clients_backoff),
-            ctx.clone(),
-        )
-        .for_each(log_outcome);
+        .reconcile_on(triggers);
+    let clients_controller = run_controller(
+        clients_controller,
+        "clients",
+        reconcile_clients::reconcile,
+        Arc::new(Backoff::default()),
+        ctx.clone(),
+        &stop,
+    );
 
     tokio::join!(
         proxy_controller,

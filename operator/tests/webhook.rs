@@ -744,7 +744,9 @@ spec:
     let mut unlabel = plane.kubectl();
     unlabel.args(["label", "namespace", "team", "egress.dev/injection-"]);
     run(unlabel);
-    eventually(Duration::from_secs(30), "copies removed", || async {
+    // What the proxy rendered in the client namespace: its trust bundle's
+    // copy and the client NetworkPolicy, both gone.
+    let rendered_gone = || async {
         let copy = config_maps
             .get_opt("egress-trust.proxies.main")
             .await
@@ -754,8 +756,8 @@ spec:
             .await
             .ok()?;
         (copy.is_none() && policy.is_none()).then_some(())
-    })
-    .await;
+    };
+    eventually(Duration::from_secs(30), "copies removed", rendered_gone).await;
     let mut relabel = plane.kubectl();
     relabel.args(["label", "namespace", "team", "egress.dev/injection=enabled"]);
     run(relabel);
@@ -782,17 +784,7 @@ spec:
     eventually(
         Duration::from_secs(30),
         "client namespace cleaned",
-        || async {
-            let copy = config_maps
-                .get_opt("egress-trust.proxies.main")
-                .await
-                .ok()?;
-            let policy = team_policies
-                .get_opt("egress-clients.proxies.main")
-                .await
-                .ok()?;
-            (copy.is_none() && policy.is_none()).then_some(())
-        },
+        rendered_gone,
     )
     .await;
 

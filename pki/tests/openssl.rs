@@ -88,6 +88,19 @@ impl Scratch {
         text
     }
 
+    /// A P-256 key in SEC1 form at `out`.
+    fn ec_key(&self, out: &str) {
+        self.openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            out,
+        ]);
+    }
+
     /// A certificate for `key` signed by `ca` with the given extension section.
     fn sign_csr(
         &self,
@@ -286,15 +299,7 @@ fn parents_made_with_openssl() {
 
     // ECDSA P-256 intermediate with a SEC1 key and name constraints; its
     // chain in tls.crt and the root again in ca.crt.
-    dir.openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "ec-int.key",
-    ]);
+    dir.ec_key("ec-int.key");
     assert_eq!(
         first_line(&dir.path("ec-int.key")),
         "-----BEGIN EC PRIVATE KEY-----"
@@ -366,67 +371,34 @@ fn parents_made_with_openssl() {
     assert!(parent.chain().is_empty());
     issue_and_verify(&dir, "root", &parent, &["svc.example.com"]);
 
-    // pathlen:0 intermediate: refused, with the fix.
-    dir.openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "zero.key",
-    ]);
-    dir.sign_csr(
-        "zero",
-        "zero.key",
-        "/CN=Path Zero CA",
-        "root",
-        "int_pathlen0",
-        "1003",
-    );
-    let err = Parent::load(
-        &dir.read("zero.pem"),
-        &dir.read("zero.key"),
-        Some(&root_pem),
-        SystemTime::now(),
-    )
-    .expect_err("pathlen:0 cannot sign a sub-CA");
-    assert_eq!(err.reason(), "ParentPathLenZero");
-    assert!(matches!(
-        err,
-        Error::ParentPathLenZero {
-            limited_by: None,
-            ..
+    // A pathlen:0 intermediate (refused, with the fix) and an end-entity
+    // certificate as the parent.
+    for (name, subject, section, serial, reason) in [
+        (
+            "zero",
+            "/CN=Path Zero CA",
+            "int_pathlen0",
+            "1003",
+            "ParentPathLenZero",
+        ),
+        ("leaf", "/CN=www.example.com", "leaf", "1004", "ParentNotCA"),
+    ] {
+        let key = format!("{name}.key");
+        dir.ec_key(&key);
+        dir.sign_csr(name, &key, subject, "root", section, serial);
+        let err = Parent::load(
+            &dir.read(&format!("{name}.pem")),
+            &dir.read(&key),
+            Some(&root_pem),
+            SystemTime::now(),
+        )
+        .expect_err(reason);
+        assert_eq!(err.reason(), reason);
+        if let Error::ParentPathLenZero { limited_by, .. } = &err {
+            assert!(limited_by.is_none(), "{err:?}");
+            assert!(err.to_string().contains("pathlen:1"), "{err}");
         }
-    ));
-    assert!(err.to_string().contains("pathlen:1"), "{err}");
-
-    // An end-entity certificate used as the parent.
-    dir.openssl(&[
-        "ecparam",
-        "-name",
-        "prime256v1",
-        "-genkey",
-        "-noout",
-        "-out",
-        "leaf.key",
-    ]);
-    dir.sign_csr(
-        "leaf",
-        "leaf.key",
-        "/CN=www.example.com",
-        "root",
-        "leaf",
-        "1004",
-    );
-    let err = Parent::load(
-        &dir.read("leaf.pem"),
-        &dir.read("leaf.key"),
-        Some(&root_pem),
-        SystemTime::now(),
-    )
-    .expect_err("a server certificate is not a CA");
-    assert_eq!(err.reason(), "ParentNotCA");
+    }
 
     // The right certificate with the wrong key.
     let err = Parent::load(

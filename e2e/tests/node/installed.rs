@@ -40,11 +40,11 @@ mod destination {
     use std::sync::{Arc, Mutex};
 
     use bytes::Bytes;
+    use egress_e2e::test_tls::test_server_tls;
     use http_body_util::Full;
     use hyper::service::service_fn;
     use hyper_util::rt::TokioIo;
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use rcgen::SanType;
 
     use super::{OUTSIDE_ADDRESS, OUTSIDE_NAME};
 
@@ -56,31 +56,9 @@ mod destination {
 
     impl Destination {
         pub fn start() -> Destination {
-            let ca_key = KeyPair::generate().expect("key");
-            let mut ca_params = CertificateParams::default();
-            ca_params
-                .distinguished_name
-                .push(DnType::CommonName, "outside CA");
-            ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            let ca = ca_params.self_signed(&ca_key).expect("ca");
-            let issuer = Issuer::new(ca_params, ca_key);
-            let key = KeyPair::generate().expect("key");
-            let mut params = CertificateParams::default();
-            params.subject_alt_names =
-                vec![SanType::DnsName(OUTSIDE_NAME.try_into().expect("name"))];
-            let cert = params.signed_by(&key, &issuer).expect("cert");
-            let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .expect("versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            )
-            .expect("server config");
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+            let name = SanType::DnsName(OUTSIDE_NAME.try_into().expect("name"));
+            let tls = test_server_tls("outside CA", name);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
             let listener = std::net::TcpListener::bind((OUTSIDE_ADDRESS, 0))
                 .expect("bind the outside address");
             listener.set_nonblocking(true).expect("nonblocking");
@@ -125,7 +103,7 @@ mod destination {
             });
             Destination {
                 addr,
-                ca_pem: ca.pem(),
+                ca_pem: tls.ca_pem,
                 paths,
             }
         }
