@@ -14,6 +14,7 @@
 pub mod chart;
 mod error;
 pub mod node;
+pub mod objects;
 mod process;
 pub mod product;
 pub mod test_tls;

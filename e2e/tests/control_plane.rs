@@ -9,9 +9,10 @@
 use std::path::Path;
 use std::time::Duration;
 
+use egress_e2e::objects::namespace;
 use egress_e2e::{ControlPlane, run};
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Pod, ServiceAccount};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Client;
 use kube::api::{
@@ -26,26 +27,6 @@ async fn client(plane: &ControlPlane) -> Client {
     egress_runtime::kube_client(Some(&plane.kubeconfig))
         .await
         .expect("admin client")
-}
-
-/// A namespace with its `default` ServiceAccount (which kube-controller-manager
-/// would create in a full cluster; the ServiceAccount admission plugin needs it).
-async fn namespace(client: &Client, name: &str, labels: serde_json::Value) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name, "labels": labels}}))
-            .expect("ns");
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace created");
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    let sa: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).expect("sa");
-    accounts
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("default service account");
 }
 
 #[tokio::test]

@@ -20,10 +20,11 @@ use common::process::Gateway;
 use common::upstream::Upstream;
 use common::{HOST, Pki, TempDir, eventually};
 use egress_e2e::ControlPlane;
+use egress_e2e::objects::create;
 use egress_operator::crd::EgressProxy;
 use egress_operator::{render, render_clients};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -61,26 +62,15 @@ async fn client(plane: &ControlPlane) -> Client {
         .expect("admin client")
 }
 
-async fn create<K>(api: &Api<K>, object: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    let object: K = serde_json::from_value(object).expect("object");
-    api.create(&PostParams::default(), &object)
-        .await
-        .expect("created");
-}
-
+/// A namespace with the ServiceAccount the test's pods run as.
 async fn namespace(client: &Client, name: &str) {
+    egress_e2e::objects::namespace(client, name, serde_json::json!({})).await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
     create(
-        &Api::<Namespace>::all(client.clone()),
-        serde_json::json!({"metadata": {"name": name}}),
+        &accounts,
+        serde_json::json!({"metadata": {"name": "web-sa"}}),
     )
     .await;
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    for sa in ["default", "web-sa"] {
-        create(&accounts, serde_json::json!({"metadata": {"name": sa}})).await;
-    }
 }
 
 /// A pod at `ip`, as a kubelet would report it.

@@ -13,7 +13,6 @@ use egress_e2e::ControlPlane;
 use egress_e2e::chart::Release;
 use egress_e2e::product::{Output, Running};
 pub use egress_e2e::run;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::Client;
 use kube::api::{Api, PostParams};
@@ -50,20 +49,7 @@ pub fn secrets_role() -> String {
 
 /// A namespace with its `default` ServiceAccount (no controller-manager here).
 pub async fn bare_namespace(client: &Client, name: &str) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let ns: Namespace =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("ns");
-    namespaces
-        .create(&PostParams::default(), &ns)
-        .await
-        .expect("namespace created");
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), name);
-    let sa: ServiceAccount =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).expect("sa");
-    accounts
-        .create(&PostParams::default(), &sa)
-        .await
-        .expect("default service account");
+    egress_e2e::objects::namespace(client, name, serde_json::json!({})).await;
 }
 
 /// The seed example users apply first.
