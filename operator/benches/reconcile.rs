@@ -206,17 +206,17 @@ async fn main() {
 
     // One group every proxy uses changes: every ConfigMap follows.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let before: Vec<Option<String>> = futures_util::future::join_all((0..100).map(|c| {
-        let config_maps = config_maps.clone();
-        async move {
-            config_maps
-                .get(&format!("proxy-{c}-policy"))
-                .await
-                .ok()
-                .and_then(|cm| hash_of(&cm))
-        }
-    }))
-    .await;
+    // The policy hash of each proxy's ConfigMap.
+    let hashes = || {
+        futures_util::future::join_all((0..100).map(|c| {
+            let config_maps = config_maps.clone();
+            async move {
+                let config_map = config_maps.get(&format!("proxy-{c}-policy")).await;
+                config_map.ok().and_then(|cm| hash_of(&cm))
+            }
+        }))
+    };
+    let before = hashes().await;
     let started = Instant::now();
     let changed = serde_json::json!({
         "apiVersion": "egress.dev/v1alpha1", "kind": "ProxyRuleGroup",
@@ -229,17 +229,7 @@ async fn main() {
         .await
         .expect("change");
     loop {
-        let now: Vec<Option<String>> = futures_util::future::join_all((0..100).map(|c| {
-            let config_maps = config_maps.clone();
-            async move {
-                config_maps
-                    .get(&format!("proxy-{c}-policy"))
-                    .await
-                    .ok()
-                    .and_then(|cm| hash_of(&cm))
-            }
-        }))
-        .await;
+        let now = hashes().await;
         if now.iter().zip(&before).all(|(a, b)| a != b) {
             break;
         }

@@ -10,20 +10,43 @@ use std::time::Instant;
 use egress_policy::Named;
 use egress_policy::objects::AWS_NAME_ANNOTATION;
 use egress_policy::spec::ProxyRuleGroupSpec;
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::{Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::cluster_facts::ClusterView;
 use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::render::Settings;
 use crate::render_clients::TrustFiles;
 use crate::secret_watches::SecretsOptIn;
+
+/// A namespaced kind the reconcilers read, apply and delete.
+pub trait NamespacedKind:
+    Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+    + Clone
+    + Serialize
+    + DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> NamespacedKind for K where
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + Serialize
+        + DeserializeOwned
+        + std::fmt::Debug
+{
+}
 
 /// Shared state of the controllers.
 #[derive(Clone)]
@@ -109,6 +132,15 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    /// The EgressProxy API of `proxy`'s namespace (where its finalizers are
+    /// written).
+    pub fn proxies_api(&self, proxy: &EgressProxy) -> Result<Api<EgressProxy>, Error> {
+        let namespace = proxy
+            .namespace()
+            .ok_or(Error::Incomplete("proxy without namespace"))?;
+        Ok(Api::namespaced(self.client.clone(), &namespace))
+    }
+
     /// The configuration `name` in `namespace`, from the cache.
     pub fn configuration(&self, namespace: &str, name: &str) -> Option<Arc<ProxyConfiguration>> {
         self.configurations

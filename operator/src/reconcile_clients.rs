@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::rbac::v1::RoleBinding;
@@ -22,10 +21,8 @@ use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use crate::context::Context;
+use crate::context::{Context, NamespacedKind};
 use crate::crd::{ClientsStatus, EgressProxy};
 use crate::error::Error;
 use crate::inject;
@@ -51,10 +48,7 @@ const RECHECK: Duration = Duration::from_secs(300);
 /// overlap, so none can write a copy after the clean-up.
 pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile("clients");
-    let namespace = proxy
-        .namespace()
-        .ok_or(Error::Incomplete("proxy without namespace"))?;
-    let api: Api<EgressProxy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api = ctx.proxies_api(&proxy)?;
     finalizer(&api, FINALIZER, proxy, |event| async {
         match event {
             Event::Apply(proxy) => apply(&proxy, &ctx).await,
@@ -362,11 +356,7 @@ async fn sync<K>(
     force: bool,
 ) -> Vec<(String, String)>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: NamespacedKind,
 {
     let mut keep = BTreeSet::new();
     let mut failed = Vec::new();

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use egress_policy::Named;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -17,11 +16,9 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{Event, finalizer};
 use kube::{Api, Resource, ResourceExt};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::certs::{self, Pems};
-use crate::context::Context;
+use crate::context::{Context, NamespacedKind};
 use crate::crd::{EgressProxy, EgressProxyStatus};
 use crate::error::Error;
 use crate::names::{FIELD_MANAGER, MANAGER, Names, POLICY_HASH_ANNOTATION, is_owned_by};
@@ -35,10 +32,7 @@ pub const FINALIZER: &str = "egress.dev/cleanup";
 /// Reconciles one proxy.
 pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile("egressproxy");
-    let namespace = proxy
-        .namespace()
-        .ok_or(Error::Incomplete("proxy without namespace"))?;
-    let api: Api<EgressProxy> = Api::namespaced(ctx.client.clone(), &namespace);
+    let api = ctx.proxies_api(&proxy)?;
     finalizer(&api, FINALIZER, proxy, |event| async {
         match event {
             Event::Apply(proxy) => apply(&proxy, &ctx).await,
@@ -82,11 +76,7 @@ pub async fn remove_cluster_pod_reader(ctx: &Context, names: &Names) -> Result<(
 /// Server-side apply of a namespaced object the operator owns.
 async fn apply_in<K>(ctx: &Context, namespace: &str, object: &K) -> Result<K, Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + Serialize
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: NamespacedKind,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     let name = object.meta().name.clone().unwrap_or_default();
@@ -102,10 +92,7 @@ where
 /// Deletes a namespaced object the spec no longer asks for (gone already is fine).
 pub(crate) async fn remove<K>(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: NamespacedKind,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     match api.delete(name, &DeleteParams::default()).await {
@@ -118,10 +105,7 @@ where
 /// Reads one object: absent, present, or why not.
 async fn read<K>(ctx: &Context, namespace: &str, name: &str) -> Read<K>
 where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
+    K: NamespacedKind,
 {
     let api: Api<K> = Api::namespaced(ctx.client.clone(), namespace);
     api.get_opt(name)
@@ -160,10 +144,7 @@ impl Owned<'_> {
     /// The whole object, when it is the proxy's.
     async fn read<K>(&mut self, name: &str) -> Read<K>
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: NamespacedKind,
     {
         let found = read::<K>(self.ctx, self.namespace, name).await?;
         Ok(found.filter(|object| self.mine(object.meta(), K::kind(&()).as_ref(), name)))
@@ -172,10 +153,7 @@ impl Owned<'_> {
     /// Only whether an object of this name is someone else's.
     async fn check<K>(&mut self, name: &str)
     where
-        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-            + Clone
-            + DeserializeOwned
-            + std::fmt::Debug,
+        K: NamespacedKind,
     {
         let api: Api<K> = Api::namespaced(self.ctx.client.clone(), self.namespace);
         match api.get_metadata_opt(name).await {
