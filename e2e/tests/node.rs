@@ -226,18 +226,7 @@ fn a_deployment_runs_and_its_service_answers_by_address_and_by_name() {
     );
 
     // By ClusterIP, by full DNS name, by short name (the pod's search path).
-    let cluster_ip = run(kubectl(
-        cluster,
-        &[
-            "get",
-            "service",
-            "web",
-            "-n",
-            ns,
-            "-o",
-            "jsonpath={.spec.clusterIP}",
-        ],
-    ));
+    let cluster_ip = cluster_ip(cluster, ns, "web");
     assert!(cluster_ip.starts_with("10.0.0."), "{cluster_ip}");
     for url in [
         format!("http://{cluster_ip}/"),
@@ -295,6 +284,15 @@ fn a_deployment_runs_and_its_service_answers_by_address_and_by_name() {
 }
 
 /// curl from a pod with a short timeout: (exit code, output).
+/// The ClusterIP of Service `name`.
+fn cluster_ip(cluster: &Cluster, ns: &str, name: &str) -> String {
+    let jsonpath = "jsonpath={.spec.clusterIP}";
+    run(kubectl(
+        cluster,
+        &["get", "service", name, "-n", ns, "-o", jsonpath],
+    ))
+}
+
 fn fetch_from(cluster: &Cluster, ns: &str, pod: &str, url: &str) -> (i32, String) {
     exec(cluster, ns, pod, &["curl", "-sS", "-m", "3", url])
 }
@@ -345,18 +343,7 @@ fn a_network_policy_denying_egress_is_enforced_and_removing_it_restores_access()
             "{url}: curl failed for another reason ({code}): {output}"
         );
     }
-    let by_address = run(kubectl(
-        cluster,
-        &[
-            "get",
-            "service",
-            "web",
-            "-n",
-            ns,
-            "-o",
-            "jsonpath=http://{.spec.clusterIP}/",
-        ],
-    ));
+    let by_address = format!("http://{}/", cluster_ip(cluster, ns, "web"));
     let (code, output) = fetch_from(cluster, ns, "confined", &by_address);
     assert!(
         [7, 28].contains(&code),
