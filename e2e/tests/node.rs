@@ -228,6 +228,17 @@ fn a_deployment_runs_and_its_service_answers_by_address_and_by_name() {
     // By ClusterIP, by full DNS name, by short name (the pod's search path).
     let cluster_ip = cluster_ip(cluster, ns, "web");
     assert!(cluster_ip.starts_with("10.0.0."), "{cluster_ip}");
+    // kube-proxy programs the Service's rules after its endpoints are ready
+    // (until then a connection to it is refused): wait for that first.
+    let by_address = format!("http://{cluster_ip}/");
+    eventually(
+        Duration::from_secs(30),
+        "kube-proxy to serve the Service",
+        || {
+            let curl = ["curl", "-sS", "-m", "10", &by_address];
+            (exec(cluster, ns, "client", &curl).0 == 0).then_some(())
+        },
+    );
     for url in [
         format!("http://{cluster_ip}/"),
         format!("http://web.{ns}.svc.cluster.local/"),
