@@ -37,6 +37,15 @@ impl Heads {
             .unwrap_or(false)
     }
 
+    /// Takes every flag queued so far, in order.
+    pub fn drain(&self) -> Vec<bool> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
+    }
+
     fn push(&self, ambiguous: bool) {
         self.0
             .lock()
@@ -86,7 +95,9 @@ impl<S> Inspected<S> {
         self.inner
     }
 
-    fn feed(&mut self, input: &[u8]) {
+    /// Follows the requests through `input`, the next bytes the client sent
+    /// (what each read passes on; public for tests and fuzzing).
+    pub fn feed(&mut self, input: &[u8]) {
         // Owned so that what follows a head (kept inside the head buffer) can
         // be fed on without recursion.
         let mut data = input.to_vec();
@@ -277,11 +288,7 @@ mod tests {
         for piece in stream.chunks(stream.len().div_ceil(pieces).max(1)) {
             inspected.feed(piece);
         }
-        let mut all = Vec::new();
-        while let Some(flag) = heads.0.lock().expect("lock").pop_front() {
-            all.push(flag);
-        }
-        all
+        heads.drain()
     }
 
     const PIPELINE: &[u8] = b"POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 26\r\n\r\n\r\nContent-Length: 1\r\n\r\nxyz\

@@ -9,7 +9,10 @@
 //! 2. Percent-encodings are decoded in both (`%66iles` is `files`, `%2F` is a
 //!    slash, as many origins treat it). A `%` not followed by two hex digits,
 //!    or one that decodes to NUL or another control character, is refused.
-//!    Decoded bytes that are not UTF-8 stay encoded (`%FF`, upper case).
+//!    Decoded bytes that are not UTF-8 stay encoded (`%FF`, upper case), and
+//!    so do a percent sign (`%25`) and, in the path, `?` and `#` (`%3F`,
+//!    `%23`): decoded, they would read as syntax the next time, so the
+//!    normal form would not be its own normal form.
 //! 3. In the path, a backslash (raw or `%5C`) counts as a slash, as IIS and
 //!    WHATWG URL parsers treat it.
 //! 4. In the path, repeated slashes are merged (`//a///b` is `/a/b`), then
@@ -89,7 +92,11 @@ fn decode(text: &str, path: bool) -> Result<String, &'static str> {
             if hex.is_ascii_control() {
                 return Err("an encoded NUL or control character is not allowed");
             }
-            out.push(hex);
+            if hex == b'%' || (path && matches!(hex, b'?' | b'#')) {
+                out.extend_from_slice(format!("%{hex:02X}").as_bytes());
+            } else {
+                out.push(hex);
+            }
             i += 3;
         } else {
             if b.is_ascii_control() {
@@ -191,6 +198,23 @@ mod tests {
             ),
         ] {
             assert_eq!(normal(spelling), want, "{spelling}");
+        }
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/path/`): decoded, `%25` became a `%`
+    /// that the next normalisation refused, and `%3F` a `?` that split the
+    /// path anew.
+    #[test]
+    fn the_normal_form_is_its_own_normal_form() {
+        for (spelling, want) in [
+            ("/a%25b", "/a%25b"),
+            ("/a%2541", "/a%2541"),
+            ("/a%3fb?c", "/a%3Fb?c"),
+            ("/a%23b", "/a%23b"),
+            ("/s?q=%25%3F%23", "/s?q=%25?#"),
+        ] {
+            assert_eq!(normal(spelling), want, "{spelling}");
+            assert_eq!(normal(want), normal(&normal(want)), "{want}");
         }
     }
 

@@ -91,7 +91,10 @@ pub fn read(bytes: &[u8]) -> Reading {
             ));
         }
         [0x14..=0x18] => return NeedAtLeast(2),
-        [first, ..] if first & 0x80 != 0 && bytes.len() < 4 => return NeedAtLeast(4),
+        // Until its type and version bytes say it is not SSLv2's.
+        [first, ..] if first & 0x80 != 0 && bytes.len() < 4 && [1, 3].starts_with(&bytes[2..]) => {
+            return NeedAtLeast(bytes.len() + 1);
+        }
         [] => return NeedAtLeast(1),
         _ => return Done(FirstFlight::NotTls),
     }
@@ -214,8 +217,9 @@ pub fn server_answer(bytes: &[u8]) -> ServerAnswer {
 /// skipped.
 pub fn read_second(bytes: &[u8]) -> Reading {
     const CHANGE_CIPHER_SPEC: [u8; 6] = [0x14, 0x03, 0x03, 0x00, 0x01, 0x01];
+    // Each byte of a ChangeCipherSpec can already show it is not one.
     if bytes.len() < CHANGE_CIPHER_SPEC.len() && CHANGE_CIPHER_SPEC.starts_with(bytes) {
-        return Reading::NeedAtLeast(CHANGE_CIPHER_SPEC.len());
+        return Reading::NeedAtLeast(bytes.len() + 1);
     }
     match bytes.strip_prefix(&CHANGE_CIPHER_SPEC[..]) {
         Some(rest) => match read(rest) {
@@ -577,11 +581,31 @@ mod tests {
                 Reading::Done(FirstFlight::Hello(_))
             ));
         }
-        assert_eq!(read_second(&with_ccs[..3]), Reading::NeedAtLeast(6));
+        assert_eq!(read_second(&with_ccs[..3]), Reading::NeedAtLeast(4));
         assert!(matches!(
             read_second(&with_ccs[..20]),
             Reading::NeedAtLeast(n) if n == with_ccs.len()
         ));
+    }
+
+    /// Found by fuzzing (`fuzz/corpus/client_hello/`): after a retry,
+    /// `14 16 03` is no ChangeCipherSpec and no ClientHello, but the reader
+    /// asked for six bytes before saying so; a client that sent three and
+    /// waited was held to the handshake timeout. What it asks for now is
+    /// never more than what decides.
+    #[test]
+    fn no_more_is_asked_for_than_decides() {
+        assert_eq!(read_second(&[]), Reading::NeedAtLeast(1));
+        assert_eq!(read_second(&[0x14]), Reading::NeedAtLeast(2));
+        assert_eq!(
+            read_second(&[0x14, 0x16, 0x03]),
+            Reading::Done(FirstFlight::NotTls)
+        );
+        assert_eq!(read(&[0x80, 0x2e]), Reading::NeedAtLeast(3));
+        assert_eq!(
+            read(&[0x80, 0x2e, 0x05]),
+            Reading::Done(FirstFlight::NotTls)
+        );
     }
 
     #[test]
