@@ -345,13 +345,24 @@ pub fn admission_review(data: &[u8]) {
 }
 
 /// Whether `now` is the container's own `JAVA_TOOL_OPTIONS` with options
-/// added after them (the proxy's, and its trust store).
+/// added after them (the proxy's, and its trust store): a variable without
+/// a value reads as empty (found by fuzzing), one taken from a Secret or
+/// ConfigMap is never added to. Its other fields stay.
 fn extends_java_options(own: &serde_json::Value, now: &serde_json::Value) -> bool {
     let java = |v: &serde_json::Value| v["name"] == "JAVA_TOOL_OPTIONS";
-    let value = |v: &serde_json::Value| v["value"].as_str().map(str::to_owned);
-    java(own)
-        && java(now)
-        && value(own).is_some_and(|own| value(now).is_some_and(|v| v.starts_with(&own)))
+    if !java(own) || !java(now) || !own["valueFrom"].is_null() {
+        return false;
+    }
+    let own_value = own["value"].as_str().unwrap_or_default();
+    let others_kept = own
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(field, value)| field == "value" || &now[field] == value);
+    others_kept
+        && now["value"]
+            .as_str()
+            .is_some_and(|v| v.starts_with(own_value))
 }
 
 /// Every container and init container of a raw pod: kind, index, object.

@@ -114,6 +114,23 @@ impl Backoff {
     }
 }
 
+/// A kind the operator watches cluster-wide and caches.
+trait Watched:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Watched for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Runs `controller` until `stop`: each object through `reconcile`, with
 /// its error metric and logs under `name`, failures retried after
 /// `backoff`'s wait.
@@ -125,13 +142,7 @@ async fn run_controller<K, F, Fut>(
     ctx: Arc<Context>,
     stop: &CancellationToken,
 ) where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
     F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
     Fut: Future<Output = Result<Action, Error>> + Send + 'static,
 {
@@ -615,13 +626,7 @@ fn rendered<K>(
     changed: impl Fn(&ObjectMeta) + Send + 'static,
 ) -> reflector::Store<PartialObjectMeta<K>>
 where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
+    K: Watched,
 {
     cache::spawn(
         watcher(

@@ -92,7 +92,11 @@ pub fn read(bytes: &[u8]) -> Reading {
         }
         [0x14..=0x18] => return NeedAtLeast(2),
         // Until its type and version bytes say it is not SSLv2's.
-        [first, ..] if first & 0x80 != 0 && bytes.len() < 4 && [1, 3].starts_with(&bytes[2..]) => {
+        [first, ..]
+            if first & 0x80 != 0
+                && bytes.len() < 4
+                && [1, 3].starts_with(bytes.get(2..).unwrap_or_default()) =>
+        {
             return NeedAtLeast(bytes.len() + 1);
         }
         [] => return NeedAtLeast(1),
@@ -601,6 +605,7 @@ mod tests {
             read_second(&[0x14, 0x16, 0x03]),
             Reading::Done(FirstFlight::NotTls)
         );
+        assert_eq!(read(&[0x80]), Reading::NeedAtLeast(2));
         assert_eq!(read(&[0x80, 0x2e]), Reading::NeedAtLeast(3));
         assert_eq!(
             read(&[0x80, 0x2e, 0x05]),
