@@ -150,6 +150,13 @@ impl Webhook {
         Ok(api.get_metadata(name).await?.metadata)
     }
 
+    /// Every EgressProxy, as the API server has them now.
+    async fn listed_proxies(&self) -> anyhow::Result<Vec<Arc<EgressProxy>>> {
+        let api: Api<EgressProxy> = Api::all(self.client.clone());
+        let listed = api.list(&Default::default()).await?;
+        Ok(listed.items.into_iter().map(Arc::new).collect())
+    }
+
     /// The response to one review. An `Err` is answered with a 500, so the
     /// API server applies the configuration's failure policy.
     pub async fn review(
@@ -178,13 +185,33 @@ impl Webhook {
         let namespace_meta = self.namespace(&namespace).await?;
         let proxies = self.proxies.state();
         let cluster = self.cluster.borrow().clone();
-        let outcome = inject::decide(
+        let mut outcome = inject::decide(
             &pod.metadata,
             &namespace,
             &namespace_meta,
             &proxies,
             &cluster,
         );
+        if let Err(inject::Skip::NotSelected(_)) = outcome {
+            // A namespace that asks for injection and no proxy in the cache
+            // for the pod: one created a moment ago (a chart that installs
+            // a proxy and its workloads together) may not have reached the
+            // cache yet, so the proxies are read from the API server once.
+            match self.listed_proxies().await {
+                Ok(listed) => {
+                    outcome = inject::decide(
+                        &pod.metadata,
+                        &namespace,
+                        &namespace_meta,
+                        &listed,
+                        &cluster,
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot list EgressProxies; deciding from the cache")
+                }
+            }
+        }
         let count = |outcome: &'static str, reason: &'static str| {
             self.metrics
                 .webhook

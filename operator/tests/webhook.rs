@@ -135,6 +135,11 @@ fn the_chart_lets_the_operator_read_what_its_caches_may_miss() {
             "the webhook, for a namespace created moments before its pod",
         ),
         (
+            "list",
+            "egressproxies.egress.dev",
+            "the webhook, for a proxy created moments before the pods it serves",
+        ),
+        (
             "get",
             "configmaps",
             "the policy ConfigMap and a destination CA bundle",
