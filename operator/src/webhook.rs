@@ -192,11 +192,18 @@ impl Webhook {
             &proxies,
             &cluster,
         );
-        if let Err(inject::Skip::NotSelected(_)) = outcome {
+        let none_cached_serves = || {
+            !proxies
+                .iter()
+                .any(|p| inject::serves_namespace(p, &namespace, &namespace_meta, &cluster))
+        };
+        if matches!(outcome, Err(inject::Skip::NotSelected(_))) && none_cached_serves() {
             // A namespace that asks for injection and no proxy in the cache
-            // for the pod: one created a moment ago (a chart that installs
+            // that serves it: one created a moment ago (a chart that installs
             // a proxy and its workloads together) may not have reached the
             // cache yet, so the proxies are read from the API server once.
+            // (A pod only a serving proxy's podSelector leaves out costs no
+            // read.)
             match self.listed_proxies().await {
                 Ok(listed) => {
                     outcome = inject::decide(

@@ -56,23 +56,18 @@ impl Connector {
         }
     }
 
-    /// Connects TCP to `ip:port` within the connect timeout.
+    /// Connects TCP to `ip:port` within the connect timeout, with Nagle off
+    /// (small proxied writes would otherwise wait for delayed ACKs).
     pub async fn connect_tcp(&self, ip: IpAddr, port: u16) -> Result<TcpStream, Error> {
-        connect_tcp(ip, port, self.connect_timeout).await
+        let (addr, after) = (SocketAddr::new(ip, port), self.connect_timeout);
+        let stream = match tokio::time::timeout(after, TcpStream::connect(addr)).await {
+            Err(_) => return Err(Error::UpstreamConnectTimeout { addr, after }),
+            Ok(Err(source)) => return Err(Error::UpstreamConnect { addr, source }),
+            Ok(Ok(stream)) => stream,
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
     }
-}
-
-/// Connects TCP to `ip:port` within `after`, with Nagle off (small proxied
-/// writes would otherwise wait for delayed ACKs).
-async fn connect_tcp(ip: IpAddr, port: u16, after: Duration) -> Result<TcpStream, Error> {
-    let addr = SocketAddr::new(ip, port);
-    let stream = match tokio::time::timeout(after, TcpStream::connect(addr)).await {
-        Err(_) => return Err(Error::UpstreamConnectTimeout { addr, after }),
-        Ok(Err(source)) => return Err(Error::UpstreamConnect { addr, source }),
-        Ok(Ok(stream)) => stream,
-    };
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
 }
 
 /// TLS to the destination, verifying its certificate for `name`.
