@@ -20,6 +20,19 @@ pub struct DecisionLabels {
     pub rule: String,
 }
 
+/// Labels of what the rules in monitor mode would have decided.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WouldLabels {
+    /// Phase of that outcome.
+    pub phase: &'static str,
+    /// The action that would have been taken.
+    pub would_action: &'static str,
+    /// Rule group of the rule that would have decided.
+    pub group: String,
+    /// That rule (`default` for a phase default).
+    pub rule: String,
+}
+
 /// Labels of an error.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -59,6 +72,8 @@ pub struct ListenerLabels {
 pub struct Metrics {
     /// Decisions by phase, action and rule.
     pub decisions: Family<DecisionLabels, Counter>,
+    /// Requests where a rule in monitor mode matched, by what would have happened.
+    pub monitored: Family<WouldLabels, Counter>,
     /// Failures by side and reason.
     pub errors: Family<ErrorLabels, Counter>,
     /// Time from request head to response head (HTTP requests, plain or intercepted).
@@ -106,6 +121,7 @@ impl Metrics {
         let latency = || Histogram::new(exponential_buckets(0.000_1, 2.0, 18));
         let metrics = Metrics {
             decisions: Family::default(),
+            monitored: Family::default(),
             errors: Family::default(),
             request_seconds: latency(),
             dns_seconds: latency(),
@@ -132,6 +148,11 @@ impl Metrics {
             "decisions",
             "Requests decided, by phase, final action, group and rule",
             metrics.decisions.clone(),
+        );
+        r.register(
+            "monitored_decisions",
+            "Requests where a rule in monitor mode matched, by what would have happened with it enforced",
+            metrics.monitored.clone(),
         );
         r.register(
             "errors",

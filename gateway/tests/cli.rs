@@ -198,6 +198,20 @@ fn every_example_compiles_and_does_what_its_comments_say() {
         &["-X", "POST", "https://upload.pypi.org/legacy/"],
     );
     assert_eq!(outcome(&upload), ("Deny".into(), "no-uploads".into()));
+    let would = |line: &serde_json::Value| {
+        (
+            line["would_action"].as_str().unwrap_or("").to_owned(),
+            line["would_rule_name"].as_str().unwrap_or("").to_owned(),
+        )
+    };
+    let watched = "allowlist-monitor.yaml";
+    let pypi = eval_example(watched, &["https://pypi.org/simple/requests/"]);
+    assert_eq!(outcome(&pypi), ("Allow".into(), "default".into()));
+    assert_eq!(would(&pypi), ("Allow".into(), "allow-registries".into()));
+    let other = eval_example(watched, &["https://www.example.com/"]);
+    assert_eq!(outcome(&other), ("Allow".into(), "default".into()));
+    assert_eq!(would(&other), ("Deny".into(), "deny-the-rest".into()));
+    assert_eq!(other["would_rule_group_name"], "registries-watched");
     let pinned = eval_example(
         "allowlist.yaml",
         &["-X", "POST", "https://raw.githubusercontent.com/x"],

@@ -123,6 +123,14 @@ async fn invalid_resources_are_refused_by_the_server_or_reported_in_status() {
             "spec.rules.preDNS[0].name in body should match",
         ),
         (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: watched\nspec:\n  mode: Monitor\n  rules:\n    preDNS:\n      - {name: quiet, action: Deny}\n      - {name: loud, action: Deny, mode: Enforce}\n",
+            "the group is in Monitor mode, so none of its rules may say mode: Enforce",
+        ),
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: watching\nspec:\n  rules:\n    preDNS:\n      - {name: r1, action: Deny, mode: Watch}\n",
+            "spec.rules.preDNS[0].mode: Unsupported value: \"Watch\"",
+        ),
+        (
             "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata:\n  name: d\nspec:\n  ruleGroups: [{name: a}]\n",
             "spec.defaultActions: Required value",
         ),

@@ -157,6 +157,7 @@ fn policy(rules: usize, make: fn(usize) -> (usize, ConditionSpec)) -> CompiledPo
         let rule = RuleSpec {
             name: format!("rule-{i}"),
             description: None,
+            mode: None,
             action: if i % 3 == 0 {
                 Action::Alert
             } else {

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::key::ConditionKey;
 use crate::objects::AWS_NAME_ANNOTATION;
 use crate::operator::Operator;
-use crate::spec::API_VERSION;
+use crate::spec::{API_VERSION, RuleMode};
 
 /// Something about the import a user must know.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -600,9 +600,17 @@ pub fn export(documents: &crate::Documents) -> Value {
                 let converted: Vec<Value> = list
                     .iter()
                     .map(|rule| {
+                        // AWS has no monitor mode; ALERT is its action that
+                        // logs a match and enforces nothing.
+                        let monitored = [spec.mode, rule.mode].contains(&Some(RuleMode::Monitor));
+                        let action = if monitored {
+                            crate::Action::Alert
+                        } else {
+                            rule.action
+                        };
                         let mut out = json!({
                             "ProxyRuleName": rule.name,
-                            "Action": rule.action.as_str().to_ascii_uppercase(),
+                            "Action": action.as_str().to_ascii_uppercase(),
                             "Conditions": rule.conditions.iter().map(|c| json!({
                                 "ConditionKey": c.key,
                                 "ConditionOperator": c.operator,
@@ -716,6 +724,24 @@ mod tests {
         ] {
             assert!(notes.contains(expected), "{expected}\n{notes}");
         }
+    }
+
+    #[test]
+    fn monitored_rules_export_as_alerts() {
+        let yaml = "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {name: g}\nspec:\n  rules:\n    preDNS:\n      - {name: watched, action: Deny, mode: Monitor}\n      - {name: enforced, action: Deny}\n";
+        let exported = export(&crate::parse_documents(yaml).expect("documents"));
+        let rules = &exported["CreateProxyRuleGroup"][0]["Rules"]["PreDNS"];
+        assert_eq!(rules[0]["Action"], "ALERT");
+        assert_eq!(rules[1]["Action"], "DENY");
+        let whole = yaml
+            .replace("spec:\n", "spec:\n  mode: Monitor\n")
+            .replace(", mode: Monitor", "");
+        let exported = export(&crate::parse_documents(&whole).expect("documents"));
+        let rules = &exported["CreateProxyRuleGroup"][0]["Rules"]["PreDNS"];
+        assert_eq!(
+            (&rules[0]["Action"], &rules[1]["Action"]),
+            (&json!("ALERT"), &json!("ALERT"))
+        );
     }
 
     #[test]

@@ -21,7 +21,8 @@ use crate::operator::Operator;
 use crate::phase::Phase;
 use crate::proxy::{ProxyPolicy, ProxySettings};
 use crate::spec::{
-    Action, DefaultActions, EgressProxySpec, ProxyConfigurationSpec, ProxyRuleGroupSpec, RuleSpec,
+    Action, DefaultActions, EgressProxySpec, ProxyConfigurationSpec, ProxyRuleGroupSpec, RuleMode,
+    RuleSpec,
 };
 
 /// Version of the serialized [`PolicyDocument`] format this build writes and reads.
@@ -106,6 +107,8 @@ pub struct CompiledPolicy {
     document: PolicyDocument,
     tables: [PhaseTable; 3],
     proxy: ProxyPolicy,
+    /// Some rule is in monitor mode.
+    monitors: bool,
 }
 
 /// Compiles a configuration with the rule groups available in its namespace,
@@ -230,6 +233,7 @@ impl CompiledPolicy {
             .ok();
         match proxy {
             Some(proxy) if errors.is_empty() => Ok(CompiledPolicy {
+                monitors: phases.iter().flatten().any(|rule| rule.monitor),
                 tables: phases.map(PhaseTable::new),
                 document,
                 proxy,
@@ -329,7 +333,13 @@ impl CompiledPolicy {
             phase,
             ctx,
             decision,
+            self.monitors,
         )
+    }
+
+    /// Whether some rule is in monitor mode.
+    pub fn monitors(&self) -> bool {
+        self.monitors
     }
 
     /// Evaluates the phases in order with one context, stopping at a `Deny`.
@@ -361,9 +371,17 @@ fn compile_group(
         (Phase::PreRequest, &spec.rules.pre_request),
         (Phase::PostResponse, &spec.rules.post_response),
     ];
+    let group_monitors = spec.mode == Some(RuleMode::Monitor);
     for (phase, rules) in lists {
         for (j, rule) in rules.iter().enumerate() {
             let path = format!("{prefix}rules.{}[{j}]", phase.field());
+            if group_monitors && rule.mode == Some(RuleMode::Enforce) {
+                errors.push(CompileError::new(
+                    format!("{path}.mode"),
+                    "the group is in Monitor mode, so none of its rules enforces; \
+                     move the rule to a group in Enforce mode or drop its mode",
+                ));
+            }
             if !is_rule_name(&rule.name) {
                 errors.push(CompileError::new(
                     format!("{path}.name"),
@@ -388,6 +406,7 @@ fn compile_group(
                     name: Arc::from(rule.name.as_str()),
                     group: group.clone(),
                     action: rule.action,
+                    monitor: group_monitors || rule.mode == Some(RuleMode::Monitor),
                     conditions,
                 }),
                 Err(rule_errors) => errors.extend(rule_errors),

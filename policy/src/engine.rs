@@ -3,6 +3,10 @@
 //! `Deny` that matches ends the phase; `Alert` is recorded and evaluation goes
 //! on; when nothing ended the phase its default applies.
 //!
+//! Rules in monitor mode are left out of that list; when a policy has any,
+//! the same phases are also evaluated with them in it, as if enforced, and
+//! the outcome is kept beside the real one ([`WouldBe`]).
+//!
 //! The [`RuleIndex`] narrows the rules a request needs to look at; the
 //! candidates come in rule order, which keeps first-match semantics intact.
 
@@ -28,6 +32,8 @@ pub(crate) struct CompiledRule {
     pub(crate) name: Arc<str>,
     pub(crate) group: Arc<str>,
     pub(crate) action: Action,
+    /// In monitor mode: evaluated only for [`WouldBe`].
+    pub(crate) monitor: bool,
     /// Cheapest first; all must hold.
     pub(crate) conditions: Box<[Condition]>,
 }
@@ -89,6 +95,19 @@ pub struct Decision {
     pub first_alert_match: Option<RuleMatch>,
     /// Every rule that matched, in evaluation order, and `Alert` defaults.
     pub all_matches: Vec<RuleMatch>,
+    /// For a policy with rules in monitor mode: the phases evaluated as if
+    /// they were enforced.
+    pub would_be: Option<Box<WouldBe>>,
+}
+
+/// What a request's decision would have been had the rules in monitor mode
+/// been enforced, over the phases the request really went through.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WouldBe {
+    /// The decision with every rule enforced.
+    pub decision: Decision,
+    /// The monitored rules that matched in it, in evaluation order.
+    pub monitored: Vec<RuleMatch>,
 }
 
 impl Default for Decision {
@@ -100,6 +119,7 @@ impl Default for Decision {
             final_phase: Phase::PreDns,
             first_alert_match: None,
             all_matches: Vec::new(),
+            would_be: None,
         }
     }
 }
@@ -113,10 +133,33 @@ impl Decision {
     /// Records a refusal decided outside the rules (such as the private
     /// destination guard), under a reserved rule name.
     pub fn deny_by(&mut self, phase: Phase, rule: &str) {
+        if let Some(would) = &mut self.would_be
+            && would.decision.final_action != Action::Deny
+        {
+            would.decision.deny_by(phase, rule);
+        }
         self.final_action = Action::Deny;
         self.final_rule_name = Arc::from(rule);
         self.final_rule_group_name = DEFAULT_NAME.clone();
         self.final_phase = phase;
+    }
+
+    /// What the rules in monitor mode would have decided, when one of them
+    /// matched: the outcome with them enforced (an alert when that is all
+    /// they added to a plain Allow default).
+    pub fn would(&self) -> Option<RuleMatch> {
+        let would = self.would_be.as_deref()?;
+        let first_monitored = would.monitored.first()?;
+        let d = &would.decision;
+        if &*d.final_rule_name == DEFAULT_RULE && d.final_action == Action::Allow {
+            return Some(first_monitored.clone());
+        }
+        Some(RuleMatch {
+            rule: d.final_rule_name.clone(),
+            group: d.final_rule_group_name.clone(),
+            phase: d.final_phase,
+            action: d.final_action,
+        })
     }
 
     fn record(&mut self, found: RuleMatch) {
@@ -136,26 +179,58 @@ pub enum Verdict {
     Deny,
 }
 
-/// Evaluates one phase of `table` with `default` into `decision`.
+/// Evaluates one phase of `table` with `default` into `decision`; with
+/// `monitoring` (the policy has rules in monitor mode) into its [`WouldBe`]
+/// too, unless that one was already denied.
 pub(crate) fn evaluate_phase(
     table: &PhaseTable,
     default: Action,
     phase: Phase,
     ctx: &RequestContext<'_>,
     decision: &mut Decision,
+    monitoring: bool,
+) -> Verdict {
+    if monitoring {
+        let would = decision.would_be.get_or_insert_with(Default::default);
+        if would.decision.final_action != Action::Deny {
+            let WouldBe {
+                decision,
+                monitored,
+            } = &mut **would;
+            run_phase(table, default, phase, ctx, decision, Some(monitored));
+        }
+    }
+    run_phase(table, default, phase, ctx, decision, None)
+}
+
+/// One phase: the rules in monitor mode are evaluated, and their matches
+/// pushed to `monitored`, only when it is given.
+fn run_phase(
+    table: &PhaseTable,
+    default: Action,
+    phase: Phase,
+    ctx: &RequestContext<'_>,
+    decision: &mut Decision,
+    mut monitored: Option<&mut Vec<RuleMatch>>,
 ) -> Verdict {
     let mut ended: Option<&CompiledRule> = None;
     table.index.for_each_candidate(ctx, |position| {
         let rule = &table.rules[position as usize];
-        if !rule.matches(ctx) {
+        if rule.monitor && monitored.is_none() || !rule.matches(ctx) {
             return ControlFlow::Continue(());
         }
-        decision.record(RuleMatch {
+        let found = RuleMatch {
             rule: rule.name.clone(),
             group: rule.group.clone(),
             phase,
             action: rule.action,
-        });
+        };
+        if rule.monitor
+            && let Some(monitored) = monitored.as_deref_mut()
+        {
+            monitored.push(found.clone());
+        }
+        decision.record(found);
         if rule.action == Action::Alert {
             ControlFlow::Continue(())
         } else {

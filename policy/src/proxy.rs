@@ -193,10 +193,13 @@ impl ProxyPolicy {
     }
 
     /// Whether a decision is written to the decision log: its final action is
-    /// selected, or it has an alert and `Alert` is selected.
+    /// selected, or it has an alert and `Alert` is selected, or the rules in
+    /// monitor mode would have taken a selected action.
     pub fn logs(&self, decision: &Decision) -> bool {
         let selected = |a: Action| self.settings.log_actions.contains(&a);
-        selected(decision.final_action) || (decision.has_alert() && selected(Action::Alert))
+        selected(decision.final_action)
+            || (decision.has_alert() && selected(Action::Alert))
+            || decision.would().is_some_and(|would| selected(would.action))
     }
 }
 

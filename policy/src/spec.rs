@@ -35,15 +35,39 @@ impl Action {
     }
 }
 
+/// `Enforce` (the default) carries the action out; `Monitor` evaluates the
+/// rule where it stands and only reports what it would have done (decision
+/// line fields `would_action`, `would_rule_name`; metric
+/// `egress_monitored_decisions_total`). On a group it applies to every rule,
+/// and none of them may then say `Enforce`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum RuleMode {
+    /// The action applies.
+    #[default]
+    Enforce,
+    /// The rule is evaluated where it stands and what it would have done is
+    /// logged (`would_action`, `would_rule_name`) and counted; nothing is
+    /// enforced.
+    Monitor,
+}
+
 /// `ProxyRuleGroup.spec`: ordered rules per phase.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.mode) || self.mode != 'Monitor' || !has(self.rules) || ((!has(self.rules.preDNS) || self.rules.preDNS.all(r, !has(r.mode) || r.mode != 'Enforce')) && (!has(self.rules.preRequest) || self.rules.preRequest.all(r, !has(r.mode) || r.mode != 'Enforce')) && (!has(self.rules.postResponse) || self.rules.postResponse.all(r, !has(r.mode) || r.mode != 'Enforce')))",
+    "message": "the group is in Monitor mode, so none of its rules may say mode: Enforce"
+}])))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProxyRuleGroupSpec {
     /// Free text for humans.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "schema", schemars(length(max = 1024)))]
     pub description: Option<String>,
+    /// `Monitor` puts every rule of the group in monitor mode (default `Enforce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RuleMode>,
     /// The rules of each phase; list order is priority.
     #[serde(default)]
     pub rules: PhaseRules,
@@ -85,6 +109,10 @@ pub struct RuleSpec {
     pub description: Option<String>,
     /// What happens when every condition holds.
     pub action: Action,
+    /// `Monitor` reports the action instead of carrying it out (default: the
+    /// group's mode; a rule of a `Monitor` group cannot say `Enforce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RuleMode>,
     /// All must hold (AND). An empty list matches every request.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(length(max = 32)))]
@@ -402,7 +430,9 @@ impl ConfigMapKeyRef {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Logging {
     /// Decisions whose final action is one of these are logged; a request with
-    /// an alert match is logged when `Alert` is listed. Default: all three.
+    /// an alert match is logged when `Alert` is listed, and one that rules in
+    /// monitor mode would have given a listed action (`would_action`) too.
+    /// Default: all three.
     #[serde(default = "all_actions")]
     #[cfg_attr(feature = "schema", schemars(length(max = 3)))]
     pub actions: Vec<Action>,

@@ -283,3 +283,32 @@ fn yaml_documents_errors() {
         assert!(text.starts_with(want), "{yaml}\n got: {text}\nwant: {want}");
     }
 }
+
+#[test]
+fn a_rule_of_a_monitored_group_cannot_enforce() {
+    let yaml = r#"
+apiVersion: egress.dev/v1alpha1
+kind: ProxyRuleGroup
+metadata: {name: watched}
+spec:
+  mode: Monitor
+  rules:
+    preDNS:
+      - {name: quiet, action: Deny}
+      - {name: loud, action: Deny, mode: Enforce}
+"#;
+    let documents = egress_policy::parse_documents(yaml).expect("a rule group");
+    let (_, group) = &documents.rule_groups[0];
+    let errors: Vec<String> = validate_rule_group(&group.spec)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "rules.preDNS[1].mode: the group is in Monitor mode, so none of its rules enforces; move the rule to a group in Enforce mode or drop its mode"
+        ]
+    );
+    let unknown = egress_policy::parse_documents(&yaml.replace("mode: Monitor", "mode: Watch"));
+    assert!(unknown.is_err(), "only Enforce and Monitor are modes");
+}

@@ -525,3 +525,261 @@ proptest! {
         prop_assert_eq!(got_alerts, want_alerts);
     }
 }
+
+/// A group's rules in monitor mode, or only the named ones.
+fn monitored(
+    mut group: egress_policy::Named<egress_policy::spec::ProxyRuleGroupSpec>,
+    rules: &[&str],
+) -> egress_policy::Named<egress_policy::spec::ProxyRuleGroupSpec> {
+    use egress_policy::spec::RuleMode;
+    if rules.is_empty() {
+        group.spec.mode = Some(RuleMode::Monitor);
+    }
+    let phases = &mut group.spec.rules;
+    for rule in [
+        &mut phases.pre_dns,
+        &mut phases.pre_request,
+        &mut phases.post_response,
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|r| rules.contains(&r.name.as_str()))
+    {
+        rule.mode = Some(RuleMode::Monitor);
+    }
+    group
+}
+
+fn would(decision: &Decision) -> Option<(String, String, Phase, Action)> {
+    decision
+        .would()
+        .map(|w| (w.rule.to_string(), w.group.to_string(), w.phase, w.action))
+}
+
+#[test]
+fn a_monitored_allow_list_reports_what_it_would_deny_and_enforces_nothing() {
+    // The roll-out the mode is for: an allow list ending in a catch-all
+    // Deny, watched before it bites.
+    let allow_list = monitored(
+        group(
+            "allow-list",
+            vec![
+                rule("allow-example", Action::Allow, &[DOMAIN]),
+                rule("deny-the-rest", Action::Deny, &[]),
+            ],
+            vec![],
+            vec![],
+        ),
+        &[],
+    );
+    let enforced = group(
+        "enforced",
+        vec![],
+        vec![rule("deny-files", Action::Deny, &[FILES])],
+        vec![],
+    );
+    let policy = policy(vec![allow_list, enforced], ALLOW_ALL);
+    assert!(policy.monitors());
+    let headers = HeaderMap::new();
+
+    let listed = policy.evaluate(&request(&headers, "/", 200));
+    assert_eq!(listed.final_action, Action::Allow);
+    assert_eq!(&*listed.final_rule_name, "default");
+    assert!(listed.all_matches.is_empty(), "{:?}", listed.all_matches);
+    assert_eq!(
+        would(&listed),
+        Some(m(
+            "allow-example",
+            "allow-list",
+            Phase::PreDns,
+            Action::Allow
+        ))
+    );
+
+    let mut other = request(&headers, "/", 200);
+    other.destination_domain = Some(egress_policy::Domain::new("other.example"));
+    let unlisted = policy.evaluate(&other);
+    assert_eq!(
+        unlisted.final_action,
+        Action::Allow,
+        "monitor mode enforces nothing"
+    );
+    assert_eq!(
+        would(&unlisted),
+        Some(m(
+            "deny-the-rest",
+            "allow-list",
+            Phase::PreDns,
+            Action::Deny
+        ))
+    );
+
+    // An enforced Deny in a later phase still denies; what would have
+    // happened is the same Deny, reached through the monitored Allow.
+    let files = policy.evaluate(&request(&headers, "/files/a", 200));
+    assert_eq!(files.final_action, Action::Deny);
+    assert_eq!(&*files.final_rule_name, "deny-files");
+    assert_eq!(
+        would(&files),
+        Some(m("deny-files", "enforced", Phase::PreRequest, Action::Deny))
+    );
+}
+
+#[test]
+fn one_monitored_rule_among_enforced_ones() {
+    let policy = policy(
+        vec![monitored(
+            group(
+                "mixed",
+                vec![rule("alert-all", Action::Alert, &[])],
+                vec![
+                    rule("try-deny-get", Action::Deny, &[GET]),
+                    rule("allow-443", Action::Allow, &[PORT_443]),
+                ],
+                vec![],
+            ),
+            &["alert-all", "try-deny-get"],
+        )],
+        ALLOW_ALL,
+    );
+    let headers = HeaderMap::new();
+    let decision = policy.evaluate(&request(&headers, "/", 200));
+    assert_eq!(decision.final_action, Action::Allow);
+    assert_eq!(&*decision.final_rule_name, "allow-443");
+    assert!(
+        decision.first_alert_match.is_none(),
+        "a monitored alert is not an alert"
+    );
+    assert_eq!(
+        matched(&decision),
+        [m("allow-443", "mixed", Phase::PreRequest, Action::Allow)]
+    );
+    assert_eq!(
+        would(&decision),
+        Some(m("try-deny-get", "mixed", Phase::PreRequest, Action::Deny))
+    );
+
+    // Only an alert in monitor mode matches: the would-be outcome is that alert.
+    let alert_only = policy_of_alert_only();
+    let decision = alert_only.evaluate(&request(&headers, "/", 200));
+    assert_eq!(
+        would(&decision),
+        Some(m("alert-all", "alerts", Phase::PreDns, Action::Alert))
+    );
+    assert!(!decision.has_alert());
+}
+
+fn policy_of_alert_only() -> egress_policy::CompiledPolicy {
+    policy(
+        vec![monitored(
+            group(
+                "alerts",
+                vec![rule("alert-all", Action::Alert, &[])],
+                vec![],
+                vec![],
+            ),
+            &[],
+        )],
+        ALLOW_ALL,
+    )
+}
+
+#[test]
+fn without_monitored_rules_nothing_would_differ_and_nothing_is_kept() {
+    let policy = policy(
+        vec![group(
+            "g",
+            vec![rule("deny-example", Action::Deny, &[DOMAIN])],
+            vec![],
+            vec![],
+        )],
+        ALLOW_ALL,
+    );
+    assert!(!policy.monitors());
+    let headers = HeaderMap::new();
+    let decision = policy.evaluate(&request(&headers, "/", 200));
+    assert!(decision.would_be.is_none());
+    assert_eq!(decision.would(), None);
+}
+
+#[test]
+fn a_refusal_outside_the_rules_is_one_the_monitored_rules_would_have_met_too() {
+    let policy = policy(
+        vec![monitored(
+            group(
+                "watch",
+                vec![rule("allow-example", Action::Allow, &[DOMAIN])],
+                vec![],
+                vec![],
+            ),
+            &[],
+        )],
+        ALLOW_ALL,
+    );
+    let headers = HeaderMap::new();
+    let mut decision = Decision::default();
+    policy.evaluate_phase(Phase::PreDns, &request(&headers, "/", 200), &mut decision);
+    decision.deny_by(Phase::PreRequest, "private-destination");
+    assert_eq!(
+        would(&decision),
+        Some(m(
+            "private-destination",
+            "default",
+            Phase::PreRequest,
+            Action::Deny
+        ))
+    );
+}
+
+proptest! {
+    /// Monitor mode changes nothing that is enforced: the decision is the
+    /// one without the monitored rules, and the would-be decision the one
+    /// with every rule enforced.
+    #[test]
+    fn monitored_rules_are_invisible_to_the_decision_and_enforced_in_the_would_be(
+        rules in prop::collection::vec((model_rule(), any::<bool>()), 0..30),
+        request in model_request(),
+    ) {
+        let spec = |(i, (r, _)): (usize, &(ModelRule, bool))| {
+            let conds = conditions_of(r);
+            let values: Vec<Vec<&str>> = conds.iter().map(|(_, _, v)| v.iter().map(String::as_str).collect()).collect();
+            let conds: Vec<Cond> = conds.iter().zip(&values).map(|((k, o, _), v)| (*k, *o, v.as_slice())).collect();
+            rule(&format!("r{i}"), r.action, &conds)
+        };
+        let all: Vec<_> = rules.iter().enumerate().map(spec).collect();
+        let watched: Vec<String> = rules.iter().enumerate().filter(|(_, (_, m))| *m).map(|(i, _)| format!("r{i}")).collect();
+        let watched: Vec<&str> = watched.iter().map(String::as_str).collect();
+        let mut mixed = group("g", vec![], all.clone(), vec![]);
+        if !watched.is_empty() {
+            mixed = monitored(mixed, &watched);
+        }
+        let mixed = policy(vec![mixed], ALLOW_ALL);
+        let enforced_only: Vec<_> = all.iter().filter(|r| !watched.contains(&r.name.as_str())).cloned().collect();
+        let without = policy(vec![group("g", vec![], enforced_only, vec![])], ALLOW_ALL);
+        let everything = policy(vec![group("g", vec![], all, vec![])], ALLOW_ALL);
+
+        let headers = HeaderMap::new();
+        let [a, b, c, d] = request.source;
+        let ctx = RequestContext {
+            source_ip: Some(std::net::IpAddr::from([a, b, c, d])),
+            destination_domain: Some(Domain::new(request.domain)),
+            destination_port: Some(request.port),
+            request: Some(HttpRequest { method: request.method, uri: request.uri, headers: &headers }),
+            ..Default::default()
+        };
+        let decision = mixed.evaluate(&ctx);
+        let mut real = decision.clone();
+        real.would_be = None;
+        prop_assert_eq!(real, without.evaluate(&ctx));
+        if watched.is_empty() {
+            prop_assert!(decision.would_be.is_none());
+        } else {
+            let would_be = decision.would_be.as_deref().expect("kept for a monitoring policy");
+            prop_assert_eq!(&would_be.decision, &everything.evaluate(&ctx));
+            let reached: Vec<String> = would_be.decision.all_matches.iter().map(|m| m.rule.to_string()).filter(|r| watched.contains(&r.as_str())).collect();
+            let listed: Vec<String> = would_be.monitored.iter().map(|m| m.rule.to_string()).collect();
+            prop_assert_eq!(&listed, &reached);
+            prop_assert_eq!(decision.would().is_some(), !reached.is_empty());
+        }
+    }
+}

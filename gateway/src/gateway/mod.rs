@@ -26,7 +26,7 @@ use crate::gateway::health::Health;
 use crate::gateway::identity::Identities;
 use crate::gateway::policy_store::PolicyStore;
 use crate::http_util::{Body, denied, text_response};
-use crate::metrics::{DecisionLabels, ListenerLabels, Metrics};
+use crate::metrics::{DecisionLabels, ListenerLabels, Metrics, WouldLabels};
 use crate::pipeline::decision_log::DecisionLog;
 use crate::pipeline::{Exchange, Finished, Guard, Resolve, Stop, Stopped};
 use crate::relay::Watch;
@@ -137,6 +137,17 @@ impl Gateway {
                 rule: decision.final_rule_name.to_string(),
             })
             .inc();
+        if let Some(would) = decision.would() {
+            self.metrics
+                .monitored
+                .get_or_create(&WouldLabels {
+                    phase: would.phase.as_str(),
+                    would_action: would.action.as_str(),
+                    group: would.group.to_string(),
+                    rule: would.rule.to_string(),
+                })
+                .inc();
+        }
         if let Some(error) = &finished.record.error {
             tracing::debug!(url = %finished.record.url, %error, "request failed");
         }

@@ -81,6 +81,16 @@ pub struct Record {
     pub src_service_account: Option<String>,
     /// Phase that decided (extension).
     pub decision_phase: &'static str,
+    /// What the rules in monitor mode would have done, when one of them
+    /// matched: the action with them enforced (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_action: Option<Action>,
+    /// The rule that would have decided (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_rule_name: Option<String>,
+    /// Its group (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub would_rule_group_name: Option<String>,
     /// Why the request failed after the decision, e.g. `dns_nxdomain: ...` (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -134,6 +144,9 @@ impl Record {
             src_pod: identity.map(|i| i.pod.clone()),
             src_service_account: identity.map(|i| i.service_account.clone()),
             decision_phase: "PreDNS",
+            would_action: None,
+            would_rule_name: None,
+            would_rule_group_name: None,
             error: None,
             revoked_by: None,
             tls_sni: None,
@@ -149,6 +162,10 @@ impl Record {
         self.first_alert_match = decision.first_alert_match.clone();
         self.all_matches = decision.all_matches.clone();
         self.decision_phase = decision.final_phase.as_str();
+        let would = decision.would();
+        self.would_action = would.as_ref().map(|w| w.action);
+        self.would_rule_name = would.as_ref().map(|w| w.rule.to_string());
+        self.would_rule_group_name = would.map(|w| w.group.to_string());
     }
 
     /// The JSON line (without newline).
@@ -219,8 +236,18 @@ impl Record {
             "src_pod": self.src_pod,
             "src_service_account": self.src_service_account,
         });
-        // A relayed tunnel's ClientHello, as in the native line.
+        // What monitored rules would have done and a relayed tunnel's
+        // ClientHello, as in the native line.
         if let Some(object) = line.as_object_mut() {
+            if let (Some(action), Some(rule), Some(group)) = (
+                self.would_action,
+                &self.would_rule_name,
+                &self.would_rule_group_name,
+            ) {
+                object.insert("would_action".to_owned(), lower(action).into());
+                object.insert("would_rule_name".to_owned(), rule.as_str().into());
+                object.insert("would_rule_group_name".to_owned(), group.as_str().into());
+            }
             if let Some(sni) = &self.tls_sni {
                 object.insert("tls_sni".to_owned(), sni.as_str().into());
             }

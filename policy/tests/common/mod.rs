@@ -14,6 +14,7 @@ pub fn rule(name: &str, action: Action, conditions: &[Cond<'_>]) -> RuleSpec {
         name: name.to_owned(),
         description: None,
         action,
+        mode: None,
         conditions: conditions
             .iter()
             .map(|(key, operator, values)| ConditionSpec {
@@ -35,6 +36,7 @@ pub fn group(
         name,
         ProxyRuleGroupSpec {
             description: None,
+            mode: None,
             rules: PhaseRules {
                 pre_dns,
                 pre_request,
