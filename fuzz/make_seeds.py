@@ -216,7 +216,8 @@ def compiled_policies():
         print("compiled_policy: pass the egress-gateway binary to compile the examples", file=sys.stderr)
         return None
     seeds = []
-    for example in ["seed-policy.yaml", "allowlist.yaml", "office-hours.yaml"]:
+    for example in ["seed-policy.yaml", "allowlist.yaml", "office-hours.yaml", "allowlist-monitor.yaml",
+                    "cluster/llm-credential.yaml"]:
         out = subprocess.run([gateway, "policy", "compile", str(REPO / "examples" / example)],
                              check=True, capture_output=True)
         seeds.append(out.stdout)
@@ -229,7 +230,8 @@ def main():
     write("path", PATHS)
     write("client_hello", client_hellos())
     write("policy_yaml", [(REPO / "examples" / name).read_bytes()
-                          for name in ["seed-policy.yaml", "allowlist.yaml", "office-hours.yaml"]])
+                          for name in ["seed-policy.yaml", "allowlist.yaml", "office-hours.yaml",
+                                       "allowlist-monitor.yaml", "cluster/llm-credential.yaml"]])
     compiled = compiled_policies()
     if compiled is not None:
         write("compiled_policy", compiled)

@@ -77,6 +77,13 @@ pub struct RunArgs {
     )]
     pub proxy: Option<String>,
 
+    /// Directory of the Secrets the policy's credentials name (file
+    /// source), laid out as Secret volumes are: DIR/<secret>/<key>. Read
+    /// again every --file-poll-interval. (The kubernetes source reads them
+    /// from the API.)
+    #[arg(long, env = "EGRESS_SECRETS_DIR")]
+    pub secrets_dir: Option<PathBuf>,
+
     /// Namespace of the EgressProxy (kubernetes source; the pod's own, from
     /// the downward API).
     #[arg(long, env = "POD_NAMESPACE", default_value = "default")]

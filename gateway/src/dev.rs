@@ -60,6 +60,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<()> {
         policy: Some(args.policy.clone()),
         proxy: None,
         namespace: "default".to_owned(),
+        secrets_dir: None,
         kubeconfig: None,
         pod_identity: false,
         http_listen: loopback(args.http_port),

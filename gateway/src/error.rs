@@ -126,6 +126,14 @@ pub enum Error {
     UpstreamResponseTimeout(Duration),
 
     // --- the gateway ---
+    /// A credential the request gets cannot be read (never its value).
+    #[error("credential {name}: {why}")]
+    Credential {
+        /// The credential.
+        name: String,
+        /// Why, without the value.
+        why: String,
+    },
     /// No valid policy has been loaded.
     #[error("no valid policy is loaded")]
     NoPolicy,
@@ -195,7 +203,8 @@ impl Error {
             | UpstreamTlsTimeout { .. }
             | UpstreamProtocol(_)
             | UpstreamResponseTimeout(_) => Side::Upstream,
-            NoPolicy
+            Credential { .. }
+            | NoPolicy
             | NoInterceptCa
             | Mint(_)
             | File { .. }
@@ -230,6 +239,7 @@ impl Error {
             UpstreamTls { .. } | UpstreamTlsTimeout { .. } => "upstream_tls",
             UpstreamProtocol(_) => "upstream_protocol",
             UpstreamResponseTimeout(_) => "upstream_response_timeout",
+            Credential { .. } => "credential",
             NoPolicy => "no_policy",
             NoInterceptCa => "no_intercept_ca",
             Mint(_) => "mint",
@@ -263,6 +273,7 @@ impl Error {
             | UpstreamConnect { .. }
             | UpstreamTls { .. }
             | UpstreamProtocol(_)
+            | Credential { .. }
             | NoInterceptCa => StatusCode::BAD_GATEWAY,
             Mint(_)
             | File { .. }
@@ -307,6 +318,9 @@ impl Error {
             UpstreamResponseTimeout(_) => "The destination did not answer in time.\n",
             NoPolicy => "The gateway has no valid policy loaded.\n",
             NoInterceptCa => "TLS interception is on but the gateway has no sub-CA.\n",
+            Credential { .. } => {
+                "A credential this request gets is not available; the request was not sent.\n"
+            }
             _ => "The request could not be served.\n",
         }
     }

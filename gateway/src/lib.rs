@@ -48,6 +48,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::args::{RunArgs, SourceKind};
 use crate::gateway::Gateway;
+use crate::gateway::credentials::Secrets;
 use crate::gateway::health::Health;
 use crate::gateway::identity::Identities;
 use crate::gateway::policy_store::PolicyStore;
@@ -171,6 +172,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         source: Health::new(if kubernetes { "kubernetes" } else { "file" }),
         waits_for_material: kubernetes,
         identities: Identities::default(),
+        secrets: Secrets::default(),
         upstream: Connector::new(upstream_tls, &args.limits, metrics.clone()),
         log: DecisionLog::to_stdout(metrics.clone()),
         metrics: metrics.clone(),

@@ -561,3 +561,237 @@ async fn pod_index_test() {
     })
     .unwrap_or_else(|| panic!("never ready: {:?}", gateway.admin_get("/readyz")));
 }
+
+const FIRST_KEY: &str = "sk-cluster-FIRST-0d8e41";
+const SECOND_KEY: &str = "sk-cluster-SECOND-7c2a90";
+
+fn key_secret(value: &str) -> Secret {
+    Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("llm-api-key".to_owned()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "token".to_owned(),
+            ByteString(value.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// The user guide's worked example, for HOST instead of its API's name.
+fn llm_example() -> String {
+    std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/cluster/llm-credential.yaml"
+    ))
+    .expect("example")
+    .replace("api.llm.example", HOST)
+    .replace("key: api-key", "key: token")
+    .replace(
+        "  credentials:",
+        "  destinations:\n    allowPrivateCIDRs: [\"127.0.0.1/32\"]\n  credentials:",
+    )
+}
+
+#[test]
+fn a_credential_is_read_through_the_gateway_s_role_and_follows_its_secret() {
+    let pki = Pki::new();
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    on_runtime(credential_test(pki, upstream));
+}
+
+async fn credential_test(pki: Pki, upstream: Upstream) {
+    let plane = ControlPlane::shared();
+    let client = client(plane).await;
+    let ns = "gw-credential";
+    for name in [ns, "agents", "others"] {
+        namespace(&client, name).await;
+    }
+    let dir = TempDir::new(ns);
+    let example = llm_example();
+    let json = compiled(&example, &dir);
+    render(&client, ns, &pki, &json, Some(&["agents", "others"])).await;
+    pod(
+        &client,
+        "agents",
+        "agent",
+        "127.0.0.6",
+        serde_json::json!({}),
+        false,
+    )
+    .await;
+    pod(
+        &client,
+        "others",
+        "other",
+        "127.0.0.7",
+        serde_json::json!({}),
+        false,
+    )
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    secrets
+        .create(&PostParams::default(), &key_secret(FIRST_KEY))
+        .await
+        .expect("credential secret");
+    let may_get = |secret: &str| {
+        let output = plane
+            .kubectl()
+            .args([
+                "auth",
+                "can-i",
+                "get",
+                &format!("secrets/{secret}"),
+                "-n",
+                ns,
+                "--as",
+            ])
+            .arg(format!("system:serviceaccount:{ns}:egress"))
+            .output()
+            .expect("kubectl runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(may_get("llm-api-key"), "no", "not before the Role names it");
+
+    let gateway = start_gateway(plane, &pki, ns);
+    let echo = format!("https://{HOST}:{}/v1/echo", upstream.addr.port());
+    let authorization = |source: &str| {
+        let got = request_from(&gateway, &pki, source, &echo);
+        let json: serde_json::Value = serde_json::from_str(&got.body).unwrap_or_default();
+        (
+            got.status,
+            json["headers"]["authorization"].as_str().map(str::to_owned),
+            got.body,
+        )
+    };
+    // The Role the gateway runs with does not name the Secret yet: closed.
+    let (status, _, body) = authorization("127.0.0.6");
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("credential llm-key"), "{body}");
+
+    // The Role the operator renders for a proxy with the credential.
+    let with_credential = {
+        let mut proxy = proxy(ns);
+        let documents = egress_policy::parse_documents(&example).expect("documents");
+        proxy.spec = documents.proxies[0].1.spec.clone();
+        proxy
+    };
+    Api::<Role>::namespaced(client.clone(), ns)
+        .replace(
+            "egress",
+            &PostParams::default(),
+            &render::role(&with_credential),
+        )
+        .await
+        .expect("role");
+    assert_eq!(may_get("llm-api-key"), "yes");
+    assert_eq!(may_get("another-secret"), "no");
+    let bearer = |value: &str| Some(format!("Bearer {value}"));
+    eventually(Duration::from_secs(60), || {
+        (authorization("127.0.0.6").1 == bearer(FIRST_KEY)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "never added: {:?}\n{}",
+            authorization("127.0.0.6"),
+            gateway.diagnostics().join("\n")
+        )
+    });
+    let line =
+        gateway.decision(|d| d["client_src_ip"] == "127.0.0.6" && d["http_status_code"] == 200);
+    assert_eq!(
+        (&line["credential"], &line["src_namespace"]),
+        (&serde_json::json!("llm-key"), &serde_json::json!("agents")),
+        "{line}"
+    );
+    // Another path: nothing added; another namespace's pod: refused.
+    let other_path = request_from(&gateway, &pki, "127.0.0.6", &echo.replace("/v1/", "/v2/"));
+    assert!(!other_path.body.contains("authorization"), "{other_path:?}");
+    let other = request_from(&gateway, &pki, "127.0.0.7", &echo);
+    assert!(other.stderr.contains("response 403"), "{other:?}");
+
+    // Rotated through the API: the next requests send the new value.
+    let rotated = Instant::now();
+    secrets
+        .replace(
+            "llm-api-key",
+            &PostParams::default(),
+            &key_secret(SECOND_KEY),
+        )
+        .await
+        .expect("rotate");
+    eventually(Duration::from_secs(10), || {
+        (authorization("127.0.0.6").1 == bearer(SECOND_KEY)).then_some(())
+    })
+    .expect("the rotated value is sent");
+    println!(
+        "Secret rotated through the API -> new value sent: {:?}",
+        rotated.elapsed()
+    );
+
+    // Deleted: closed, naming the credential; back when it is back.
+    secrets
+        .delete("llm-api-key", &Default::default())
+        .await
+        .expect("delete");
+    let (_, _, body) = eventually(Duration::from_secs(10), || {
+        let got = authorization("127.0.0.6");
+        (got.0 == 502).then_some(got)
+    })
+    .expect("502 once the Secret is gone");
+    assert!(body.contains("credential llm-key"), "{body}");
+    secrets
+        .create(&PostParams::default(), &key_secret(SECOND_KEY))
+        .await
+        .expect("recreate");
+    eventually(Duration::from_secs(10), || {
+        (authorization("127.0.0.6").1 == bearer(SECOND_KEY)).then_some(())
+    })
+    .expect("sent again");
+
+    // The values are in neither the policy ConfigMap nor anything the
+    // gateway wrote, nor the namespace's events.
+    let policy_map = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("egress-policy")
+        .await
+        .expect("policy");
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("events");
+    let (_, metrics) = gateway.admin_get("/metrics");
+    for (what, text) in [
+        (
+            "policy ConfigMap",
+            serde_json::to_string(&policy_map).expect("json"),
+        ),
+        (
+            "events",
+            serde_json::to_string(&events.items).expect("json"),
+        ),
+        (
+            "decision lines",
+            gateway
+                .decisions()
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
+        ("diagnostics", gateway.diagnostics().join("\n")),
+        ("metrics", metrics),
+    ] {
+        assert!(
+            !text.contains(FIRST_KEY) && !text.contains(SECOND_KEY),
+            "a credential value is in the {what}:\n{text}"
+        );
+    }
+    assert!(
+        serde_json::to_string(&policy_map)
+            .expect("json")
+            .contains("llm-api-key"),
+        "the ConfigMap names the Secret"
+    );
+}

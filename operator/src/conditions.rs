@@ -11,6 +11,10 @@ pub const POLICY_COMPILED: &str = "PolicyCompiled";
 /// `CertificateReady` (EgressProxy): the listener certificate, and the sub-CA
 /// when interception is on, are issued and valid.
 pub const CERTIFICATE_READY: &str = "CertificateReady";
+/// `CredentialsReady` (EgressProxy): every Secret key `spec.credentials`
+/// names exists (the gateway answers 502 for a credential's requests until
+/// it does).
+pub const CREDENTIALS_READY: &str = "CredentialsReady";
 /// `Progressing` (EgressProxy): a rollout is under way.
 pub const PROGRESSING: &str = "Progressing";
 /// `Compiled` (ProxyConfiguration, ProxyRuleGroup).

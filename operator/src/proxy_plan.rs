@@ -25,7 +25,9 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::ResourceExt;
 
 use crate::certs::{self, CaStep, Pems};
-use crate::conditions::{self, CERTIFICATE_READY, POLICY_COMPILED, PROGRESSING, READY, Wanted};
+use crate::conditions::{
+    self, CERTIFICATE_READY, CREDENTIALS_READY, POLICY_COMPILED, PROGRESSING, READY, Wanted,
+};
 use crate::crd::{EgressProxy, EgressProxyStatus, Endpoints};
 use crate::names::Names;
 use crate::render::{self, Settings};
@@ -66,6 +68,9 @@ pub struct Snapshot {
     /// The PEM of `spec.destinations.caBundleRef` (not read when none is
     /// named; absent when the ConfigMap or its key is missing).
     pub destination_ca: Option<Read<String>>,
+    /// The keys (never the values) of each Secret `spec.credentials` names,
+    /// by Secret name.
+    pub credential_secrets: Vec<(String, Read<Vec<String>>)>,
     /// Objects with the names this proxy renders that exist and are not its
     /// own (`Kind name`): made by someone else, never written or removed
     /// (and a Secret among them is not read as this proxy's certificate).
@@ -86,6 +91,10 @@ impl Snapshot {
             || self.parent.as_ref().is_some_and(Result::is_err)
             || self.deployment.is_err()
             || self.destination_ca.as_ref().is_some_and(Result::is_err)
+            || self
+                .credential_secrets
+                .iter()
+                .any(|(_, keys)| keys.is_err())
             || !self.unchecked.is_empty()
     }
 }
@@ -255,6 +264,7 @@ pub fn plan(
         requeue: RECHECK,
     };
     plan_policy(proxy, snapshot, &names, &mut plan);
+    plan.conditions.push(credentials(proxy, snapshot, &names));
     let certificates = plan_certificates(proxy, snapshot, settings, &names, now, &mut plan)?;
     plan.requeue = certificates
         .renewals
@@ -324,6 +334,74 @@ pub fn plan(
             .map(|(_, why)| why.clone());
     }
     Ok(plan)
+}
+
+/// Whether every credential's Secret holds its key; the first that does
+/// not is named, with what to do. Values are never read into the plan.
+fn credentials(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names) -> Wanted {
+    let credentials = &proxy.spec.credentials;
+    if credentials.is_empty() {
+        return Wanted::yes(
+            CREDENTIALS_READY,
+            "NoCredentials",
+            "no credentials are configured",
+        );
+    }
+    let namespace = &names.namespace;
+    for credential in credentials {
+        let (secret, key) = (&credential.secret_ref.name, &credential.secret_ref.key);
+        let failing = format!(
+            "the gateway answers 502 to the requests of credential {:?} until it is fixed",
+            credential.name
+        );
+        let keys = snapshot
+            .credential_secrets
+            .iter()
+            .find(|(name, _)| name == secret)
+            .map(|(_, keys)| keys);
+        match keys {
+            Some(Ok(Some(keys))) if keys.contains(key) => {}
+            Some(Ok(Some(_))) => {
+                return Wanted::no(
+                    CREDENTIALS_READY,
+                    "CredentialKeyMissing",
+                    format!(
+                        "Secret {secret:?} has no key {key:?} (credential {:?}): {failing}",
+                        credential.name
+                    ),
+                );
+            }
+            Some(Ok(None)) | None => {
+                return Wanted::no(
+                    CREDENTIALS_READY,
+                    "CredentialSecretNotFound",
+                    format!(
+                        "Secret {secret:?} (credential {:?}) does not exist in namespace {namespace:?}: create it with key {key:?} (kubectl create secret generic {secret} -n {namespace} --from-file={key}=PATH); {failing}",
+                        credential.name
+                    ),
+                );
+            }
+            Some(Err(why)) => {
+                return Wanted::no(
+                    CREDENTIALS_READY,
+                    "CredentialSecretUnreadable",
+                    format!(
+                        "Secret {secret:?} (credential {:?}) cannot be read: {why}",
+                        credential.name
+                    ),
+                );
+            }
+        }
+    }
+    Wanted::yes(
+        CREDENTIALS_READY,
+        "SecretsPresent",
+        format!(
+            "the Secret keys of {} credential{} exist",
+            credentials.len(),
+            if credentials.len() == 1 { "" } else { "s" }
+        ),
+    )
 }
 
 /// The destinations' CA bundle the gateway pods mount: `Ok(None)` when none
@@ -1049,6 +1127,7 @@ mod tests {
             parent: None,
             deployment: Ok(None),
             destination_ca: None,
+            credential_secrets: Vec::new(),
             taken: Vec::new(),
             unchecked: Vec::new(),
         }
@@ -1158,6 +1237,61 @@ mod tests {
         assert_eq!(wanted(&planned, CERTIFICATE_READY).reason, "Issued");
         // Every certificate is months from renewal: the hourly look.
         assert_eq!(planned.requeue, RECHECK);
+    }
+
+    #[test]
+    fn credentials_ready_names_the_first_secret_or_key_missing_and_never_blocks_the_policy() {
+        let with_credential = proxy(
+            "configurationRef: {name: seed}\ntlsInterception: {enabled: true, caSecretRef: {name: user-ca}}\ncredentials:\n  - {name: llm-key, secretRef: {name: llm, key: token}, header: Authorization, destination: {domains: [api.llm.example]}, clients: {namespaces: [agents]}}\n",
+        );
+        let planned_with = |keys: Read<Vec<String>>| {
+            let mut snapshot = fresh();
+            snapshot.credential_secrets = vec![("llm".to_owned(), keys)];
+            plan(&with_credential, &snapshot, &settings(), SystemTime::now()).expect("plan")
+        };
+        let reason = |planned: &Plan| {
+            let wanted = wanted(planned, CREDENTIALS_READY);
+            (wanted.status, wanted.reason, wanted.message.clone())
+        };
+        let (status, why, message) = reason(&planned_with(Ok(Some(vec!["token".into()]))));
+        assert_eq!((status, why), (true, "SecretsPresent"), "{message}");
+        let (status, why, message) = reason(&planned_with(Ok(Some(vec!["other".into()]))));
+        assert_eq!((status, why), (false, "CredentialKeyMissing"));
+        assert!(
+            message.contains("Secret \"llm\" has no key \"token\""),
+            "{message}"
+        );
+        let missing = planned_with(Ok(None));
+        let (status, why, message) = reason(&missing);
+        assert_eq!((status, why), (false, "CredentialSecretNotFound"));
+        assert!(
+            message.contains("kubectl create secret generic llm"),
+            "{message}"
+        );
+        assert!(
+            wanted(&missing, POLICY_COMPILED).status,
+            "the policy is rendered anyway"
+        );
+        let unreadable = planned_with(Err("forbidden".into()));
+        assert_eq!(reason(&unreadable).1, "CredentialSecretUnreadable");
+        assert_eq!(unreadable.requeue, RETRY_UNREADABLE);
+        let role = with_credential_role(&with_credential);
+        assert!(role.contains(&"llm".to_owned()), "{role:?}");
+        assert_eq!(
+            reason(&plan(&proxy(PLAIN), &fresh(), &settings(), SystemTime::now()).expect("plan")).1,
+            "NoCredentials"
+        );
+    }
+
+    /// The Secret names the gateway's Role lets it read.
+    fn with_credential_role(proxy: &EgressProxy) -> Vec<String> {
+        let role = render::role(proxy);
+        role.rules
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r.resources.as_deref() == Some(&["secrets".to_owned()][..]))
+            .and_then(|r| r.resource_names)
+            .unwrap_or_default()
     }
 
     /// What the plan's trust bundle gives clients as the listener's CAs.

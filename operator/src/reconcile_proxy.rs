@@ -212,6 +212,18 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         ),
         None => None,
     };
+    // The credentials' Secrets are the user's: only their keys are kept.
+    let mut credential_secrets: Vec<(String, Read<Vec<String>>)> = Vec::new();
+    for credential in &proxy.spec.credentials {
+        let secret = &credential.secret_ref.name;
+        if credential_secrets.iter().any(|(name, _)| name == secret) {
+            continue;
+        }
+        let keys = read::<Secret>(ctx, namespace, secret)
+            .await
+            .map(|found| found.map(|s| s.data.unwrap_or_default().into_keys().collect()));
+        credential_secrets.push((secret.clone(), keys));
+    }
     let mut owned = Owned {
         ctx,
         proxy,
@@ -247,6 +259,7 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         parent,
         deployment,
         destination_ca,
+        credential_secrets,
         taken: owned.taken,
         unchecked: owned.unchecked,
     }

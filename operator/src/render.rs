@@ -152,7 +152,8 @@ pub fn service_account(proxy: &EgressProxy) -> ServiceAccount {
 }
 
 /// The least the gateway needs in its namespace: get and watch its own
-/// ConfigMaps (the policy, the namespaces it serves) and Secrets, by name.
+/// ConfigMaps (the policy, the namespaces it serves) and Secrets, and the
+/// Secrets its credentials name, by name.
 /// Pods it reads only in the namespaces it serves (see
 /// [`crate::render_clients::pod_reader_binding`]).
 pub fn role(proxy: &EgressProxy) -> Role {
@@ -171,7 +172,16 @@ pub fn role(proxy: &EgressProxy) -> Role {
                 "configmaps",
                 vec![names.policy(), names.served_namespaces()],
             ),
-            rule("secrets", vec![names.intercept_ca(), names.tls()]),
+            rule("secrets", {
+                // Its certificates, and the Secrets its credentials name.
+                let mut secrets = vec![names.intercept_ca(), names.tls()];
+                for credential in &proxy.spec.credentials {
+                    if !secrets.contains(&credential.secret_ref.name) {
+                        secrets.push(credential.secret_ref.name.clone());
+                    }
+                }
+                secrets
+            }),
         ]),
     }
 }

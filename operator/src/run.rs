@@ -389,6 +389,7 @@ pub async fn controllers(
                 .ca_secret_ref
                 .as_ref()
                 .is_some_and(|r| r.name == name)
+                || p.spec.credentials.iter().any(|c| c.secret_ref.name == name)
         })
     };
     let lookup = ctx.clone();

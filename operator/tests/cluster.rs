@@ -704,6 +704,88 @@ async fn a_parent_that_cannot_sign_a_ca_is_refused_with_what_to_do() {
 }
 
 #[tokio::test]
+async fn a_credential_s_secret_is_named_in_status_and_role_and_its_value_nowhere() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-credential";
+    namespace(&client, ns).await;
+    let dir = TempDir::new("credential");
+    create_ca_secret(plane, ns, "parent-ca", &openssl_ca(&dir.0, "ca", None));
+    let credentials = "\n  credentials:\n    - {name: llm-key, secretRef: {name: llm-api-key, key: api-key}, header: Authorization, valuePrefix: \"Bearer \", destination: {domains: [api.llm.example], pathPrefix: /v1/}, clients: {namespaces: [agents]}}";
+    let (ok, output) = apply_in(plane, ns, &(seed("parent-ca", 1) + credentials));
+    assert!(ok, "{output}");
+    let proxy = proxy_when(&client, ns, "CredentialsReady=False", |p| {
+        holds(p, "CredentialsReady", "False") && holds(p, "PolicyCompiled", "True")
+    })
+    .await;
+    let (_, reason, message) = condition(&proxy, "CredentialsReady").expect("condition");
+    assert_eq!(reason, "CredentialSecretNotFound", "{message}");
+    assert!(
+        message.contains("kubectl create secret generic llm-api-key"),
+        "{message}"
+    );
+    // The gateway may read that Secret by name, and no other.
+    let role = Api::<Role>::namespaced(client.clone(), ns)
+        .get("egress")
+        .await
+        .expect("role");
+    let secrets_rule = role
+        .rules
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.resources.as_deref() == Some(&["secrets".to_owned()][..]))
+        .expect("a rule on secrets");
+    assert!(
+        secrets_rule
+            .resource_names
+            .unwrap_or_default()
+            .contains(&"llm-api-key".to_owned())
+    );
+
+    // The Secret created: the condition follows without a spec change.
+    let value = "sk-operator-VALUE-31c9e2";
+    let created = plane
+        .kubectl()
+        .args(["create", "secret", "generic", "llm-api-key", "-n", ns])
+        .arg(format!("--from-literal=api-key={value}"))
+        .output()
+        .expect("kubectl runs");
+    assert!(created.status.success(), "{created:?}");
+    let proxy = proxy_when(&client, ns, "CredentialsReady=True", |p| {
+        holds(p, "CredentialsReady", "True")
+    })
+    .await;
+    assert_eq!(
+        condition(&proxy, "CredentialsReady").map(|c| c.1),
+        Some("SecretsPresent".to_owned())
+    );
+    let policy = Api::<ConfigMap>::namespaced(client.clone(), ns)
+        .get("egress-policy")
+        .await
+        .expect("policy");
+    let events = Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    for (what, text) in [
+        (
+            "status",
+            serde_json::to_string(&proxy.status).expect("json"),
+        ),
+        (
+            "policy ConfigMap",
+            serde_json::to_string(&policy).expect("json"),
+        ),
+        (
+            "events",
+            serde_json::to_string(&events.items).expect("json"),
+        ),
+    ] {
+        assert!(!text.contains(value), "the value is in the {what}: {text}");
+    }
+}
+
+#[tokio::test]
 async fn an_object_the_api_server_refuses_is_reported_and_the_rest_is_applied() {
     let plane = setup();
     let client = client(plane).await;

@@ -43,6 +43,7 @@
 //! ```
 
 pub mod aws;
+pub mod credential;
 pub mod domain;
 pub mod domain_value;
 pub mod glob;

@@ -7,11 +7,14 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::credential::{Credential, CredentialRequest};
 use crate::domain::Domain;
 use crate::domain_value::DomainValue;
 use crate::engine::Decision;
 use crate::error::CompileError;
-use crate::spec::{Action, EgressProxySpec, LogFormat, TunnelAnswer, default_tls_ports};
+use crate::spec::{
+    Action, CredentialSpec, EgressProxySpec, LogFormat, TunnelAnswer, default_tls_ports,
+};
 
 /// What a compiled policy carries of its `EgressProxy` (serialized with it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +27,9 @@ pub struct ProxySettings {
     /// Names relayed untouched even when interception is on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub bypass_domains: Vec<String>,
+    /// When not empty, the only names intercepted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub intercept_domains: Vec<String>,
     /// Private ranges clients may reach.
     #[serde(
         rename = "allowPrivateCIDRs",
@@ -55,6 +61,9 @@ pub struct ProxySettings {
     /// What a ClientHello that hides its name gets.
     #[serde(default, skip_serializing_if = "TunnelAnswer::is_deny")]
     pub encrypted_client_hello: TunnelAnswer,
+    /// Headers added from Secrets (names and keys only, never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<CredentialSpec>,
 }
 
 fn is_default_tls_ports(ports: &[u16]) -> bool {
@@ -68,6 +77,7 @@ impl ProxySettings {
             name: name.to_owned(),
             intercept: spec.tls_interception.enabled,
             bypass_domains: spec.tls_interception.bypass_domains.clone(),
+            intercept_domains: spec.tls_interception.domains.clone(),
             allow_private_cidrs: spec.destinations.allow_private_cidrs.clone(),
             log_actions: spec.logging.actions.clone(),
             log_query_strings: spec.logging.query_strings,
@@ -75,6 +85,7 @@ impl ProxySettings {
             tls_ports: spec.relayed_tunnels.tls_ports.clone(),
             non_tls: spec.relayed_tunnels.non_tls,
             encrypted_client_hello: spec.relayed_tunnels.encrypted_client_hello,
+            credentials: spec.credentials.clone(),
         }
     }
 }
@@ -87,6 +98,7 @@ impl Default for ProxySettings {
             name: "egress-proxy".to_owned(),
             intercept: false,
             bypass_domains: Vec::new(),
+            intercept_domains: Vec::new(),
             allow_private_cidrs: Vec::new(),
             log_actions: vec![Action::Allow, Action::Deny, Action::Alert],
             log_query_strings: false,
@@ -94,6 +106,7 @@ impl Default for ProxySettings {
             tls_ports: default_tls_ports(),
             non_tls: TunnelAnswer::Deny,
             encrypted_client_hello: TunnelAnswer::Deny,
+            credentials: Vec::new(),
         }
     }
 }
@@ -104,7 +117,9 @@ pub struct ProxyPolicy {
     settings: ProxySettings,
     bypass_exact: HashSet<Box<str>>,
     bypass_suffix: HashSet<Box<str>>,
+    intercept_only: Vec<DomainValue>,
     allow_private: Vec<IpNet>,
+    credentials: Vec<Credential>,
 }
 
 impl ProxyPolicy {
@@ -122,6 +137,16 @@ impl ProxyPolicy {
                 }
                 None => errors.push(CompileError::new(
                     format!("tlsInterception.bypassDomains[{i}]"),
+                    format!("{value:?} is not a domain name (expected example.com, or .example.com for the apex and all its subdomains)"),
+                )),
+            }
+        }
+        let mut intercept_only = Vec::new();
+        for (i, value) in settings.intercept_domains.iter().enumerate() {
+            match DomainValue::parse(value) {
+                Some(parsed) => intercept_only.push(parsed),
+                None => errors.push(CompileError::new(
+                    format!("tlsInterception.domains[{i}]"),
                     format!("{value:?} is not a domain name (expected example.com, or .example.com for the apex and all its subdomains)"),
                 )),
             }
@@ -149,15 +174,26 @@ impl ProxyPolicy {
                 ));
             }
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        Ok(ProxyPolicy {
+        let mut policy = ProxyPolicy {
             settings,
             bypass_exact,
             bypass_suffix,
+            intercept_only,
             allow_private,
-        })
+            credentials: Vec::new(),
+        };
+        for (i, spec) in policy.settings.credentials.iter().enumerate() {
+            match Credential::compile(&format!("credentials[{i}]"), spec, |d| policy.intercepts(d))
+            {
+                Ok(credential) => policy.credentials.push(credential),
+                Err(e) => errors.extend(e),
+            }
+        }
+        if errors.is_empty() {
+            Ok(policy)
+        } else {
+            Err(errors)
+        }
     }
 
     /// The settings this was compiled from.
@@ -170,9 +206,27 @@ impl ProxyPolicy {
         &self.settings.name
     }
 
-    /// Whether a CONNECT to `domain` is intercepted (interception on, name not bypassed).
+    /// Whether a CONNECT to `domain` is intercepted: interception on, the
+    /// name among `tlsInterception.domains` when those are given, and not
+    /// bypassed.
     pub fn intercepts(&self, domain: &Domain) -> bool {
-        self.settings.intercept && !self.is_bypassed(domain)
+        self.settings.intercept
+            && (self.intercept_only.is_empty()
+                || self
+                    .intercept_only
+                    .iter()
+                    .any(|d| d.matches(domain.as_str())))
+            && !self.is_bypassed(domain)
+    }
+
+    /// The first credential that applies to `request`.
+    pub fn credential_for(&self, request: &CredentialRequest<'_>) -> Option<&Credential> {
+        self.credentials.iter().find(|c| c.applies(request))
+    }
+
+    /// The credentials, in order.
+    pub fn credentials(&self) -> &[Credential] {
+        &self.credentials
     }
 
     /// Whether a relayed tunnel to `port` must open with a TLS ClientHello.
@@ -219,6 +273,7 @@ mod tests {
             tls_ports: default_tls_ports(),
             non_tls: TunnelAnswer::Deny,
             encrypted_client_hello: TunnelAnswer::Deny,
+            ..ProxySettings::default()
         })
         .expect("valid settings")
     }

@@ -237,6 +237,103 @@ pub struct EgressProxySpec {
     /// Which pods are pointed at this proxy by the injection webhook, and how.
     #[serde(default)]
     pub clients: Clients,
+    /// Headers the gateway adds to some clients' requests to some APIs, their
+    /// values read from Secrets the workloads never see; added only inside
+    /// intercepted TLS. The first credential that applies to a request is used.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 64), extend("x-kubernetes-validations" = [{"rule": "self.map(c, c.name).distinct().size() == self.size()", "message": "credential names must be unique"}])))]
+    pub credentials: Vec<CredentialSpec>,
+}
+
+/// A header whose value comes from a Secret, added by the gateway to the
+/// requests of some clients to one API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialSpec {
+    /// Names the credential in decision lines (`credential`), errors and
+    /// status; never its value.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+            length(min = 1, max = 63)
+        )
+    )]
+    pub name: String,
+    /// The Secret (in the proxy's namespace) and the key whose value is sent.
+    pub secret_ref: SecretKeyRef,
+    /// The header set, e.g. `Authorization`; a header of that name sent by
+    /// the client is replaced, never forwarded beside it.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            regex(pattern = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"),
+            length(min = 1, max = 256)
+        )
+    )]
+    pub header: String,
+    /// Text sent before the Secret's value, e.g. `"Bearer "`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 256)))]
+    pub value_prefix: String,
+    /// Where the header is sent.
+    pub destination: CredentialDestination,
+    /// Whose requests get it: a request must match every field given, and at
+    /// least one must be given.
+    pub clients: CredentialClients,
+}
+
+/// A key of a Secret in the proxy's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub name: String,
+    /// The key in its `data`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub key: String,
+}
+
+/// The API a credential is for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialDestination {
+    /// Its names, as `StringEquals` on `request:DestinationDomain` matches
+    /// them (a leading dot: the apex and every subdomain). Each must be
+    /// intercepted.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 32)))]
+    pub domains: Vec<String>,
+    /// Only requests whose path starts with this (in its normal form, as
+    /// sent and as normalised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 1024)))]
+    pub path_prefix: Option<String>,
+}
+
+/// The clients a credential is added for, by who they are.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CredentialClients {
+    /// The client pod's namespace is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 100)))]
+    pub namespaces: Vec<String>,
+    /// The client pod's service account is one of these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 100)))]
+    pub service_accounts: Vec<String>,
+    /// The client pod has every one of these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// The client's address is in one of these ranges (CIDR or address).
+    #[serde(rename = "sourceCIDRs", default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 100)))]
+    pub source_cidrs: Vec<String>,
 }
 
 /// A reference to a `ProxyConfiguration` in the same namespace.
@@ -303,6 +400,12 @@ pub struct TlsInterception {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "schema", schemars(length(max = 1000)))]
     pub bypass_domains: Vec<String>,
+    /// When given, only these domains are intercepted (same matching as
+    /// `bypassDomains`) and every other CONNECT is relayed; `bypassDomains`
+    /// still wins. Empty: every domain.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1000)))]
+    pub domains: Vec<String>,
 }
 
 /// Relayed tunnels (interception off, or the name bypassed), judged by the

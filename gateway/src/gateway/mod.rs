@@ -5,6 +5,7 @@
 //! loops, the decision log); and what happens at the end of every request:
 //! its decision counted and logged, or its failure counted and answered.
 
+pub mod credentials;
 pub mod health;
 pub mod identity;
 pub mod policy_store;
@@ -22,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::args::LimitArgs;
 use crate::error::Error;
+use crate::gateway::credentials::Secrets;
 use crate::gateway::health::Health;
 use crate::gateway::identity::Identities;
 use crate::gateway::policy_store::PolicyStore;
@@ -55,6 +57,8 @@ pub struct Gateway {
     pub waits_for_material: bool,
     /// Client pods by address (empty without the pod watch).
     pub identities: Identities,
+    /// The Secrets credentials take their values from.
+    pub secrets: Secrets,
     /// How connections to destinations are made.
     pub upstream: Connector,
     /// The decision log.

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use egress_policy::credential::CredentialRequest;
 use egress_policy::{HttpRequest, HttpResponse, Phase};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -66,6 +67,22 @@ pub async fn exchange(
     }
     if let Ok(via) = HeaderValue::from_str(&pipeline::via_token(exchange.policy().proxy().name())) {
         parts.headers.append(header::VIA, via);
+    }
+    // A credential travels only encrypted: inside an intercepted tunnel,
+    // to a destination reached over TLS.
+    if protocol == Protocol::Https
+        && let Err(error) =
+            add_credential(&gw, &mut exchange, &mut parts.headers, &target, &normalized)
+    {
+        let text = match &error {
+            Error::Credential { name, .. } => {
+                format!("The credential {name} is not available; the request was not sent.\n")
+            }
+            other => other.client_text().to_owned(),
+        };
+        let reply = text_response(error.status(), &text, http1);
+        gw.fail(exchange, i32::from(error.status().as_u16()), (0, 0), &error);
+        return reply;
     }
     parts.version = Version::HTTP_11;
     parts.uri = target.parse().unwrap_or_else(|_| Uri::from_static("/"));
@@ -168,6 +185,35 @@ struct UpgradeHeads {
 
 /// After a 101: bytes flow both ways until either side closes or goes idle,
 /// or a new policy denies the request that was upgraded.
+/// Sets the header of the first credential that applies to the request,
+/// replacing any the client sent under that name; fails, naming the
+/// credential, when its Secret cannot give a value.
+fn add_credential(
+    gw: &Gateway,
+    exchange: &mut Exchange,
+    headers: &mut HeaderMap,
+    target: &str,
+    normalized: &str,
+) -> Result<(), Error> {
+    let policy = exchange.policy().clone();
+    let client = exchange.client();
+    let request = CredentialRequest {
+        source_ip: client.addr.ip(),
+        identity: client.identity.as_deref(),
+        domain: exchange.domain(),
+        target,
+        normalized,
+    };
+    let Some(credential) = policy.proxy().credential_for(&request) else {
+        return Ok(());
+    };
+    exchange.carries_credential(&credential.name);
+    let value = gw.secrets.header_value(credential)?;
+    headers.remove(&credential.header);
+    headers.insert(credential.header.clone(), value);
+    Ok(())
+}
+
 async fn relay_upgrade(
     gw: Arc<Gateway>,
     exchange: Exchange,

@@ -91,6 +91,10 @@ pub struct Record {
     /// Its group (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub would_rule_group_name: Option<String>,
+    /// The credential added to the request (its name; never its value), or
+    /// that could not be (extension).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
     /// Why the request failed after the decision, e.g. `dns_nxdomain: ...` (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -147,6 +151,7 @@ impl Record {
             would_action: None,
             would_rule_name: None,
             would_rule_group_name: None,
+            credential: None,
             error: None,
             revoked_by: None,
             tls_sni: None,
@@ -247,6 +252,9 @@ impl Record {
                 object.insert("would_action".to_owned(), lower(action).into());
                 object.insert("would_rule_name".to_owned(), rule.as_str().into());
                 object.insert("would_rule_group_name".to_owned(), group.as_str().into());
+            }
+            if let Some(credential) = &self.credential {
+                object.insert("credential".to_owned(), credential.as_str().into());
             }
             if let Some(sni) = &self.tls_sni {
                 object.insert("tls_sni".to_owned(), sni.as_str().into());

@@ -231,6 +231,11 @@ impl Exchange {
     }
 
     /// Refuses the request by one of the gateway's own rules.
+    /// Names the credential the request goes with, on its log line.
+    pub fn carries_credential(&mut self, name: &str) {
+        self.record.credential = Some(name.to_owned());
+    }
+
     pub(super) fn deny_by_gateway(&mut self, phase: Phase, rule: &str) -> Stop {
         self.decision.deny_by(phase, rule);
         Stop::Denied

@@ -90,12 +90,20 @@ pub fn watch(gw: &Arc<Gateway>, args: &RunArgs) {
         interval: args.file_poll_interval,
         settle: args.file_settle,
     };
+    if let Some(dir) = &args.secrets_dir {
+        super::secrets::poll_dir(gw, dir, args.file_poll_interval);
+    }
     if let Some(path) = args.policy.clone() {
         let (watched, proxy) = (gw.clone(), args.proxy.clone());
+        let secrets_dir = args.secrets_dir.clone();
         watch_files(vec![path.clone()], watch, gw.shutdown.clone(), move || {
             let _ = watched
                 .policy
                 .install(load_policy_file(&path, proxy.as_deref()));
+            // The Secrets a new credential names, before its first request.
+            if let Some(dir) = &secrets_dir {
+                super::secrets::read_dir(&watched, dir);
+            }
         });
     }
     if let Some(files) = ca_files(args) {

@@ -1,5 +1,6 @@
 //! Policy, certificates and client identity from the Kubernetes API, for the
-//! gateway in a cluster: watches on the proxy's own ConfigMap and Secrets, by
+//! gateway in a cluster: watches on the proxy's own ConfigMap and Secrets
+//! (its certificates', and those its credentials name: [`super::secrets`]), by
 //! name (a kubelet refreshes a mounted ConfigMap only after a minute or
 //! more; a watch sees a change at once), and on the pods of the namespaces
 //! the proxy serves for the identity index ([`crate::sources::pods`]).
@@ -22,6 +23,7 @@ use serde::de::DeserializeOwned;
 
 use crate::gateway::Gateway;
 use crate::sources::pods::{self, PodWatches};
+use crate::sources::secrets::SecretWatches;
 use crate::tls::{Pem, ServingCert};
 
 /// Where the gateway finds its objects.
@@ -48,6 +50,7 @@ pub fn start(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     let policy_name = objects::policy_config_map(&target.proxy);
     let origin = format!("ConfigMap {ns}/{policy_name}");
+    let mut credential_secrets = SecretWatches::new(gw.clone(), client.clone(), ns);
     follow(gw, config_maps, policy_name, move |gw, cm| {
         let read = policy_of(&cm)
             .ok_or_else(|| vec![format!("{origin} has no {} key", objects::POLICY_KEY)]);
@@ -55,6 +58,7 @@ pub fn start(
             gw.policy.install(read.and_then(|json| {
                 CompiledPolicy::from_json(&json).map_err(|e| vec![e.to_string()])
             }));
+        credential_secrets.follow_policy();
     });
     let intercept_name = objects::intercept_ca_secret(&target.proxy);
     let origin = format!("Secret {ns}/{intercept_name}");

@@ -145,8 +145,9 @@ impl Upstream {
     }
 }
 
-/// `/` hello, `/status/N` that status, `/files/...` 200, `/echo` the request
-/// as JSON, `/large` one MiB.
+/// `/` hello, `/status/N` that status, `/files/...` 200, `/echo` (and `.../echo`) the
+/// request as JSON, `/large` one MiB, `/redirect/HOST:PORT` a 302 to
+/// `https://HOST:PORT/echo`.
 async fn route(req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_owned();
     let (status, body) = if path == "/" {
@@ -162,17 +163,17 @@ async fn route(req: Request<Incoming>) -> Response<Full<Bytes>> {
         (StatusCode::OK, Bytes::from(format!("file {path}")))
     } else if path == "/large" {
         (StatusCode::OK, Bytes::from(vec![b'x'; 1 << 20]))
-    } else if path == "/echo" {
-        let headers: serde_json::Map<String, serde_json::Value> = req
-            .headers()
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    serde_json::Value::String(v.to_str().unwrap_or("").to_owned()),
-                )
-            })
-            .collect();
+    } else if path == "/echo" || path.ends_with("/echo") {
+        // A header sent more than once shows its values joined with ", ".
+        let mut headers = serde_json::Map::new();
+        for (k, v) in req.headers() {
+            let v = v.to_str().unwrap_or("");
+            let joined = match headers.get(k.as_str()).and_then(|e| e.as_str()) {
+                Some(earlier) => format!("{earlier}, {v}"),
+                None => v.to_owned(),
+            };
+            headers.insert(k.to_string(), serde_json::Value::String(joined));
+        }
         let method = req.method().to_string();
         let uri = req.uri().to_string();
         let version = format!("{:?}", req.version());
@@ -186,6 +187,15 @@ async fn route(req: Request<Incoming>) -> Response<Full<Bytes>> {
             "method": method, "uri": uri, "version": version, "headers": headers, "body_len": body.len()
         });
         (StatusCode::OK, Bytes::from(json.to_string()))
+    } else if let Some(authority) = path.strip_prefix("/redirect/") {
+        let mut response = Response::new(Full::new(Bytes::from_static(b"moved")));
+        *response.status_mut() = StatusCode::FOUND;
+        if let Ok(location) = format!("https://{authority}/echo").parse() {
+            response
+                .headers_mut()
+                .insert(hyper::header::LOCATION, location);
+        }
+        return response;
     } else {
         (StatusCode::NOT_FOUND, Bytes::from_static(b"not here"))
     };
