@@ -39,6 +39,13 @@ pub fn run(
                     policy.default_action(Phase::PreRequest).as_str(),
                     policy.default_action(Phase::PostResponse).as_str(),
                 )?;
+                for credential in policy.proxy().credentials() {
+                    writeln!(
+                        out,
+                        "credential {:?}: header {} from Secret {} key {}",
+                        credential.name, credential.header, credential.secret, credential.key
+                    )?;
+                }
                 writeln!(out, "hash: {}", policy.hash())?;
                 Ok(0)
             }

@@ -212,6 +212,38 @@ fn every_example_compiles_and_does_what_its_comments_say() {
     assert_eq!(outcome(&other), ("Allow".into(), "default".into()));
     assert_eq!(would(&other), ("Deny".into(), "deny-the-rest".into()));
     assert_eq!(other["would_rule_group_name"], "registries-watched");
+    // The credential the gateway would add, for the pods it is for only.
+    let llm = "cluster/llm-credential.yaml";
+    let checked = gateway(&["policy", "check", &format!("{examples}/{llm}")]);
+    assert!(
+        text(&checked.stdout).contains(
+            "credential \"llm-key\": header authorization from Secret llm-api-key key api-key"
+        ),
+        "{}",
+        text(&checked.stdout)
+    );
+    let agent = eval_example(
+        llm,
+        &[
+            "--source-namespace",
+            "agents",
+            "https://api.llm.example/v1/models",
+        ],
+    );
+    assert_eq!(
+        outcome(&agent),
+        ("Allow".into(), "agents-reach-the-llm-api".into())
+    );
+    assert_eq!(agent["credential"], "llm-key", "{agent}");
+    let elsewhere = eval_example(
+        llm,
+        &[
+            "--source-namespace",
+            "agents",
+            "https://api.llm.example/v2/models",
+        ],
+    );
+    assert!(elsewhere.get("credential").is_none(), "{elsewhere}");
     let pinned = eval_example(
         "allowlist.yaml",
         &["-X", "POST", "https://raw.githubusercontent.com/x"],

@@ -215,14 +215,9 @@ impl Credential {
         }
         let mut source_nets = Vec::new();
         for (i, value) in clients.source_cidrs.iter().enumerate() {
-            let parsed = value.parse::<IpNet>().map(|n| n.trunc()).or_else(|_| {
-                value
-                    .parse::<IpAddr>()
-                    .map(|a| IpNet::from(a.to_canonical()))
-            });
-            match parsed {
-                Ok(net) => source_nets.push(net),
-                Err(_) => error(
+            match crate::proxy::parse_net(value) {
+                Some(net) => source_nets.push(net),
+                None => error(
                     &format!("clients.sourceCIDRs[{i}]"),
                     format!("{value:?} is not a CIDR or IP address"),
                 ),

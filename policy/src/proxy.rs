@@ -111,6 +111,36 @@ impl Default for ProxySettings {
     }
 }
 
+/// A CIDR (host bits dropped) or a single address, IPv4-mapped IPv6 read as
+/// IPv4.
+pub(crate) fn parse_net(value: &str) -> Option<IpNet> {
+    value.parse::<IpNet>().map(|n| n.trunc()).ok().or_else(|| {
+        value
+            .parse::<IpAddr>()
+            .ok()
+            .map(|a| IpNet::from(a.to_canonical()))
+    })
+}
+
+/// The domain values of the list at `field`; an error for each that is not one.
+pub(crate) fn domain_values(
+    field: &str,
+    values: &[String],
+    errors: &mut Vec<CompileError>,
+) -> Vec<DomainValue> {
+    let mut parsed = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        match DomainValue::parse(value) {
+            Some(value) => parsed.push(value),
+            None => errors.push(CompileError::new(
+                format!("{field}[{i}]"),
+                format!("{value:?} is not a domain name (expected example.com, or .example.com for the apex and all its subdomains)"),
+            )),
+        }
+    }
+    parsed
+}
+
 /// [`ProxySettings`] ready to use.
 #[derive(Clone, Debug)]
 pub struct ProxyPolicy {
@@ -127,40 +157,27 @@ impl ProxyPolicy {
     pub fn compile(settings: ProxySettings) -> Result<ProxyPolicy, Vec<CompileError>> {
         let mut errors = Vec::new();
         let (mut bypass_exact, mut bypass_suffix) = (HashSet::new(), HashSet::new());
-        for (i, value) in settings.bypass_domains.iter().enumerate() {
-            match DomainValue::parse(value) {
-                Some(DomainValue::Exact(name)) => {
-                    bypass_exact.insert(name);
-                }
-                Some(DomainValue::ApexAndSubdomains(apex)) => {
-                    bypass_suffix.insert(apex);
-                }
-                None => errors.push(CompileError::new(
-                    format!("tlsInterception.bypassDomains[{i}]"),
-                    format!("{value:?} is not a domain name (expected example.com, or .example.com for the apex and all its subdomains)"),
-                )),
-            }
+        let bypass = domain_values(
+            "tlsInterception.bypassDomains",
+            &settings.bypass_domains,
+            &mut errors,
+        );
+        for value in bypass {
+            match value {
+                DomainValue::Exact(name) => bypass_exact.insert(name),
+                DomainValue::ApexAndSubdomains(apex) => bypass_suffix.insert(apex),
+            };
         }
-        let mut intercept_only = Vec::new();
-        for (i, value) in settings.intercept_domains.iter().enumerate() {
-            match DomainValue::parse(value) {
-                Some(parsed) => intercept_only.push(parsed),
-                None => errors.push(CompileError::new(
-                    format!("tlsInterception.domains[{i}]"),
-                    format!("{value:?} is not a domain name (expected example.com, or .example.com for the apex and all its subdomains)"),
-                )),
-            }
-        }
+        let intercept_only = domain_values(
+            "tlsInterception.domains",
+            &settings.intercept_domains,
+            &mut errors,
+        );
         let mut allow_private = Vec::new();
         for (i, value) in settings.allow_private_cidrs.iter().enumerate() {
-            let parsed = value.parse::<IpNet>().map(|n| n.trunc()).or_else(|_| {
-                value
-                    .parse::<IpAddr>()
-                    .map(|a| IpNet::from(a.to_canonical()))
-            });
-            match parsed {
-                Ok(net) => allow_private.push(net),
-                Err(_) => errors.push(CompileError::new(
+            match parse_net(value) {
+                Some(net) => allow_private.push(net),
+                None => errors.push(CompileError::new(
                     format!("destinations.allowPrivateCIDRs[{i}]"),
                     format!("{value:?} is not a CIDR or IP address"),
                 )),

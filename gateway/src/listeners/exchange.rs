@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use egress_policy::credential::CredentialRequest;
 use egress_policy::{HttpRequest, HttpResponse, Phase};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode, Uri, Version};
@@ -196,14 +195,7 @@ fn add_credential(
     normalized: &str,
 ) -> Result<(), Error> {
     let policy = exchange.policy().clone();
-    let client = exchange.client();
-    let request = CredentialRequest {
-        source_ip: client.addr.ip(),
-        identity: client.identity.as_deref(),
-        domain: exchange.domain(),
-        target,
-        normalized,
-    };
+    let request = exchange.credential_request(target, normalized);
     let Some(credential) = policy.proxy().credential_for(&request) else {
         return Ok(());
     };

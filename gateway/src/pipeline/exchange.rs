@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
+use egress_policy::credential::CredentialRequest;
 use egress_policy::spec::LogFormat;
 use egress_policy::{
     CompiledPolicy, Decision, Domain, Host, HttpRequest, HttpResponse, PRIVATE_DESTINATION_RULE,
@@ -231,6 +232,22 @@ impl Exchange {
     }
 
     /// Refuses the request by one of the gateway's own rules.
+    /// This request as credentials see it (`target` as sent, `normalized`
+    /// as rules see it).
+    pub fn credential_request<'a>(
+        &'a self,
+        target: &'a str,
+        normalized: &'a str,
+    ) -> CredentialRequest<'a> {
+        CredentialRequest {
+            source_ip: self.client.addr.ip(),
+            identity: self.client.identity.as_deref(),
+            domain: self.domain(),
+            target,
+            normalized,
+        }
+    }
+
     /// Names the credential the request goes with, on its log line.
     pub fn carries_credential(&mut self, name: &str) {
         self.record.credential = Some(name.to_owned());

@@ -385,6 +385,13 @@ pub async fn evaluate(
             Ok(cleared) => cleared.exchange,
             Err(stop) => return Ok(stopped(stop)),
         };
+    // The credential the gateway would add: only inside an intercepted tunnel.
+    if protocol == Protocol::Https {
+        let credential_request = exchange.credential_request(path_and_query, &normalized);
+        if let Some(credential) = policy.proxy().credential_for(&credential_request) {
+            exchange.carries_credential(&credential.name);
+        }
+    }
     let Some(answer) = request.response else {
         return Ok(exchange.finish(-1, 0, 0, None));
     };
