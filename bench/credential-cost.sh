@@ -12,24 +12,15 @@
 # peer-proxies.sh pass through (SIZES defaults to small here).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(dirname "$here")
 rounds=${1:-3}
 out=${2:-$here/results/credential}
 mkdir -p "$out"
-if [[ -n ${GATEWAY_BINARY:-} ]]; then
-	bin=$GATEWAY_BINARY
-else
-	(cd "$repo" && cargo build --release -p egress-gateway)
-	bin=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/egress-gateway
-fi
 secrets=$(mktemp -d)
 trap 'rm -rf "$secrets"' EXIT
 mkdir -p "$secrets/bench-api-key"
 printf 'sk-bench-%s\n' "$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$secrets/bench-api-key/token"
 
-gateway="exec $bin run --policy $here/policy.yaml --http-listen 127.0.0.1:\$CANDIDATE_PORT --admin-listen 127.0.0.1:0"
-gateway+=" --upstream-ca \$PB_ROOT_CA --intercept-ca-cert \$PB_ICPT_CA_CERT --intercept-ca-key \$PB_ICPT_CA_KEY"
-gateway+=" --secrets-dir $secrets"
+gateway="$("$here/gateway-command.sh") --secrets-dir $secrets"
 for round in $(seq 1 "$rounds"); do
 	for side in without with; do
 		proxy=intercept

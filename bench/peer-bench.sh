@@ -12,23 +12,13 @@
 # peer script (C, N_KA, N_NOKA, SIZES, WRK, KEY_ALG...) passes through.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-repo=$(dirname "$here")
 out=${1:-$here/results}
 peer=${PEER_SCRIPT:-$here/peer-proxies.sh}
 [[ -x $peer || -f $peer ]] || { echo "peer script not found: $peer (set PEER_SCRIPT)" >&2; exit 1; }
 mkdir -p "$out"
 
 # GATEWAY_BINARY: measure that build instead of building this tree (bench/compare.sh).
-if [[ -n ${GATEWAY_BINARY:-} ]]; then
-	bin=$GATEWAY_BINARY
-else
-	(cd "$repo" && cargo build --release -p egress-gateway)
-	bin=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/egress-gateway
-fi
-
-# The peer script sets CANDIDATE_PORT and the PB_* paths when it starts the candidate.
-gateway="exec $bin run --policy $here/policy.yaml --http-listen 127.0.0.1:\$CANDIDATE_PORT --admin-listen 127.0.0.1:0"
-gateway+=" --upstream-ca \$PB_ROOT_CA --intercept-ca-cert \$PB_ICPT_CA_CERT --intercept-ca-key \$PB_ICPT_CA_KEY"
+gateway=$("$here/gateway-command.sh")
 
 PEERS=${RELAY_PEERS:-"direct squid candidate"} CANDIDATE_NAME=egress-gateway CANDIDATE_MODES="http connect" \
 	CANDIDATE_CMD="$gateway --proxy relay" bash "$peer" "$out/relay.md"

@@ -45,6 +45,23 @@ fn seed(ca_secret: &str, replicas: i32) -> String {
     )
 }
 
+/// A parent CA (openssl, one more level allowed) in Secret `parent-ca` of
+/// `ns`, and the seed applied there with a proxy naming it (`replicas`, and
+/// `extra` lines of its spec): the CA's files, and the folder holding them.
+fn apply_seed_with_parent(
+    plane: &ControlPlane,
+    ns: &str,
+    replicas: i32,
+    extra: &str,
+) -> (TempDir, [std::path::PathBuf; 3]) {
+    let dir = TempDir::new(ns);
+    let ca = openssl_ca(&dir.0, "parent", Some(1));
+    create_ca_secret(plane, ns, "parent-ca", &ca);
+    let (ok, output) = apply_in(plane, ns, &(seed("parent-ca", replicas) + extra));
+    assert!(ok, "{output}");
+    (dir, ca)
+}
+
 fn apply_in(plane: &ControlPlane, namespace: &str, yaml: &str) -> (bool, String) {
     let namespaced = yaml.replace(
         "metadata:\n",
@@ -195,11 +212,7 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
         ),
     );
     assert!(ok, "{output}");
-    let dir = TempDir::new("reconcile");
-    let ca = openssl_ca(&dir.0, "user", Some(1));
-    create_ca_secret(plane, ns, "parent-ca", &ca);
-    let (ok, output) = apply_in(plane, ns, &seed("parent-ca", 2));
-    assert!(ok, "{output}");
+    let (_dir, ca) = apply_seed_with_parent(plane, ns, 2, "");
 
     let proxy = proxy_when(&client, ns, "PolicyCompiled and CertificateReady", |p| {
         holds(p, "PolicyCompiled", "True") && holds(p, "CertificateReady", "True")
@@ -262,7 +275,7 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
             .value;
         assert!(constraints.ca);
         assert_eq!(constraints.path_len_constraint, Some(0));
-        assert_eq!(cert.issuer().to_string(), "CN=user intermediate");
+        assert_eq!(cert.issuer().to_string(), "CN=parent intermediate");
         let chain = text(&sub_ca, "ca.crt");
         assert!(
             chain.contains(intermediate.trim()) && chain.contains(root.trim()),
@@ -709,11 +722,8 @@ async fn a_credential_s_secret_is_named_in_status_and_role_and_its_value_nowhere
     let client = client(plane).await;
     let ns = "op-credential";
     namespace(&client, ns).await;
-    let dir = TempDir::new("credential");
-    create_ca_secret(plane, ns, "parent-ca", &openssl_ca(&dir.0, "ca", None));
     let credentials = "\n  credentials:\n    - {name: llm-key, secretRef: {name: llm-api-key, key: api-key}, header: Authorization, valuePrefix: \"Bearer \", destination: {domains: [api.llm.example], pathPrefix: /v1/}, clients: {namespaces: [agents]}}";
-    let (ok, output) = apply_in(plane, ns, &(seed("parent-ca", 1) + credentials));
-    assert!(ok, "{output}");
+    let _parent = apply_seed_with_parent(plane, ns, 1, credentials);
     let proxy = proxy_when(&client, ns, "CredentialsReady=False", |p| {
         holds(p, "CredentialsReady", "False") && holds(p, "PolicyCompiled", "True")
     })
@@ -814,11 +824,7 @@ async fn an_object_the_api_server_refuses_is_reported_and_the_rest_is_applied() 
         r#"{"status": {"hard": {"services": "0"}, "used": {"services": "0"}}}"#,
     ]);
     run(usage);
-    let dir = TempDir::new("refused");
-    let ca = openssl_ca(&dir.0, "refused", Some(1));
-    create_ca_secret(plane, ns, "parent-ca", &ca);
-    let (ok, output) = apply_in(plane, ns, &seed("parent-ca", 1));
-    assert!(ok, "{output}");
+    let _parent = apply_seed_with_parent(plane, ns, 1, "");
 
     let proxy = proxy_when(&client, ns, "Ready=False for ApplyFailed", |p| {
         condition(p, "Ready").is_some_and(|(_, reason, _)| reason == "ApplyFailed")
@@ -1205,11 +1211,7 @@ async fn the_gateway_follows_what_the_operator_renders_within_two_seconds() {
     let client = client(plane).await;
     let ns = "op-gateway";
     namespace(&client, ns).await;
-    let dir = TempDir::new("gateway");
-    let ca = openssl_ca(&dir.0, "gw", Some(1));
-    create_ca_secret(plane, ns, "parent-ca", &ca);
-    let (ok, output) = apply_in(plane, ns, &seed("parent-ca", 1));
-    assert!(ok, "{output}");
+    let (dir, _) = apply_seed_with_parent(plane, ns, 1, "");
     proxy_when(&client, ns, "PolicyCompiled and CertificateReady", |p| {
         holds(p, "PolicyCompiled", "True") && holds(p, "CertificateReady", "True")
     })

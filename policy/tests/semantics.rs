@@ -474,6 +474,37 @@ fn conditions_of(rule: &ModelRule) -> Vec<(&'static str, &'static str, Vec<Strin
     conds
 }
 
+/// The rule spec of a model rule.
+fn spec_of(name: &str, model: &ModelRule) -> egress_policy::spec::RuleSpec {
+    let conds = conditions_of(model);
+    let values: Vec<Vec<&str>> = conds
+        .iter()
+        .map(|(_, _, v)| v.iter().map(String::as_str).collect())
+        .collect();
+    let conds: Vec<Cond> = conds
+        .iter()
+        .zip(&values)
+        .map(|((k, o, _), v)| (*k, *o, v.as_slice()))
+        .collect();
+    rule(name, model.action, &conds)
+}
+
+/// The context of a model request, before its response.
+fn context_of<'a>(request: &'a ModelRequest, headers: &'a HeaderMap) -> RequestContext<'a> {
+    let [a, b, c, d] = request.source;
+    RequestContext {
+        source_ip: Some(std::net::IpAddr::from([a, b, c, d])),
+        destination_domain: Some(Domain::new(request.domain)),
+        destination_port: Some(request.port),
+        request: Some(HttpRequest {
+            method: request.method,
+            uri: request.uri,
+            headers,
+        }),
+        ..Default::default()
+    }
+}
+
 proptest! {
     /// The rule index must never change which rule decides, nor the alerts.
     #[test]
@@ -481,34 +512,17 @@ proptest! {
         rules in prop::collection::vec(model_rule(), 0..40),
         request in model_request(),
     ) {
-        let specs: Vec<_> = rules.iter().enumerate().map(|(i, r)| (format!("r{i}"), r.action, conditions_of(r))).collect();
+        let specs: Vec<_> = rules.iter().enumerate().map(|(i, r)| spec_of(&format!("r{i}"), r)).collect();
         // Split the rules over three groups to cover group concatenation.
         let third = specs.len().div_ceil(3).max(1);
         let groups: Vec<_> = specs
             .chunks(third)
             .enumerate()
-            .map(|(g, chunk)| {
-                let rules = chunk
-                    .iter()
-                    .map(|(name, action, conds)| {
-                        let values: Vec<Vec<&str>> = conds.iter().map(|(_, _, v)| v.iter().map(String::as_str).collect()).collect();
-                        let conds: Vec<Cond> = conds.iter().zip(&values).map(|((k, o, _), v)| (*k, *o, v.as_slice())).collect();
-                        rule(name, *action, &conds)
-                    })
-                    .collect();
-                group(&format!("g{g}"), vec![], rules, vec![])
-            })
+            .map(|(g, chunk)| group(&format!("g{g}"), vec![], chunk.to_vec(), vec![]))
             .collect();
         let policy = policy(groups, ALLOW_ALL);
         let headers = HeaderMap::new();
-        let [a, b, c, d] = request.source;
-        let ctx = RequestContext {
-            source_ip: Some(std::net::IpAddr::from([a, b, c, d])),
-            destination_domain: Some(Domain::new(request.domain)),
-            destination_port: Some(request.port),
-            request: Some(HttpRequest { method: request.method, uri: request.uri, headers: &headers }),
-            ..Default::default()
-        };
+        let ctx = context_of(&request, &headers);
         let mut decision = Decision::default();
         policy.evaluate_phase(Phase::PreRequest, &ctx, &mut decision);
         let (action, rule_index, alerts) = model_evaluate(&rules, &request);
@@ -740,13 +754,7 @@ proptest! {
         rules in prop::collection::vec((model_rule(), any::<bool>()), 0..30),
         request in model_request(),
     ) {
-        let spec = |(i, (r, _)): (usize, &(ModelRule, bool))| {
-            let conds = conditions_of(r);
-            let values: Vec<Vec<&str>> = conds.iter().map(|(_, _, v)| v.iter().map(String::as_str).collect()).collect();
-            let conds: Vec<Cond> = conds.iter().zip(&values).map(|((k, o, _), v)| (*k, *o, v.as_slice())).collect();
-            rule(&format!("r{i}"), r.action, &conds)
-        };
-        let all: Vec<_> = rules.iter().enumerate().map(spec).collect();
+        let all: Vec<_> = rules.iter().enumerate().map(|(i, (r, _))| spec_of(&format!("r{i}"), r)).collect();
         let watched: Vec<String> = rules.iter().enumerate().filter(|(_, (_, m))| *m).map(|(i, _)| format!("r{i}")).collect();
         let watched: Vec<&str> = watched.iter().map(String::as_str).collect();
         let mut mixed = group("g", vec![], all.clone(), vec![]);
@@ -759,14 +767,7 @@ proptest! {
         let everything = policy(vec![group("g", vec![], all, vec![])], ALLOW_ALL);
 
         let headers = HeaderMap::new();
-        let [a, b, c, d] = request.source;
-        let ctx = RequestContext {
-            source_ip: Some(std::net::IpAddr::from([a, b, c, d])),
-            destination_domain: Some(Domain::new(request.domain)),
-            destination_port: Some(request.port),
-            request: Some(HttpRequest { method: request.method, uri: request.uri, headers: &headers }),
-            ..Default::default()
-        };
+        let ctx = context_of(&request, &headers);
         let decision = mixed.evaluate(&ctx);
         let mut real = decision.clone();
         real.would_be = None;

@@ -42,10 +42,15 @@ pub struct Secrets {
 }
 
 impl Secrets {
-    /// Records what a source read of `secret`.
+    /// Records what a source read of `secret`. A Secret that cannot be
+    /// read keeps the version read before it (an outage stops nothing).
     pub fn set(&self, secret: &str, state: SecretState) {
         if let Ok(mut map) = self.by_name.write() {
-            map.insert(secret.to_owned(), state);
+            let keeps = matches!(state, SecretState::Unreadable(_))
+                && matches!(map.get(secret), Some(SecretState::Data(_)));
+            if !keeps {
+                map.insert(secret.to_owned(), state);
+            }
         }
     }
 
@@ -168,6 +173,15 @@ mod tests {
             "credential llm-key: Secret llm has no key token"
         );
 
+        // Unreadable after a good version: that version stays in use.
+        secrets.set("llm", data(b"sk-SECRET"));
+        secrets.set("llm", SecretState::Unreadable("connection refused".into()));
+        assert_eq!(
+            secrets.header_value(&credential).expect("kept"),
+            "Bearer sk-SECRET"
+        );
+
+        secrets.set("llm", SecretState::Missing);
         secrets.set("llm", SecretState::Unreadable("forbidden".into()));
         let error = secrets.header_value(&credential).expect_err("unreadable");
         assert_eq!(

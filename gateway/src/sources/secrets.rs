@@ -94,8 +94,8 @@ impl SecretWatches {
 async fn watch(gw: Arc<Gateway>, api: Api<Secret>, name: String, stop: CancellationToken) {
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api, config).default_backoff().boxed();
-    // Whether this listing found it; whether any version was ever read.
-    let (mut listed, mut read) = (false, false);
+    // Whether this listing found it.
+    let mut listed = false;
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => return,
@@ -108,20 +108,16 @@ async fn watch(gw: Arc<Gateway>, api: Api<Secret>, name: String, stop: Cancellat
             None => return,
             Some(Err(error)) => {
                 tracing::warn!(secret = %name, %error, "credential Secret cannot be read");
-                if !read {
-                    gw.secrets
-                        .set(&name, SecretState::Unreadable(error.to_string()));
-                }
+                gw.secrets
+                    .set(&name, SecretState::Unreadable(error.to_string()));
             }
             Some(Ok(Event::Init)) => listed = false,
             Some(Ok(Event::Apply(secret) | Event::InitApply(secret))) => {
                 listed = true;
-                read = true;
                 gw.secrets.set(&name, SecretState::Data(data_of(&secret)));
                 tracing::info!(secret = %name, "credential Secret read");
             }
             Some(Ok(Event::InitDone)) if !listed => {
-                read = true;
                 gw.secrets.set(&name, SecretState::Missing);
                 tracing::warn!(secret = %name, "credential Secret not found: its requests fail until it exists");
             }

@@ -186,6 +186,18 @@ pub fn policy_with_proxy(
     write(dir, "policy.yaml", &yaml)
 }
 
+/// Fails when one of `values` is in one of the `(where, text)` places.
+pub fn assert_nowhere(values: &[&str], places: &[(&str, String)]) {
+    for (place, text) in places {
+        for value in values {
+            assert!(
+                !text.contains(value),
+                "a secret value is in the {place}:\n{text}"
+            );
+        }
+    }
+}
+
 /// Polls `f` until it returns `Some` or `timeout` passes.
 pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;

@@ -183,6 +183,17 @@ impl Gateway {
         self.process.stderr()
     }
 
+    /// Everything the gateway has written, by where: its decision lines,
+    /// its diagnostics and its metrics.
+    pub fn written(&self) -> Vec<(&'static str, String)> {
+        let lines: Vec<String> = self.decisions().iter().map(Value::to_string).collect();
+        vec![
+            ("decision lines", lines.join("\n")),
+            ("diagnostics", self.diagnostics().join("\n")),
+            ("metrics", self.admin_get("/metrics").1),
+        ]
+    }
+
     /// GET on the admin listener: (status, body).
     pub fn admin_get(&self, path: &str) -> (u16, String) {
         http_get(self.admin, path)
