@@ -182,8 +182,6 @@ struct UpgradeHeads {
     response_headers: HeaderMap,
 }
 
-/// After a 101: bytes flow both ways until either side closes or goes idle,
-/// or a new policy denies the request that was upgraded.
 /// Sets the header of the first credential that applies to the request,
 /// replacing any the client sent under that name; fails, naming the
 /// credential, when its Secret cannot give a value.
@@ -206,6 +204,8 @@ fn add_credential(
     Ok(())
 }
 
+/// After a 101: bytes flow both ways until either side closes or goes idle,
+/// or a new policy denies the request that was upgraded.
 async fn relay_upgrade(
     gw: Arc<Gateway>,
     exchange: Exchange,
