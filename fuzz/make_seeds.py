@@ -217,7 +217,7 @@ def compiled_policies():
         return None
     seeds = []
     for example in ["seed-policy.yaml", "allowlist.yaml", "office-hours.yaml", "allowlist-monitor.yaml",
-                    "cluster/llm-credential.yaml"]:
+                    "cluster/llm-credential.yaml", "lists.yaml"]:
         out = subprocess.run([gateway, "policy", "compile", str(REPO / "examples" / example)],
                              check=True, capture_output=True)
         seeds.append(out.stdout)
@@ -231,7 +231,8 @@ def main():
     write("client_hello", client_hellos())
     write("policy_yaml", [(REPO / "examples" / name).read_bytes()
                           for name in ["seed-policy.yaml", "allowlist.yaml", "office-hours.yaml",
-                                       "allowlist-monitor.yaml", "cluster/llm-credential.yaml"]])
+                                       "allowlist-monitor.yaml", "cluster/llm-credential.yaml",
+                                       "lists.yaml"]])
     compiled = compiled_policies()
     if compiled is not None:
         write("compiled_policy", compiled)
@@ -245,6 +246,10 @@ def main():
                b",PreREQUEST,test-pre-req,DENY,request:Http:Method,StringEquals,POST\n"
                b"0,PostRESPONSE,test-post-res,ALERT,,,\n"
                b",PostRESPONSE,test-post-res,ALERT,response:Http:StatusCode,NumericEquals,500\n")
+    # A Network Firewall domain list rule group.
+    aws.append(b'\0{"RuleGroup": {"RulesSource": {"RulesSourceList": {"Targets": [".pypi.org", "github.com"], '
+               b'"TargetTypes": ["TLS_SNI", "HTTP_HOST"], "GeneratedRulesType": "ALLOWLIST"}}}, '
+               b'"RuleGroupResponse": {"RuleGroupName": "Allowed"}}')
     write("aws_import", aws)
     write("admission_review", admission_reviews())
     write("parent_ca", parent_cas())

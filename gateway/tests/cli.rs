@@ -212,6 +212,22 @@ fn every_example_compiles_and_does_what_its_comments_say() {
     assert_eq!(outcome(&other), ("Allow".into(), "default".into()));
     assert_eq!(would(&other), ("Deny".into(), "deny-the-rest".into()));
     assert_eq!(other["would_rule_group_name"], "registries-watched");
+    // Values from named lists, as inline values would match.
+    for (url, decided) in [
+        (
+            "https://files.pythonhosted.org/x",
+            ("Allow", "allow-registries"),
+        ),
+        ("https://paste.example/raw/1", ("Deny", "deny-blocked")),
+        ("https://www.example.com/", ("Deny", "default")),
+    ] {
+        let line = eval_example("lists.yaml", &[url]);
+        assert_eq!(
+            outcome(&line),
+            (decided.0.into(), decided.1.into()),
+            "{url}"
+        );
+    }
     // The credential the gateway would add, for the pods it is for only.
     let llm = "cluster/llm-credential.yaml";
     let checked = gateway(&["policy", "check", &format!("{examples}/{llm}")]);

@@ -19,6 +19,11 @@ pub const CREDENTIALS_READY: &str = "CredentialsReady";
 pub const PROGRESSING: &str = "Progressing";
 /// `Compiled` (ProxyConfiguration, ProxyRuleGroup).
 pub const COMPILED: &str = "Compiled";
+/// `Valid` (ProxyList): every entry is well formed for the list's type.
+pub const VALID: &str = "Valid";
+/// `InUse` (ProxyList): rule groups name the list, so it is kept from
+/// deletion (by the `egress.dev/list-in-use` finalizer) while they do.
+pub const IN_USE: &str = "InUse";
 
 /// Longest condition message written (the API server's limit is 32 KiB).
 const MAX_MESSAGE: usize = 8 * 1024;

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use egress_policy::Named;
 use egress_policy::objects::AWS_NAME_ANNOTATION;
-use egress_policy::spec::ProxyRuleGroupSpec;
+use egress_policy::spec::{ProxyListSpec, ProxyRuleGroupSpec};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -22,7 +22,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cluster_facts::ClusterView;
-use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use crate::crd::{EgressProxy, ProxyConfiguration, ProxyList, ProxyRuleGroup};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::render::Settings;
@@ -59,6 +59,8 @@ pub struct Context {
     pub configurations: Store<ProxyConfiguration>,
     /// Cached ProxyRuleGroups.
     pub groups: Store<ProxyRuleGroup>,
+    /// Cached ProxyLists.
+    pub lists: Store<ProxyList>,
     /// Publishes Kubernetes events.
     pub recorder: Recorder,
     /// Operator metrics.
@@ -162,6 +164,52 @@ impl Context {
                         Named::new(r.name.clone(), g.spec.clone()).with_log_name(log_name)
                     })
             })
+            .collect()
+    }
+
+    /// The lists `groups` (of `namespace`) name that exist, from the cache.
+    pub fn lists_named_by(
+        &self,
+        namespace: &str,
+        groups: &[Named<ProxyRuleGroupSpec>],
+    ) -> Vec<Named<ProxyListSpec>> {
+        let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
+        named
+            .into_iter()
+            .filter_map(|name| {
+                self.lists
+                    .get(&ObjectRef::new(name).within(namespace))
+                    .map(|l| Named::new(name, l.spec.clone()))
+            })
+            .collect()
+    }
+
+    /// Names of the rule groups in `namespace` whose conditions name list `name`.
+    pub fn groups_naming_list(&self, namespace: &str, name: &str) -> BTreeSet<String> {
+        self.groups
+            .state()
+            .iter()
+            .filter(|g| {
+                g.namespace().as_deref() == Some(namespace)
+                    && g.spec.list_names().any(|l| l == name)
+            })
+            .map(|g| g.name_any())
+            .collect()
+    }
+
+    /// Names of the configurations in `namespace` that list a group naming list `name`.
+    pub fn configurations_using_list(&self, namespace: &str, name: &str) -> BTreeSet<String> {
+        self.groups_naming_list(namespace, name)
+            .iter()
+            .flat_map(|g| self.configurations_listing(namespace, g))
+            .collect()
+    }
+
+    /// Names of the proxies in `namespace` whose policy uses list `name`.
+    pub fn proxies_using_list(&self, namespace: &str, name: &str) -> BTreeSet<String> {
+        self.configurations_using_list(namespace, name)
+            .iter()
+            .flat_map(|c| self.proxies_using_configuration(namespace, c))
             .collect()
     }
 

@@ -1,4 +1,4 @@
-//! The three custom resources of API group `egress.dev/v1alpha1`, wrapping
+//! The four custom resources of API group `egress.dev/v1alpha1`, wrapping
 //! the policy crate's spec types (one definition of each spec, no copies),
 //! with the statuses the operator writes and the CRD each generates.
 //!
@@ -10,7 +10,9 @@
 
 use std::borrow::Cow;
 
-use egress_policy::spec::{EgressProxySpec, ProxyConfigurationSpec, ProxyRuleGroupSpec};
+use egress_policy::spec::{
+    EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec, ProxyRuleGroupSpec,
+};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
     CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresourceStatus,
@@ -127,6 +129,31 @@ custom_resource!(
     EgressProxyStatus,
     plural = "egressproxies"
 );
+custom_resource!(
+    /// A named list of domains, CIDRs or patterns that conditions use by name.
+    ProxyList,
+    ProxyListSpec,
+    ListStatus,
+    plural = "proxylists"
+);
+
+/// `ProxyList.status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Valid`, `InUse`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Entries in the list.
+    #[serde(default)]
+    pub entries: i64,
+    /// The ProxyRuleGroups whose conditions name this list.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}
 
 /// `ProxyRuleGroup.status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -381,6 +408,28 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
                         ".status.usedBy",
                         "EgressProxies enforcing it",
                     ),
+                ],
+            ),
+        ),
+        (
+            "proxylists.yaml",
+            crd::<ProxyList>(
+                &["plist"],
+                vec![
+                    column("Type", "string", ".spec.type", "What the entries are"),
+                    column(
+                        "Entries",
+                        "integer",
+                        ".status.entries",
+                        "Entries in the list",
+                    ),
+                    column(
+                        "Used By",
+                        "string",
+                        ".status.usedBy",
+                        "ProxyRuleGroups whose conditions name it",
+                    ),
+                    condition_column("Valid", "Whether every entry is well formed"),
                 ],
             ),
         ),

@@ -174,6 +174,7 @@ async fn operate(args: Args) -> anyhow::Result<()> {
                     proxies: caches.proxies,
                     configurations: caches.configurations,
                     groups: caches.groups,
+                    lists: caches.lists,
                     recorder,
                     metrics,
                     settings,

@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use egress_policy::spec::{ProxyConfigurationSpec, ProxyRuleGroupSpec};
-use egress_policy::{CompiledPolicy, Named, Phase, compile_for_proxy};
+use egress_policy::spec::{ProxyConfigurationSpec, ProxyListSpec, ProxyRuleGroupSpec};
+use egress_policy::{Available, CompiledPolicy, Named, Phase, compile_for_proxy};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub configuration: Option<Named<ProxyConfigurationSpec>>,
     /// The rule groups it lists that exist.
     pub groups: Vec<Named<ProxyRuleGroupSpec>>,
+    /// The lists those groups name that exist.
+    pub lists: Vec<Named<ProxyListSpec>>,
     /// The hash annotation of the policy ConfigMap.
     pub rendered_policy_hash: Read<String>,
     /// `<proxy>-listener-ca`.
@@ -225,7 +227,10 @@ fn compile(
     compile_for_proxy(
         &Named::new(proxy.name_any(), proxy.spec.clone()),
         configuration,
-        &snapshot.groups,
+        Available {
+            groups: &snapshot.groups,
+            lists: &snapshot.lists,
+        },
     )
     .map_err(|errors| {
         let listed: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -459,7 +464,7 @@ fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &m
             return Err((
                 "PolicyTooLarge",
                 format!(
-                    "the compiled policy {} is {size} bytes, over the {CONFIG_MAP_LIMIT} bytes a ConfigMap may hold: split large value lists across fewer, broader rules (a domain suffix instead of each name) or fewer groups",
+                    "the compiled policy {} is {size} bytes, over the {CONFIG_MAP_LIMIT} bytes a ConfigMap may hold: use fewer, broader values (a domain suffix instead of each name), fewer groups, or shorter ProxyLists",
                     policy.hash()
                 ),
             ));
@@ -1119,6 +1124,7 @@ mod tests {
         Snapshot {
             configuration: Some(configuration()),
             groups: Vec::new(),
+            lists: Vec::new(),
             rendered_policy_hash: Ok(None),
             listener_ca: Ok(None),
             listener_ca_next: Ok(None),
@@ -1659,6 +1665,7 @@ mod tests {
         let snapshot = Snapshot {
             configuration: Some(Named::new("seed".to_owned(), configuration)),
             groups: vec![Named::new("huge".to_owned(), group)],
+            lists: Vec::new(),
             rendered_policy_hash: Ok(Some("sha256:good".to_owned())),
             ..fresh()
         };

@@ -1,19 +1,22 @@
-//! Reconciling `ProxyConfiguration`s and `ProxyRuleGroup`s: nothing is
-//! rendered for them; their status says whether they compile (every error,
-//! with its path) and which proxies use them.
+//! Reconciling `ProxyConfiguration`s, `ProxyRuleGroup`s and `ProxyList`s:
+//! nothing is rendered for them; their status says whether they compile
+//! (every error, with its path) and who uses them. A list some group names
+//! carries a finalizer, so deleting it waits (and says so) until none does.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use egress_policy::{Named, Phase, compile, validate_rule_group};
+use egress_policy::{Available, Named, Phase, compile, validate_list, validate_rule_group_with};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
 
-use crate::conditions::{self, COMPILED, Wanted};
+use crate::conditions::{self, COMPILED, IN_USE, VALID, Wanted};
 use crate::context::Context;
 use crate::crd::{
-    ConfigurationStatus, ProxyConfiguration, ProxyRuleGroup, RuleCounts, RuleGroupStatus,
+    ConfigurationStatus, ListStatus, ProxyConfiguration, ProxyList, ProxyRuleGroup, RuleCounts,
+    RuleGroupStatus,
 };
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
@@ -80,6 +83,7 @@ pub async fn reconcile_configuration(
     let namespace = configuration.namespace().unwrap_or_default();
     let name = configuration.name_any();
     let groups = ctx.groups_of(&configuration);
+    let lists = ctx.lists_named_by(&namespace, &groups);
     let old = configuration.status.clone().unwrap_or_default();
     let mut status = ConfigurationStatus {
         observed_generation: configuration.metadata.generation,
@@ -92,7 +96,10 @@ pub async fn reconcile_configuration(
     };
     let wanted = match compile(
         &Named::new(name.clone(), configuration.spec.clone()),
-        &groups,
+        Available {
+            groups: &groups,
+            lists: &lists,
+        },
     ) {
         Ok(policy) => {
             status.policy_hash = Some(policy.hash().to_owned());
@@ -131,7 +138,8 @@ pub async fn reconcile_group(
     let name = group.name_any();
     let old = group.status.clone().unwrap_or_default();
     let count = |rules: &Vec<_>| i64::try_from(rules.len()).unwrap_or(i64::MAX);
-    let errors = validate_rule_group(&group.spec);
+    let lists = ctx.lists_named_by(&namespace, &[Named::new(name.clone(), group.spec.clone())]);
+    let errors = validate_rule_group_with(&group.spec, &lists);
     let wanted = if errors.is_empty() {
         Wanted::yes(COMPILED, "Compiled", "every rule compiles")
     } else {
@@ -157,4 +165,106 @@ pub async fn reconcile_group(
     };
     write_status(&ctx, group.as_ref(), group.status.as_ref(), status).await?;
     Ok(Action::requeue(Duration::from_secs(3600)))
+}
+
+/// Keeps a `ProxyList` from being deleted while rule groups name it.
+pub const LIST_IN_USE_FINALIZER: &str = "egress.dev/list-in-use";
+
+/// Reconciles one list: its entries checked, the groups naming it, and the
+/// finalizer that holds its deletion while they do.
+pub async fn reconcile_list(list: Arc<ProxyList>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile("proxylist");
+    let namespace = list.namespace().unwrap_or_default();
+    let name = list.name_any();
+    let used_by: Vec<String> = ctx
+        .groups_naming_list(&namespace, &name)
+        .into_iter()
+        .collect();
+    let deleting = list.metadata.deletion_timestamp.is_some();
+    let held = list.finalizers().iter().any(|f| f == LIST_IN_USE_FINALIZER);
+    let api: Api<ProxyList> = Api::namespaced(ctx.client.clone(), &namespace);
+    if used_by.is_empty() && held {
+        // Released; when it was being deleted, it is gone now.
+        set_finalizers(&api, &list, false).await?;
+        if deleting {
+            return Ok(Action::await_change());
+        }
+    }
+    if !used_by.is_empty() && !held && !deleting {
+        set_finalizers(&api, &list, true).await?;
+    }
+    let errors = validate_list(&list.spec);
+    let entries = list.spec.entries.len();
+    let valid = if errors.is_empty() {
+        Wanted::yes(VALID, "Valid", format!("{entries} entries"))
+    } else {
+        Wanted::no(VALID, "InvalidEntries", report(&errors))
+    };
+    let groups = used_by.join(", ");
+    let in_use = match (used_by.is_empty(), deleting) {
+        (true, _) => Wanted::no(IN_USE, "NotNamed", "no ProxyRuleGroup names this list"),
+        (false, false) => Wanted::yes(
+            IN_USE,
+            "NamedByRuleGroups",
+            format!("named by ProxyRuleGroups {groups}; deleting it waits until none does"),
+        ),
+        (false, true) => Wanted::yes(
+            IN_USE,
+            "DeletionWaiting",
+            format!(
+                "deletion waits: ProxyRuleGroups {groups} still name this list and their proxies keep enforcing it; remove it from their conditions and the deletion completes"
+            ),
+        ),
+    };
+    let old = list.status.clone().unwrap_or_default();
+    let was_waiting = old
+        .conditions
+        .iter()
+        .any(|c| c.type_ == IN_USE && c.reason == "DeletionWaiting");
+    if in_use.reason == "DeletionWaiting" && !was_waiting {
+        ctx.event(
+            list.as_ref(),
+            true,
+            "DeletionWaiting",
+            in_use.message.clone(),
+        )
+        .await;
+    }
+    let status = ListStatus {
+        observed_generation: list.metadata.generation,
+        conditions: conditions::merge(
+            &old.conditions,
+            &[valid, in_use],
+            list.metadata.generation,
+            jiff::Timestamp::now(),
+        ),
+        entries: i64::try_from(entries).unwrap_or(i64::MAX),
+        used_by,
+    };
+    write_status(&ctx, list.as_ref(), list.status.as_ref(), status).await?;
+    Ok(Action::requeue(Duration::from_secs(3600)))
+}
+
+/// Adds or removes [`LIST_IN_USE_FINALIZER`], keeping the others; the
+/// resource version makes a concurrent change fail and be retried.
+async fn set_finalizers(api: &Api<ProxyList>, list: &ProxyList, hold: bool) -> Result<(), Error> {
+    let mut finalizers: Vec<String> = list
+        .finalizers()
+        .iter()
+        .filter(|f| *f != LIST_IN_USE_FINALIZER)
+        .cloned()
+        .collect();
+    if hold {
+        finalizers.push(LIST_IN_USE_FINALIZER.to_owned());
+    }
+    let patch = json!({
+        "metadata": {"finalizers": finalizers, "resourceVersion": list.resource_version()}
+    });
+    api.patch(
+        &list.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
 }

@@ -194,6 +194,7 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         .as_deref()
         .map(|c| ctx.groups_of(c))
         .unwrap_or_default();
+    let lists = ctx.lists_named_by(namespace, &groups);
     let interception = &proxy.spec.tls_interception;
     // The user's parent CA is theirs: read, never owned.
     let parent = match (&interception.ca_secret_ref, interception.enabled) {
@@ -251,6 +252,7 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
     Snapshot {
         configuration: configuration.map(|c| Named::new(wanted.clone(), c.spec.clone())),
         groups,
+        lists,
         rendered_policy_hash,
         listener_ca,
         listener_ca_next,

@@ -6,6 +6,9 @@
 //!
 //! - A `ProxyRuleGroup` change reconciles the group, the configurations that
 //!   list it and the proxies that use those.
+//! - A `ProxyList` change reconciles it, and the configurations and proxies
+//!   whose groups name it; a group change reconciles the lists of its
+//!   namespace (whose `usedBy` and finalizer it may change).
 //! - A `ProxyConfiguration` change reconciles it and the proxies that use it.
 //! - An `EgressProxy` change reconciles it, and its configuration and groups
 //!   (whose `usedBy` it changes).
@@ -36,7 +39,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{ClientCaches, Context};
-use crate::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use crate::crd::{EgressProxy, ProxyConfiguration, ProxyList, ProxyRuleGroup};
 use crate::error::Error;
 use crate::metrics::ErrorLabels;
 use crate::names::{
@@ -252,6 +255,8 @@ pub struct Caches {
     pub configurations: reflector::Store<ProxyConfiguration>,
     /// ProxyRuleGroups.
     pub groups: reflector::Store<ProxyRuleGroup>,
+    /// ProxyLists.
+    pub lists: reflector::Store<ProxyList>,
     /// What the clients reconciler reads.
     pub clients: ClientCaches,
 }
@@ -267,12 +272,14 @@ pub async fn controllers(
     let (configurations, configuration_writer) =
         reflector::store_shared::<ProxyConfiguration>(1024);
     let (groups, group_writer) = reflector::store_shared::<ProxyRuleGroup>(1024);
+    let (lists, list_writer) = reflector::store_shared::<ProxyList>(1024);
     let proxy_events = subscriber(&proxy_writer)?;
     let client_proxy_events = subscriber(&proxy_writer)?;
     let configuration_events = subscriber(&configuration_writer)?;
     let group_events = subscriber(&group_writer)?;
+    let list_events = subscriber(&list_writer)?;
 
-    // The three watches, feeding the caches and every subscriber.
+    // The four watches, feeding the caches and every subscriber.
     let config = watcher::Config::default;
     watch(
         watcher(Api::<EgressProxy>::all(client.clone()), config())
@@ -292,14 +299,24 @@ pub async fn controllers(
             .reflect_shared(group_writer)
             .boxed(),
     );
+    watch(
+        watcher(Api::<ProxyList>::all(client.clone()), config())
+            .default_backoff()
+            .reflect_shared(list_writer)
+            .boxed(),
+    );
     let (client_changes, client_triggers) = tokio::sync::mpsc::unbounded_channel();
     let client_caches = client_caches(&client, &proxies, &client_changes);
-    let (a, b, c) = tokio::join!(
+    let (a, b, c, d) = tokio::join!(
         proxies.wait_until_ready(),
         configurations.wait_until_ready(),
-        groups.wait_until_ready()
+        groups.wait_until_ready(),
+        lists.wait_until_ready()
     );
-    a.and(b).and(c).map_err(|e| anyhow::anyhow!("cache: {e}"))?;
+    a.and(b)
+        .and(c)
+        .and(d)
+        .map_err(|e| anyhow::anyhow!("cache: {e}"))?;
     let ClientCaches {
         namespaces,
         pods,
@@ -327,6 +344,7 @@ pub async fn controllers(
         proxies = proxies.state().len(),
         configurations = configurations.state().len(),
         groups = groups.state().len(),
+        lists = lists.state().len(),
         namespaces = namespaces.state().len(),
         pods = pods.state().len(),
         "caches ready; reconciling"
@@ -336,6 +354,7 @@ pub async fn controllers(
         proxies: proxies.clone(),
         configurations: configurations.clone(),
         groups: groups.clone(),
+        lists: lists.clone(),
         clients: client_caches.clone(),
     }));
     // New cluster facts (a node with new pod CIDRs) concern every proxy's
@@ -377,6 +396,15 @@ pub async fn controllers(
         let namespace = g.namespace().unwrap_or_default();
         lookup
             .proxies_using_group(&namespace, &g.name_any())
+            .into_iter()
+            .map(move |p| ObjectRef::new(&p).within(&namespace))
+            .collect::<Vec<_>>()
+    };
+    let lookup = ctx.clone();
+    let proxies_of_list = move |l: ProxyList| {
+        let namespace = l.namespace().unwrap_or_default();
+        lookup
+            .proxies_using_list(&namespace, &l.name_any())
             .into_iter()
             .map(move |p| ObjectRef::new(&p).within(&namespace))
             .collect::<Vec<_>>()
@@ -427,6 +455,11 @@ pub async fn controllers(
             Api::<ProxyRuleGroup>::all(client.clone()),
             watcher::Config::default(),
             proxies_of_group,
+        )
+        .watches(
+            Api::<ProxyList>::all(client.clone()),
+            watcher::Config::default(),
+            proxies_of_list,
         );
     let proxy_controller = run_controller(
         proxy_controller,
@@ -446,6 +479,15 @@ pub async fn controllers(
             .map(move |c| ObjectRef::new(&c).within(&namespace))
             .collect::<Vec<_>>()
     };
+    let lookup = ctx.clone();
+    let configurations_of_list = move |l: ProxyList| {
+        let namespace = l.namespace().unwrap_or_default();
+        lookup
+            .configurations_using_list(&namespace, &l.name_any())
+            .into_iter()
+            .map(move |c| ObjectRef::new(&c).within(&namespace))
+            .collect::<Vec<_>>()
+    };
     let configuration_of_proxy = |p: EgressProxy| {
         let namespace = p.namespace().unwrap_or_default();
         Some(ObjectRef::new(&p.spec.configuration_ref.name).within(&namespace))
@@ -456,6 +498,11 @@ pub async fn controllers(
                 Api::<ProxyRuleGroup>::all(client.clone()),
                 watcher::Config::default(),
                 configurations_of_group,
+            )
+            .watches(
+                Api::<ProxyList>::all(client.clone()),
+                watcher::Config::default(),
+                configurations_of_list,
             )
             .watches(
                 Api::<EgressProxy>::all(client.clone()),
@@ -481,7 +528,21 @@ pub async fn controllers(
             .map(|c| groups_listed(&c, &namespace))
             .unwrap_or_default()
     };
+    let lookup = ctx.clone();
+    let groups_of_list = move |l: ProxyList| {
+        let namespace = l.namespace().unwrap_or_default();
+        lookup
+            .groups_naming_list(&namespace, &l.name_any())
+            .into_iter()
+            .map(move |g| ObjectRef::new(&g).within(&namespace))
+            .collect::<Vec<_>>()
+    };
     let group_controller = Controller::for_shared_stream(group_events, groups.clone())
+        .watches(
+            Api::<ProxyList>::all(client.clone()),
+            watcher::Config::default(),
+            groups_of_list,
+        )
         .watches(
             Api::<ProxyConfiguration>::all(client.clone()),
             watcher::Config::default(),
@@ -496,6 +557,33 @@ pub async fn controllers(
         group_controller,
         "proxyrulegroup",
         reconcile_policy::reconcile_group,
+        backoff.clone(),
+        ctx.clone(),
+        &stop,
+    );
+
+    // A group that stops naming a list is seen only as it is now, so a
+    // group change looks at every list of its namespace.
+    let lookup = ctx.clone();
+    let lists_of_group = move |g: ProxyRuleGroup| {
+        let namespace = g.namespace();
+        lookup
+            .lists
+            .state()
+            .iter()
+            .filter(|l| l.namespace() == namespace)
+            .map(|l| ObjectRef::from_obj(l.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let list_controller = Controller::for_shared_stream(list_events, lists.clone()).watches(
+        Api::<ProxyRuleGroup>::all(client.clone()),
+        watcher::Config::default(),
+        lists_of_group,
+    );
+    let list_controller = run_controller(
+        list_controller,
+        "proxylist",
+        reconcile_policy::reconcile_list,
         backoff,
         ctx.clone(),
         &stop,
@@ -523,6 +611,7 @@ pub async fn controllers(
         proxy_controller,
         configuration_controller,
         group_controller,
+        list_controller,
         clients_controller
     );
     Ok(())

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use egress_e2e::ControlPlane;
 use egress_e2e::chart::RenderedGateway;
-use egress_operator::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use egress_operator::crd::{EgressProxy, ProxyConfiguration, ProxyList, ProxyRuleGroup};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -146,6 +146,14 @@ async fn invalid_resources_are_refused_by_the_server_or_reported_in_status() {
         (
             "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: watching\nspec:\n  rules:\n    preDNS:\n      - {name: r1, action: Deny, mode: Watch}\n",
             "spec.rules.preDNS[0].mode: Unsupported value: \"Watch\"",
+        ),
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: valueless\nspec:\n  rules:\n    preDNS:\n      - {name: r1, action: Deny, conditions: [{key: \"request:DestinationDomain\", operator: StringEquals}]}\n",
+            "a condition needs values, valuesFrom or both",
+        ),
+        (
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyList\nmetadata:\n  name: typeless\nspec:\n  type: Hosts\n  entries: [a.example]\n",
+            "spec.type: Unsupported value: \"Hosts\"",
         ),
         (
             "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata:\n  name: d\nspec:\n  ruleGroups: [{name: a}]\n",
@@ -793,6 +801,221 @@ async fn a_credential_s_secret_is_named_in_status_and_role_and_its_value_nowhere
     ] {
         assert!(!text.contains(value), "the value is in the {what}: {text}");
     }
+}
+
+/// A ProxyList's status (`Valid`, `InUse`) once it satisfies `ready`.
+async fn list_when(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    ready: impl Fn(&ProxyList) -> bool,
+) -> ProxyList {
+    let api: Api<ProxyList> = Api::namespaced(client.clone(), namespace);
+    eventually(Duration::from_secs(30), what, || {
+        let api = api.clone();
+        let ready = &ready;
+        async move { api.get(name).await.ok().filter(|l| ready(l)) }
+    })
+    .await
+}
+
+fn list_condition(list: &ProxyList, type_: &str) -> Option<(String, String, String)> {
+    list.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+async fn policy_text(client: &Client, namespace: &str) -> String {
+    Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get("egress-policy")
+        .await
+        .ok()
+        .and_then(|c| c.data)
+        .and_then(|d| d.into_values().next())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-lists";
+    namespace(&client, ns).await;
+    let group = |values: &str| {
+        format!(
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: blocklist\nspec:\n  rules:\n    preDNS:\n      - name: listed\n        action: Deny\n        conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, {values}}}]\n"
+        )
+    };
+    let list = |entries: &str| {
+        format!(
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyList\nmetadata:\n  name: blocked\nspec:\n  type: Domains\n  entries: [{entries}]\n"
+        )
+    };
+    let rest = "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata:\n  name: c\nspec:\n  ruleGroups: [{name: blocklist}]\n  defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata:\n  name: egress\nspec:\n  configurationRef: {name: c}\n  replicas: 1\n";
+    let yaml = format!(
+        "{}---\n{}---\n{rest}",
+        list(".blocked.example"),
+        group("valuesFrom: [{list: blocked}]")
+    );
+    let (ok, output) = apply_in(plane, ns, &yaml);
+    assert!(ok, "{output}");
+
+    // Compiled into the policy, the list named in status and held.
+    let proxy = proxy_when(&client, ns, "PolicyCompiled=True", |p| {
+        holds(p, "PolicyCompiled", "True")
+    })
+    .await;
+    let first_hash = proxy.status.as_ref().and_then(|s| s.policy_hash.clone());
+    assert!(policy_text(&client, ns).await.contains("blocked.example"));
+    let held = list_when(&client, ns, "blocked", "InUse=True", |l| {
+        list_condition(l, "InUse").is_some_and(|c| c.0 == "True")
+            && l.finalizers().iter().any(|f| f == "egress.dev/list-in-use")
+    })
+    .await;
+    let status = held.status.clone().expect("status");
+    assert_eq!(status.used_by, ["blocklist"]);
+    assert_eq!(status.entries, 1);
+    assert_eq!(
+        list_condition(&held, "Valid").map(|c| c.0),
+        Some("True".to_owned())
+    );
+
+    // An entry added reaches the policy without touching the group.
+    let (ok, output) = apply_in(plane, ns, &list(".blocked.example, added.example"));
+    assert!(ok, "{output}");
+    eventually(
+        Duration::from_secs(30),
+        "the new entry in the policy",
+        || {
+            let client = client.clone();
+            async move {
+                policy_text(&client, ns)
+                    .await
+                    .contains("added.example")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // A malformed entry: named with its index in the list's status; the
+    // proxy keeps its last good policy and says why.
+    let (ok, output) = apply_in(plane, ns, &list(".blocked.example, \"bad..name\""));
+    assert!(ok, "{output}");
+    let invalid = list_when(&client, ns, "blocked", "Valid=False", |l| {
+        list_condition(l, "Valid").is_some_and(|c| c.0 == "False")
+    })
+    .await;
+    let (_, reason, message) = list_condition(&invalid, "Valid").expect("Valid");
+    assert_eq!(reason, "InvalidEntries");
+    assert!(
+        message.contains("spec.entries[1]: \"bad..name\""),
+        "{message}"
+    );
+    let proxy = proxy_when(&client, ns, "PolicyCompiled=False", |p| {
+        holds(p, "PolicyCompiled", "False")
+    })
+    .await;
+    let (_, _, message) = condition(&proxy, "PolicyCompiled").expect("condition");
+    assert!(
+        message.contains("ProxyList \"blocked\" entries[1]"),
+        "{message}"
+    );
+    assert!(message.contains("keeps serving"), "{message}");
+    assert!(policy_text(&client, ns).await.contains("added.example"));
+
+    // A reference to a list that does not exist: the same.
+    let (ok, output) = apply_in(plane, ns, &list(".blocked.example"));
+    assert!(ok, "{output}");
+    let (ok, output) = apply_in(
+        plane,
+        ns,
+        &group("valuesFrom: [{list: blocked}, {list: missing}]"),
+    );
+    assert!(ok, "{output}");
+    let proxy = proxy_when(&client, ns, "missing list reported", |p| {
+        condition(p, "PolicyCompiled")
+            .is_some_and(|c| c.0 == "False" && c.2.contains("ProxyList \"missing\" not found"))
+    })
+    .await;
+    assert_ne!(
+        proxy.status.as_ref().and_then(|s| s.policy_hash.clone()),
+        None
+    );
+    let groups: Api<ProxyRuleGroup> = Api::namespaced(client.clone(), ns);
+    eventually(
+        Duration::from_secs(30),
+        "the group's Compiled=False",
+        || {
+            let groups = groups.clone();
+            async move {
+                let group = groups.get("blocklist").await.ok()?;
+                group
+                    .status?
+                    .conditions
+                    .iter()
+                    .any(|c| {
+                        c.type_ == "Compiled"
+                            && c.status == "False"
+                            && c.message.contains("missing")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+
+    // Deleting a list still named waits, and says so.
+    let (ok, output) = apply_in(plane, ns, &group("valuesFrom: [{list: blocked}]"));
+    assert!(ok, "{output}");
+    proxy_when(&client, ns, "PolicyCompiled=True again", |p| {
+        holds(p, "PolicyCompiled", "True")
+    })
+    .await;
+    let deleted = plane
+        .kubectl()
+        .args(["delete", "proxylist", "blocked", "--wait=false", "-n", ns])
+        .output()
+        .expect("kubectl runs");
+    assert!(deleted.status.success(), "{deleted:?}");
+    let waiting = list_when(&client, ns, "blocked", "DeletionWaiting", |l| {
+        list_condition(l, "InUse").is_some_and(|c| c.1 == "DeletionWaiting")
+    })
+    .await;
+    assert!(waiting.metadata.deletion_timestamp.is_some());
+    let (_, _, message) = list_condition(&waiting, "InUse").expect("InUse");
+    assert!(message.contains("blocklist"), "{message}");
+    warning_event(&client, ns, "DeletionWaiting").await;
+    let proxy = proxy_when(&client, ns, "still compiled", |p| {
+        holds(p, "PolicyCompiled", "True")
+    })
+    .await;
+    assert!(policy_text(&client, ns).await.contains("blocked.example"));
+    assert_ne!(proxy.status.and_then(|s| s.policy_hash), None);
+
+    // Once no group names it, the deletion completes.
+    let (ok, output) = apply_in(plane, ns, &group("values: [other.example]"));
+    assert!(ok, "{output}");
+    let lists: Api<ProxyList> = Api::namespaced(client.clone(), ns);
+    eventually(Duration::from_secs(30), "the list gone", || {
+        let lists = lists.clone();
+        async move {
+            matches!(lists.get("blocked").await, Err(kube::Error::Api(e)) if e.code == 404)
+                .then_some(())
+        }
+    })
+    .await;
+    let proxy = proxy_when(&client, ns, "a policy without the list", |p| {
+        holds(p, "PolicyCompiled", "True")
+            && p.status.as_ref().and_then(|s| s.policy_hash.clone()) != first_hash
+    })
+    .await;
+    drop(proxy);
+    assert!(!policy_text(&client, ns).await.contains("blocked.example"));
 }
 
 #[tokio::test]

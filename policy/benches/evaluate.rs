@@ -17,7 +17,8 @@ use egress_policy::spec::{
     RuleGroupRef, RuleSpec,
 };
 use egress_policy::{
-    Action, CompiledPolicy, Domain, HttpRequest, HttpResponse, Named, RequestContext, compile,
+    Action, Available, CompiledPolicy, Domain, HttpRequest, HttpResponse, Named, RequestContext,
+    compile,
 };
 use http::HeaderMap;
 
@@ -28,6 +29,7 @@ fn condition(key: &str, operator: &str, value: String) -> ConditionSpec {
         key: key.to_owned(),
         operator: operator.to_owned(),
         values: vec![value],
+        values_from: Vec::new(),
     }
 }
 
@@ -184,7 +186,7 @@ fn policy(rules: usize, make: fn(usize) -> (usize, ConditionSpec)) -> CompiledPo
             default_actions: DefaultActions::all(Action::Allow),
         },
     );
-    compile(&config, &groups).expect("benchmark policy compiles")
+    compile(&config, Available::groups(&groups)).expect("benchmark policy compiles")
 }
 
 fn bench(c: &mut Criterion) {

@@ -3,7 +3,9 @@
 //! `describe-proxy-rule-group`, `create-proxy-rules`,
 //! `create-proxy-configuration`, `describe-proxy-configuration`) and the
 //! console's CSV export, to `ProxyRuleGroup` and `ProxyConfiguration` YAML;
-//! and back.
+//! and back. AWS Network Firewall's domain list rule groups
+//! (`describe-rule-group` / `create-rule-group` with a `RulesSourceList`)
+//! become a `ProxyList` and the rules that use it.
 //!
 //! Pure: text in, text and notes out. What cannot mean the same here is a
 //! [`Note`], never silently dropped; notes that would change a decision say
@@ -77,27 +79,36 @@ pub fn import(files: &[(String, String)]) -> Result<Imported, String> {
     let mut notes = Vec::new();
     let mut groups: Vec<Group> = Vec::new();
     let mut configurations = Vec::new();
+    let mut domain_lists = Vec::new();
     for (file, content) in files {
         let text = content.trim_start();
         if text.starts_with('{') {
             let value: Value =
                 serde_json::from_str(text).map_err(|e| format!("{file}: not JSON: {e}"))?;
-            read_json(file, &value, &mut groups, &mut configurations, &mut notes)?;
+            match read_domain_list(file, &value, &mut notes)? {
+                Some(list) => domain_lists.push(list),
+                None => read_json(file, &value, &mut groups, &mut configurations, &mut notes)?,
+            }
         } else if text.starts_with("rulePriority,") {
             groups.push(read_csv(file, text)?);
         } else {
             return Err(format!(
-                "{file}: neither AWS CLI JSON (create-proxy-rule-group, describe-proxy-rule-group, create-proxy-rules, create-proxy-configuration, describe-proxy-configuration) nor the console's CSV export (rulePriority,ruleHookType,...)"
+                "{file}: neither AWS CLI JSON (create-proxy-rule-group, describe-proxy-rule-group, create-proxy-rules, create-proxy-configuration, describe-proxy-configuration) , Network Firewall domain list rule groups (describe-rule-group, create-rule-group with RulesSourceList) nor the console's CSV export (rulePriority,ruleHookType,...)"
             ));
         }
     }
     let mut documents = Vec::new();
     let names: BTreeMap<String, String> = groups
         .iter()
-        .map(|g| (g.name.clone(), kubernetes_name(&g.name)))
+        .map(|g| &g.name)
+        .chain(domain_lists.iter().map(|l| &l.name))
+        .map(|name| (name.clone(), kubernetes_name(name)))
         .collect();
     for group in &groups {
         documents.push(group_document(group, &mut notes));
+    }
+    for list in &domain_lists {
+        documents.extend(list.documents());
     }
     for configuration in &configurations {
         documents.push(configuration_document(configuration, &names, &mut notes));
@@ -187,6 +198,159 @@ fn read_json(
         }
     }
     Ok(())
+}
+
+/// A Network Firewall domain list rule group.
+#[derive(Debug)]
+struct DomainList {
+    name: String,
+    description: Option<String>,
+    /// `ALLOWLIST`, `DENYLIST`, `REJECTLIST` or `ALERTLIST`.
+    generated: String,
+    targets: Vec<String>,
+    /// `request:Protocol` values the target types stand for (`https` for
+    /// TLS_SNI, `http` for HTTP_HOST); empty when both.
+    protocols: Vec<&'static str>,
+}
+
+/// Reads a domain list rule group, if `value` is one.
+fn read_domain_list(
+    file: &str,
+    value: &Value,
+    notes: &mut Vec<Note>,
+) -> Result<Option<DomainList>, String> {
+    let Some(group) = field(value, "RuleGroup") else {
+        return Ok(None);
+    };
+    let Some(source) = field(group, "RulesSource").and_then(|r| field(r, "RulesSourceList")) else {
+        return Err(format!(
+            "{file}: a Network Firewall rule group without RulesSource.RulesSourceList: only domain list rule groups are imported (Suricata and 5-tuple rules have no equivalent here)"
+        ));
+    };
+    let response = field(value, "RuleGroupResponse").unwrap_or(value);
+    let name = text(response, "RuleGroupName")
+        .or_else(|| text(response, "RuleGroupArn").map(|arn| arn_name(&arn)))
+        .ok_or_else(|| format!("{file}: no RuleGroupName or RuleGroupArn"))?;
+    let at = format!("{file}: {name}");
+    let generated = text(source, "GeneratedRulesType")
+        .unwrap_or_default()
+        .to_ascii_uppercase();
+    if !["ALLOWLIST", "DENYLIST", "REJECTLIST", "ALERTLIST"].contains(&generated.as_str()) {
+        return Err(format!(
+            "{at}: GeneratedRulesType {generated:?} is not ALLOWLIST, DENYLIST, REJECTLIST or ALERTLIST"
+        ));
+    }
+    let strings = |name: &str| -> Vec<String> {
+        field(source, name)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut protocols = Vec::new();
+    for target_type in strings("TargetTypes") {
+        match target_type.to_ascii_uppercase().as_str() {
+            "TLS_SNI" => protocols.push("https"),
+            "HTTP_HOST" => protocols.push("http"),
+            other => notes.push(Note {
+                at: at.clone(),
+                message: format!("target type {other:?} is not TLS_SNI or HTTP_HOST: left out"),
+                changes_decisions: true,
+            }),
+        }
+    }
+    protocols.sort_unstable();
+    protocols.dedup();
+    if protocols.is_empty() {
+        return Err(format!("{at}: no TargetTypes (TLS_SNI, HTTP_HOST)"));
+    }
+    if protocols.len() == 2 {
+        protocols.clear();
+    }
+    let mut targets = Vec::new();
+    for target in strings("Targets") {
+        if crate::domain_value::DomainValue::parse(&target).is_some() {
+            targets.push(target);
+        } else {
+            notes.push(Note {
+                at: at.clone(),
+                message: format!(
+                    "target {target:?} is not a domain name (example.com or .example.com): left out"
+                ),
+                changes_decisions: true,
+            });
+        }
+    }
+    if field(group, "RuleVariables").is_some() {
+        notes.push(Note {
+            at: at.clone(),
+            message: "rule variables (HOME_NET) are not carried over: the proxy judges every client it serves, so a HOME_NET narrower than them changes who the list applies to".to_owned(),
+            changes_decisions: true,
+        });
+    }
+    if generated == "ALLOWLIST" {
+        notes.push(Note {
+            at: at.clone(),
+            message: "an ALLOWLIST refuses every other name of its target types, as on Network Firewall: its rule group refuses them in PreDNS, so list it after the groups that should still see that traffic".to_owned(),
+            changes_decisions: false,
+        });
+    }
+    Ok(Some(DomainList {
+        description: text(response, "Description"),
+        name,
+        generated,
+        targets,
+        protocols,
+    }))
+}
+
+impl DomainList {
+    /// A `ProxyList` of the targets and a `ProxyRuleGroup` whose PreDNS
+    /// rules act on them as the generated rules do.
+    fn documents(&self) -> [Value; 2] {
+        let list_name = kubernetes_name(&self.name);
+        let listed = json!({
+            "key": "request:DestinationDomain",
+            "operator": "StringEquals",
+            "valuesFrom": [{"list": list_name}],
+        });
+        let protocol = (!self.protocols.is_empty()).then(|| {
+            json!({"key": "request:Protocol", "operator": "StringEquals", "values": self.protocols})
+        });
+        let rule = |name: &str, action: &str, conditions: Vec<Value>| {
+            let conditions: Vec<Value> = protocol.iter().cloned().chain(conditions).collect();
+            json!({"name": name, "action": action, "conditions": conditions})
+        };
+        let rules = match self.generated.as_str() {
+            "ALLOWLIST" => vec![
+                rule("allow-listed", "Allow", vec![listed]),
+                rule("deny-unlisted", "Deny", Vec::new()),
+            ],
+            "ALERTLIST" => vec![rule("alert-listed", "Alert", vec![listed])],
+            _ => vec![rule("deny-listed", "Deny", vec![listed])],
+        };
+        let mut list_spec = json!({"type": "Domains", "entries": self.targets});
+        let mut group_spec = json!({"rules": {"preDNS": rules}});
+        if let Some(description) = &self.description {
+            list_spec["description"] = json!(description);
+            group_spec["description"] = json!(description);
+        }
+        [
+            json!({
+                "apiVersion": API_VERSION,
+                "kind": "ProxyList",
+                "metadata": metadata(&self.name),
+                "spec": list_spec,
+            }),
+            json!({
+                "apiVersion": API_VERSION,
+                "kind": "ProxyRuleGroup",
+                "metadata": metadata(&self.name),
+                "spec": group_spec,
+            }),
+        ]
+    }
 }
 
 fn read_configuration(
@@ -586,10 +750,24 @@ pub fn export(documents: &crate::Documents) -> Value {
         .iter()
         .map(|(_, g)| (g.name.as_str(), aws_name(g)))
         .collect();
+    // AWS has no named lists: a condition's lists are written out inline.
+    let values = |namespace: &str, condition: &crate::spec::ConditionSpec| -> Vec<String> {
+        let mut values = condition.values.clone();
+        for reference in &condition.values_from {
+            let list = documents
+                .lists
+                .iter()
+                .find(|(ns, l)| ns == namespace && l.name == reference.list);
+            if let Some((_, list)) = list {
+                values.extend(list.spec.entries.iter().cloned());
+            }
+        }
+        values
+    };
     let groups: Vec<Value> = documents
         .rule_groups
         .iter()
-        .map(|(_, group)| {
+        .map(|(namespace, group)| {
             let spec = &group.spec;
             let mut rules = Map::new();
             for ((aws, _), list) in PHASES.iter().zip([
@@ -614,7 +792,7 @@ pub fn export(documents: &crate::Documents) -> Value {
                             "Conditions": rule.conditions.iter().map(|c| json!({
                                 "ConditionKey": c.key,
                                 "ConditionOperator": c.operator,
-                                "ConditionValues": c.values,
+                                "ConditionValues": values(namespace, c),
                             })).collect::<Vec<_>>(),
                         });
                         if let Some(description) = &rule.description {
@@ -773,6 +951,92 @@ mod tests {
             group.spec.rules.post_response[0].action,
             crate::Action::Alert
         );
+    }
+
+    #[test]
+    fn domain_list_rule_groups_become_a_list_and_its_rules() {
+        use crate::{Action, CompiledPolicy, Decision, Domain, Phase, RequestContext};
+        // As `aws network-firewall describe-rule-group` prints them.
+        let described = |name: &str, generated: &str, types: &str| -> (String, String) {
+            let json = format!(
+                r#"{{"UpdateToken": "t", "RuleGroup": {{"RulesSource": {{"RulesSourceList": {{
+                    "Targets": [".pypi.org", "github.com", "bad..name"], "TargetTypes": [{types}],
+                    "GeneratedRulesType": "{generated}"}}}}}},
+                  "RuleGroupResponse": {{"RuleGroupName": "{name}", "Description": "registries", "Type": "STATEFUL"}}}}"#
+            );
+            (format!("{name}.json"), json)
+        };
+        let configuration = |groups: &[&str]| -> (String, String) {
+            let listed: Vec<String> = groups
+                .iter()
+                .enumerate()
+                .map(|(i, g)| format!(r#"{{"ProxyRuleGroupName": "{g}", "Priority": {i}}}"#))
+                .collect();
+            let json = format!(
+                r#"{{"ProxyConfigurationName": "main", "RuleGroups": [{}],
+                    "DefaultRulePhaseActions": {{"PreDNS": "ALLOW", "PreREQUEST": "ALLOW", "PostRESPONSE": "ALLOW"}}}}"#,
+                listed.join(", ")
+            );
+            ("main.json".to_owned(), json)
+        };
+        let decide = |policy: &CompiledPolicy, domain: &str, protocol: &'static str| {
+            let ctx = RequestContext {
+                destination_domain: Some(Domain::new(domain)),
+                protocol: Some(protocol),
+                ..Default::default()
+            };
+            let mut decision = Decision::default();
+            policy.evaluate_phase(Phase::PreDns, &ctx, &mut decision);
+            (decision.final_action, decision.final_rule_name.to_string())
+        };
+        let allowed = described("Allowed", "ALLOWLIST", r#""TLS_SNI""#);
+        let blocked = described("Blocked", "DENYLIST", r#""TLS_SNI", "HTTP_HOST""#);
+
+        let imported = import(&[
+            allowed.clone(),
+            blocked,
+            configuration(&["Blocked", "Allowed"]),
+        ])
+        .expect("import");
+        let notes = notes_of(&imported).join("\n");
+        assert!(
+            notes.contains("Allowed.json: Allowed: target \"bad..name\" is not a domain name"),
+            "{notes}"
+        );
+        assert!(
+            notes.contains("an ALLOWLIST refuses every other name"),
+            "{notes}"
+        );
+        let docs = crate::parse_documents(&imported.yaml).expect("documents");
+        let lists: Vec<(&str, usize)> = docs
+            .lists
+            .iter()
+            .map(|(_, l)| (l.name.as_str(), l.spec.entries.len()))
+            .collect();
+        assert_eq!(lists, [("allowed", 2), ("blocked", 2)]);
+        let policy = crate::compile_documents(&imported.yaml, None).expect("compiles");
+        // The deny list comes first: a listed name is refused over either protocol.
+        assert_eq!(
+            decide(&policy, "files.pypi.org", "http"),
+            (Action::Deny, "deny-listed".into())
+        );
+
+        // The allow list alone: its names over TLS pass, other TLS names are
+        // refused, plain HTTP (not a target type) is left to the default.
+        let imported = import(&[allowed, configuration(&["Allowed"])]).expect("import");
+        let policy = crate::compile_documents(&imported.yaml, None).expect("compiles");
+        for (domain, protocol, decided) in [
+            ("pypi.org", "https", (Action::Allow, "allow-listed")),
+            ("github.com", "https", (Action::Allow, "allow-listed")),
+            ("www.github.com", "https", (Action::Deny, "deny-unlisted")),
+            ("www.github.com", "http", (Action::Allow, "default")),
+        ] {
+            assert_eq!(
+                decide(&policy, domain, protocol),
+                (decided.0, decided.1.to_owned()),
+                "{domain} {protocol}"
+            );
+        }
     }
 
     #[test]

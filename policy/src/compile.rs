@@ -6,7 +6,7 @@
 //! and a SHA-256 content hash. Loading it compiles it again, so a document that
 //! was edited by hand is checked like any other input.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -17,12 +17,13 @@ use crate::context::RequestContext;
 use crate::engine::{self, CompiledRule, Decision, PhaseTable, Verdict};
 use crate::error::{CompileError, Error};
 use crate::key::ConditionKey;
+use crate::list::{Lists, Values};
 use crate::operator::Operator;
 use crate::phase::Phase;
 use crate::proxy::{ProxyPolicy, ProxySettings};
 use crate::spec::{
-    Action, DefaultActions, EgressProxySpec, ProxyConfigurationSpec, ProxyRuleGroupSpec, RuleMode,
-    RuleSpec,
+    Action, DefaultActions, EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec,
+    ProxyRuleGroupSpec, RuleMode, RuleSpec,
 };
 
 /// Version of the serialized [`PolicyDocument`] format this build writes and reads.
@@ -80,6 +81,9 @@ pub struct PolicyDocument {
     pub default_actions: DefaultActions,
     /// The referenced groups, in priority order.
     pub rule_groups: Vec<Named<ProxyRuleGroupSpec>>,
+    /// The lists the groups' conditions name, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lists: Vec<Named<ProxyListSpec>>,
     /// Settings of the proxy the policy is for.
     pub proxy: ProxySettings,
 }
@@ -111,20 +115,36 @@ pub struct CompiledPolicy {
     monitors: bool,
 }
 
-/// Compiles a configuration with the rule groups available in its namespace,
-/// for a proxy with default settings (see [`ProxySettings::default`]).
+/// What a configuration may refer to: the rule groups and lists of its namespace.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Available<'a> {
+    /// `ProxyRuleGroup`s.
+    pub groups: &'a [Named<ProxyRuleGroupSpec>],
+    /// `ProxyList`s.
+    pub lists: &'a [Named<ProxyListSpec>],
+}
+
+impl<'a> Available<'a> {
+    /// Rule groups only.
+    pub fn groups(groups: &'a [Named<ProxyRuleGroupSpec>]) -> Available<'a> {
+        Available { groups, lists: &[] }
+    }
+}
+
+/// Compiles a configuration with the rule groups and lists available in its
+/// namespace, for a proxy with default settings (see [`ProxySettings::default`]).
 pub fn compile(
     config: &Named<ProxyConfigurationSpec>,
-    groups: &[Named<ProxyRuleGroupSpec>],
+    available: Available<'_>,
 ) -> Result<CompiledPolicy, Vec<CompileError>> {
-    compile_with_settings(config, groups, ProxySettings::default())
+    compile_with_settings(config, available, ProxySettings::default())
 }
 
 /// Compiles the configuration an `EgressProxy` refers to, with its settings.
 pub fn compile_for_proxy(
     proxy: &Named<EgressProxySpec>,
     config: &Named<ProxyConfigurationSpec>,
-    groups: &[Named<ProxyRuleGroupSpec>],
+    available: Available<'_>,
 ) -> Result<CompiledPolicy, Vec<CompileError>> {
     let wanted = &proxy.spec.configuration_ref.name;
     if *wanted != config.name {
@@ -138,19 +158,27 @@ pub fn compile_for_proxy(
     }
     compile_with_settings(
         config,
-        groups,
+        available,
         ProxySettings::from_spec(&proxy.name, &proxy.spec),
     )
 }
 
 fn compile_with_settings(
     config: &Named<ProxyConfigurationSpec>,
-    groups: &[Named<ProxyRuleGroupSpec>],
+    namespace: Available<'_>,
     settings: ProxySettings,
 ) -> Result<CompiledPolicy, Vec<CompileError>> {
     let mut errors = Vec::new();
-    let available: HashMap<&str, &Named<ProxyRuleGroupSpec>> =
-        groups.iter().map(|g| (g.name.as_str(), g)).collect();
+    let available: HashMap<&str, &Named<ProxyRuleGroupSpec>> = namespace
+        .groups
+        .iter()
+        .map(|g| (g.name.as_str(), g))
+        .collect();
+    let lists: Lists = namespace
+        .lists
+        .iter()
+        .map(|l| (l.name.as_str(), l))
+        .collect();
     let mut listed: HashMap<&str, usize> = HashMap::new();
     let mut selected = Vec::new();
     for (i, reference) in config.spec.rule_groups.iter().enumerate() {
@@ -181,6 +209,7 @@ fn compile_with_settings(
         hash: String::new(),
         configuration: config.name.clone(),
         default_actions: config.spec.default_actions,
+        lists: lists_named_by(&selected, &lists),
         rule_groups: selected,
         proxy: settings,
     };
@@ -190,8 +219,12 @@ fn compile_with_settings(
         for (i, reference) in config.spec.rule_groups.iter().enumerate() {
             if let Some(group) = available.get(reference.name.as_str())
                 && listed.get(reference.name.as_str()) == Some(&i)
-                && let Err(group_errors) =
-                    compile_group(&format!("ruleGroups[{i}]."), &group.spec, group.log_name())
+                && let Err(group_errors) = compile_group(
+                    &format!("ruleGroups[{i}]."),
+                    &group.spec,
+                    group.log_name(),
+                    Some(&lists),
+                )
             {
                 errors.extend(group_errors);
             }
@@ -206,9 +239,35 @@ fn compile_with_settings(
     CompiledPolicy::from_document(document)
 }
 
+/// The lists the groups' conditions name that are available, by name.
+fn lists_named_by(
+    groups: &[Named<ProxyRuleGroupSpec>],
+    lists: &Lists,
+) -> Vec<Named<ProxyListSpec>> {
+    let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
+    named
+        .into_iter()
+        .filter_map(|name| lists.get(name).map(|list| (*list).clone()))
+        .collect()
+}
+
 /// Checks one rule group on its own; paths start at its spec (`rules.preDNS[0]...`).
+/// The lists its conditions name are not looked up.
 pub fn validate_rule_group(spec: &ProxyRuleGroupSpec) -> Vec<CompileError> {
-    match compile_group("", spec, "") {
+    match compile_group("", spec, "", None) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors,
+    }
+}
+
+/// Checks one rule group with the lists available to it: a list it names
+/// that is missing, or whose type does not fit the condition, is an error.
+pub fn validate_rule_group_with(
+    spec: &ProxyRuleGroupSpec,
+    lists: &[Named<ProxyListSpec>],
+) -> Vec<CompileError> {
+    let lists: Lists = lists.iter().map(|l| (l.name.as_str(), l)).collect();
+    match compile_group("", spec, "", Some(&lists)) {
         Ok(_) => Vec::new(),
         Err(errors) => errors,
     }
@@ -218,8 +277,18 @@ impl CompiledPolicy {
     fn from_document(document: PolicyDocument) -> Result<CompiledPolicy, Vec<CompileError>> {
         let mut errors = Vec::new();
         let mut phases: [Vec<CompiledRule>; 3] = Default::default();
+        let lists: Lists = document
+            .lists
+            .iter()
+            .map(|l| (l.name.as_str(), l))
+            .collect();
         for (i, group) in document.rule_groups.iter().enumerate() {
-            match compile_group(&format!("ruleGroups[{i}]."), &group.spec, group.log_name()) {
+            match compile_group(
+                &format!("ruleGroups[{i}]."),
+                &group.spec,
+                group.log_name(),
+                Some(&lists),
+            ) {
                 Ok(rules) => {
                     for (all, mut mine) in phases.iter_mut().zip(rules) {
                         all.append(&mut mine);
@@ -357,22 +426,24 @@ impl CompiledPolicy {
 }
 
 /// Compiles the rules of one group, per phase; `prefix` starts every error path.
+/// Without `lists`, conditions are checked but not built (their lists unknown).
 fn compile_group(
     prefix: &str,
     spec: &ProxyRuleGroupSpec,
     group_name: &str,
+    lists: Option<&Lists>,
 ) -> Result<[Vec<CompiledRule>; 3], Vec<CompileError>> {
     let group: Arc<str> = Arc::from(group_name);
     let mut errors = Vec::new();
     let mut first_use: HashMap<&str, String> = HashMap::new();
     let mut phases: [Vec<CompiledRule>; 3] = Default::default();
-    let lists = [
+    let per_phase = [
         (Phase::PreDns, &spec.rules.pre_dns),
         (Phase::PreRequest, &spec.rules.pre_request),
         (Phase::PostResponse, &spec.rules.post_response),
     ];
     let group_monitors = spec.mode == Some(RuleMode::Monitor);
-    for (phase, rules) in lists {
+    for (phase, rules) in per_phase {
         for (j, rule) in rules.iter().enumerate() {
             let path = format!("{prefix}rules.{}[{j}]", phase.field());
             if group_monitors && rule.mode == Some(RuleMode::Enforce) {
@@ -401,7 +472,7 @@ fn compile_group(
             } else {
                 first_use.insert(&rule.name, path.clone());
             }
-            match compile_rule(&path, phase, rule) {
+            match compile_rule(&path, phase, rule, lists) {
                 Ok(conditions) => phases[phase.index()].push(CompiledRule {
                     name: Arc::from(rule.name.as_str()),
                     group: group.clone(),
@@ -424,6 +495,7 @@ fn compile_rule(
     path: &str,
     phase: Phase,
     rule: &RuleSpec,
+    lists: Option<&Lists>,
 ) -> Result<Box<[Condition]>, Vec<CompileError>> {
     let mut errors = Vec::new();
     let mut conditions = Vec::new();
@@ -475,20 +547,30 @@ fn compile_rule(
             ));
             continue;
         }
-        if condition.values.is_empty() {
+        if condition.values.is_empty() && condition.values_from.is_empty() {
             errors.push(CompileError::new(
                 format!("{path}.values"),
-                "values must not be empty",
+                "values must not be empty (give values, valuesFrom or both)",
             ));
             continue;
         }
-        match Condition::build(key, operator, &condition.values) {
+        let at = |e: CompileError| CompileError::new(format!("{path}.{}", e.path), e.message);
+        // Without lists (a group checked on its own) only the inline values
+        // are checked. A list with no entries gives a condition no values:
+        // a positive one never holds, a negated one always does.
+        let values = match lists {
+            Some(lists) => match Values::gather(condition, &key, operator, lists) {
+                Ok(values) => values,
+                Err(list_errors) => {
+                    errors.extend(list_errors.into_iter().map(at));
+                    continue;
+                }
+            },
+            None => Values::inline(condition),
+        };
+        match Condition::build(key, operator, &values.all) {
             Ok(built) => conditions.push(built),
-            Err(value_errors) => errors.extend(
-                value_errors
-                    .into_iter()
-                    .map(|(v, message)| CompileError::new(format!("{path}.values[{v}]"), message)),
-            ),
+            Err(bad) => errors.extend(values.errors(bad).into_iter().map(at)),
         }
     }
     if !errors.is_empty() {

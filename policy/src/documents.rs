@@ -5,9 +5,12 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::compile::{CompiledPolicy, Named, compile, compile_for_proxy};
+use crate::compile::{Available, CompiledPolicy, Named, compile, compile_for_proxy};
 use crate::error::CompileError;
-use crate::spec::{API_VERSION, EgressProxySpec, ProxyConfigurationSpec, ProxyRuleGroupSpec};
+use crate::list::validate_list;
+use crate::spec::{
+    API_VERSION, EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec, ProxyRuleGroupSpec,
+};
 
 const GROUP: &str = "egress.dev/";
 
@@ -20,6 +23,8 @@ pub struct Documents {
     pub configurations: Vec<(String, Named<ProxyConfigurationSpec>)>,
     /// `EgressProxy`s with their namespace.
     pub proxies: Vec<(String, Named<EgressProxySpec>)>,
+    /// `ProxyList`s with their namespace.
+    pub lists: Vec<(String, Named<ProxyListSpec>)>,
 }
 
 #[derive(Deserialize)]
@@ -123,9 +128,22 @@ pub fn parse_documents(yaml: &str) -> Result<Documents, Vec<CompileError>> {
                 Ok(spec) => docs.proxies.push((namespace, Named::new(name, spec))),
                 Err(e) => errors.push(e),
             },
+            "ProxyList" => match spec_of::<ProxyListSpec>(&spec_path, header.spec) {
+                Ok(spec) => {
+                    let bad = validate_list(&spec);
+                    if bad.is_empty() {
+                        docs.lists.push((namespace, Named::new(name, spec)));
+                    }
+                    errors.extend(
+                        bad.into_iter()
+                            .map(|e| CompileError::new(format!("{spec_path}.{}", e.path), e.message)),
+                    );
+                }
+                Err(e) => errors.push(e),
+            },
             other => errors.push(CompileError::new(
                 format!("{what}.kind"),
-                format!("unknown kind {other:?}; expected ProxyRuleGroup, ProxyConfiguration or EgressProxy"),
+                format!("unknown kind {other:?}; expected ProxyRuleGroup, ProxyConfiguration, EgressProxy or ProxyList"),
             )),
         }
     }
@@ -170,13 +188,14 @@ pub fn compile_documents(
 ) -> Result<CompiledPolicy, Vec<CompileError>> {
     let docs = parse_documents(yaml)?;
     let one_error = |path: &str, message: String| vec![CompileError::new(path, message)];
-    let groups_in = |namespace: &str| -> Vec<Named<ProxyRuleGroupSpec>> {
-        docs.rule_groups
-            .iter()
+    fn in_namespace<T: Clone>(all: &[(String, Named<T>)], namespace: &str) -> Vec<Named<T>> {
+        all.iter()
             .filter(|(ns, _)| ns == namespace)
-            .map(|(_, g)| g.clone())
+            .map(|(_, x)| x.clone())
             .collect()
-    };
+    }
+    let groups_in = |namespace: &str| in_namespace(&docs.rule_groups, namespace);
+    let lists_in = |namespace: &str| in_namespace(&docs.lists, namespace);
     let chosen_proxy = match proxy {
         Some(name) => match docs.proxies.iter().find(|(_, p)| p.name == name) {
             Some(p) => Some(p),
@@ -217,10 +236,27 @@ pub fn compile_documents(
                 ),
             ));
         };
-        return compile_for_proxy(proxy, config, &groups_in(namespace));
+        let (groups, lists) = (groups_in(namespace), lists_in(namespace));
+        return compile_for_proxy(
+            proxy,
+            config,
+            Available {
+                groups: &groups,
+                lists: &lists,
+            },
+        );
     }
     match docs.configurations.as_slice() {
-        [(namespace, config)] => compile(config, &groups_in(namespace)),
+        [(namespace, config)] => {
+            let (groups, lists) = (groups_in(namespace), lists_in(namespace));
+            compile(
+                config,
+                Available {
+                    groups: &groups,
+                    lists: &lists,
+                },
+            )
+        }
         [] => Err(one_error(
             "documents",
             "the file holds no ProxyConfiguration".to_owned(),

@@ -10,12 +10,14 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 use foldhash::fast::RandomState;
 
 use crate::condition::{Condition, IndexEntry, IpBucket};
 use crate::context::RequestContext;
+use crate::domain_value::DomainSet;
 use crate::key::{IpKey, NumberKey, TextKey};
 
 /// Positions of rules in the phase's list, ascending.
@@ -27,6 +29,8 @@ type Map<K> = HashMap<K, Positions, RandomState>;
 pub(crate) struct RuleIndex {
     domain_exact: Map<Box<str>>,
     domain_suffix: Map<Box<str>>,
+    /// Large domain sets, asked in turn, with the rule each belongs to.
+    domain_sets: Vec<(Arc<DomainSet>, u32)>,
     text: Vec<TextIndex>,
     numbers: Vec<(NumberKey, Map<i64>)>,
     ips: Vec<(IpKey, Map<IpBucket>)>,
@@ -102,6 +106,7 @@ impl RuleIndex {
                     IndexEntry::DomainSuffix(apex) => {
                         file(&mut index.domain_suffix, apex.into(), position)
                     }
+                    IndexEntry::DomainSet(set) => index.domain_sets.push((set.clone(), position)),
                     IndexEntry::Text {
                         key,
                         lowercase,
@@ -193,6 +198,11 @@ impl RuleIndex {
                     if let Some(list) = self.domain_suffix.get(suffix) {
                         hits.extend_from_slice(list);
                     }
+                }
+            }
+            for (set, position) in &self.domain_sets {
+                if set.matches(domain.as_str()) {
+                    hits.push(*position);
                 }
             }
         }

@@ -49,6 +49,7 @@ pub mod domain_value;
 pub mod glob;
 pub mod host;
 pub mod key;
+pub mod list;
 pub mod objects;
 pub mod operator;
 pub mod private;
@@ -67,8 +68,8 @@ mod proxy;
 mod time;
 
 pub use compile::{
-    CompiledPolicy, FORMAT_VERSION, Named, PolicyDocument, compile, compile_for_proxy,
-    validate_rule_group,
+    Available, CompiledPolicy, FORMAT_VERSION, Named, PolicyDocument, compile, compile_for_proxy,
+    validate_rule_group, validate_rule_group_with,
 };
 pub use context::{HttpRequest, HttpResponse, RequestContext, SourceIdentity};
 pub use documents::{Documents, compile_documents, parse_documents};
@@ -76,6 +77,7 @@ pub use domain::Domain;
 pub use engine::{DEFAULT_RULE, Decision, RuleMatch, Verdict, WouldBe};
 pub use error::{CompileError, Error};
 pub use host::Host;
+pub use list::validate_list;
 pub use phase::Phase;
 pub use private::PRIVATE_DESTINATION_RULE;
 pub use proxy::{ProxyPolicy, ProxySettings};

@@ -73,6 +73,17 @@ pub struct ProxyRuleGroupSpec {
     pub rules: PhaseRules,
 }
 
+impl ProxyRuleGroupSpec {
+    /// The lists its conditions name (`valuesFrom`), repeats included.
+    pub fn list_names(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .all()
+            .flat_map(|rule| &rule.conditions)
+            .flat_map(|condition| &condition.values_from)
+            .map(|reference| reference.list.as_str())
+    }
+}
+
 /// Rules of one group, per phase.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -90,6 +101,16 @@ pub struct PhaseRules {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[cfg_attr(feature = "schema", schemars(length(max = 1000), extend("x-kubernetes-validations" = [{"rule": "self.map(r, r.name).distinct().size() == self.size()", "message": "rule names must be unique in a phase"}])))]
     pub post_response: Vec<RuleSpec>,
+}
+
+impl PhaseRules {
+    /// Every rule, phase by phase.
+    pub fn all(&self) -> impl Iterator<Item = &RuleSpec> {
+        self.pre_dns
+            .iter()
+            .chain(&self.pre_request)
+            .chain(&self.post_response)
+    }
 }
 
 /// One rule: all its conditions must hold for its action to apply.
@@ -123,6 +144,10 @@ pub struct RuleSpec {
 /// for negated operators, where none may.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[cfg_attr(feature = "schema", schemars(extend("x-kubernetes-validations" = [{
+    "rule": "(has(self.values) && size(self.values) > 0) || (has(self.valuesFrom) && size(self.valuesFrom) > 0)",
+    "message": "a condition needs values, valuesFrom or both"
+}])))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConditionSpec {
     /// A condition key such as `request:DestinationDomain`.
@@ -132,9 +157,89 @@ pub struct ConditionSpec {
     #[cfg_attr(feature = "schema", schemars(extend("enum" = crate::operator::Operator::NAMES)))]
     pub operator: String,
     /// Values compared with the key's value. Numbers may be written unquoted.
-    #[serde(deserialize_with = "strings_or_numbers")]
+    #[serde(
+        default,
+        deserialize_with = "strings_or_numbers",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     #[cfg_attr(feature = "schema", schemars(schema_with = "int_or_string_list"))]
     pub values: Vec<String>,
+    /// `ProxyList`s whose entries are values too, compared exactly as
+    /// `values` are. A condition needs `values`, `valuesFrom` or both.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 64)))]
+    pub values_from: Vec<ListRef>,
+}
+
+/// A reference to a `ProxyList` in the rule group's namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListRef {
+    /// Name of the `ProxyList`.
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = 253)))]
+    pub list: String,
+}
+
+/// `ProxyList.spec`: a named list of values that conditions use by name
+/// (`valuesFrom`) instead of repeating them inline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyListSpec {
+    /// Free text for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1024)))]
+    pub description: Option<String>,
+    /// What the entries are, which decides the conditions that may use it.
+    #[serde(rename = "type")]
+    pub list_type: ListType,
+    /// The entries, in any order; duplicates are harmless.
+    #[cfg_attr(
+        feature = "schema",
+        schemars(length(max = 100000), schema_with = "list_entries")
+    )]
+    pub entries: Vec<String>,
+}
+
+/// Schema of a list's entries: strings of at most 1024 characters.
+#[cfg(feature = "schema")]
+fn list_entries(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "maxItems": 100000,
+        "items": {"type": "string", "maxLength": 1024},
+        "description": "The entries, in any order; duplicates are harmless."
+    })
+}
+
+/// The kind of entries a `ProxyList` holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum ListType {
+    /// Domain names as `StringEquals` on `request:DestinationDomain` reads
+    /// them: `example.com` that name only, `.example.com` the apex and every
+    /// subdomain. For `StringEquals` and `StringNotEquals` on that key.
+    Domains,
+    /// Addresses or CIDR ranges, for `IpAddress` and `NotIpAddress` on the
+    /// address keys.
+    #[serde(rename = "CIDRs")]
+    Cidrs,
+    /// Globs (`*` any run, `?` one character), for `StringLike` and
+    /// `StringNotLike` on a text or domain key (URL patterns on
+    /// `request:Http:Uri`, header values, domain patterns).
+    Patterns,
+}
+
+impl ListType {
+    /// The spelling used in specs and errors.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListType::Domains => "Domains",
+            ListType::Cidrs => "CIDRs",
+            ListType::Patterns => "Patterns",
+        }
+    }
 }
 
 /// Schema of a list whose items may be written as strings or numbers.
@@ -142,7 +247,6 @@ pub struct ConditionSpec {
 fn int_or_string_list(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "array",
-        "minItems": 1,
         "maxItems": 1000,
         "items": {"x-kubernetes-int-or-string": true, "maxLength": 1024},
         "description": "Values compared with the key's value. Numbers may be written unquoted."

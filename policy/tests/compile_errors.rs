@@ -4,7 +4,9 @@ mod common;
 
 use common::*;
 use egress_policy::spec::{EgressProxySpec, ProxyRuleGroupSpec};
-use egress_policy::{Action, Named, compile_documents, compile_for_proxy, validate_rule_group};
+use egress_policy::{
+    Action, Available, Named, compile_documents, compile_for_proxy, validate_rule_group,
+};
 
 #[test]
 fn every_error_of_a_configuration_at_once() {
@@ -64,7 +66,7 @@ fn every_error_of_a_configuration_at_once() {
             "ruleGroups[1].rules.preRequest[0].conditions[2].values[0]: an empty pattern only matches the empty string; use StringEquals \"\" for that",
             "ruleGroups[1].rules.preRequest[0].conditions[3].values[0]: \"nine o'clock\" is not a time (expected an instant like 2026-01-31T18:00:00Z, 2026-01-31 or epoch seconds like 1769882400, or a time of day like 09:00, 09:00:30 or 17:30+02:00)",
             "ruleGroups[1].rules.preRequest[0].conditions[4].operator: unknown operator \"StringEqualz\"; did you mean \"StringEquals\"? (operators: StringEquals, StringNotEquals, StringEqualsIgnoreCase, StringNotEqualsIgnoreCase, StringLike, StringNotLike, NumericEquals, NumericNotEquals, NumericLessThan, NumericLessThanEquals, NumericGreaterThan, NumericGreaterThanEquals, IpAddress, NotIpAddress, DateLessThan, DateGreaterThan, DateEquals, DateNotEquals, DateLessThanEquals, DateGreaterThanEquals)",
-            "ruleGroups[1].rules.preRequest[0].conditions[5].values: values must not be empty",
+            "ruleGroups[1].rules.preRequest[0].conditions[5].values: values must not be empty (give values, valuesFrom or both)",
             "ruleGroups[1].rules.postResponse[0].name: rule name \"dup\" is already used in this group at ruleGroups[1].rules.preDNS[0]",
         ]
     );
@@ -204,7 +206,7 @@ fn proxy_settings_errors_have_spec_paths() {
     let errors: Vec<String> = compile_for_proxy(
         &Named::new("p", proxy.clone()),
         &config("c", &["g"], ALLOW_ALL),
-        &groups,
+        Available::groups(&groups),
     )
     .expect_err("invalid")
     .iter()
@@ -221,7 +223,7 @@ fn proxy_settings_errors_have_spec_paths() {
     let wrong_config = compile_for_proxy(
         &Named::new("p", proxy),
         &config("other", &[], ALLOW_ALL),
-        &[],
+        Available::default(),
     )
     .expect_err("wrong configuration");
     assert_eq!(wrong_config[0].path, "configurationRef.name");

@@ -203,6 +203,7 @@ pub fn install_crds(plane: &ControlPlane) {
         "crd/egressproxies.egress.dev",
         "crd/proxyconfigurations.egress.dev",
         "crd/proxyrulegroups.egress.dev",
+        "crd/proxylists.egress.dev",
     ]);
     run(wait);
 }

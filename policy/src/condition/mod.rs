@@ -4,12 +4,13 @@
 //! the client does not have) never matches, for negated operators too.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use crate::context::RequestContext;
 use crate::domain::is_dns_name;
-use crate::domain_value::DomainValue;
+use crate::domain_value::{DomainSet, DomainValue, DomainValueRef};
 use crate::glob::Glob;
 use crate::key::{ConditionKey, IpKey, NumberKey, TextKey};
 use crate::operator::Operator;
@@ -53,7 +54,8 @@ pub(crate) enum TextTest {
 
 #[derive(Clone, Debug)]
 pub(crate) enum DomainTest {
-    Equals(Vec<DomainValue>),
+    /// Shared with the index when it probes the set itself.
+    Equals(Arc<DomainSet>),
     /// Patterns stored lower-case.
     Like(Vec<Glob>),
 }
@@ -104,6 +106,10 @@ impl Comparison {
     }
 }
 
+/// Domain sets with more values than this are asked by the index directly
+/// (one probe per request) instead of filing an entry per value.
+const SET_PROBE_SIZE: usize = 256;
+
 /// Where an index may file a rule: one entry per value of a positive
 /// condition; a request can only satisfy the condition if it hits one of them.
 #[derive(Debug, PartialEq, Eq)]
@@ -112,6 +118,9 @@ pub(crate) enum IndexEntry<'a> {
     DomainExact(&'a str),
     /// The domain is this apex or below it.
     DomainSuffix(&'a str),
+    /// The domain matches this set, asked directly: a set this large would
+    /// file one entry per value.
+    DomainSet(&'a Arc<DomainSet>),
     /// A text key equals this value (`lowercase`: compared lower-case).
     Text {
         key: &'a TextKey,
@@ -218,12 +227,12 @@ impl Condition {
                             .map(|v| Glob::new(&crate::domain::normalize(v)))
                             .collect(),
                     ),
-                    _ => DomainTest::Equals(
+                    _ => DomainTest::Equals(Arc::new(
                         values
                             .iter()
                             .filter_map(|v| DomainValue::parse(v))
                             .collect(),
-                    ),
+                    )),
                 };
                 Condition::Domain { negated, test }
             }
@@ -300,14 +309,20 @@ impl Condition {
         match self {
             Condition::Domain {
                 negated: false,
-                test: DomainTest::Equals(values),
-            } => all(values, |v| {
-                Some(match v {
-                    DomainValue::Exact(name) => IndexEntry::DomainExact(name),
-                    DomainValue::ApexAndSubdomains(apex) => IndexEntry::DomainSuffix(apex),
-                })
-            })
-            .map(|e| (0, e)),
+                test: DomainTest::Equals(set),
+            } if set.len() > SET_PROBE_SIZE => Some((0, vec![IndexEntry::DomainSet(set)])),
+            Condition::Domain {
+                negated: false,
+                test: DomainTest::Equals(set),
+            } => Some((
+                0,
+                set.values()
+                    .map(|v| match v {
+                        DomainValueRef::Exact(name) => IndexEntry::DomainExact(name),
+                        DomainValueRef::ApexAndSubdomains(apex) => IndexEntry::DomainSuffix(apex),
+                    })
+                    .collect(),
+            )),
             Condition::Domain {
                 negated: false,
                 test: DomainTest::Like(globs),
@@ -443,7 +458,7 @@ impl TextTest {
 impl DomainTest {
     fn matches(&self, domain: &str) -> bool {
         match self {
-            DomainTest::Equals(values) => values.iter().any(|v| v.matches(domain)),
+            DomainTest::Equals(set) => set.matches(domain),
             DomainTest::Like(globs) => globs.iter().any(|g| g.matches(domain)),
         }
     }

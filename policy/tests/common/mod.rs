@@ -5,7 +5,7 @@ use egress_policy::spec::{
     ConditionSpec, DefaultActions, PhaseRules, ProxyConfigurationSpec, ProxyRuleGroupSpec,
     RuleGroupRef, RuleSpec,
 };
-use egress_policy::{Action, CompiledPolicy, Named, compile};
+use egress_policy::{Action, Available, CompiledPolicy, Named, compile};
 
 pub type Cond<'a> = (&'a str, &'a str, &'a [&'a str]);
 
@@ -21,6 +21,7 @@ pub fn rule(name: &str, action: Action, conditions: &[Cond<'_>]) -> RuleSpec {
                 key: key.to_string(),
                 operator: operator.to_string(),
                 values: values.iter().map(|v| v.to_string()).collect(),
+                values_from: Vec::new(),
             })
             .collect(),
     }
@@ -70,7 +71,11 @@ pub const ALLOW_ALL: [Action; 3] = [Action::Allow, Action::Allow, Action::Allow]
 /// Compiles groups in the order given, with the given defaults.
 pub fn policy(groups: Vec<Named<ProxyRuleGroupSpec>>, defaults: [Action; 3]) -> CompiledPolicy {
     let names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
-    compile(&config("test", &names, defaults), &groups).expect("valid policy")
+    compile(
+        &config("test", &names, defaults),
+        Available::groups(&groups),
+    )
+    .expect("valid policy")
 }
 
 /// Compile errors as `path: message` lines.
@@ -78,7 +83,7 @@ pub fn errors_of(
     config: &Named<ProxyConfigurationSpec>,
     groups: &[Named<ProxyRuleGroupSpec>],
 ) -> Vec<String> {
-    match compile(config, groups) {
+    match compile(config, Available::groups(groups)) {
         Ok(_) => panic!("expected compile errors"),
         Err(errors) => errors.iter().map(ToString::to_string).collect(),
     }
