@@ -5,14 +5,20 @@
 # /readyz answers (reading and compiling the file) and the resident memory
 # then (VmRSS), beside the same with a 10-entry list.
 #
-#   bench/list-memory.sh [SIZES...]     (default: 10 100000 1000000)
+#   bench/list-memory.sh [SIZES...]     (default: 100000 1000000; 10 always runs first)
+#
+# The gateway is this tree's release build (built first), or $GATEWAY_BINARY.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 sizes=("$@")
-[[ ${#sizes[@]} -gt 0 ]] || sizes=(10 100000 1000000)
-(cd "$repo" && cargo build --release -p egress-gateway >&2)
-bin=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/egress-gateway
+[[ ${#sizes[@]} -gt 0 ]] || sizes=(100000 1000000)
+if [[ -n ${GATEWAY_BINARY:-} ]]; then
+	bin=$GATEWAY_BINARY
+else
+	(cd "$repo" && cargo build --release -p egress-gateway >&2)
+	bin=$(cd "$repo" && cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/egress-gateway
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -65,8 +71,8 @@ PY
 	kill "$pid"
 	wait "$pid" 2>/dev/null || true
 	[[ -n $base_kb ]] || base_kb=$rss_kb
-	size_mb=$(du -m "$policy" | cut -f1)
+	size_mb=$(echo "$(stat -c %s "$policy") / 1000000" | bc -l)
 	per_entry=$(( (rss_kb - base_kb) * 1024 / size ))
-	printf '| %s | %s MB | %.2f s | %.1f MiB | %s B |\n' "$size" "$size_mb" \
+	printf '| %s | %.1f MB | %.2f s | %.1f MiB | %s B |\n' "$size" "$size_mb" \
 		"$(echo "$ready - $started" | bc)" "$(echo "$rss_kb / 1024" | bc -l)" "$per_entry"
 done

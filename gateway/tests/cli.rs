@@ -228,6 +228,30 @@ fn every_example_compiles_and_does_what_its_comments_say() {
             "{url}"
         );
     }
+    // The cluster's baseline before and after the namespace's rules, named by kind.
+    for (url, decided) in [
+        (
+            "https://www.paste.example/",
+            ("Deny", "ClusterProxyRuleGroup/platform", "no-exfiltration"),
+        ),
+        (
+            "https://pypi.registry.example/",
+            ("Allow", "ClusterProxyRuleGroup/platform", "registries"),
+        ),
+        (
+            "https://npm.registry.example/",
+            ("Deny", "team-rules", "not-npm"),
+        ),
+        ("https://www.example.com/", ("Deny", "default", "default")),
+    ] {
+        let line = eval_example("baseline.yaml", &[url]);
+        assert_eq!(
+            outcome(&line),
+            (decided.0.into(), decided.2.into()),
+            "{url}"
+        );
+        assert_eq!(line["final_rule_group_name"], decided.1, "{url}");
+    }
     // The credential the gateway would add, for the pods it is for only.
     let llm = "cluster/llm-credential.yaml";
     let checked = gateway(&["policy", "check", &format!("{examples}/{llm}")]);

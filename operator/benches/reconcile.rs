@@ -9,7 +9,8 @@
 //!    the time until every proxy has compiled its policy, the operator's CPU
 //!    time and memory, reconciles and their mean duration; then one shared
 //!    group changed, and the time until every proxy using it has the new
-//!    ConfigMap.
+//!    ConfigMap; then a cluster baseline (ClusterProxyRuleGroup) created,
+//!    and the time until every proxy's ConfigMap carries it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -18,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use common::{Operator, client, install_crds, kubectl_apply, namespace};
 use egress_e2e::ControlPlane;
-use egress_operator::crd::{EgressProxy, ProxyConfiguration, ProxyRuleGroup};
+use egress_operator::crd::{
+    ClusterProxyRuleGroup, EgressProxy, ProxyConfiguration, ProxyRuleGroup,
+};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
@@ -237,6 +240,32 @@ async fn main() {
     }
     println!(
         "  a group all 100 proxies use changed -> all 100 ConfigMaps updated after {:?}",
+        started.elapsed()
+    );
+
+    // The cluster's baseline changes: every proxy's ConfigMap follows.
+    let baselines: Api<ClusterProxyRuleGroup> = Api::all(client.clone());
+    let before = hashes().await;
+    let started = Instant::now();
+    let baseline = serde_json::json!({
+        "apiVersion": "egress.dev/v1alpha1", "kind": "ClusterProxyRuleGroup",
+        "metadata": {"name": "baseline"},
+        "spec": {"rules": {"preDNS": [{"name": "no-exfiltration", "action": "Deny", "conditions": [
+            {"key": "request:DestinationDomain", "operator": "StringEquals", "values": [".paste.example"]}]}]}}
+    });
+    baselines
+        .patch("baseline", &apply, &Patch::Apply(baseline))
+        .await
+        .expect("baseline");
+    loop {
+        let now = hashes().await;
+        if now.iter().zip(&before).all(|(a, b)| a != b) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "  a baseline (ClusterProxyRuleGroup) created -> all 100 ConfigMaps updated after {:?}",
         started.elapsed()
     );
     drop(operator);

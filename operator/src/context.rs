@@ -22,7 +22,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cluster_facts::ClusterView;
-use crate::crd::{EgressProxy, ProxyConfiguration, ProxyList, ProxyRuleGroup};
+use crate::crd::{
+    ClusterProxyList, ClusterProxyRuleGroup, EgressProxy, ProxyConfiguration, ProxyList,
+    ProxyRuleGroup,
+};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::render::Settings;
@@ -61,6 +64,10 @@ pub struct Context {
     pub groups: Store<ProxyRuleGroup>,
     /// Cached ProxyLists.
     pub lists: Store<ProxyList>,
+    /// Cached ClusterProxyRuleGroups.
+    pub cluster_groups: Store<ClusterProxyRuleGroup>,
+    /// Cached ClusterProxyLists.
+    pub cluster_lists: Store<ClusterProxyList>,
     /// Publishes Kubernetes events.
     pub recorder: Recorder,
     /// Operator metrics.
@@ -181,6 +188,69 @@ impl Context {
                     .get(&ObjectRef::new(name).within(namespace))
                     .map(|l| Named::new(name, l.spec.clone()))
             })
+            .collect()
+    }
+
+    /// The labels of `namespace`, from the cache (none when it is not there).
+    pub fn namespace_labels(&self, namespace: &str) -> BTreeMap<String, String> {
+        self.clients
+            .namespaces
+            .get(&ObjectRef::new(namespace))
+            .and_then(|n| n.metadata.labels.clone())
+            .unwrap_or_default()
+    }
+
+    /// The ClusterProxyRuleGroups that select `namespace`, as rule groups in
+    /// name order.
+    pub fn baseline_for(&self, namespace: &str) -> Vec<Named<ProxyRuleGroupSpec>> {
+        let labels = self.namespace_labels(namespace);
+        let mut selected: Vec<Named<ProxyRuleGroupSpec>> = self
+            .cluster_groups
+            .state()
+            .iter()
+            .filter(|g| g.spec.selects(&labels))
+            .map(|g| Named::new(g.name_any(), g.spec.group()))
+            .collect();
+        selected.sort_by(|a, b| a.name.cmp(&b.name));
+        selected
+    }
+
+    /// The ClusterProxyLists `groups` name that exist, from the cache.
+    pub fn cluster_lists_named_by(
+        &self,
+        groups: &[Named<ProxyRuleGroupSpec>],
+    ) -> Vec<Named<ProxyListSpec>> {
+        let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
+        named
+            .into_iter()
+            .filter_map(|name| {
+                self.cluster_lists
+                    .get(&ObjectRef::new(name))
+                    .map(|l| Named::new(name, l.spec.clone()))
+            })
+            .collect()
+    }
+
+    /// The proxies (`<namespace>/<name>`) whose namespace `group` selects.
+    pub fn proxies_under(&self, group: &ClusterProxyRuleGroup) -> BTreeSet<String> {
+        self.proxies
+            .state()
+            .iter()
+            .filter(|p| {
+                let namespace = p.namespace().unwrap_or_default();
+                group.spec.selects(&self.namespace_labels(&namespace))
+            })
+            .map(|p| format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any()))
+            .collect()
+    }
+
+    /// Names of the ClusterProxyRuleGroups whose conditions name list `name`.
+    pub fn cluster_groups_naming_list(&self, name: &str) -> BTreeSet<String> {
+        self.cluster_groups
+            .state()
+            .iter()
+            .filter(|g| g.spec.rules.list_names().any(|l| l == name))
+            .map(|g| g.name_any())
             .collect()
     }
 

@@ -1,4 +1,4 @@
-//! The four custom resources of API group `egress.dev/v1alpha1`, wrapping
+//! The custom resources of API group `egress.dev/v1alpha1`, wrapping
 //! the policy crate's spec types (one definition of each spec, no copies),
 //! with the statuses the operator writes and the CRD each generates.
 //!
@@ -11,7 +11,8 @@
 use std::borrow::Cow;
 
 use egress_policy::spec::{
-    EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec, ProxyRuleGroupSpec,
+    ClusterProxyRuleGroupSpec, EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec,
+    ProxyRuleGroupSpec,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
@@ -29,19 +30,7 @@ pub const VERSION: &str = "v1alpha1";
 
 macro_rules! custom_resource {
     ($(#[$doc:meta])* $kind:ident, $spec:ty, $status:ty, plural = $plural:literal) => {
-        $(#[$doc])*
-        #[derive(Clone, Debug, Deserialize, JsonSchema)]
-        #[serde(rename_all = "camelCase")]
-        pub struct $kind {
-            /// Standard object metadata.
-            #[schemars(skip)]
-            pub metadata: ObjectMeta,
-            /// What the user asks for.
-            pub spec: $spec,
-            /// What the operator observed (written by the operator only).
-            #[serde(default, skip_serializing_if = "Option::is_none")]
-            pub status: Option<$status>,
-        }
+        custom_resource!(@define $(#[$doc])* $kind, $spec, $status, $plural, k8s_openapi::NamespaceResourceScope);
 
         impl $kind {
             /// A resource named `name` in `namespace`.
@@ -57,10 +46,42 @@ macro_rules! custom_resource {
                 }
             }
         }
+    };
+    ($(#[$doc:meta])* $kind:ident, $spec:ty, $status:ty, plural = $plural:literal, cluster) => {
+        custom_resource!(@define $(#[$doc])* $kind, $spec, $status, $plural, k8s_openapi::ClusterResourceScope);
+
+        impl $kind {
+            /// A resource named `name`.
+            pub fn new(name: &str, spec: $spec) -> Self {
+                $kind {
+                    metadata: ObjectMeta {
+                        name: Some(name.to_owned()),
+                        ..ObjectMeta::default()
+                    },
+                    spec,
+                    status: None,
+                }
+            }
+        }
+    };
+    (@define $(#[$doc:meta])* $kind:ident, $spec:ty, $status:ty, $plural:literal, $scope:ty) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, Deserialize, JsonSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $kind {
+            /// Standard object metadata.
+            #[schemars(skip)]
+            pub metadata: ObjectMeta,
+            /// What the user asks for.
+            pub spec: $spec,
+            /// What the operator observed (written by the operator only).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub status: Option<$status>,
+        }
 
         impl kube::Resource for $kind {
             type DynamicType = ();
-            type Scope = k8s_openapi::NamespaceResourceScope;
+            type Scope = $scope;
 
             fn group(_: &()) -> Cow<'_, str> {
                 GROUP.into()
@@ -137,7 +158,43 @@ custom_resource!(
     plural = "proxylists"
 );
 
-/// `ProxyList.status`.
+custom_resource!(
+    /// The cluster's baseline: rules every proxy in the namespaces it
+    /// selects obeys before its own (administrators only, by RBAC).
+    ClusterProxyRuleGroup,
+    ClusterProxyRuleGroupSpec,
+    ClusterRuleGroupStatus,
+    plural = "clusterproxyrulegroups",
+    cluster
+);
+custom_resource!(
+    /// A named list for the baseline's conditions.
+    ClusterProxyList,
+    ProxyListSpec,
+    ListStatus,
+    plural = "clusterproxylists",
+    cluster
+);
+
+/// `ClusterProxyRuleGroup.status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRuleGroupStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Compiled`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// Rules per phase.
+    #[serde(default)]
+    pub rules: RuleCounts,
+    /// The EgressProxies (`<namespace>/<name>`) whose namespace it selects.
+    #[serde(default)]
+    pub used_by: Vec<String>,
+}
+
+/// `ProxyList.status` and `ClusterProxyList.status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListStatus {
@@ -150,7 +207,7 @@ pub struct ListStatus {
     /// Entries in the list.
     #[serde(default)]
     pub entries: i64,
-    /// The ProxyRuleGroups whose conditions name this list.
+    /// The rule groups whose conditions name this list.
     #[serde(default)]
     pub used_by: Vec<String>,
 }
@@ -302,7 +359,10 @@ fn crd<K>(
 ) -> CustomResourceDefinition
 where
     K: kube::Resource<DynamicType = ()> + JsonSchema,
+    K::Scope: 'static,
 {
+    let cluster_scoped = std::any::TypeId::of::<K::Scope>()
+        == std::any::TypeId::of::<k8s_openapi::ClusterResourceScope>();
     let generator = schemars::generate::SchemaSettings::openapi3()
         .with(|s| {
             s.inline_subschemas = true;
@@ -340,7 +400,12 @@ where
                 short_names: Some(short_names.iter().map(|s| s.to_string()).collect()),
                 singular: Some(kind.to_ascii_lowercase()),
             },
-            scope: "Namespaced".to_owned(),
+            scope: if cluster_scoped {
+                "Cluster"
+            } else {
+                "Namespaced"
+            }
+            .to_owned(),
             versions: vec![CustomResourceDefinitionVersion {
                 additional_printer_columns: Some(columns),
                 name: VERSION.to_owned(),
@@ -428,6 +493,56 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
                         "string",
                         ".status.usedBy",
                         "ProxyRuleGroups whose conditions name it",
+                    ),
+                    condition_column("Valid", "Whether every entry is well formed"),
+                ],
+            ),
+        ),
+        (
+            "clusterproxyrulegroups.yaml",
+            crd::<ClusterProxyRuleGroup>(
+                &["cprg"],
+                vec![
+                    column("PreDNS", "integer", ".status.rules.preDNS", "PreDNS rules"),
+                    column(
+                        "PreRequest",
+                        "integer",
+                        ".status.rules.preRequest",
+                        "PreREQUEST rules",
+                    ),
+                    column(
+                        "PostResponse",
+                        "integer",
+                        ".status.rules.postResponse",
+                        "PostRESPONSE rules",
+                    ),
+                    column(
+                        "Used By",
+                        "string",
+                        ".status.usedBy",
+                        "EgressProxies (namespace/name) it applies to",
+                    ),
+                    condition_column("Compiled", "Whether every rule compiles"),
+                ],
+            ),
+        ),
+        (
+            "clusterproxylists.yaml",
+            crd::<ClusterProxyList>(
+                &["cplist"],
+                vec![
+                    column("Type", "string", ".spec.type", "What the entries are"),
+                    column(
+                        "Entries",
+                        "integer",
+                        ".status.entries",
+                        "Entries in the list",
+                    ),
+                    column(
+                        "Used By",
+                        "string",
+                        ".status.usedBy",
+                        "ClusterProxyRuleGroups whose conditions name it",
                     ),
                     condition_column("Valid", "Whether every entry is well formed"),
                 ],

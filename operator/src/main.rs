@@ -175,6 +175,8 @@ async fn operate(args: Args) -> anyhow::Result<()> {
                     configurations: caches.configurations,
                     groups: caches.groups,
                     lists: caches.lists,
+                    cluster_groups: caches.cluster_groups,
+                    cluster_lists: caches.cluster_lists,
                     recorder,
                     metrics,
                     settings,

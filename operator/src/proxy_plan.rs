@@ -52,6 +52,10 @@ pub struct Snapshot {
     pub groups: Vec<Named<ProxyRuleGroupSpec>>,
     /// The lists those groups name that exist.
     pub lists: Vec<Named<ProxyListSpec>>,
+    /// The ClusterProxyRuleGroups that select the proxy's namespace.
+    pub baseline: Vec<Named<ProxyRuleGroupSpec>>,
+    /// The ClusterProxyLists those name that exist.
+    pub cluster_lists: Vec<Named<ProxyListSpec>>,
     /// The hash annotation of the policy ConfigMap.
     pub rendered_policy_hash: Read<String>,
     /// `<proxy>-listener-ca`.
@@ -230,6 +234,8 @@ fn compile(
         Available {
             groups: &snapshot.groups,
             lists: &snapshot.lists,
+            baseline: &snapshot.baseline,
+            cluster_lists: &snapshot.cluster_lists,
         },
     )
     .map_err(|errors| {
@@ -1125,6 +1131,8 @@ mod tests {
             configuration: Some(configuration()),
             groups: Vec::new(),
             lists: Vec::new(),
+            baseline: Vec::new(),
+            cluster_lists: Vec::new(),
             rendered_policy_hash: Ok(None),
             listener_ca: Ok(None),
             listener_ca_next: Ok(None),
@@ -1666,6 +1674,8 @@ mod tests {
             configuration: Some(Named::new("seed".to_owned(), configuration)),
             groups: vec![Named::new("huge".to_owned(), group)],
             lists: Vec::new(),
+            baseline: Vec::new(),
+            cluster_lists: Vec::new(),
             rendered_policy_hash: Ok(Some("sha256:good".to_owned())),
             ..fresh()
         };

@@ -3,10 +3,15 @@
 //! (every error, with its path) and who uses them. A list some group names
 //! carries a finalizer, so deleting it waits (and says so) until none does.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use egress_policy::{Available, Named, Phase, compile, validate_list, validate_rule_group_with};
+use egress_policy::spec::{PhaseRules, ProxyListSpec};
+use egress_policy::{
+    Available, Named, Phase, compile, validate_cluster_rule_group, validate_list,
+    validate_rule_group_with,
+};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::{Api, Resource, ResourceExt};
@@ -15,40 +20,32 @@ use serde_json::json;
 use crate::conditions::{self, COMPILED, IN_USE, VALID, Wanted};
 use crate::context::Context;
 use crate::crd::{
-    ConfigurationStatus, ListStatus, ProxyConfiguration, ProxyList, ProxyRuleGroup, RuleCounts,
-    RuleGroupStatus,
+    ClusterProxyList, ClusterProxyRuleGroup, ClusterRuleGroupStatus, ConfigurationStatus,
+    ListStatus, ProxyConfiguration, ProxyList, ProxyRuleGroup, RuleCounts, RuleGroupStatus,
 };
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
 
-/// Writes `status` on `object` with server-side apply, unless unchanged.
+/// Writes `status` on `object` (through `api`, of its scope) with
+/// server-side apply, unless unchanged.
 async fn write_status<K, S>(
-    ctx: &Context,
+    api: &Api<K>,
     object: &K,
     current: Option<&S>,
     status: S,
 ) -> Result<(), Error>
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     S: serde::Serialize + PartialEq,
 {
     if current == Some(&status) {
         return Ok(());
     }
-    let namespace = object
-        .meta()
-        .namespace
-        .clone()
-        .ok_or(Error::Incomplete("object without namespace"))?;
     let name = object
         .meta()
         .name
         .clone()
         .ok_or(Error::Incomplete("object without name"))?;
-    let api: Api<K> = Api::namespaced(ctx.client.clone(), &namespace);
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
         "kind": K::kind(&()),
@@ -61,6 +58,19 @@ where
     )
     .await?;
     Ok(())
+}
+
+/// The API of a namespaced `object`'s kind, in its namespace.
+fn api_of<K>(ctx: &Context, object: &K) -> Result<Api<K>, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let namespace = object
+        .meta()
+        .namespace
+        .clone()
+        .ok_or(Error::Incomplete("object without namespace"))?;
+    Ok(Api::namespaced(ctx.client.clone(), &namespace))
 }
 
 /// Lists `errors` under a heading, paths starting at the object (`spec.`).
@@ -84,6 +94,8 @@ pub async fn reconcile_configuration(
     let name = configuration.name_any();
     let groups = ctx.groups_of(&configuration);
     let lists = ctx.lists_named_by(&namespace, &groups);
+    let baseline = ctx.baseline_for(&namespace);
+    let cluster_lists = ctx.cluster_lists_named_by(&baseline);
     let old = configuration.status.clone().unwrap_or_default();
     let mut status = ConfigurationStatus {
         observed_generation: configuration.metadata.generation,
@@ -99,6 +111,8 @@ pub async fn reconcile_configuration(
         Available {
             groups: &groups,
             lists: &lists,
+            baseline: &baseline,
+            cluster_lists: &cluster_lists,
         },
     ) {
         Ok(policy) => {
@@ -119,7 +133,7 @@ pub async fn reconcile_configuration(
         jiff::Timestamp::now(),
     );
     write_status(
-        &ctx,
+        &api_of(&ctx, configuration.as_ref())?,
         configuration.as_ref(),
         configuration.status.as_ref(),
         status,
@@ -137,7 +151,6 @@ pub async fn reconcile_group(
     let namespace = group.namespace().unwrap_or_default();
     let name = group.name_any();
     let old = group.status.clone().unwrap_or_default();
-    let count = |rules: &Vec<_>| i64::try_from(rules.len()).unwrap_or(i64::MAX);
     let lists = ctx.lists_named_by(&namespace, &[Named::new(name.clone(), group.spec.clone())]);
     let errors = validate_rule_group_with(&group.spec, &lists);
     let wanted = if errors.is_empty() {
@@ -153,17 +166,19 @@ pub async fn reconcile_group(
             group.metadata.generation,
             jiff::Timestamp::now(),
         ),
-        rules: RuleCounts {
-            pre_dns: count(&group.spec.rules.pre_dns),
-            pre_request: count(&group.spec.rules.pre_request),
-            post_response: count(&group.spec.rules.post_response),
-        },
+        rules: rule_counts(&group.spec.rules),
         used_by: ctx
             .proxies_using_group(&namespace, &name)
             .into_iter()
             .collect(),
     };
-    write_status(&ctx, group.as_ref(), group.status.as_ref(), status).await?;
+    write_status(
+        &api_of(&ctx, group.as_ref())?,
+        group.as_ref(),
+        group.status.as_ref(),
+        status,
+    )
+    .await?;
     Ok(Action::requeue(Duration::from_secs(3600)))
 }
 
@@ -175,79 +190,124 @@ pub const LIST_IN_USE_FINALIZER: &str = "egress.dev/list-in-use";
 pub async fn reconcile_list(list: Arc<ProxyList>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.reconcile("proxylist");
     let namespace = list.namespace().unwrap_or_default();
-    let name = list.name_any();
-    let used_by: Vec<String> = ctx
-        .groups_naming_list(&namespace, &name)
-        .into_iter()
-        .collect();
-    let deleting = list.metadata.deletion_timestamp.is_some();
+    let used_by = ctx.groups_naming_list(&namespace, &list.name_any());
+    let api = api_of(&ctx, list.as_ref())?;
+    let status = list.status.as_ref();
+    hold_and_report(
+        &ctx,
+        &api,
+        list.as_ref(),
+        &list.spec,
+        status,
+        used_by,
+        "ProxyRuleGroups",
+    )
+    .await
+}
+
+/// Reconciles one cluster list, as [`reconcile_list`] a namespaced one.
+pub async fn reconcile_cluster_list(
+    list: Arc<ClusterProxyList>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile("clusterproxylist");
+    let used_by = ctx.cluster_groups_naming_list(&list.name_any());
+    let api = Api::all(ctx.client.clone());
+    let status = list.status.as_ref();
+    let groups = "ClusterProxyRuleGroups";
+    hold_and_report(
+        &ctx,
+        &api,
+        list.as_ref(),
+        &list.spec,
+        status,
+        used_by,
+        groups,
+    )
+    .await
+}
+
+/// A list's finalizer set or released by whether `used_by` (rule groups,
+/// of kind `groups`) name it, and its status written.
+async fn hold_and_report<K>(
+    ctx: &Context,
+    api: &Api<K>,
+    list: &K,
+    spec: &ProxyListSpec,
+    current: Option<&ListStatus>,
+    used_by: BTreeSet<String>,
+    groups: &str,
+) -> Result<Action, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let used_by: Vec<String> = used_by.into_iter().collect();
+    let deleting = list.meta().deletion_timestamp.is_some();
     let held = list.finalizers().iter().any(|f| f == LIST_IN_USE_FINALIZER);
-    let api: Api<ProxyList> = Api::namespaced(ctx.client.clone(), &namespace);
     if used_by.is_empty() && held {
         // Released; when it was being deleted, it is gone now.
-        set_finalizers(&api, &list, false).await?;
+        set_finalizers(api, list, false).await?;
         if deleting {
             return Ok(Action::await_change());
         }
     }
     if !used_by.is_empty() && !held && !deleting {
-        set_finalizers(&api, &list, true).await?;
+        set_finalizers(api, list, true).await?;
     }
-    let errors = validate_list(&list.spec);
-    let entries = list.spec.entries.len();
+    let errors = validate_list(spec);
+    let entries = spec.entries.len();
     let valid = if errors.is_empty() {
         Wanted::yes(VALID, "Valid", format!("{entries} entries"))
     } else {
         Wanted::no(VALID, "InvalidEntries", report(&errors))
     };
-    let groups = used_by.join(", ");
+    let named = used_by.join(", ");
     let in_use = match (used_by.is_empty(), deleting) {
-        (true, _) => Wanted::no(IN_USE, "NotNamed", "no ProxyRuleGroup names this list"),
+        (true, _) => Wanted::no(IN_USE, "NotNamed", format!("no {groups} name this list")),
         (false, false) => Wanted::yes(
             IN_USE,
             "NamedByRuleGroups",
-            format!("named by ProxyRuleGroups {groups}; deleting it waits until none does"),
+            format!("named by {groups} {named}; deleting it waits until none does"),
         ),
         (false, true) => Wanted::yes(
             IN_USE,
             "DeletionWaiting",
             format!(
-                "deletion waits: ProxyRuleGroups {groups} still name this list and their proxies keep enforcing it; remove it from their conditions and the deletion completes"
+                "deletion waits: {groups} {named} still name this list and their proxies keep enforcing it; remove it from their conditions and the deletion completes"
             ),
         ),
     };
-    let old = list.status.clone().unwrap_or_default();
+    let old = current.cloned().unwrap_or_default();
     let was_waiting = old
         .conditions
         .iter()
         .any(|c| c.type_ == IN_USE && c.reason == "DeletionWaiting");
     if in_use.reason == "DeletionWaiting" && !was_waiting {
-        ctx.event(
-            list.as_ref(),
-            true,
-            "DeletionWaiting",
-            in_use.message.clone(),
-        )
-        .await;
+        ctx.event(list, true, "DeletionWaiting", in_use.message.clone())
+            .await;
     }
+    let generation = list.meta().generation;
     let status = ListStatus {
-        observed_generation: list.metadata.generation,
+        observed_generation: generation,
         conditions: conditions::merge(
             &old.conditions,
             &[valid, in_use],
-            list.metadata.generation,
+            generation,
             jiff::Timestamp::now(),
         ),
         entries: i64::try_from(entries).unwrap_or(i64::MAX),
         used_by,
     };
-    write_status(&ctx, list.as_ref(), list.status.as_ref(), status).await?;
+    write_status(api, list, current, status).await?;
     Ok(Action::requeue(Duration::from_secs(3600)))
 }
 
 /// Adds or removes [`LIST_IN_USE_FINALIZER`], keeping the others; the
 /// resource version makes a concurrent change fail and be retried.
-async fn set_finalizers(api: &Api<ProxyList>, list: &ProxyList, hold: bool) -> Result<(), Error> {
+async fn set_finalizers<K>(api: &Api<K>, list: &K, hold: bool) -> Result<(), Error>
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let mut finalizers: Vec<String> = list
         .finalizers()
         .iter()
@@ -267,4 +327,46 @@ async fn set_finalizers(api: &Api<ProxyList>, list: &ProxyList, hold: bool) -> R
     )
     .await?;
     Ok(())
+}
+
+/// Reconciles one baseline group: whether it compiles with the cluster's
+/// lists, and the proxies it applies to.
+pub async fn reconcile_cluster_group(
+    group: Arc<ClusterProxyRuleGroup>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile("clusterproxyrulegroup");
+    let rules = group.spec.group();
+    let lists = ctx.cluster_lists_named_by(&[Named::new(group.name_any(), rules)]);
+    let errors = validate_cluster_rule_group(&group.spec, &lists);
+    let wanted = if errors.is_empty() {
+        Wanted::yes(COMPILED, "Compiled", "every rule compiles")
+    } else {
+        Wanted::no(COMPILED, "CompileFailed", report(&errors))
+    };
+    let old = group.status.clone().unwrap_or_default();
+    let status = ClusterRuleGroupStatus {
+        observed_generation: group.metadata.generation,
+        conditions: conditions::merge(
+            &old.conditions,
+            &[wanted],
+            group.metadata.generation,
+            jiff::Timestamp::now(),
+        ),
+        rules: rule_counts(&group.spec.rules),
+        used_by: ctx.proxies_under(&group).into_iter().collect(),
+    };
+    let api = Api::all(ctx.client.clone());
+    write_status(&api, group.as_ref(), group.status.as_ref(), status).await?;
+    Ok(Action::requeue(Duration::from_secs(3600)))
+}
+
+/// Rules per phase, for status.
+fn rule_counts(rules: &PhaseRules) -> RuleCounts {
+    let count = |rules: &Vec<_>| i64::try_from(rules.len()).unwrap_or(i64::MAX);
+    RuleCounts {
+        pre_dns: count(&rules.pre_dns),
+        pre_request: count(&rules.pre_request),
+        post_response: count(&rules.post_response),
+    }
 }

@@ -195,6 +195,8 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         .map(|c| ctx.groups_of(c))
         .unwrap_or_default();
     let lists = ctx.lists_named_by(namespace, &groups);
+    let baseline = ctx.baseline_for(namespace);
+    let cluster_lists = ctx.cluster_lists_named_by(&baseline);
     let interception = &proxy.spec.tls_interception;
     // The user's parent CA is theirs: read, never owned.
     let parent = match (&interception.ca_secret_ref, interception.enabled) {
@@ -253,6 +255,8 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         configuration: configuration.map(|c| Named::new(wanted.clone(), c.spec.clone())),
         groups,
         lists,
+        baseline,
+        cluster_lists,
         rendered_policy_hash,
         listener_ca,
         listener_ca_next,

@@ -9,6 +9,9 @@
 //! - A `ProxyList` change reconciles it, and the configurations and proxies
 //!   whose groups name it; a group change reconciles the lists of its
 //!   namespace (whose `usedBy` and finalizer it may change).
+//! - A `ClusterProxyRuleGroup` or `ClusterProxyList` change reconciles it and
+//!   every proxy (the baseline is part of each policy); a namespace's labels,
+//!   which the baseline selects by, reconcile the proxies in it.
 //! - A `ProxyConfiguration` change reconciles it and the proxies that use it.
 //! - An `EgressProxy` change reconciles it, and its configuration and groups
 //!   (whose `usedBy` it changes).
@@ -39,7 +42,10 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{ClientCaches, Context};
-use crate::crd::{EgressProxy, ProxyConfiguration, ProxyList, ProxyRuleGroup};
+use crate::crd::{
+    ClusterProxyList, ClusterProxyRuleGroup, EgressProxy, ProxyConfiguration, ProxyList,
+    ProxyRuleGroup,
+};
 use crate::error::Error;
 use crate::metrics::ErrorLabels;
 use crate::names::{
@@ -257,6 +263,10 @@ pub struct Caches {
     pub groups: reflector::Store<ProxyRuleGroup>,
     /// ProxyLists.
     pub lists: reflector::Store<ProxyList>,
+    /// ClusterProxyRuleGroups.
+    pub cluster_groups: reflector::Store<ClusterProxyRuleGroup>,
+    /// ClusterProxyLists.
+    pub cluster_lists: reflector::Store<ClusterProxyList>,
     /// What the clients reconciler reads.
     pub clients: ClientCaches,
 }
@@ -273,13 +283,19 @@ pub async fn controllers(
         reflector::store_shared::<ProxyConfiguration>(1024);
     let (groups, group_writer) = reflector::store_shared::<ProxyRuleGroup>(1024);
     let (lists, list_writer) = reflector::store_shared::<ProxyList>(1024);
+    let (cluster_groups, cluster_group_writer) =
+        reflector::store_shared::<ClusterProxyRuleGroup>(1024);
+    let (cluster_lists, cluster_list_writer) = reflector::store_shared::<ClusterProxyList>(1024);
     let proxy_events = subscriber(&proxy_writer)?;
     let client_proxy_events = subscriber(&proxy_writer)?;
     let configuration_events = subscriber(&configuration_writer)?;
     let group_events = subscriber(&group_writer)?;
     let list_events = subscriber(&list_writer)?;
+    let cluster_group_events = subscriber(&cluster_group_writer)?;
+    let cluster_list_events = subscriber(&cluster_list_writer)?;
 
-    // The four watches, feeding the caches and every subscriber.
+    // The watches of the custom resources, feeding the caches and every
+    // subscriber.
     let config = watcher::Config::default;
     watch(
         watcher(Api::<EgressProxy>::all(client.clone()), config())
@@ -305,17 +321,34 @@ pub async fn controllers(
             .reflect_shared(list_writer)
             .boxed(),
     );
+    watch(
+        watcher(Api::<ClusterProxyRuleGroup>::all(client.clone()), config())
+            .default_backoff()
+            .reflect_shared(cluster_group_writer)
+            .boxed(),
+    );
+    watch(
+        watcher(Api::<ClusterProxyList>::all(client.clone()), config())
+            .default_backoff()
+            .reflect_shared(cluster_list_writer)
+            .boxed(),
+    );
     let (client_changes, client_triggers) = tokio::sync::mpsc::unbounded_channel();
-    let client_caches = client_caches(&client, &proxies, &client_changes);
-    let (a, b, c, d) = tokio::join!(
+    let (proxy_changes, proxy_triggers) = tokio::sync::mpsc::unbounded_channel();
+    let client_caches = client_caches(&client, &proxies, &client_changes, &proxy_changes);
+    let (a, b, c, d, e, f) = tokio::join!(
         proxies.wait_until_ready(),
         configurations.wait_until_ready(),
         groups.wait_until_ready(),
-        lists.wait_until_ready()
+        lists.wait_until_ready(),
+        cluster_groups.wait_until_ready(),
+        cluster_lists.wait_until_ready()
     );
     a.and(b)
         .and(c)
         .and(d)
+        .and(e)
+        .and(f)
         .map_err(|e| anyhow::anyhow!("cache: {e}"))?;
     let ClientCaches {
         namespaces,
@@ -345,6 +378,7 @@ pub async fn controllers(
         configurations = configurations.state().len(),
         groups = groups.state().len(),
         lists = lists.state().len(),
+        cluster_groups = cluster_groups.state().len(),
         namespaces = namespaces.state().len(),
         pods = pods.state().len(),
         "caches ready; reconciling"
@@ -355,6 +389,8 @@ pub async fn controllers(
         configurations: configurations.clone(),
         groups: groups.clone(),
         lists: lists.clone(),
+        cluster_groups: cluster_groups.clone(),
+        cluster_lists: cluster_lists.clone(),
         clients: client_caches.clone(),
     }));
     // New cluster facts (a node with new pod CIDRs) concern every proxy's
@@ -410,6 +446,19 @@ pub async fn controllers(
             .collect::<Vec<_>>()
     };
     let lookup = ctx.clone();
+    let every_proxy = move || {
+        lookup
+            .proxies
+            .state()
+            .iter()
+            .map(|p| ObjectRef::from_obj(p.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let (every_proxy_a, every_proxy_b) = (every_proxy.clone(), every_proxy);
+    let proxy_triggers = futures_util::stream::unfold(proxy_triggers, |mut triggers| async move {
+        triggers.recv().await.map(|proxy| (proxy, triggers))
+    });
+    let lookup = ctx.clone();
     let proxies_of_secret = move |s: PartialObjectMeta<Secret>| {
         proxies_of_object(&lookup, &s, |p, name| {
             p.spec
@@ -460,7 +509,18 @@ pub async fn controllers(
             Api::<ProxyList>::all(client.clone()),
             watcher::Config::default(),
             proxies_of_list,
-        );
+        )
+        .watches(
+            Api::<ClusterProxyRuleGroup>::all(client.clone()),
+            watcher::Config::default(),
+            move |_| every_proxy_a(),
+        )
+        .watches(
+            Api::<ClusterProxyList>::all(client.clone()),
+            watcher::Config::default(),
+            move |_| every_proxy_b(),
+        )
+        .reconcile_on(proxy_triggers);
     let proxy_controller = run_controller(
         proxy_controller,
         "egressproxy",
@@ -584,6 +644,55 @@ pub async fn controllers(
         list_controller,
         "proxylist",
         reconcile_policy::reconcile_list,
+        backoff.clone(),
+        ctx.clone(),
+        &stop,
+    );
+
+    // A baseline group's status counts the proxies it applies to: any proxy
+    // change may change it. Its lists' status names the groups.
+    let lookup = ctx.clone();
+    let every_cluster_group = move || {
+        lookup
+            .cluster_groups
+            .state()
+            .iter()
+            .map(|g| ObjectRef::from_obj(g.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let cluster_group_controller =
+        Controller::for_shared_stream(cluster_group_events, cluster_groups.clone()).watches(
+            Api::<EgressProxy>::all(client.clone()),
+            watcher::Config::default(),
+            move |_| every_cluster_group(),
+        );
+    let cluster_group_controller = run_controller(
+        cluster_group_controller,
+        "clusterproxyrulegroup",
+        reconcile_policy::reconcile_cluster_group,
+        backoff.clone(),
+        ctx.clone(),
+        &stop,
+    );
+    let lookup = ctx.clone();
+    let every_cluster_list = move || {
+        lookup
+            .cluster_lists
+            .state()
+            .iter()
+            .map(|l| ObjectRef::from_obj(l.as_ref()))
+            .collect::<Vec<_>>()
+    };
+    let cluster_list_controller =
+        Controller::for_shared_stream(cluster_list_events, cluster_lists.clone()).watches(
+            Api::<ClusterProxyRuleGroup>::all(client.clone()),
+            watcher::Config::default(),
+            move |_| every_cluster_list(),
+        );
+    let cluster_list_controller = run_controller(
+        cluster_list_controller,
+        "clusterproxylist",
+        reconcile_policy::reconcile_cluster_list,
         backoff,
         ctx.clone(),
         &stop,
@@ -612,6 +721,8 @@ pub async fn controllers(
         configuration_controller,
         group_controller,
         list_controller,
+        cluster_group_controller,
+        cluster_list_controller,
         clients_controller
     );
     Ok(())
@@ -623,6 +734,7 @@ fn client_caches(
     client: &Client,
     proxies: &reflector::Store<EgressProxy>,
     changes: &UnboundedSender<ObjectRef<EgressProxy>>,
+    proxy_changes: &UnboundedSender<ObjectRef<EgressProxy>>,
 ) -> ClientCaches {
     // Which proxies an object rendered for clients (or a trust bundle) is of.
     let of_labels = |changes: UnboundedSender<ObjectRef<EgressProxy>>| {
@@ -649,13 +761,24 @@ fn client_caches(
     };
     let namespaces = {
         let every_proxy = every_proxy.clone();
+        // The baseline selects proxies by their namespace's labels: once the
+        // cache has the new labels, the proxies in it are reconciled.
+        let (proxies, proxy_changes) = (proxies.clone(), proxy_changes.clone());
         cache::spawn(
             watcher(
                 Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
                 watcher::Config::default(),
             )
             .default_backoff(),
-            move |_| every_proxy(),
+            move |namespace: &PartialObjectMeta<Namespace>| {
+                every_proxy();
+                let name = namespace.name_any();
+                for proxy in proxies.state() {
+                    if proxy.namespace().as_deref() == Some(name.as_str()) {
+                        let _ = proxy_changes.send(ObjectRef::from_obj(proxy.as_ref()));
+                    }
+                }
+            },
         )
     };
     let pods = {

@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use egress_e2e::ControlPlane;
 use egress_e2e::chart::RenderedGateway;
-use egress_operator::crd::{EgressProxy, ProxyConfiguration, ProxyList, ProxyRuleGroup};
+use egress_operator::crd::{
+    ClusterProxyRuleGroup, EgressProxy, ProxyConfiguration, ProxyList, ProxyRuleGroup,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -1016,6 +1018,164 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
     .await;
     drop(proxy);
     assert!(!policy_text(&client, ns).await.contains("blocked.example"));
+}
+
+#[tokio::test]
+async fn a_baseline_binds_the_proxies_it_selects_and_no_tenant_can_change_or_leave_it() {
+    let plane = setup();
+    let client = client(plane).await;
+    let ns = "op-baseline";
+    namespace(&client, ns).await;
+    let label = |value: &str| {
+        let mut label = plane.kubectl();
+        label.args([
+            "label",
+            "--overwrite",
+            "namespace",
+            ns,
+            &format!("egress.dev/tier={value}"),
+        ]);
+        run(label);
+    };
+    label("tenant");
+    // The administrator's baseline, for the namespaces labelled tenant.
+    let baseline = |deny_action: &str| {
+        format!(
+            "apiVersion: egress.dev/v1alpha1\nkind: ClusterProxyList\nmetadata: {{name: op-exfiltration}}\nspec: {{type: Domains, entries: [.paste.example]}}\n---\napiVersion: egress.dev/v1alpha1\nkind: ClusterProxyRuleGroup\nmetadata: {{name: op-platform}}\nspec:\n  namespaceSelector: {{matchLabels: {{egress.dev/tier: tenant}}}}\n  rules:\n    preDNS:\n      - {{name: no-exfiltration, action: Deny, conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, valuesFrom: [{{list: op-exfiltration}}]}}]}}\n      - {{name: registries, action: {deny_action}, overridable: true, conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, values: [.registry.example]}}]}}\n"
+        )
+    };
+    let (ok, output) = kubectl_apply(plane, &baseline("Allow"));
+    assert!(ok, "{output}");
+    // The tenant's own policy and proxy.
+    let tenant = Tenant::of(plane, "tenant-baseline", ns);
+    let own = format!(
+        "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {{name: own, namespace: {ns}}}\nspec:\n  rules:\n    preDNS:\n      - {{name: everything, action: Allow}}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {{name: c, namespace: {ns}}}\nspec:\n  ruleGroups: [{{name: own}}]\n  defaultActions: {{preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata: {{name: egress, namespace: {ns}}}\nspec:\n  configurationRef: {{name: c}}\n  replicas: 1\n"
+    );
+    let (ok, output) = tenant.apply(&own);
+    assert!(ok, "{output}");
+
+    // The baseline is in the proxy's policy, ahead of the tenant's group.
+    let has_baseline = |text: &str| text.contains("\"baseline\"") && text.contains("paste.example");
+    eventually(
+        Duration::from_secs(30),
+        "the baseline in the policy",
+        || {
+            let client = client.clone();
+            async move { has_baseline(&policy_text(&client, ns).await).then_some(()) }
+        },
+    )
+    .await;
+    let groups: Api<ClusterProxyRuleGroup> = Api::all(client.clone());
+    let status = eventually(Duration::from_secs(30), "the baseline's status", || {
+        let groups = groups.clone();
+        async move {
+            let status = groups.get("op-platform").await.ok()?.status?;
+            status
+                .used_by
+                .contains(&format!("{ns}/egress"))
+                .then_some(status)
+        }
+    })
+    .await;
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Compiled" && c.status == "True"),
+        "{status:?}"
+    );
+
+    // The tenant can neither change the baseline nor leave it.
+    let denied = |mut command: std::process::Command| {
+        let output = command.output().expect("kubectl runs");
+        assert!(!output.status.success(), "{output:?}");
+        let text = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(text.contains("forbidden"), "{text}");
+    };
+    let mut delete = tenant.kubectl();
+    delete.args(["delete", "clusterproxyrulegroup", "op-platform"]);
+    denied(delete);
+    let mut relabel = tenant.kubectl();
+    relabel.args([
+        "label",
+        "--overwrite",
+        "namespace",
+        ns,
+        "egress.dev/tier=free",
+    ]);
+    denied(relabel);
+    let mut edit_list = tenant.kubectl();
+    edit_list.args([
+        "patch",
+        "clusterproxylist",
+        "op-exfiltration",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"entries":[]}}"#,
+    ]);
+    denied(edit_list);
+    let (ok, output) = tenant.apply(
+        "apiVersion: egress.dev/v1alpha1\nkind: ClusterProxyRuleGroup\nmetadata: {name: tenant-own}\nspec: {rules: {preDNS: [{name: all, action: Allow}]}}\n",
+    );
+    assert!(!ok && output.contains("forbidden"), "{output}");
+
+    // A baseline that does not compile: every proxy keeps its last good
+    // policy and says why; the group's status gives the path.
+    let good = proxy_when(&client, ns, "PolicyCompiled=True", |p| {
+        holds(p, "PolicyCompiled", "True")
+    })
+    .await;
+    let good_hash = good.status.and_then(|s| s.policy_hash);
+    let (ok, output) = kubectl_apply(plane, &baseline("Deny"));
+    assert!(ok, "{output}");
+    let proxy = proxy_when(&client, ns, "the broken baseline reported", |p| {
+        condition(p, "PolicyCompiled").is_some_and(|c| {
+            c.0 == "False" && c.2.contains("baseline[0].rules.preDNS[1].overridable")
+        })
+    })
+    .await;
+    assert_eq!(proxy.status.and_then(|s| s.policy_hash), good_hash);
+    eventually(
+        Duration::from_secs(30),
+        "the group's Compiled=False",
+        || {
+            let groups = groups.clone();
+            async move {
+                let status = groups.get("op-platform").await.ok()?.status?;
+                status
+                    .conditions
+                    .iter()
+                    .any(|c| {
+                        c.type_ == "Compiled"
+                            && c.status == "False"
+                            && c.message.contains("spec.rules.preDNS[1].overridable")
+                    })
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let (ok, output) = kubectl_apply(plane, &baseline("Allow"));
+    assert!(ok, "{output}");
+
+    // The administrator moves the namespace out of the selection: the
+    // proxy's next policy has no baseline.
+    label("platform");
+    eventually(
+        Duration::from_secs(30),
+        "a policy without the baseline",
+        || {
+            let client = client.clone();
+            async move {
+                let text = policy_text(&client, ns).await;
+                (!text.is_empty() && !has_baseline(&text)).then_some(())
+            }
+        },
+    )
+    .await;
+    let mut cleanup = plane.kubectl();
+    cleanup.args(["delete", "clusterproxyrulegroup", "op-platform"]);
+    run(cleanup);
 }
 
 #[tokio::test]

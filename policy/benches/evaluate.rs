@@ -160,6 +160,7 @@ fn policy(rules: usize, make: fn(usize) -> (usize, ConditionSpec)) -> CompiledPo
             name: format!("rule-{i}"),
             description: None,
             mode: None,
+            overridable: false,
             action: if i % 3 == 0 {
                 Action::Alert
             } else {

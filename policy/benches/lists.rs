@@ -55,6 +55,7 @@ fn policy(size: usize) -> CompiledPolicy {
         description: None,
         action: Action::Deny,
         mode: None,
+        overridable: false,
         conditions: vec![ConditionSpec {
             key: "request:DestinationDomain".to_owned(),
             operator: "StringEquals".to_owned(),
@@ -89,6 +90,7 @@ fn policy(size: usize) -> CompiledPolicy {
         Available {
             groups: &groups,
             lists: &lists,
+            ..Available::default()
         },
     )
     .expect("benchmark policy compiles")

@@ -17,13 +17,13 @@ use crate::context::RequestContext;
 use crate::engine::{self, CompiledRule, Decision, PhaseTable, Verdict};
 use crate::error::{CompileError, Error};
 use crate::key::ConditionKey;
-use crate::list::{Lists, Values};
+use crate::list::{self, Lists, Values};
 use crate::operator::Operator;
 use crate::phase::Phase;
 use crate::proxy::{ProxyPolicy, ProxySettings};
 use crate::spec::{
-    Action, DefaultActions, EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec,
-    ProxyRuleGroupSpec, RuleMode, RuleSpec,
+    Action, ClusterProxyRuleGroupSpec, DefaultActions, EgressProxySpec, ProxyConfigurationSpec,
+    ProxyListSpec, ProxyRuleGroupSpec, RuleMode, RuleSpec,
 };
 
 /// Version of the serialized [`PolicyDocument`] format this build writes and reads.
@@ -84,6 +84,12 @@ pub struct PolicyDocument {
     /// The lists the groups' conditions name, by name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lists: Vec<Named<ProxyListSpec>>,
+    /// The `ClusterProxyRuleGroup`s that apply to the proxy, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline: Vec<Named<ProxyRuleGroupSpec>>,
+    /// The `ClusterProxyList`s the baseline's conditions name, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_lists: Vec<Named<ProxyListSpec>>,
     /// Settings of the proxy the policy is for.
     pub proxy: ProxySettings,
 }
@@ -115,20 +121,42 @@ pub struct CompiledPolicy {
     monitors: bool,
 }
 
-/// What a configuration may refer to: the rule groups and lists of its namespace.
+/// What a configuration may refer to: the rule groups and lists of its
+/// namespace, and the cluster's baseline for it.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Available<'a> {
     /// `ProxyRuleGroup`s.
     pub groups: &'a [Named<ProxyRuleGroupSpec>],
     /// `ProxyList`s.
     pub lists: &'a [Named<ProxyListSpec>],
+    /// The `ClusterProxyRuleGroup`s that select the proxy's namespace (their
+    /// rules, see [`crate::spec::ClusterProxyRuleGroupSpec::group`]), in name order.
+    pub baseline: &'a [Named<ProxyRuleGroupSpec>],
+    /// `ClusterProxyList`s.
+    pub cluster_lists: &'a [Named<ProxyListSpec>],
 }
 
 impl<'a> Available<'a> {
     /// Rule groups only.
     pub fn groups(groups: &'a [Named<ProxyRuleGroupSpec>]) -> Available<'a> {
-        Available { groups, lists: &[] }
+        Available {
+            groups,
+            ..Available::default()
+        }
     }
+}
+
+/// Where a rule group stands: in a namespace, or in the cluster's baseline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Standing {
+    Namespaced,
+    Baseline,
+}
+
+/// The name a baseline group's rules show in decision lines and metrics:
+/// its kind and name, which no namespaced group can take (names have no `/`).
+fn baseline_log_name(group: &Named<ProxyRuleGroupSpec>) -> String {
+    format!("ClusterProxyRuleGroup/{}", group.log_name())
 }
 
 /// Compiles a configuration with the rule groups and lists available in its
@@ -179,6 +207,11 @@ fn compile_with_settings(
         .iter()
         .map(|l| (l.name.as_str(), l))
         .collect();
+    let cluster_lists: Lists = namespace
+        .cluster_lists
+        .iter()
+        .map(|l| (l.name.as_str(), l))
+        .collect();
     let mut listed: HashMap<&str, usize> = HashMap::new();
     let mut selected = Vec::new();
     for (i, reference) in config.spec.rule_groups.iter().enumerate() {
@@ -211,6 +244,8 @@ fn compile_with_settings(
         default_actions: config.spec.default_actions,
         lists: lists_named_by(&selected, &lists),
         rule_groups: selected,
+        baseline: namespace.baseline.to_vec(),
+        baseline_lists: lists_named_by(namespace.baseline, &cluster_lists),
         proxy: settings,
     };
     // With reference errors the group positions no longer match the
@@ -224,8 +259,20 @@ fn compile_with_settings(
                     &group.spec,
                     group.log_name(),
                     Some(&lists),
+                    Standing::Namespaced,
                 )
             {
+                errors.extend(group_errors);
+            }
+        }
+        for (i, group) in namespace.baseline.iter().enumerate() {
+            if let Err(group_errors) = compile_group(
+                &format!("baseline[{i}]."),
+                &group.spec,
+                &baseline_log_name(group),
+                Some(&cluster_lists),
+                Standing::Baseline,
+            ) {
                 errors.extend(group_errors);
             }
         }
@@ -254,7 +301,7 @@ fn lists_named_by(
 /// Checks one rule group on its own; paths start at its spec (`rules.preDNS[0]...`).
 /// The lists its conditions name are not looked up.
 pub fn validate_rule_group(spec: &ProxyRuleGroupSpec) -> Vec<CompileError> {
-    match compile_group("", spec, "", None) {
+    match compile_group("", spec, "", None, Standing::Namespaced) {
         Ok(_) => Vec::new(),
         Err(errors) => errors,
     }
@@ -267,7 +314,20 @@ pub fn validate_rule_group_with(
     lists: &[Named<ProxyListSpec>],
 ) -> Vec<CompileError> {
     let lists: Lists = lists.iter().map(|l| (l.name.as_str(), l)).collect();
-    match compile_group("", spec, "", Some(&lists)) {
+    match compile_group("", spec, "", Some(&lists), Standing::Namespaced) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors,
+    }
+}
+
+/// Checks a `ClusterProxyRuleGroup` with the `ClusterProxyList`s; paths
+/// start at its spec.
+pub fn validate_cluster_rule_group(
+    spec: &ClusterProxyRuleGroupSpec,
+    cluster_lists: &[Named<ProxyListSpec>],
+) -> Vec<CompileError> {
+    let lists: Lists = cluster_lists.iter().map(|l| (l.name.as_str(), l)).collect();
+    match compile_group("", &spec.group(), "", Some(&lists), Standing::Baseline) {
         Ok(_) => Vec::new(),
         Err(errors) => errors,
     }
@@ -276,7 +336,38 @@ pub fn validate_rule_group_with(
 impl CompiledPolicy {
     fn from_document(document: PolicyDocument) -> Result<CompiledPolicy, Vec<CompileError>> {
         let mut errors = Vec::new();
+        // Per phase: the baseline's rules, the namespace's groups in
+        // priority order, then the baseline's overridable Allow rules.
         let mut phases: [Vec<CompiledRule>; 3] = Default::default();
+        let mut overridable: [Vec<CompiledRule>; 3] = Default::default();
+        let baseline_lists: Lists = document
+            .baseline_lists
+            .iter()
+            .map(|l| (l.name.as_str(), l))
+            .collect();
+        for (i, group) in document.baseline.iter().enumerate() {
+            match compile_group(
+                &format!("baseline[{i}]."),
+                &group.spec,
+                &baseline_log_name(group),
+                Some(&baseline_lists),
+                Standing::Baseline,
+            ) {
+                Ok(rules) => {
+                    for (p, mine) in rules.into_iter().enumerate() {
+                        let specs = group.spec.rules.by_phase()[p];
+                        for (rule, spec) in mine.into_iter().zip(specs) {
+                            if spec.overridable {
+                                overridable[p].push(rule);
+                            } else {
+                                phases[p].push(rule);
+                            }
+                        }
+                    }
+                }
+                Err(group_errors) => errors.extend(group_errors),
+            }
+        }
         let lists: Lists = document
             .lists
             .iter()
@@ -288,6 +379,7 @@ impl CompiledPolicy {
                 &group.spec,
                 group.log_name(),
                 Some(&lists),
+                Standing::Namespaced,
             ) {
                 Ok(rules) => {
                     for (all, mut mine) in phases.iter_mut().zip(rules) {
@@ -296,6 +388,9 @@ impl CompiledPolicy {
                 }
                 Err(group_errors) => errors.extend(group_errors),
             }
+        }
+        for (all, mut last) in phases.iter_mut().zip(overridable) {
+            all.append(&mut last);
         }
         let proxy = ProxyPolicy::compile(document.proxy.clone())
             .map_err(|e| errors.extend(e))
@@ -432,6 +527,7 @@ fn compile_group(
     spec: &ProxyRuleGroupSpec,
     group_name: &str,
     lists: Option<&Lists>,
+    standing: Standing,
 ) -> Result<[Vec<CompiledRule>; 3], Vec<CompileError>> {
     let group: Arc<str> = Arc::from(group_name);
     let mut errors = Vec::new();
@@ -446,6 +542,20 @@ fn compile_group(
     for (phase, rules) in per_phase {
         for (j, rule) in rules.iter().enumerate() {
             let path = format!("{prefix}rules.{}[{j}]", phase.field());
+            if rule.overridable && standing == Standing::Namespaced {
+                errors.push(CompileError::new(
+                    format!("{path}.overridable"),
+                    "only rules of a ClusterProxyRuleGroup may be overridable: a namespace's own rules are already below the baseline",
+                ));
+            } else if rule.overridable && rule.action != Action::Allow {
+                errors.push(CompileError::new(
+                    format!("{path}.overridable"),
+                    format!(
+                        "only an Allow rule may be overridable: the baseline's {} rules always apply",
+                        rule.action.as_str()
+                    ),
+                ));
+            }
             if group_monitors && rule.mode == Some(RuleMode::Enforce) {
                 errors.push(CompileError::new(
                     format!("{path}.mode"),
@@ -472,7 +582,7 @@ fn compile_group(
             } else {
                 first_use.insert(&rule.name, path.clone());
             }
-            match compile_rule(&path, phase, rule, lists) {
+            match compile_rule(&path, phase, rule, lists, standing) {
                 Ok(conditions) => phases[phase.index()].push(CompiledRule {
                     name: Arc::from(rule.name.as_str()),
                     group: group.clone(),
@@ -496,7 +606,12 @@ fn compile_rule(
     phase: Phase,
     rule: &RuleSpec,
     lists: Option<&Lists>,
+    standing: Standing,
 ) -> Result<Box<[Condition]>, Vec<CompileError>> {
+    let list_kind = match standing {
+        Standing::Namespaced => list::NAMESPACED,
+        Standing::Baseline => list::CLUSTER,
+    };
     let mut errors = Vec::new();
     let mut conditions = Vec::new();
     for (k, condition) in rule.conditions.iter().enumerate() {
@@ -559,7 +674,7 @@ fn compile_rule(
         // are checked. A list with no entries gives a condition no values:
         // a positive one never holds, a negated one always does.
         let values = match lists {
-            Some(lists) => match Values::gather(condition, &key, operator, lists) {
+            Some(lists) => match Values::gather(condition, &key, operator, lists, list_kind) {
                 Ok(values) => values,
                 Err(list_errors) => {
                     errors.extend(list_errors.into_iter().map(at));

@@ -2,6 +2,8 @@
 //! standalone gateway and the `policy` CLI. Documents of other API groups
 //! (Namespaces, Secrets, ...) in the same file are skipped.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -9,10 +11,14 @@ use crate::compile::{Available, CompiledPolicy, Named, compile, compile_for_prox
 use crate::error::CompileError;
 use crate::list::validate_list;
 use crate::spec::{
-    API_VERSION, EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec, ProxyRuleGroupSpec,
+    API_VERSION, ClusterProxyRuleGroupSpec, EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec,
+    ProxyRuleGroupSpec,
 };
 
 const GROUP: &str = "egress.dev/";
+
+/// Most YAML nodes (every entry and field counts one) a file may hold.
+pub const MAX_YAML_NODES: usize = 2_500_000;
 
 /// The egress.dev resources of a file, by namespace.
 #[derive(Clone, Debug, Default)]
@@ -25,6 +31,13 @@ pub struct Documents {
     pub proxies: Vec<(String, Named<EgressProxySpec>)>,
     /// `ProxyList`s with their namespace.
     pub lists: Vec<(String, Named<ProxyListSpec>)>,
+    /// `ClusterProxyRuleGroup`s.
+    pub cluster_groups: Vec<Named<ClusterProxyRuleGroupSpec>>,
+    /// `ClusterProxyList`s.
+    pub cluster_lists: Vec<Named<ProxyListSpec>>,
+    /// The labels of the `Namespace` documents, by name (what a
+    /// `ClusterProxyRuleGroup`'s `namespaceSelector` selects by).
+    pub namespace_labels: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -47,7 +60,9 @@ struct Metadata {
     #[serde(default)]
     namespace: Option<String>,
     #[serde(default)]
-    annotations: std::collections::BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
 }
 
 /// Parses a multi-document YAML file; every malformed document is reported.
@@ -55,10 +70,17 @@ pub fn parse_documents(yaml: &str) -> Result<Documents, Vec<CompileError>> {
     // Documents are read untyped first (their kind decides the type), so scalar
     // inference must not mangle text: YAML 1.2 booleans only (`namespace: y` stays
     // a string) and numbers with leading zeros or underscores kept as written.
+    // The parser's budget is raised from its defaults (250,000 nodes) so a
+    // file can hold lists of a million entries or two; it still bounds
+    // what a file can make the parser do.
     let options = serde_saphyr::options! {
         strict_booleans: true,
         leading_zero_numbers_as_strings: true,
         underscored_numbers_as_strings: true,
+        budget: serde_saphyr::budget! {
+            max_nodes: MAX_YAML_NODES,
+            max_events: 2 * MAX_YAML_NODES,
+        },
     };
     let values: Vec<serde_json::Value> = serde_saphyr::from_multiple_with_options(yaml, options)
         .map_err(|e| {
@@ -80,6 +102,11 @@ pub fn parse_documents(yaml: &str) -> Result<Documents, Vec<CompileError>> {
                 continue;
             }
         };
+        if header.api_version == "v1" && header.kind == "Namespace" {
+            docs.namespace_labels
+                .insert(header.metadata.name, header.metadata.labels);
+            continue;
+        }
         if !header.api_version.starts_with(GROUP) {
             continue;
         }
@@ -128,22 +155,32 @@ pub fn parse_documents(yaml: &str) -> Result<Documents, Vec<CompileError>> {
                 Ok(spec) => docs.proxies.push((namespace, Named::new(name, spec))),
                 Err(e) => errors.push(e),
             },
-            "ProxyList" => match spec_of::<ProxyListSpec>(&spec_path, header.spec) {
-                Ok(spec) => {
-                    let bad = validate_list(&spec);
-                    if bad.is_empty() {
-                        docs.lists.push((namespace, Named::new(name, spec)));
+            "ProxyList" | "ClusterProxyList" => {
+                match spec_of::<ProxyListSpec>(&spec_path, header.spec) {
+                    Ok(spec) => {
+                        let bad = validate_list(&spec);
+                        if !bad.is_empty() {
+                            errors.extend(bad.into_iter().map(|e| {
+                                CompileError::new(format!("{spec_path}.{}", e.path), e.message)
+                            }));
+                        } else if header.kind == "ProxyList" {
+                            docs.lists.push((namespace, Named::new(name, spec)));
+                        } else {
+                            docs.cluster_lists.push(Named::new(name, spec));
+                        }
                     }
-                    errors.extend(
-                        bad.into_iter()
-                            .map(|e| CompileError::new(format!("{spec_path}.{}", e.path), e.message)),
-                    );
+                    Err(e) => errors.push(e),
                 }
+            }
+            "ClusterProxyRuleGroup" => match spec_of(&spec_path, header.spec) {
+                Ok(spec) => docs
+                    .cluster_groups
+                    .push(Named::new(name, spec).with_log_name(log_name)),
                 Err(e) => errors.push(e),
             },
             other => errors.push(CompileError::new(
                 format!("{what}.kind"),
-                format!("unknown kind {other:?}; expected ProxyRuleGroup, ProxyConfiguration, EgressProxy or ProxyList"),
+                format!("unknown kind {other:?}; expected ProxyRuleGroup, ProxyConfiguration, EgressProxy, ProxyList, ClusterProxyRuleGroup or ClusterProxyList"),
             )),
         }
     }
@@ -151,6 +188,24 @@ pub fn parse_documents(yaml: &str) -> Result<Documents, Vec<CompileError>> {
         Ok(docs)
     } else {
         Err(errors)
+    }
+}
+
+impl Documents {
+    /// The `ClusterProxyRuleGroup`s that select `namespace` (by the labels
+    /// of its `Namespace` document; none: no labels), as rule groups in
+    /// name order.
+    pub fn baseline_for(&self, namespace: &str) -> Vec<Named<ProxyRuleGroupSpec>> {
+        let none = BTreeMap::new();
+        let labels = self.namespace_labels.get(namespace).unwrap_or(&none);
+        let mut selected: Vec<Named<ProxyRuleGroupSpec>> = self
+            .cluster_groups
+            .iter()
+            .filter(|g| g.spec.selects(labels))
+            .map(|g| Named::new(g.name.clone(), g.spec.group()).with_log_name(g.log_name.clone()))
+            .collect();
+        selected.sort_by(|a, b| a.name.cmp(&b.name));
+        selected
     }
 }
 
@@ -196,6 +251,7 @@ pub fn compile_documents(
     }
     let groups_in = |namespace: &str| in_namespace(&docs.rule_groups, namespace);
     let lists_in = |namespace: &str| in_namespace(&docs.lists, namespace);
+    let baseline = |namespace: &str| docs.baseline_for(namespace);
     let chosen_proxy = match proxy {
         Some(name) => match docs.proxies.iter().find(|(_, p)| p.name == name) {
             Some(p) => Some(p),
@@ -243,6 +299,8 @@ pub fn compile_documents(
             Available {
                 groups: &groups,
                 lists: &lists,
+                baseline: &baseline(namespace),
+                cluster_lists: &docs.cluster_lists,
             },
         );
     }
@@ -254,6 +312,8 @@ pub fn compile_documents(
                 Available {
                     groups: &groups,
                     lists: &lists,
+                    baseline: &baseline(namespace),
+                    cluster_lists: &docs.cluster_lists,
                 },
             )
         }

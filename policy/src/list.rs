@@ -18,6 +18,27 @@ const ENTRY_ERRORS_SHOWN: usize = 10;
 /// Lists by name.
 pub(crate) type Lists<'a> = HashMap<&'a str, &'a Named<ProxyListSpec>>;
 
+/// Where a rule group's lists come from, as errors name them.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ListKind {
+    /// `ProxyList` or `ClusterProxyList`.
+    pub(crate) kind: &'static str,
+    /// Where such lists are looked for.
+    pub(crate) place: &'static str,
+}
+
+/// The lists of a namespaced rule group.
+pub(crate) const NAMESPACED: ListKind = ListKind {
+    kind: "ProxyList",
+    place: "in the rule group's namespace",
+};
+
+/// The lists of a `ClusterProxyRuleGroup`.
+pub(crate) const CLUSTER: ListKind = ListKind {
+    kind: "ClusterProxyList",
+    place: "of the cluster",
+};
+
 /// Whether a list of this type may give values to `operator` on `key`.
 pub(crate) fn fits(list_type: ListType, key: &ConditionKey, operator: Operator) -> bool {
     use Operator::*;
@@ -78,6 +99,7 @@ fn too_many(count: usize) -> String {
 /// it names them, with where each came from so an error can point at it.
 pub(crate) struct Values<'a> {
     pub(crate) all: Cow<'a, [String]>,
+    kind: &'static str,
     /// `(first value index, valuesFrom index, list name)` per list.
     origins: Vec<(usize, usize, &'a str)>,
 }
@@ -87,17 +109,20 @@ impl<'a> Values<'a> {
     pub(crate) fn inline(condition: &'a ConditionSpec) -> Values<'a> {
         Values {
             all: Cow::Borrowed(&condition.values),
+            kind: NAMESPACED.kind,
             origins: Vec::new(),
         }
     }
 
-    /// Gathers the values; `Err` names each list that is missing or does
-    /// not fit the condition (paths relative to the condition).
+    /// Gathers the values; `Err` names each list that is missing (`kind`
+    /// says where lists are looked for) or does not fit the condition
+    /// (paths relative to the condition).
     pub(crate) fn gather(
         condition: &'a ConditionSpec,
         key: &ConditionKey,
         operator: Operator,
         lists: &Lists<'a>,
+        ListKind { kind, place }: ListKind,
     ) -> Result<Values<'a>, Vec<CompileError>> {
         let mut errors = Vec::new();
         let mut found = Vec::new();
@@ -106,16 +131,13 @@ impl<'a> Values<'a> {
             match lists.get(reference.list.as_str()) {
                 None => errors.push(CompileError::new(
                     path,
-                    format!(
-                        "ProxyList {:?} not found (a ProxyList in the rule group's namespace)",
-                        reference.list
-                    ),
+                    format!("{kind} {:?} not found (a {kind} {place})", reference.list),
                 )),
                 Some(list) if !fits(list.spec.list_type, key, operator) => {
                     errors.push(CompileError::new(
                         path,
                         format!(
-                            "ProxyList {:?} holds {}, which are for {}; this condition is {operator} on {key}",
+                            "{kind} {:?} holds {}, which are for {}; this condition is {operator} on {key}",
                             reference.list,
                             list.spec.list_type.as_str(),
                             usage(list.spec.list_type)
@@ -133,6 +155,7 @@ impl<'a> Values<'a> {
         if let ([], [(m, list)]) = (condition.values.as_slice(), found.as_slice()) {
             return Ok(Values {
                 all: Cow::Borrowed(&list.spec.entries),
+                kind,
                 origins: vec![(0, *m, list.name.as_str())],
             });
         }
@@ -144,6 +167,7 @@ impl<'a> Values<'a> {
         }
         Ok(Values {
             all: Cow::Owned(all),
+            kind,
             origins,
         })
     }
@@ -162,7 +186,7 @@ impl<'a> Values<'a> {
                     if *count <= ENTRY_ERRORS_SHOWN {
                         errors.push(CompileError::new(
                             format!("valuesFrom[{m}]"),
-                            format!("ProxyList {name:?} entries[{}]: {message}", v - start),
+                            format!("{} {name:?} entries[{}]: {message}", self.kind, v - start),
                         ));
                     }
                 }

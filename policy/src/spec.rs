@@ -76,11 +76,60 @@ pub struct ProxyRuleGroupSpec {
 impl ProxyRuleGroupSpec {
     /// The lists its conditions name (`valuesFrom`), repeats included.
     pub fn list_names(&self) -> impl Iterator<Item = &str> {
-        self.rules
-            .all()
+        self.rules.list_names()
+    }
+}
+
+impl PhaseRules {
+    /// The lists the rules' conditions name (`valuesFrom`), repeats included.
+    pub fn list_names(&self) -> impl Iterator<Item = &str> {
+        self.all()
             .flat_map(|rule| &rule.conditions)
             .flat_map(|condition| &condition.values_from)
             .map(|reference| reference.list.as_str())
+    }
+}
+
+/// `ClusterProxyRuleGroup.spec`: the baseline of every proxy in the
+/// namespaces it selects. Its rules come before every namespaced group (a
+/// `Deny` there cannot be overridden), except `Allow` rules marked
+/// `overridable`, which come after them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterProxyRuleGroupSpec {
+    /// Free text for humans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "schema", schemars(length(max = 1024)))]
+    pub description: Option<String>,
+    /// The proxies it applies to, by the labels of their namespace (which
+    /// tenants of a namespace cannot change); absent: every proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
+    /// `Monitor` puts every rule of the group in monitor mode (default `Enforce`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<RuleMode>,
+    /// The rules of each phase; list order is priority. Their lists
+    /// (`valuesFrom`) are `ClusterProxyList`s.
+    #[serde(default)]
+    pub rules: PhaseRules,
+}
+
+impl ClusterProxyRuleGroupSpec {
+    /// The rules as a rule group (what the compiled policy carries).
+    pub fn group(&self) -> ProxyRuleGroupSpec {
+        ProxyRuleGroupSpec {
+            description: self.description.clone(),
+            mode: self.mode,
+            rules: self.rules.clone(),
+        }
+    }
+
+    /// Whether it applies to proxies of a namespace with these labels.
+    pub fn selects(&self, namespace_labels: &BTreeMap<String, String>) -> bool {
+        self.namespace_selector
+            .as_ref()
+            .is_none_or(|selector| selector.matches(namespace_labels))
     }
 }
 
@@ -104,6 +153,11 @@ pub struct PhaseRules {
 }
 
 impl PhaseRules {
+    /// The rules of each phase, in phase order.
+    pub fn by_phase(&self) -> [&Vec<RuleSpec>; 3] {
+        [&self.pre_dns, &self.pre_request, &self.post_response]
+    }
+
     /// Every rule, phase by phase.
     pub fn all(&self) -> impl Iterator<Item = &RuleSpec> {
         self.pre_dns
@@ -134,6 +188,12 @@ pub struct RuleSpec {
     /// group's mode; a rule of a `Monitor` group cannot say `Enforce`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<RuleMode>,
+    /// Only on an `Allow` rule of a `ClusterProxyRuleGroup`: it is tried
+    /// after the namespace's own rule groups, so they may still refuse what
+    /// it allows; it applies when none of them decided. Default false: the
+    /// baseline's rules come before every namespaced group.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overridable: bool,
     /// All must hold (AND). An empty list matches every request.
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(length(max = 32)))]

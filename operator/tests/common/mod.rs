@@ -204,6 +204,8 @@ pub fn install_crds(plane: &ControlPlane) {
         "crd/proxyconfigurations.egress.dev",
         "crd/proxyrulegroups.egress.dev",
         "crd/proxylists.egress.dev",
+        "crd/clusterproxyrulegroups.egress.dev",
+        "crd/clusterproxylists.egress.dev",
     ]);
     run(wait);
 }

@@ -15,6 +15,7 @@ pub fn rule(name: &str, action: Action, conditions: &[Cond<'_>]) -> RuleSpec {
         description: None,
         action,
         mode: None,
+        overridable: false,
         conditions: conditions
             .iter()
             .map(|(key, operator, values)| ConditionSpec {
