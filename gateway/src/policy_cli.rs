@@ -99,11 +99,13 @@ pub fn run(
         } => {
             let text = std::fs::read_to_string(&file)?;
             match egress_policy::parse_documents(&text) {
-                Ok(documents) => {
-                    let json = egress_policy::aws::export(&documents);
-                    writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
-                    Ok(0)
-                }
+                Ok(documents) => match egress_policy::aws::export(&documents) {
+                    Ok(json) => {
+                        writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+                        Ok(0)
+                    }
+                    Err(errors) => report(err, &file, &errors),
+                },
                 Err(errors) => {
                     let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
                     report(err, &file, &errors)

@@ -62,7 +62,6 @@ async fn main() {
     let (ok, output) = kubectl_apply(&plane, &seed("bench-latency", "files"));
     assert!(ok, "{output}");
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "bench-latency");
-    let hash_of = |cm: &ConfigMap| cm.annotations().get("egress.dev/policy-hash").cloned();
     let mut watch = watcher(
         config_maps.clone(),
         watcher::Config::default().fields("metadata.name=egress-policy"),
@@ -207,67 +206,74 @@ async fn main() {
         );
     }
 
-    // One group every proxy uses changes: every ConfigMap follows.
+    // One group every proxy uses changes, then a cluster baseline is
+    // created: every ConfigMap follows each.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    // The policy hash of each proxy's ConfigMap.
-    let hashes = || {
-        futures_util::future::join_all((0..100).map(|c| {
-            let config_maps = config_maps.clone();
-            async move {
-                let config_map = config_maps.get(&format!("proxy-{c}-policy")).await;
-                config_map.ok().and_then(|cm| hash_of(&cm))
-            }
-        }))
-    };
-    let before = hashes().await;
-    let started = Instant::now();
     let changed = serde_json::json!({
         "apiVersion": "egress.dev/v1alpha1", "kind": "ProxyRuleGroup",
         "metadata": {"name": "group-0"},
         "spec": {"rules": {"preDNS": [{"name": "deny-domain", "action": "Deny", "conditions": [
             {"key": "request:DestinationDomain", "operator": "StringEquals", "values": [".changed.example"]}]}]}}
     });
-    groups
-        .patch("group-0", &apply, &Patch::Apply(changed))
-        .await
-        .expect("change");
-    loop {
-        let now = hashes().await;
-        if now.iter().zip(&before).all(|(a, b)| a != b) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    println!(
-        "  a group all 100 proxies use changed -> all 100 ConfigMaps updated after {:?}",
-        started.elapsed()
-    );
-
-    // The cluster's baseline changes: every proxy's ConfigMap follows.
+    let took = until_every_policy_changes(&config_maps, async {
+        groups
+            .patch("group-0", &apply, &Patch::Apply(changed))
+            .await
+            .expect("change");
+    })
+    .await;
+    println!("  a group all 100 proxies use changed -> all 100 ConfigMaps updated after {took:?}");
     let baselines: Api<ClusterProxyRuleGroup> = Api::all(client.clone());
-    let before = hashes().await;
-    let started = Instant::now();
     let baseline = serde_json::json!({
         "apiVersion": "egress.dev/v1alpha1", "kind": "ClusterProxyRuleGroup",
         "metadata": {"name": "baseline"},
         "spec": {"rules": {"preDNS": [{"name": "no-exfiltration", "action": "Deny", "conditions": [
             {"key": "request:DestinationDomain", "operator": "StringEquals", "values": [".paste.example"]}]}]}}
     });
-    baselines
-        .patch("baseline", &apply, &Patch::Apply(baseline))
-        .await
-        .expect("baseline");
-    loop {
-        let now = hashes().await;
-        if now.iter().zip(&before).all(|(a, b)| a != b) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let took = until_every_policy_changes(&config_maps, async {
+        baselines
+            .patch("baseline", &apply, &Patch::Apply(baseline))
+            .await
+            .expect("baseline");
+    })
+    .await;
     println!(
-        "  a baseline (ClusterProxyRuleGroup) created -> all 100 ConfigMaps updated after {:?}",
-        started.elapsed()
+        "  a baseline (ClusterProxyRuleGroup) created -> all 100 ConfigMaps updated after {took:?}"
     );
     drop(operator);
     drop(plane);
+}
+
+/// The policy hash of each of the 100 proxies' ConfigMaps.
+async fn policy_hashes(config_maps: &Api<ConfigMap>) -> Vec<Option<String>> {
+    futures_util::future::join_all((0..100).map(|c| async move {
+        let config_map = config_maps.get(&format!("proxy-{c}-policy")).await;
+        config_map.ok().and_then(|cm| hash_of(&cm))
+    }))
+    .await
+}
+
+/// How long after `change` starts every proxy's policy has changed.
+async fn until_every_policy_changes(
+    config_maps: &Api<ConfigMap>,
+    change: impl std::future::Future<Output = ()>,
+) -> Duration {
+    let before = policy_hashes(config_maps).await;
+    let started = Instant::now();
+    change.await;
+    loop {
+        let now = policy_hashes(config_maps).await;
+        if now.iter().zip(&before).all(|(a, b)| a != b) {
+            return started.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The policy hash a ConfigMap's annotation records.
+fn hash_of(config_map: &ConfigMap) -> Option<String> {
+    config_map
+        .annotations()
+        .get("egress.dev/policy-hash")
+        .cloned()
 }

@@ -180,15 +180,11 @@ impl Context {
         namespace: &str,
         groups: &[Named<ProxyRuleGroupSpec>],
     ) -> Vec<Named<ProxyListSpec>> {
-        let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
-        named
-            .into_iter()
-            .filter_map(|name| {
-                self.lists
-                    .get(&ObjectRef::new(name).within(namespace))
-                    .map(|l| Named::new(name, l.spec.clone()))
-            })
-            .collect()
+        named_lists(groups, |name| {
+            self.lists
+                .get(&ObjectRef::new(name).within(namespace))
+                .map(|l| l.spec.clone())
+        })
     }
 
     /// The labels of `namespace`, from the cache (none when it is not there).
@@ -209,7 +205,10 @@ impl Context {
             .state()
             .iter()
             .filter(|g| g.spec.selects(&labels))
-            .map(|g| Named::new(g.name_any(), g.spec.group()))
+            .map(|g| {
+                let log_name = g.annotations().get(AWS_NAME_ANNOTATION).cloned();
+                Named::new(g.name_any(), g.spec.group()).with_log_name(log_name)
+            })
             .collect();
         selected.sort_by(|a, b| a.name.cmp(&b.name));
         selected
@@ -220,15 +219,11 @@ impl Context {
         &self,
         groups: &[Named<ProxyRuleGroupSpec>],
     ) -> Vec<Named<ProxyListSpec>> {
-        let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
-        named
-            .into_iter()
-            .filter_map(|name| {
-                self.cluster_lists
-                    .get(&ObjectRef::new(name))
-                    .map(|l| Named::new(name, l.spec.clone()))
-            })
-            .collect()
+        named_lists(groups, |name| {
+            self.cluster_lists
+                .get(&ObjectRef::new(name))
+                .map(|l| l.spec.clone())
+        })
     }
 
     /// The proxies (`<namespace>/<name>`) whose namespace `group` selects.
@@ -341,4 +336,16 @@ impl Context {
             tracing::debug!(%error, reason, "event not published");
         }
     }
+}
+
+/// The lists `groups` name that `find` finds, by name.
+fn named_lists(
+    groups: &[Named<ProxyRuleGroupSpec>],
+    find: impl Fn(&str) -> Option<ProxyListSpec>,
+) -> Vec<Named<ProxyListSpec>> {
+    let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
+    named
+        .into_iter()
+        .filter_map(|name| find(name).map(|spec| Named::new(name, spec)))
+        .collect()
 }

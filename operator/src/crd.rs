@@ -163,7 +163,7 @@ custom_resource!(
     /// selects obeys before its own (administrators only, by RBAC).
     ClusterProxyRuleGroup,
     ClusterProxyRuleGroupSpec,
-    ClusterRuleGroupStatus,
+    RuleGroupStatus,
     plural = "clusterproxyrulegroups",
     cluster
 );
@@ -175,24 +175,6 @@ custom_resource!(
     plural = "clusterproxylists",
     cluster
 );
-
-/// `ClusterProxyRuleGroup.status`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ClusterRuleGroupStatus {
-    /// The `metadata.generation` this status describes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    /// `Compiled`.
-    #[serde(default)]
-    pub conditions: Vec<Condition>,
-    /// Rules per phase.
-    #[serde(default)]
-    pub rules: RuleCounts,
-    /// The EgressProxies (`<namespace>/<name>`) whose namespace it selects.
-    #[serde(default)]
-    pub used_by: Vec<String>,
-}
 
 /// `ProxyList.status` and `ClusterProxyList.status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -212,7 +194,7 @@ pub struct ListStatus {
     pub used_by: Vec<String>,
 }
 
-/// `ProxyRuleGroup.status`.
+/// `ProxyRuleGroup.status` and `ClusterProxyRuleGroup.status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RuleGroupStatus {
@@ -225,7 +207,9 @@ pub struct RuleGroupStatus {
     /// Rules per phase.
     #[serde(default)]
     pub rules: RuleCounts,
-    /// The EgressProxies whose configuration lists this group.
+    /// The EgressProxies that use this group: whose configuration lists it
+    /// or, for a ClusterProxyRuleGroup, whose namespace it selects
+    /// (`<namespace>/<name>`).
     #[serde(default)]
     pub used_by: Vec<String>,
 }
@@ -426,6 +410,42 @@ where
     }
 }
 
+/// The printer columns of a rule group kind.
+fn rule_group_columns(used_by: &str) -> Vec<CustomResourceColumnDefinition> {
+    vec![
+        column("PreDNS", "integer", ".status.rules.preDNS", "PreDNS rules"),
+        column(
+            "PreRequest",
+            "integer",
+            ".status.rules.preRequest",
+            "PreREQUEST rules",
+        ),
+        column(
+            "PostResponse",
+            "integer",
+            ".status.rules.postResponse",
+            "PostRESPONSE rules",
+        ),
+        column("Used By", "string", ".status.usedBy", used_by),
+        condition_column("Compiled", "Whether every rule compiles"),
+    ]
+}
+
+/// The printer columns of a list kind.
+fn list_columns(used_by: &str) -> Vec<CustomResourceColumnDefinition> {
+    vec![
+        column("Type", "string", ".spec.type", "What the entries are"),
+        column(
+            "Entries",
+            "integer",
+            ".status.entries",
+            "Entries in the list",
+        ),
+        column("Used By", "string", ".status.usedBy", used_by),
+        condition_column("Valid", "Whether every entry is well formed"),
+    ]
+}
+
 /// Every CRD, with the file name `crdgen` writes it to.
 pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
     vec![
@@ -433,28 +453,7 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
             "proxyrulegroups.yaml",
             crd::<ProxyRuleGroup>(
                 &["prg"],
-                vec![
-                    column("PreDNS", "integer", ".status.rules.preDNS", "PreDNS rules"),
-                    column(
-                        "PreRequest",
-                        "integer",
-                        ".status.rules.preRequest",
-                        "PreREQUEST rules",
-                    ),
-                    column(
-                        "PostResponse",
-                        "integer",
-                        ".status.rules.postResponse",
-                        "PostRESPONSE rules",
-                    ),
-                    column(
-                        "Used By",
-                        "string",
-                        ".status.usedBy",
-                        "EgressProxies whose configuration lists it",
-                    ),
-                    condition_column("Compiled", "Whether every rule compiles"),
-                ],
+                rule_group_columns("EgressProxies whose configuration lists it"),
             ),
         ),
         (
@@ -480,72 +479,21 @@ pub fn all() -> Vec<(&'static str, CustomResourceDefinition)> {
             "proxylists.yaml",
             crd::<ProxyList>(
                 &["plist"],
-                vec![
-                    column("Type", "string", ".spec.type", "What the entries are"),
-                    column(
-                        "Entries",
-                        "integer",
-                        ".status.entries",
-                        "Entries in the list",
-                    ),
-                    column(
-                        "Used By",
-                        "string",
-                        ".status.usedBy",
-                        "ProxyRuleGroups whose conditions name it",
-                    ),
-                    condition_column("Valid", "Whether every entry is well formed"),
-                ],
+                list_columns("ProxyRuleGroups whose conditions name it"),
             ),
         ),
         (
             "clusterproxyrulegroups.yaml",
             crd::<ClusterProxyRuleGroup>(
                 &["cprg"],
-                vec![
-                    column("PreDNS", "integer", ".status.rules.preDNS", "PreDNS rules"),
-                    column(
-                        "PreRequest",
-                        "integer",
-                        ".status.rules.preRequest",
-                        "PreREQUEST rules",
-                    ),
-                    column(
-                        "PostResponse",
-                        "integer",
-                        ".status.rules.postResponse",
-                        "PostRESPONSE rules",
-                    ),
-                    column(
-                        "Used By",
-                        "string",
-                        ".status.usedBy",
-                        "EgressProxies (namespace/name) it applies to",
-                    ),
-                    condition_column("Compiled", "Whether every rule compiles"),
-                ],
+                rule_group_columns("EgressProxies (namespace/name) it applies to"),
             ),
         ),
         (
             "clusterproxylists.yaml",
             crd::<ClusterProxyList>(
                 &["cplist"],
-                vec![
-                    column("Type", "string", ".spec.type", "What the entries are"),
-                    column(
-                        "Entries",
-                        "integer",
-                        ".status.entries",
-                        "Entries in the list",
-                    ),
-                    column(
-                        "Used By",
-                        "string",
-                        ".status.usedBy",
-                        "ClusterProxyRuleGroups whose conditions name it",
-                    ),
-                    condition_column("Valid", "Whether every entry is well formed"),
-                ],
+                list_columns("ClusterProxyRuleGroups whose conditions name it"),
             ),
         ),
         (

@@ -20,8 +20,8 @@ use serde_json::json;
 use crate::conditions::{self, COMPILED, IN_USE, VALID, Wanted};
 use crate::context::Context;
 use crate::crd::{
-    ClusterProxyList, ClusterProxyRuleGroup, ClusterRuleGroupStatus, ConfigurationStatus,
-    ListStatus, ProxyConfiguration, ProxyList, ProxyRuleGroup, RuleCounts, RuleGroupStatus,
+    ClusterProxyList, ClusterProxyRuleGroup, ConfigurationStatus, ListStatus, ProxyConfiguration,
+    ProxyList, ProxyRuleGroup, RuleCounts, RuleGroupStatus,
 };
 use crate::error::Error;
 use crate::names::FIELD_MANAGER;
@@ -150,28 +150,14 @@ pub async fn reconcile_group(
     let _timer = ctx.metrics.reconcile("proxyrulegroup");
     let namespace = group.namespace().unwrap_or_default();
     let name = group.name_any();
-    let old = group.status.clone().unwrap_or_default();
     let lists = ctx.lists_named_by(&namespace, &[Named::new(name.clone(), group.spec.clone())]);
-    let errors = validate_rule_group_with(&group.spec, &lists);
-    let wanted = if errors.is_empty() {
-        Wanted::yes(COMPILED, "Compiled", "every rule compiles")
-    } else {
-        Wanted::no(COMPILED, "CompileFailed", report(&errors))
-    };
-    let status = RuleGroupStatus {
-        observed_generation: group.metadata.generation,
-        conditions: conditions::merge(
-            &old.conditions,
-            &[wanted],
-            group.metadata.generation,
-            jiff::Timestamp::now(),
-        ),
-        rules: rule_counts(&group.spec.rules),
-        used_by: ctx
-            .proxies_using_group(&namespace, &name)
-            .into_iter()
-            .collect(),
-    };
+    let status = group_status(
+        group.status.as_ref(),
+        group.metadata.generation,
+        &validate_rule_group_with(&group.spec, &lists),
+        &group.spec.rules,
+        ctx.proxies_using_group(&namespace, &name),
+    );
     write_status(
         &api_of(&ctx, group.as_ref())?,
         group.as_ref(),
@@ -299,7 +285,10 @@ where
         used_by,
     };
     write_status(api, list, current, status).await?;
-    Ok(Action::requeue(Duration::from_secs(3600)))
+    // A deletion that waits is looked at again soon: the group that last
+    // named the list may be gone already from a cache that has not caught up.
+    let again = if deleting { 15 } else { 3600 };
+    Ok(Action::requeue(Duration::from_secs(again)))
 }
 
 /// Adds or removes [`LIST_IN_USE_FINALIZER`], keeping the others; the
@@ -338,35 +327,46 @@ pub async fn reconcile_cluster_group(
     let _timer = ctx.metrics.reconcile("clusterproxyrulegroup");
     let rules = group.spec.group();
     let lists = ctx.cluster_lists_named_by(&[Named::new(group.name_any(), rules)]);
-    let errors = validate_cluster_rule_group(&group.spec, &lists);
-    let wanted = if errors.is_empty() {
-        Wanted::yes(COMPILED, "Compiled", "every rule compiles")
-    } else {
-        Wanted::no(COMPILED, "CompileFailed", report(&errors))
-    };
-    let old = group.status.clone().unwrap_or_default();
-    let status = ClusterRuleGroupStatus {
-        observed_generation: group.metadata.generation,
-        conditions: conditions::merge(
-            &old.conditions,
-            &[wanted],
-            group.metadata.generation,
-            jiff::Timestamp::now(),
-        ),
-        rules: rule_counts(&group.spec.rules),
-        used_by: ctx.proxies_under(&group).into_iter().collect(),
-    };
+    let status = group_status(
+        group.status.as_ref(),
+        group.metadata.generation,
+        &validate_cluster_rule_group(&group.spec, &lists),
+        &group.spec.rules,
+        ctx.proxies_under(&group),
+    );
     let api = Api::all(ctx.client.clone());
     write_status(&api, group.as_ref(), group.status.as_ref(), status).await?;
     Ok(Action::requeue(Duration::from_secs(3600)))
 }
 
-/// Rules per phase, for status.
-fn rule_counts(rules: &PhaseRules) -> RuleCounts {
+/// A rule group's status: `Compiled` from its errors, its rules per
+/// phase and the proxies using it.
+fn group_status(
+    old: Option<&RuleGroupStatus>,
+    generation: Option<i64>,
+    errors: &[egress_policy::CompileError],
+    rules: &PhaseRules,
+    used_by: BTreeSet<String>,
+) -> RuleGroupStatus {
+    let wanted = if errors.is_empty() {
+        Wanted::yes(COMPILED, "Compiled", "every rule compiles")
+    } else {
+        Wanted::no(COMPILED, "CompileFailed", report(errors))
+    };
     let count = |rules: &Vec<_>| i64::try_from(rules.len()).unwrap_or(i64::MAX);
-    RuleCounts {
-        pre_dns: count(&rules.pre_dns),
-        pre_request: count(&rules.pre_request),
-        post_response: count(&rules.post_response),
+    RuleGroupStatus {
+        observed_generation: generation,
+        conditions: conditions::merge(
+            &old.map(|s| s.conditions.clone()).unwrap_or_default(),
+            &[wanted],
+            generation,
+            jiff::Timestamp::now(),
+        ),
+        rules: RuleCounts {
+            pre_dns: count(&rules.pre_dns),
+            pre_request: count(&rules.pre_request),
+            post_response: count(&rules.post_response),
+        },
+        used_by: used_by.into_iter().collect(),
     }
 }

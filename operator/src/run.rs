@@ -9,9 +9,10 @@
 //! - A `ProxyList` change reconciles it, and the configurations and proxies
 //!   whose groups name it; a group change reconciles the lists of its
 //!   namespace (whose `usedBy` and finalizer it may change).
-//! - A `ClusterProxyRuleGroup` or `ClusterProxyList` change reconciles it and
-//!   every proxy (the baseline is part of each policy); a namespace's labels,
-//!   which the baseline selects by, reconcile the proxies in it.
+//! - A `ClusterProxyRuleGroup` or `ClusterProxyList` change reconciles it, and
+//!   every proxy and configuration when its spec changed or it was deleted
+//!   (the baseline is part of each policy); a namespace's labels, which the
+//!   baseline selects by, reconcile the proxies in it.
 //! - A `ProxyConfiguration` change reconciles it and the proxies that use it.
 //! - An `EgressProxy` change reconciles it, and its configuration and groups
 //!   (whose `usedBy` it changes).
@@ -418,42 +419,12 @@ pub async fn controllers(
     let managed =
         || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
 
-    let lookup = ctx.clone();
-    let proxies_of_configuration = move |c: ProxyConfiguration| {
-        let namespace = c.namespace().unwrap_or_default();
-        lookup
-            .proxies_using_configuration(&namespace, &c.name_any())
-            .into_iter()
-            .map(move |p| ObjectRef::new(&p).within(&namespace))
-            .collect::<Vec<_>>()
-    };
-    let lookup = ctx.clone();
-    let proxies_of_group = move |g: ProxyRuleGroup| {
-        let namespace = g.namespace().unwrap_or_default();
-        lookup
-            .proxies_using_group(&namespace, &g.name_any())
-            .into_iter()
-            .map(move |p| ObjectRef::new(&p).within(&namespace))
-            .collect::<Vec<_>>()
-    };
-    let lookup = ctx.clone();
-    let proxies_of_list = move |l: ProxyList| {
-        let namespace = l.namespace().unwrap_or_default();
-        lookup
-            .proxies_using_list(&namespace, &l.name_any())
-            .into_iter()
-            .map(move |p| ObjectRef::new(&p).within(&namespace))
-            .collect::<Vec<_>>()
-    };
-    let lookup = ctx.clone();
-    let every_proxy = move || {
-        lookup
-            .proxies
-            .state()
-            .iter()
-            .map(|p| ObjectRef::from_obj(p.as_ref()))
-            .collect::<Vec<_>>()
-    };
+    let proxies_of_configuration =
+        related::<ProxyConfiguration, EgressProxy>(&ctx, Context::proxies_using_configuration);
+    let proxies_of_group =
+        related::<ProxyRuleGroup, EgressProxy>(&ctx, Context::proxies_using_group);
+    let proxies_of_list = related::<ProxyList, EgressProxy>(&ctx, Context::proxies_using_list);
+    let every_proxy = every(&ctx.proxies);
     let (every_proxy_a, every_proxy_b) = (every_proxy.clone(), every_proxy);
     let proxy_triggers = futures_util::stream::unfold(proxy_triggers, |mut triggers| async move {
         triggers.recv().await.map(|proxy| (proxy, triggers))
@@ -510,14 +481,12 @@ pub async fn controllers(
             watcher::Config::default(),
             proxies_of_list,
         )
-        .watches(
-            Api::<ClusterProxyRuleGroup>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            spec_changes(Api::<ClusterProxyRuleGroup>::all(client.clone())),
             move |_| every_proxy_a(),
         )
-        .watches(
-            Api::<ClusterProxyList>::all(client.clone()),
-            watcher::Config::default(),
+        .watches_stream(
+            spec_changes(Api::<ClusterProxyList>::all(client.clone())),
             move |_| every_proxy_b(),
         )
         .reconcile_on(proxy_triggers);
@@ -530,24 +499,13 @@ pub async fn controllers(
         &stop,
     );
 
-    let lookup = ctx.clone();
-    let configurations_of_group = move |g: ProxyRuleGroup| {
-        let namespace = g.namespace().unwrap_or_default();
-        lookup
-            .configurations_listing(&namespace, &g.name_any())
-            .into_iter()
-            .map(move |c| ObjectRef::new(&c).within(&namespace))
-            .collect::<Vec<_>>()
-    };
-    let lookup = ctx.clone();
-    let configurations_of_list = move |l: ProxyList| {
-        let namespace = l.namespace().unwrap_or_default();
-        lookup
-            .configurations_using_list(&namespace, &l.name_any())
-            .into_iter()
-            .map(move |c| ObjectRef::new(&c).within(&namespace))
-            .collect::<Vec<_>>()
-    };
+    let configurations_of_group =
+        related::<ProxyRuleGroup, ProxyConfiguration>(&ctx, Context::configurations_listing);
+    let configurations_of_list =
+        related::<ProxyList, ProxyConfiguration>(&ctx, Context::configurations_using_list);
+    let every_configuration = every(&ctx.configurations);
+    let (every_configuration_a, every_configuration_b) =
+        (every_configuration.clone(), every_configuration);
     let configuration_of_proxy = |p: EgressProxy| {
         let namespace = p.namespace().unwrap_or_default();
         Some(ObjectRef::new(&p.spec.configuration_ref.name).within(&namespace))
@@ -563,6 +521,14 @@ pub async fn controllers(
                 Api::<ProxyList>::all(client.clone()),
                 watcher::Config::default(),
                 configurations_of_list,
+            )
+            .watches_stream(
+                spec_changes(Api::<ClusterProxyRuleGroup>::all(client.clone())),
+                move |_| every_configuration_a(),
+            )
+            .watches_stream(
+                spec_changes(Api::<ClusterProxyList>::all(client.clone())),
+                move |_| every_configuration_b(),
             )
             .watches(
                 Api::<EgressProxy>::all(client.clone()),
@@ -588,15 +554,7 @@ pub async fn controllers(
             .map(|c| groups_listed(&c, &namespace))
             .unwrap_or_default()
     };
-    let lookup = ctx.clone();
-    let groups_of_list = move |l: ProxyList| {
-        let namespace = l.namespace().unwrap_or_default();
-        lookup
-            .groups_naming_list(&namespace, &l.name_any())
-            .into_iter()
-            .map(move |g| ObjectRef::new(&g).within(&namespace))
-            .collect::<Vec<_>>()
-    };
+    let groups_of_list = related::<ProxyList, ProxyRuleGroup>(&ctx, Context::groups_naming_list);
     let group_controller = Controller::for_shared_stream(group_events, groups.clone())
         .watches(
             Api::<ProxyList>::all(client.clone()),
@@ -649,23 +607,24 @@ pub async fn controllers(
         &stop,
     );
 
-    // A baseline group's status counts the proxies it applies to: any proxy
-    // change may change it. Its lists' status names the groups.
-    let lookup = ctx.clone();
-    let every_cluster_group = move || {
-        lookup
-            .cluster_groups
-            .state()
-            .iter()
-            .map(|g| ObjectRef::from_obj(g.as_ref()))
-            .collect::<Vec<_>>()
-    };
+    // A baseline group's status names the proxies it applies to (any proxy
+    // change may change that) and whether its lists exist. (Its status
+    // writes reach the proxies only through `spec_changes`: no fan-out.)
+    let every_cluster_group = every(&ctx.cluster_groups);
+    let (every_cluster_group_a, every_cluster_group_b) =
+        (every_cluster_group.clone(), every_cluster_group);
     let cluster_group_controller =
-        Controller::for_shared_stream(cluster_group_events, cluster_groups.clone()).watches(
-            Api::<EgressProxy>::all(client.clone()),
-            watcher::Config::default(),
-            move |_| every_cluster_group(),
-        );
+        Controller::for_shared_stream(cluster_group_events, cluster_groups.clone())
+            .watches(
+                Api::<EgressProxy>::all(client.clone()),
+                watcher::Config::default(),
+                move |_| every_cluster_group_a(),
+            )
+            .watches(
+                Api::<ClusterProxyList>::all(client.clone()),
+                watcher::Config::default(),
+                move |_| every_cluster_group_b(),
+            );
     let cluster_group_controller = run_controller(
         cluster_group_controller,
         "clusterproxyrulegroup",
@@ -674,15 +633,7 @@ pub async fn controllers(
         ctx.clone(),
         &stop,
     );
-    let lookup = ctx.clone();
-    let every_cluster_list = move || {
-        lookup
-            .cluster_lists
-            .state()
-            .iter()
-            .map(|l| ObjectRef::from_obj(l.as_ref()))
-            .collect::<Vec<_>>()
-    };
+    let every_cluster_list = every(&ctx.cluster_lists);
     let cluster_list_controller =
         Controller::for_shared_stream(cluster_list_events, cluster_lists.clone()).watches(
             Api::<ClusterProxyRuleGroup>::all(client.clone()),
@@ -849,6 +800,73 @@ where
         .default_backoff(),
         move |object: &PartialObjectMeta<K>| changed(&object.metadata),
     )
+}
+
+/// A watch mapper: the objects `related` names, in the changed object's
+/// namespace, for each change.
+fn related<K, R>(
+    ctx: &Arc<Context>,
+    related: fn(&Context, &str, &str) -> std::collections::BTreeSet<String>,
+) -> impl Fn(K) -> Vec<ObjectRef<R>> + Send + Sync + 'static
+where
+    K: Resource,
+    R: Resource<DynamicType = ()>,
+{
+    let ctx = ctx.clone();
+    move |object: K| {
+        let namespace = object.namespace().unwrap_or_default();
+        related(&ctx, &namespace, &object.name_any())
+            .into_iter()
+            .map(|name| ObjectRef::new(&name).within(&namespace))
+            .collect()
+    }
+}
+
+/// The objects of a kind whose spec changed (their generation moved) or
+/// that were deleted: what a change to every proxy's policy must follow,
+/// without the status writes that would have every proxy reconciled again.
+fn spec_changes<K>(
+    api: Api<K>,
+) -> impl futures_util::Stream<Item = Result<K, watcher::Error>> + Send
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let mut seen: HashMap<ObjectRef<K>, Option<i64>> = HashMap::new();
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => {
+                    let generation = object.meta().generation;
+                    let before = seen.insert(ObjectRef::from_obj(&object), generation);
+                    (before != Some(generation)).then_some(Ok(object))
+                }
+                Ok(watcher::Event::Delete(object)) => {
+                    seen.remove(&ObjectRef::from_obj(&object));
+                    Some(Ok(object))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(error) => Some(Err(error)),
+            };
+            std::future::ready(changed)
+        })
+}
+
+/// A watch mapper for a change that concerns every object of a cache.
+fn every<K>(
+    store: &reflector::Store<K>,
+) -> impl Fn() -> Vec<ObjectRef<K>> + Clone + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    let store = store.clone();
+    move || {
+        store
+            .state()
+            .iter()
+            .map(|object| ObjectRef::from_obj(object.as_ref()))
+            .collect()
+    }
 }
 
 fn groups_listed(c: &ProxyConfiguration, namespace: &str) -> Vec<ObjectRef<ProxyRuleGroup>> {

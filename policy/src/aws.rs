@@ -741,8 +741,40 @@ fn configuration_document(
 
 /// The rule groups and configurations of `documents` as the AWS CLI takes
 /// them: `{"CreateProxyRuleGroup": [...], "CreateProxyConfiguration": [...]}`,
-/// each element a `--cli-input-json` body. Groups keep their AWS names.
-pub fn export(documents: &crate::Documents) -> Value {
+/// each element a `--cli-input-json` body. Groups keep their AWS names; the
+/// entries of a condition's lists are written inline. What AWS cannot hold
+/// (a cluster baseline) or what the file lacks (a list a condition names)
+/// is an error, never left out.
+pub fn export(documents: &crate::Documents) -> Result<Value, Vec<String>> {
+    let mut errors: Vec<String> = documents
+        .cluster_groups
+        .iter()
+        .map(|g| {
+            format!(
+                "ClusterProxyRuleGroup {:?}: AWS has no cluster baseline; put its rules in a rule group every configuration lists first",
+                g.name
+            )
+        })
+        .collect();
+    for (namespace, group) in &documents.rule_groups {
+        for name in group.spec.list_names() {
+            let found = documents
+                .lists
+                .iter()
+                .any(|(ns, l)| ns == namespace && l.name == name);
+            if !found {
+                errors.push(format!(
+                    "ProxyRuleGroup {:?} names ProxyList {name:?}, which is not in the file (namespace {namespace:?})",
+                    group.name
+                ));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        errors.sort();
+        errors.dedup();
+        return Err(errors);
+    }
     let aws_name =
         |named: &crate::Named<crate::spec::ProxyRuleGroupSpec>| named.log_name().to_owned();
     let names: BTreeMap<&str, String> = documents
@@ -827,7 +859,7 @@ pub fn export(documents: &crate::Documents) -> Value {
             })
         })
         .collect();
-    json!({"CreateProxyRuleGroup": groups, "CreateProxyConfiguration": configurations})
+    Ok(json!({"CreateProxyRuleGroup": groups, "CreateProxyConfiguration": configurations}))
 }
 
 #[cfg(test)]
@@ -907,18 +939,45 @@ mod tests {
     #[test]
     fn monitored_rules_export_as_alerts() {
         let yaml = "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {name: g}\nspec:\n  rules:\n    preDNS:\n      - {name: watched, action: Deny, mode: Monitor}\n      - {name: enforced, action: Deny}\n";
-        let exported = export(&crate::parse_documents(yaml).expect("documents"));
+        let exported = export(&crate::parse_documents(yaml).expect("documents")).expect("exports");
         let rules = &exported["CreateProxyRuleGroup"][0]["Rules"]["PreDNS"];
         assert_eq!(rules[0]["Action"], "ALERT");
         assert_eq!(rules[1]["Action"], "DENY");
         let whole = yaml
             .replace("spec:\n", "spec:\n  mode: Monitor\n")
             .replace(", mode: Monitor", "");
-        let exported = export(&crate::parse_documents(&whole).expect("documents"));
+        let exported =
+            export(&crate::parse_documents(&whole).expect("documents")).expect("exports");
         let rules = &exported["CreateProxyRuleGroup"][0]["Rules"]["PreDNS"];
         assert_eq!(
             (&rules[0]["Action"], &rules[1]["Action"]),
             (&json!("ALERT"), &json!("ALERT"))
+        );
+    }
+
+    #[test]
+    fn lists_export_inline_and_what_aws_cannot_hold_is_refused() {
+        let yaml = "apiVersion: egress.dev/v1alpha1\nkind: ProxyList\nmetadata: {name: l}\nspec: {type: Domains, entries: [b.example]}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {name: g}\nspec:\n  rules:\n    preDNS:\n      - {name: r, action: Deny, conditions: [{key: \"request:DestinationDomain\", operator: StringEquals, values: [a.example], valuesFrom: [{list: l}]}]}\n";
+        let exported = export(&crate::parse_documents(yaml).expect("documents")).expect("exports");
+        assert_eq!(
+            exported["CreateProxyRuleGroup"][0]["Rules"]["PreDNS"][0]["Conditions"][0]["ConditionValues"],
+            json!(["a.example", "b.example"])
+        );
+        let missing = yaml.replace("name: l}", "name: other}");
+        let errors = export(&crate::parse_documents(&missing).expect("documents"))
+            .expect_err("missing list");
+        assert!(
+            errors[0].contains("names ProxyList \"l\", which is not in the file"),
+            "{errors:?}"
+        );
+        let baseline = format!(
+            "{yaml}---\napiVersion: egress.dev/v1alpha1\nkind: ClusterProxyRuleGroup\nmetadata: {{name: base}}\nspec: {{}}\n"
+        );
+        let errors =
+            export(&crate::parse_documents(&baseline).expect("documents")).expect_err("baseline");
+        assert!(
+            errors[0].contains("AWS has no cluster baseline"),
+            "{errors:?}"
         );
     }
 

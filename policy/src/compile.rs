@@ -29,6 +29,11 @@ use crate::spec::{
 /// Version of the serialized [`PolicyDocument`] format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
 
+/// Most values a policy's conditions may hold with their lists expanded (a
+/// list counts once for every condition that names it): what bounds the
+/// memory a policy can make its compiler take, whatever refers to what.
+pub const MAX_VALUES: usize = 2_000_000;
+
 /// A resource's name with its spec.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -54,9 +59,12 @@ impl<T> Named<T> {
         }
     }
 
-    /// The same, shown as `log_name` in logs and metrics (when given).
+    /// The same, shown as `log_name` in logs and metrics (when given). A
+    /// name with a `/` is ignored: that is how the baseline's groups show
+    /// (`ClusterProxyRuleGroup/<name>`), which a namespaced group's
+    /// annotation must not imitate.
     pub fn with_log_name(mut self, log_name: Option<String>) -> Named<T> {
-        self.log_name = log_name.filter(|n| !n.is_empty() && *n != self.name);
+        self.log_name = log_name.filter(|n| !n.is_empty() && *n != self.name && !n.contains('/'));
         self
     }
 
@@ -286,6 +294,35 @@ fn compile_with_settings(
     CompiledPolicy::from_document(document)
 }
 
+/// How many values the groups' conditions hold with their lists expanded.
+fn expanded_values<'a>(
+    groups: impl IntoIterator<Item = &'a ProxyRuleGroupSpec>,
+    lists: &Lists,
+) -> usize {
+    groups
+        .into_iter()
+        .flat_map(|group| group.rules.all())
+        .flat_map(|rule| &rule.conditions)
+        .map(|condition| {
+            let listed = condition
+                .values_from
+                .iter()
+                .filter_map(|reference| lists.get(reference.list.as_str()))
+                .map(|list| list.spec.entries.len());
+            condition.values.len() + listed.sum::<usize>()
+        })
+        .sum()
+}
+
+fn too_many_values(path: &str, values: usize) -> CompileError {
+    CompileError::new(
+        path,
+        format!(
+            "the conditions hold {values} values with their lists expanded (a list counts once for every condition that names it), more than the {MAX_VALUES} a policy may hold: name a large list from fewer conditions"
+        ),
+    )
+}
+
 /// The lists the groups' conditions name that are available, by name.
 fn lists_named_by(
     groups: &[Named<ProxyRuleGroupSpec>],
@@ -336,15 +373,25 @@ pub fn validate_cluster_rule_group(
 impl CompiledPolicy {
     fn from_document(document: PolicyDocument) -> Result<CompiledPolicy, Vec<CompileError>> {
         let mut errors = Vec::new();
-        // Per phase: the baseline's rules, the namespace's groups in
-        // priority order, then the baseline's overridable Allow rules.
-        let mut phases: [Vec<CompiledRule>; 3] = Default::default();
-        let mut overridable: [Vec<CompiledRule>; 3] = Default::default();
         let baseline_lists: Lists = document
             .baseline_lists
             .iter()
             .map(|l| (l.name.as_str(), l))
             .collect();
+        let lists: Lists = document
+            .lists
+            .iter()
+            .map(|l| (l.name.as_str(), l))
+            .collect();
+        let values = expanded_values(document.baseline.iter().map(|g| &g.spec), &baseline_lists)
+            + expanded_values(document.rule_groups.iter().map(|g| &g.spec), &lists);
+        if values > MAX_VALUES {
+            return Err(vec![too_many_values("ruleGroups", values)]);
+        }
+        // Per phase: the baseline's rules, the namespace's groups in
+        // priority order, then the baseline's overridable Allow rules.
+        let mut phases: [Vec<CompiledRule>; 3] = Default::default();
+        let mut overridable: [Vec<CompiledRule>; 3] = Default::default();
         for (i, group) in document.baseline.iter().enumerate() {
             match compile_group(
                 &format!("baseline[{i}]."),
@@ -368,11 +415,6 @@ impl CompiledPolicy {
                 Err(group_errors) => errors.extend(group_errors),
             }
         }
-        let lists: Lists = document
-            .lists
-            .iter()
-            .map(|l| (l.name.as_str(), l))
-            .collect();
         for (i, group) in document.rule_groups.iter().enumerate() {
             match compile_group(
                 &format!("ruleGroups[{i}]."),
@@ -529,6 +571,12 @@ fn compile_group(
     lists: Option<&Lists>,
     standing: Standing,
 ) -> Result<[Vec<CompiledRule>; 3], Vec<CompileError>> {
+    if let Some(lists) = lists {
+        let values = expanded_values([spec], lists);
+        if values > MAX_VALUES {
+            return Err(vec![too_many_values(&format!("{prefix}rules"), values)]);
+        }
+    }
     let group: Arc<str> = Arc::from(group_name);
     let mut errors = Vec::new();
     let mut first_use: HashMap<&str, String> = HashMap::new();

@@ -192,6 +192,19 @@ pub fn parse_documents(yaml: &str) -> Result<Documents, Vec<CompileError>> {
 }
 
 impl Documents {
+    /// Calls `compile` with what a configuration in `namespace` may refer to.
+    fn with_available<R>(&self, namespace: &str, compile: impl FnOnce(Available<'_>) -> R) -> R {
+        let groups = in_namespace(&self.rule_groups, namespace);
+        let lists = in_namespace(&self.lists, namespace);
+        let baseline = self.baseline_for(namespace);
+        compile(Available {
+            groups: &groups,
+            lists: &lists,
+            baseline: &baseline,
+            cluster_lists: &self.cluster_lists,
+        })
+    }
+
     /// The `ClusterProxyRuleGroup`s that select `namespace` (by the labels
     /// of its `Namespace` document; none: no labels), as rule groups in
     /// name order.
@@ -207,6 +220,14 @@ impl Documents {
         selected.sort_by(|a, b| a.name.cmp(&b.name));
         selected
     }
+}
+
+/// The objects of `namespace`.
+fn in_namespace<T: Clone>(all: &[(String, Named<T>)], namespace: &str) -> Vec<Named<T>> {
+    all.iter()
+        .filter(|(ns, _)| ns == namespace)
+        .map(|(_, x)| x.clone())
+        .collect()
 }
 
 fn spec_of<T: DeserializeOwned>(path: &str, spec: serde_json::Value) -> Result<T, CompileError> {
@@ -243,15 +264,6 @@ pub fn compile_documents(
 ) -> Result<CompiledPolicy, Vec<CompileError>> {
     let docs = parse_documents(yaml)?;
     let one_error = |path: &str, message: String| vec![CompileError::new(path, message)];
-    fn in_namespace<T: Clone>(all: &[(String, Named<T>)], namespace: &str) -> Vec<Named<T>> {
-        all.iter()
-            .filter(|(ns, _)| ns == namespace)
-            .map(|(_, x)| x.clone())
-            .collect()
-    }
-    let groups_in = |namespace: &str| in_namespace(&docs.rule_groups, namespace);
-    let lists_in = |namespace: &str| in_namespace(&docs.lists, namespace);
-    let baseline = |namespace: &str| docs.baseline_for(namespace);
     let chosen_proxy = match proxy {
         Some(name) => match docs.proxies.iter().find(|(_, p)| p.name == name) {
             Some(p) => Some(p),
@@ -292,30 +304,13 @@ pub fn compile_documents(
                 ),
             ));
         };
-        let (groups, lists) = (groups_in(namespace), lists_in(namespace));
-        return compile_for_proxy(
-            proxy,
-            config,
-            Available {
-                groups: &groups,
-                lists: &lists,
-                baseline: &baseline(namespace),
-                cluster_lists: &docs.cluster_lists,
-            },
-        );
+        return docs.with_available(namespace, |available| {
+            compile_for_proxy(proxy, config, available)
+        });
     }
     match docs.configurations.as_slice() {
         [(namespace, config)] => {
-            let (groups, lists) = (groups_in(namespace), lists_in(namespace));
-            compile(
-                config,
-                Available {
-                    groups: &groups,
-                    lists: &lists,
-                    baseline: &baseline(namespace),
-                    cluster_lists: &docs.cluster_lists,
-                },
-            )
+            docs.with_available(namespace, |available| compile(config, available))
         }
         [] => Err(one_error(
             "documents",

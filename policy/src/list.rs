@@ -61,7 +61,9 @@ pub(crate) fn fits(list_type: ListType, key: &ConditionKey, operator: Operator) 
 /// The conditions a list of this type is for, in words.
 fn usage(list_type: ListType) -> &'static str {
     match list_type {
-        ListType::Domains => "StringEquals or StringNotEquals on request:DestinationDomain",
+        ListType::Domains => {
+            "StringEquals or StringNotEquals (or their IgnoreCase forms) on request:DestinationDomain"
+        }
         ListType::Cidrs => "IpAddress or NotIpAddress on an address key",
         ListType::Patterns => "StringLike or StringNotLike on a text or domain key",
     }

@@ -80,16 +80,6 @@ impl ProxyRuleGroupSpec {
     }
 }
 
-impl PhaseRules {
-    /// The lists the rules' conditions name (`valuesFrom`), repeats included.
-    pub fn list_names(&self) -> impl Iterator<Item = &str> {
-        self.all()
-            .flat_map(|rule| &rule.conditions)
-            .flat_map(|condition| &condition.values_from)
-            .map(|reference| reference.list.as_str())
-    }
-}
-
 /// `ClusterProxyRuleGroup.spec`: the baseline of every proxy in the
 /// namespaces it selects. Its rules come before every namespaced group (a
 /// `Deny` there cannot be overridden), except `Allow` rules marked
@@ -164,6 +154,14 @@ impl PhaseRules {
             .iter()
             .chain(&self.pre_request)
             .chain(&self.post_response)
+    }
+
+    /// The lists the rules' conditions name (`valuesFrom`), repeats included.
+    pub fn list_names(&self) -> impl Iterator<Item = &str> {
+        self.all()
+            .flat_map(|rule| &rule.conditions)
+            .flat_map(|condition| &condition.values_from)
+            .map(|reference| reference.list.as_str())
     }
 }
 

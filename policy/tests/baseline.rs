@@ -194,3 +194,19 @@ fn overridable_is_for_the_baseline_s_allow_rules_only() {
         ]
     );
 }
+
+#[test]
+fn a_namespaced_group_cannot_show_as_the_baseline() {
+    // The AWS-name annotation is how imported groups keep their name in
+    // decision lines; a name with a `/` (the baseline's form) is ignored.
+    let yaml = BASELINE.replace("SELECTOR", "")
+        + &tenant("Allow", ALLOW_ALL).replace(
+            "metadata: {name: own, namespace: team}",
+            "metadata: {name: own, namespace: team, annotations: {egress.dev/aws-name: ClusterProxyRuleGroup/platform}}",
+        );
+    let policy = compile_documents(&yaml, None).expect("compiles");
+    assert_eq!(
+        decide(&policy, "example.com"),
+        (Action::Allow, "own".into(), "everything".into())
+    );
+}

@@ -254,3 +254,22 @@ fn a_policy_without_lists_serialises_as_before() {
     assert!(!policy.to_json().contains("\"lists\""));
     assert!(!policy.to_json().contains("valuesFrom"));
 }
+
+#[test]
+fn a_list_named_from_many_conditions_is_refused_before_it_is_built() {
+    // 50,001 entries named from 40 conditions: over the 2,000,000 values a
+    // policy may hold, refused without building two million set entries.
+    let entries: Vec<String> = (0..50_001).map(|i| format!("h{i}.example")).collect();
+    let refs: Vec<&str> = entries.iter().map(String::as_str).collect();
+    let condition =
+        "{key: 'request:DestinationDomain', operator: StringEquals, valuesFrom: [{list: big}]}";
+    let conditions = vec![condition; 40].join(", ");
+    let found = errors(&file(&conditions, &list("big", "Domains", &refs)));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("ruleGroups: the conditions hold 2000040 values"),
+        "{found:?}"
+    );
+    // Named from one condition it compiles.
+    compile_documents(&file(condition, &list("big", "Domains", &refs)), None).expect("compiles");
+}
