@@ -132,14 +132,15 @@ pub async fn reconcile_configuration(
         configuration.metadata.generation,
         jiff::Timestamp::now(),
     );
+    let api = api_of(&ctx, configuration.as_ref())?;
     write_status(
-        &api_of(&ctx, configuration.as_ref())?,
+        &api,
         configuration.as_ref(),
         configuration.status.as_ref(),
         status,
     )
     .await?;
-    Ok(Action::requeue(Duration::from_secs(3600)))
+    Ok(Action::requeue(RECHECK))
 }
 
 /// Reconciles one rule group.
@@ -158,15 +159,13 @@ pub async fn reconcile_group(
         &group.spec.rules,
         ctx.proxies_using_group(&namespace, &name),
     );
-    write_status(
-        &api_of(&ctx, group.as_ref())?,
-        group.as_ref(),
-        group.status.as_ref(),
-        status,
-    )
-    .await?;
-    Ok(Action::requeue(Duration::from_secs(3600)))
+    let api = api_of(&ctx, group.as_ref())?;
+    write_status(&api, group.as_ref(), group.status.as_ref(), status).await?;
+    Ok(Action::requeue(RECHECK))
 }
+
+/// When an object is looked at again without a change.
+const RECHECK: Duration = Duration::from_secs(3600);
 
 /// Keeps a `ProxyList` from being deleted while rule groups name it.
 pub const LIST_IN_USE_FINALIZER: &str = "egress.dev/list-in-use";
@@ -287,8 +286,12 @@ where
     write_status(api, list, current, status).await?;
     // A deletion that waits is looked at again soon: the group that last
     // named the list may be gone already from a cache that has not caught up.
-    let again = if deleting { 15 } else { 3600 };
-    Ok(Action::requeue(Duration::from_secs(again)))
+    let again = if deleting {
+        Duration::from_secs(15)
+    } else {
+        RECHECK
+    };
+    Ok(Action::requeue(again))
 }
 
 /// Adds or removes [`LIST_IN_USE_FINALIZER`], keeping the others; the
@@ -336,7 +339,7 @@ pub async fn reconcile_cluster_group(
     );
     let api = Api::all(ctx.client.clone());
     write_status(&api, group.as_ref(), group.status.as_ref(), status).await?;
-    Ok(Action::requeue(Duration::from_secs(3600)))
+    Ok(Action::requeue(RECHECK))
 }
 
 /// A rule group's status: `Compiled` from its errors, its rules per

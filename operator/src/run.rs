@@ -95,6 +95,26 @@ where
     });
 }
 
+/// Keeps `writer`'s cache (and its subscribers) fed with every object of
+/// kind `K`, in the background.
+fn cache_every<K>(client: &Client, writer: reflector::store::Writer<K>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    watch(
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect_shared(writer)
+            .boxed(),
+    );
+}
+
 /// Error backoff per object: 1 s, doubling, at most 5 min; reset by success.
 #[derive(Debug, Default)]
 pub struct Backoff(Mutex<HashMap<String, u32>>);
@@ -297,43 +317,12 @@ pub async fn controllers(
 
     // The watches of the custom resources, feeding the caches and every
     // subscriber.
-    let config = watcher::Config::default;
-    watch(
-        watcher(Api::<EgressProxy>::all(client.clone()), config())
-            .default_backoff()
-            .reflect_shared(proxy_writer)
-            .boxed(),
-    );
-    watch(
-        watcher(Api::<ProxyConfiguration>::all(client.clone()), config())
-            .default_backoff()
-            .reflect_shared(configuration_writer)
-            .boxed(),
-    );
-    watch(
-        watcher(Api::<ProxyRuleGroup>::all(client.clone()), config())
-            .default_backoff()
-            .reflect_shared(group_writer)
-            .boxed(),
-    );
-    watch(
-        watcher(Api::<ProxyList>::all(client.clone()), config())
-            .default_backoff()
-            .reflect_shared(list_writer)
-            .boxed(),
-    );
-    watch(
-        watcher(Api::<ClusterProxyRuleGroup>::all(client.clone()), config())
-            .default_backoff()
-            .reflect_shared(cluster_group_writer)
-            .boxed(),
-    );
-    watch(
-        watcher(Api::<ClusterProxyList>::all(client.clone()), config())
-            .default_backoff()
-            .reflect_shared(cluster_list_writer)
-            .boxed(),
-    );
+    cache_every(&client, proxy_writer);
+    cache_every(&client, configuration_writer);
+    cache_every(&client, group_writer);
+    cache_every(&client, list_writer);
+    cache_every(&client, cluster_group_writer);
+    cache_every(&client, cluster_list_writer);
     let (client_changes, client_triggers) = tokio::sync::mpsc::unbounded_channel();
     let (proxy_changes, proxy_triggers) = tokio::sync::mpsc::unbounded_channel();
     let client_caches = client_caches(&client, &proxies, &client_changes, &proxy_changes);

@@ -82,19 +82,36 @@ fn condition(proxy: &EgressProxy, type_: &str) -> Option<(String, String, String
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// Object `name` of `namespace` once it satisfies `ready` (30 s at most).
+async fn object_when<K>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    ready: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    eventually(Duration::from_secs(30), what, || {
+        let api = api.clone();
+        let ready = &ready;
+        async move { api.get(name).await.ok().filter(|o| ready(o)) }
+    })
+    .await
+}
+
 async fn proxy_when(
     client: &Client,
     namespace: &str,
     what: &str,
     ready: impl Fn(&EgressProxy) -> bool,
 ) -> EgressProxy {
-    let api: Api<EgressProxy> = Api::namespaced(client.clone(), namespace);
-    eventually(Duration::from_secs(30), what, || {
-        let api = api.clone();
-        let ready = &ready;
-        async move { api.get("egress").await.ok().filter(|p| ready(p)) }
-    })
-    .await
+    object_when(client, namespace, "egress", what, ready).await
 }
 
 /// Waits for a Warning event with `reason` in `namespace`.
@@ -805,21 +822,14 @@ async fn a_credential_s_secret_is_named_in_status_and_role_and_its_value_nowhere
     }
 }
 
-/// A ProxyList's status (`Valid`, `InUse`) once it satisfies `ready`.
-async fn list_when(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    what: &str,
-    ready: impl Fn(&ProxyList) -> bool,
-) -> ProxyList {
-    let api: Api<ProxyList> = Api::namespaced(client.clone(), namespace);
-    eventually(Duration::from_secs(30), what, || {
-        let api = api.clone();
-        let ready = &ready;
-        async move { api.get(name).await.ok().filter(|l| ready(l)) }
-    })
-    .await
+/// Whether a rule group's `Compiled` is False with `text` in its message.
+fn compile_failed(
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    text: &str,
+) -> bool {
+    conditions
+        .iter()
+        .any(|c| c.type_ == "Compiled" && c.status == "False" && c.message.contains(text))
 }
 
 fn list_condition(list: &ProxyList, type_: &str) -> Option<(String, String, String)> {
@@ -873,7 +883,7 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
     .await;
     let first_hash = proxy.status.as_ref().and_then(|s| s.policy_hash.clone());
     assert!(policy_text(&client, ns).await.contains("blocked.example"));
-    let held = list_when(&client, ns, "blocked", "InUse=True", |l| {
+    let held = object_when::<ProxyList>(&client, ns, "blocked", "InUse=True", |l| {
         list_condition(l, "InUse").is_some_and(|c| c.0 == "True")
             && l.finalizers().iter().any(|f| f == "egress.dev/list-in-use")
     })
@@ -908,7 +918,7 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
     // proxy keeps its last good policy and says why.
     let (ok, output) = apply_in(plane, ns, &list(".blocked.example, \"bad..name\""));
     assert!(ok, "{output}");
-    let invalid = list_when(&client, ns, "blocked", "Valid=False", |l| {
+    let invalid = object_when::<ProxyList>(&client, ns, "blocked", "Valid=False", |l| {
         list_condition(l, "Valid").is_some_and(|c| c.0 == "False")
     })
     .await;
@@ -955,17 +965,8 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
         || {
             let groups = groups.clone();
             async move {
-                let group = groups.get("blocklist").await.ok()?;
-                group
-                    .status?
-                    .conditions
-                    .iter()
-                    .any(|c| {
-                        c.type_ == "Compiled"
-                            && c.status == "False"
-                            && c.message.contains("missing")
-                    })
-                    .then_some(())
+                let status = groups.get("blocklist").await.ok()?.status?;
+                compile_failed(&status.conditions, "missing").then_some(())
             }
         },
     )
@@ -984,7 +985,7 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
         .output()
         .expect("kubectl runs");
     assert!(deleted.status.success(), "{deleted:?}");
-    let waiting = list_when(&client, ns, "blocked", "DeletionWaiting", |l| {
+    let waiting = object_when::<ProxyList>(&client, ns, "blocked", "DeletionWaiting", |l| {
         list_condition(l, "InUse").is_some_and(|c| c.1 == "DeletionWaiting")
     })
     .await;
@@ -1142,15 +1143,7 @@ async fn a_baseline_binds_the_proxies_it_selects_and_no_tenant_can_change_or_lea
             let groups = groups.clone();
             async move {
                 let status = groups.get("op-platform").await.ok()?.status?;
-                status
-                    .conditions
-                    .iter()
-                    .any(|c| {
-                        c.type_ == "Compiled"
-                            && c.status == "False"
-                            && c.message.contains("spec.rules.preDNS[1].overridable")
-                    })
-                    .then_some(())
+                compile_failed(&status.conditions, "spec.rules.preDNS[1].overridable").then_some(())
             }
         },
     )
