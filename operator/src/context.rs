@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use egress_policy::Named;
 use egress_policy::objects::AWS_NAME_ANNOTATION;
 use egress_policy::spec::{ProxyListSpec, ProxyRuleGroupSpec};
+use egress_policy::{Named, list, select_baseline};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ObjectReference, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -180,7 +180,7 @@ impl Context {
         namespace: &str,
         groups: &[Named<ProxyRuleGroupSpec>],
     ) -> Vec<Named<ProxyListSpec>> {
-        named_lists(groups, |name| {
+        list::named_lists(groups, |name| {
             self.lists
                 .get(&ObjectRef::new(name).within(namespace))
                 .map(|l| l.spec.clone())
@@ -199,19 +199,13 @@ impl Context {
     /// The ClusterProxyRuleGroups that select `namespace`, as rule groups in
     /// name order.
     pub fn baseline_for(&self, namespace: &str) -> Vec<Named<ProxyRuleGroupSpec>> {
-        let labels = self.namespace_labels(namespace);
-        let mut selected: Vec<Named<ProxyRuleGroupSpec>> = self
-            .cluster_groups
-            .state()
-            .iter()
-            .filter(|g| g.spec.selects(&labels))
-            .map(|g| {
-                let log_name = g.annotations().get(AWS_NAME_ANNOTATION).cloned();
-                Named::new(g.name_any(), g.spec.group()).with_log_name(log_name)
-            })
-            .collect();
-        selected.sort_by(|a, b| a.name.cmp(&b.name));
-        selected
+        let state = self.cluster_groups.state();
+        let groups = state.iter().map(|g| {
+            let name = g.metadata.name.as_deref().unwrap_or_default();
+            let aws_name = g.annotations().get(AWS_NAME_ANNOTATION).map(String::as_str);
+            (name, &g.spec, aws_name)
+        });
+        select_baseline(groups, &self.namespace_labels(namespace))
     }
 
     /// The ClusterProxyLists `groups` name that exist, from the cache.
@@ -219,7 +213,7 @@ impl Context {
         &self,
         groups: &[Named<ProxyRuleGroupSpec>],
     ) -> Vec<Named<ProxyListSpec>> {
-        named_lists(groups, |name| {
+        list::named_lists(groups, |name| {
             self.cluster_lists
                 .get(&ObjectRef::new(name))
                 .map(|l| l.spec.clone())
@@ -336,16 +330,4 @@ impl Context {
             tracing::debug!(%error, reason, "event not published");
         }
     }
-}
-
-/// The lists `groups` name that `find` finds, by name.
-fn named_lists(
-    groups: &[Named<ProxyRuleGroupSpec>],
-    find: impl Fn(&str) -> Option<ProxyListSpec>,
-) -> Vec<Named<ProxyListSpec>> {
-    let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
-    named
-        .into_iter()
-        .filter_map(|name| find(name).map(|spec| Named::new(name, spec)))
-        .collect()
 }

@@ -177,6 +177,7 @@ pub async fn reconcile_list(list: Arc<ProxyList>, ctx: Arc<Context>) -> Result<A
     let namespace = list.namespace().unwrap_or_default();
     let used_by = ctx.groups_naming_list(&namespace, &list.name_any());
     let api = api_of(&ctx, list.as_ref())?;
+    let groups = "ProxyRuleGroups";
     let status = list.status.as_ref();
     hold_and_report(
         &ctx,
@@ -185,7 +186,7 @@ pub async fn reconcile_list(list: Arc<ProxyList>, ctx: Arc<Context>) -> Result<A
         &list.spec,
         status,
         used_by,
-        "ProxyRuleGroups",
+        groups,
     )
     .await
 }
@@ -198,8 +199,8 @@ pub async fn reconcile_cluster_list(
     let _timer = ctx.metrics.reconcile("clusterproxylist");
     let used_by = ctx.cluster_groups_naming_list(&list.name_any());
     let api = Api::all(ctx.client.clone());
-    let status = list.status.as_ref();
     let groups = "ClusterProxyRuleGroups";
+    let status = list.status.as_ref();
     hold_and_report(
         &ctx,
         &api,

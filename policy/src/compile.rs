@@ -6,7 +6,7 @@
 //! and a SHA-256 content hash. Loading it compiles it again, so a document that
 //! was edited by hand is checked like any other input.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -328,11 +328,25 @@ fn lists_named_by(
     groups: &[Named<ProxyRuleGroupSpec>],
     lists: &Lists,
 ) -> Vec<Named<ProxyListSpec>> {
-    let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
-    named
+    list::named_lists(groups, |name| lists.get(name).map(|l| l.spec.clone()))
+}
+
+/// The baseline of a proxy whose namespace has `labels`: the cluster's
+/// groups (name, spec, AWS name) that select it, as rule groups in name
+/// order (the order their rules are evaluated in).
+pub fn select_baseline<'a>(
+    groups: impl IntoIterator<Item = (&'a str, &'a ClusterProxyRuleGroupSpec, Option<&'a str>)>,
+    labels: &BTreeMap<String, String>,
+) -> Vec<Named<ProxyRuleGroupSpec>> {
+    let mut selected: Vec<Named<ProxyRuleGroupSpec>> = groups
         .into_iter()
-        .filter_map(|name| lists.get(name).map(|list| (*list).clone()))
-        .collect()
+        .filter(|(_, spec, _)| spec.selects(labels))
+        .map(|(name, spec, aws_name)| {
+            Named::new(name, spec.group()).with_log_name(aws_name.map(str::to_owned))
+        })
+        .collect();
+    selected.sort_by(|a, b| a.name.cmp(&b.name));
+    selected
 }
 
 /// Checks one rule group on its own; paths start at its spec (`rules.preDNS[0]...`).

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::compile::{Available, CompiledPolicy, Named, compile, compile_for_proxy};
+use crate::compile::{
+    Available, CompiledPolicy, Named, compile, compile_for_proxy, select_baseline,
+};
 use crate::error::CompileError;
 use crate::list::validate_list;
 use crate::spec::{
@@ -211,14 +213,11 @@ impl Documents {
     pub fn baseline_for(&self, namespace: &str) -> Vec<Named<ProxyRuleGroupSpec>> {
         let none = BTreeMap::new();
         let labels = self.namespace_labels.get(namespace).unwrap_or(&none);
-        let mut selected: Vec<Named<ProxyRuleGroupSpec>> = self
+        let groups = self
             .cluster_groups
             .iter()
-            .filter(|g| g.spec.selects(labels))
-            .map(|g| Named::new(g.name.clone(), g.spec.group()).with_log_name(g.log_name.clone()))
-            .collect();
-        selected.sort_by(|a, b| a.name.cmp(&b.name));
-        selected
+            .map(|g| (g.name.as_str(), &g.spec, g.log_name.as_deref()));
+        select_baseline(groups, labels)
     }
 }
 

@@ -38,9 +38,13 @@ impl Domain {
     /// The name itself, then each parent (`a.b.c`, `b.c`, `c`): the keys
     /// under which leading-dot values are indexed.
     pub fn suffixes(&self) -> impl Iterator<Item = &str> {
-        let name = self.as_str();
-        std::iter::once(name).chain(name.match_indices('.').map(move |(i, _)| &name[i + 1..]))
+        suffixes_of(self.as_str())
     }
+}
+
+/// A name and what follows each of its dots: `a.b.c`, `b.c`, `c`.
+pub(crate) fn suffixes_of(name: &str) -> impl Iterator<Item = &str> {
+    std::iter::once(name).chain(name.match_indices('.').map(move |(i, _)| &name[i + 1..]))
 }
 
 impl std::fmt::Display for Domain {

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use foldhash::fast::RandomState;
 
+use crate::domain::suffixes_of;
 use crate::host::Host;
 
 /// A `StringEquals` value on a domain key.
@@ -75,10 +76,7 @@ impl DomainSet {
         if self.apexes.is_empty() {
             return false;
         }
-        // The name itself, then what follows each of its dots.
-        std::iter::once(domain)
-            .chain(domain.match_indices('.').map(|(i, _)| &domain[i + 1..]))
-            .any(|suffix| self.apexes.contains(suffix))
+        suffixes_of(domain).any(|suffix| self.apexes.contains(suffix))
     }
 
     /// The values, each as the index of domains files it.

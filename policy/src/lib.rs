@@ -69,7 +69,7 @@ mod time;
 
 pub use compile::{
     Available, CompiledPolicy, FORMAT_VERSION, Named, PolicyDocument, compile, compile_for_proxy,
-    validate_cluster_rule_group, validate_rule_group, validate_rule_group_with,
+    select_baseline, validate_cluster_rule_group, validate_rule_group, validate_rule_group_with,
 };
 pub use context::{HttpRequest, HttpResponse, RequestContext, SourceIdentity};
 pub use documents::{Documents, compile_documents, parse_documents};

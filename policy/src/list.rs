@@ -2,14 +2,14 @@
 //! checked on their own, and the values a condition gets from its lists.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::compile::Named;
 use crate::condition::Condition;
 use crate::error::CompileError;
 use crate::key::{ConditionKey, IpKey, TextKey};
 use crate::operator::Operator;
-use crate::spec::{ConditionSpec, ListType, ProxyListSpec};
+use crate::spec::{ConditionSpec, ListType, ProxyListSpec, ProxyRuleGroupSpec};
 
 /// Malformed entries reported per list; a list pasted from elsewhere may be
 /// wrong throughout, and a status or a terminal cannot show a million errors.
@@ -38,6 +38,18 @@ pub(crate) const CLUSTER: ListKind = ListKind {
     kind: "ClusterProxyList",
     place: "of the cluster",
 };
+
+/// The lists `groups` name that `find` finds, once each, by name.
+pub fn named_lists(
+    groups: &[Named<ProxyRuleGroupSpec>],
+    find: impl Fn(&str) -> Option<ProxyListSpec>,
+) -> Vec<Named<ProxyListSpec>> {
+    let named: BTreeSet<&str> = groups.iter().flat_map(|g| g.spec.list_names()).collect();
+    named
+        .into_iter()
+        .filter_map(|name| find(name).map(|spec| Named::new(name, spec)))
+        .collect()
+}
 
 /// Whether a list of this type may give values to `operator` on `key`.
 pub(crate) fn fits(list_type: ListType, key: &ConditionKey, operator: Operator) -> bool {
@@ -76,8 +88,8 @@ pub fn validate_list(spec: &ProxyListSpec) -> Vec<CompileError> {
         ListType::Cidrs => (ConditionKey::Ip(IpKey::SourceIp), Operator::IpAddress),
         ListType::Patterns => (ConditionKey::Text(TextKey::HttpUri), Operator::StringLike),
     };
-    match Condition::build(key, operator, &spec.entries) {
-        Ok(_) => Vec::new(),
+    match Condition::check(&key, operator, &spec.entries) {
+        Ok(()) => Vec::new(),
         Err(bad) => {
             let count = bad.len();
             let mut errors: Vec<CompileError> = bad

@@ -164,14 +164,13 @@ impl IpBucket {
 }
 
 impl Condition {
-    /// Builds the condition from already-parsed key and operator; the values are
-    /// checked here. `Err` carries `(value index, message)` for each bad value.
-    pub(crate) fn build(
-        key: ConditionKey,
+    /// Checks the values for `operator` on `key` without building anything;
+    /// `Err` carries `(value index, message)` for each bad value.
+    pub(crate) fn check(
+        key: &ConditionKey,
         operator: Operator,
         values: &[String],
-    ) -> Result<Condition, Vec<(usize, String)>> {
-        let negated = operator.is_negated();
+    ) -> Result<(), Vec<(usize, String)>> {
         let mut errors = Vec::new();
         let mut parse_all = |parse: &dyn Fn(&str) -> Result<(), String>| {
             for (i, value) in values.iter().enumerate() {
@@ -180,8 +179,7 @@ impl Condition {
                 }
             }
         };
-        // Validate every value first so all errors are reported together.
-        match (&key, operator) {
+        match (key, operator) {
             (ConditionKey::DestinationDomain, Operator::StringLike | Operator::StringNotLike) => {
                 parse_all(&|v| check_domain_glob(v))
             }
@@ -200,9 +198,22 @@ impl Condition {
             (ConditionKey::Ip(_), _) => parse_all(&|v| parse_ip(v).map(|_| ())),
             (ConditionKey::Time, _) => parse_all(&|v| TimeBound::parse(v).map(|_| ())),
         }
-        if !errors.is_empty() {
-            return Err(errors);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
         }
+    }
+
+    /// Builds the condition from already-parsed key and operator; the values are
+    /// checked here ([`Condition::check`]), all errors reported together.
+    pub(crate) fn build(
+        key: ConditionKey,
+        operator: Operator,
+        values: &[String],
+    ) -> Result<Condition, Vec<(usize, String)>> {
+        let negated = operator.is_negated();
+        Self::check(&key, operator, values)?;
         let fail = |_| vec![(0, "internal: value check and parse disagree".to_owned())];
         Ok(match key {
             ConditionKey::Text(key) => {
