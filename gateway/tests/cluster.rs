@@ -175,10 +175,10 @@ async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str, served:
         )
         .await
         .expect("tls secret");
-    Api::<ConfigMap>::namespaced(client.clone(), namespace)
-        .create(&PostParams::default(), &policy_map(json))
-        .await
-        .expect("policy");
+    let policy = egress_policy::CompiledPolicy::from_json(json).expect("compiled policy");
+    let rendered = render::policy_config_maps(&proxy(namespace), &policy).expect("rendered");
+    apply_policy(client, namespace, &rendered.parts).await;
+    apply_policy(client, namespace, &[rendered.policy]).await;
     let proxy = proxy(namespace);
     let post = PostParams::default();
     Api::<ServiceAccount>::namespaced(client.clone(), namespace)
@@ -199,6 +199,20 @@ async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str, served:
         }
         let served: Vec<String> = served.iter().map(|s| (*s).to_owned()).collect();
         serve_namespaces(client, namespace, &served).await;
+    }
+}
+
+/// Applies ConfigMaps the operator renders for the policy, in order.
+async fn apply_policy(client: &Client, namespace: &str, config_maps: &[ConfigMap]) {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    for config_map in config_maps {
+        api.patch(
+            config_map.metadata.name.as_deref().expect("name"),
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(config_map),
+        )
+        .await
+        .expect("policy ConfigMap");
     }
 }
 
@@ -471,6 +485,112 @@ async fn api_source_test(pki: Pki, upstream: Upstream) {
             .then_some(())
     })
     .expect("the deleted pod's address has no identity any more");
+}
+
+/// A policy denying `listed` and `count` more domains of a ProxyList, and
+/// allowing the rest.
+fn listed_policy(listed: &str, count: usize) -> egress_policy::CompiledPolicy {
+    let entries: Vec<String> = (0..count)
+        .map(|n| {
+            format!(
+                "h{:x}.{listed}",
+                (n as u64).wrapping_mul(2_654_435_761) % 1_000_000_007
+            )
+        })
+        .chain([listed.to_owned()])
+        .collect();
+    let yaml = format!(
+        "apiVersion: egress.dev/v1alpha1\nkind: ProxyList\nmetadata: {{name: listed}}\nspec: {{type: Domains, entries: [{}]}}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {{name: listed}}\nspec:\n  rules:\n    preDNS: [{{name: listed, action: Deny, conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, valuesFrom: [{{list: listed}}]}}]}}]\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {{name: identity}}\nspec: {{ruleGroups: [{{name: listed}}], defaultActions: {{preDNS: Allow, preRequest: Allow, postResponse: Allow}}}}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata: {{name: egress}}\nspec: {{configurationRef: {{name: identity}}, tlsInterception: {{enabled: true}}, destinations: {{allowPrivateCIDRs: [\"127.0.0.1/32\"]}}}}\n",
+        entries.join(", ")
+    );
+    egress_policy::compile_documents(&yaml, Some("egress")).expect("listed policy")
+}
+
+#[test]
+fn a_policy_in_parts_is_installed_whole_or_not_at_all() {
+    with_upstream(parts_test);
+}
+
+async fn parts_test(pki: Pki, upstream: Upstream) {
+    let plane = ControlPlane::shared();
+    let client = client(plane).await;
+    let ns = "gw-parts";
+    namespace(&client, ns).await;
+    // 300,000 domains: some 8 MB of JSON, gzipped into several parts.
+    let first = listed_policy("first.example", 300_000);
+    render(&client, ns, &pki, &first.to_json(), Some(&[])).await;
+    let gateway = start_gateway(plane, &pki, ns);
+    let in_force = |gateway: &Gateway| {
+        let (_, body) = gateway.admin_get("/readyz");
+        let ready: serde_json::Value = serde_json::from_str(&body).expect("readyz JSON");
+        ready["policy"]["hash"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(in_force(&gateway), first.hash());
+    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    assert_eq!(request_from(&gateway, &pki, "127.0.0.1", &url).status, 200);
+    let refused = request_from(&gateway, &pki, "127.0.0.1", "https://first.example/");
+    assert!(refused.stderr.contains("response 403"), "{refused:?}");
+    assert_eq!(
+        gateway.decision(|d| d["dest_domain"] == "first.example")["final_rule_name"],
+        "listed"
+    );
+
+    // The manifest of the next version before its parts (a gateway that
+    // reads between the operator's writes): refused once, the one in force
+    // kept, read again until the parts match.
+    let second = listed_policy("second.example", 300_000);
+    let rendered = render::policy_config_maps(&proxy(ns), &second).expect("rendered");
+    assert!(rendered.parts.len() >= 2, "{}", rendered.parts.len());
+    let failures = gateway.metric("egress_policy_reload_failures_total");
+    apply_policy(&client, ns, &[rendered.policy]).await;
+    gateway.wait_metric("egress_policy_reload_failures_total", failures + 1.0);
+    gateway.diagnostic(&[
+        "policy rejected",
+        "ConfigMap gw-parts/egress-policy",
+        "ConfigMap egress-policy-part-1 holds sha256:",
+        "read again every 2s",
+    ]);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(in_force(&gateway), first.hash());
+    assert_eq!(
+        gateway.metric("egress_policy_reload_failures_total"),
+        failures + 1.0,
+        "reported once, not on every retry"
+    );
+    assert!(
+        request_from(&gateway, &pki, "127.0.0.1", "https://first.example/")
+            .stderr
+            .contains("response 403")
+    );
+    apply_policy(&client, ns, &rendered.parts).await;
+    eventually(Duration::from_secs(10), || {
+        (in_force(&gateway) == second.hash()).then_some(())
+    })
+    .expect("the second version once its parts are written");
+    let refused = request_from(&gateway, &pki, "127.0.0.1", "https://second.example/");
+    assert!(refused.stderr.contains("response 403"), "{refused:?}");
+    assert_eq!(
+        gateway.decision(|d| d["dest_domain"] == "second.example")["final_rule_name"],
+        "listed"
+    );
+
+    // A part changed by hand never makes a policy: the one in force stays.
+    let third = listed_policy("third.example", 300_000);
+    let mut rendered = render::policy_config_maps(&proxy(ns), &third).expect("rendered");
+    let tampered = rendered.parts[0].binary_data.as_mut().expect("binaryData");
+    let bytes = &mut tampered
+        .get_mut(egress_policy::parts::PART_KEY)
+        .expect("part")
+        .0;
+    bytes[100] ^= 1;
+    apply_policy(&client, ns, &rendered.parts).await;
+    apply_policy(&client, ns, &[rendered.policy]).await;
+    gateway.wait_metric("egress_policy_reload_failures_total", failures + 2.0);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(in_force(&gateway), second.hash());
 }
 
 #[test]

@@ -11,17 +11,24 @@
 //!    group changed, and the time until every proxy using it has the new
 //!    ConfigMap; then a cluster baseline (ClusterProxyRuleGroup) created,
 //!    and the time until every proxy's ConfigMap carries it.
+//! 3. A million domains in twenty ProxyLists of 50,000, named by one rule:
+//!    the time from the rule applied to the policy written in parts, and the
+//!    gateway (as its pod runs it) reading them: time to ready, resident
+//!    memory, and the operator's.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Operator, client, install_crds, kubectl_apply, namespace};
+use common::{
+    Operator, apply_domain_lists, client, install_crds, kubectl_apply, namespace, rendered_gateway,
+};
 use egress_e2e::ControlPlane;
 use egress_operator::crd::{
     ClusterProxyRuleGroup, EgressProxy, ProxyConfiguration, ProxyRuleGroup,
 };
+use egress_policy::parts::{MANIFEST_KEY, Manifest};
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
@@ -240,6 +247,63 @@ async fn main() {
     println!(
         "  a baseline (ClusterProxyRuleGroup) created -> all 100 ConfigMaps updated after {took:?}"
     );
+
+    // 3. A million domains.
+    let ns = "bench-million";
+    namespace(&client, ns).await;
+    let started = Instant::now();
+    let named = apply_domain_lists(&plane, ns, 20, 50_000);
+    println!("\n1,000,000 domains in 20 ProxyLists of 50,000:");
+    println!("  lists applied (server-side) in {:?}", started.elapsed());
+    let yaml = format!(
+        "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {{name: blocklist, namespace: {ns}}}\nspec:\n  rules:\n    preDNS:\n      - name: listed\n        action: Deny\n        conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, {named}}}]\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {{name: c, namespace: {ns}}}\nspec:\n  ruleGroups: [{{name: blocklist}}]\n  defaultActions: {{preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata: {{name: egress, namespace: {ns}}}\nspec:\n  configurationRef: {{name: c}}\n  replicas: 1\n"
+    );
+    let started = Instant::now();
+    let (ok, output) = kubectl_apply(&plane, &yaml);
+    assert!(ok, "{output}");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+    let (hash, parts) = loop {
+        if let Ok(Some(cm)) = config_maps.get_opt("egress-policy").await
+            && let Some(hash) = hash_of(&cm)
+            && let Some(manifest) = cm.data.as_ref().and_then(|d| d.get(MANIFEST_KEY))
+        {
+            let manifest = Manifest::from_json(manifest).expect("manifest");
+            break (hash, manifest);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let written = started.elapsed();
+    let mut gzipped = 0;
+    for part in &parts.parts {
+        let part = config_maps.get(&part.name).await.expect("part");
+        gzipped += part
+            .binary_data
+            .map_or(0, |d| d.values().map(|b| b.0.len()).sum());
+    }
+    println!(
+        "  rule applied -> policy written in {} parts ({:.1} MB gzipped, {:.1} MB of JSON) after {written:?}",
+        parts.parts.len(),
+        gzipped as f64 / 1e6,
+        parts.size as f64 / 1e6,
+    );
+    let dir = common::TempDir::new(ns);
+    let started = Instant::now();
+    let gateway = rendered_gateway(&plane, ns, &dir.0, &[]);
+    loop {
+        let (status, body) = gateway.admin_get("/readyz");
+        if status == 200 && body.contains(&hash) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (gateway_cpu, gateway_rss) = gateway.usage();
+    println!(
+        "  gateway started -> parts read and ready after {:?} ({gateway_cpu:.1} s CPU), {gateway_rss:.0} MiB resident",
+        started.elapsed()
+    );
+    let (_, operator_rss) = operator.usage();
+    println!("  operator: {operator_rss:.0} MiB resident");
+    drop(gateway);
     drop(operator);
     drop(plane);
 }

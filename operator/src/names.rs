@@ -80,6 +80,11 @@ impl Names {
         objects::policy_config_map(&self.proxy)
     }
 
+    /// Part `index` (from 1) of a policy too large for one ConfigMap.
+    pub fn policy_part(&self, index: usize) -> String {
+        egress_policy::parts::part_name(&self.policy(), index)
+    }
+
     /// Secret with the interception sub-CA.
     pub fn intercept_ca(&self) -> String {
         objects::intercept_ca_secret(&self.proxy)

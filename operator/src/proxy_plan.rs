@@ -58,6 +58,9 @@ pub struct Snapshot {
     pub cluster_lists: Vec<Named<ProxyListSpec>>,
     /// The hash annotation of the policy ConfigMap.
     pub rendered_policy_hash: Read<String>,
+    /// How many parts the policy ConfigMap names (0: it holds the JSON, or
+    /// could not be read).
+    pub rendered_parts: usize,
     /// `<proxy>-listener-ca`.
     pub listener_ca: Read<Pems>,
     /// `<proxy>-listener-ca-next`: its successor, while one is staged.
@@ -144,6 +147,13 @@ pub enum Object {
     RemoveHorizontalPodAutoscaler(String),
     /// A Secret no longer needed (by name).
     RemoveSecret(String),
+    /// A part of a policy too large for one ConfigMap: whose an object of
+    /// its name is, is read just before it is written (how many parts a
+    /// policy takes is known only once it is compiled).
+    PolicyPart(ConfigMap),
+    /// A part the policy ConfigMap no longer names (by name); read the same
+    /// way before it is removed.
+    RemovePolicyPart(String),
 }
 
 impl Object {
@@ -166,6 +176,8 @@ impl Object {
                 ("HorizontalPodAutoscaler (removal)", name.clone())
             }
             Object::RemoveSecret(name) => ("Secret (removal)", name.clone()),
+            Object::PolicyPart(o) => ("ConfigMap", o.name_any()),
+            Object::RemovePolicyPart(name) => ("ConfigMap (removal)", name.clone()),
         };
         format!("{kind} {name}")
     }
@@ -447,64 +459,76 @@ fn destination_ca(
     }
 }
 
-/// The most a ConfigMap's data may hold, in bytes (the API server refuses
-/// more, whatever the rest of the object holds).
-const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
-
-/// What the API server counts against [`CONFIG_MAP_LIMIT`]: keys and values.
-fn data_size(config_map: &ConfigMap) -> usize {
-    let text = config_map.data.iter().flatten();
-    let binary = config_map.binary_data.iter().flatten();
-    text.map(|(k, v)| k.len() + v.len()).sum::<usize>()
-        + binary.map(|(k, v)| k.len() + v.0.len()).sum::<usize>()
-}
-
 /// The policy: a version that does not compile, or does not fit in a
 /// ConfigMap, leaves the last good one.
 fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &mut Plan) {
     let rendered = plan.rendered_policy_hash.clone();
     let compiled = compile(proxy, snapshot).and_then(|policy| {
-        let config_map = render::policy_config_map(proxy, &policy);
-        let size = data_size(&config_map);
-        if size > CONFIG_MAP_LIMIT {
-            return Err((
+        match render::policy_config_maps(proxy, &policy) {
+            Ok(rendered) => Ok((policy, rendered)),
+            Err(error) => Err((
                 "PolicyTooLarge",
                 format!(
-                    "the compiled policy {} is {size} bytes, over the {CONFIG_MAP_LIMIT} bytes a ConfigMap may hold: use fewer, broader values (a domain suffix instead of each name), fewer groups, or shorter ProxyLists",
+                    "{error} (policy {}): use fewer, broader values (a domain suffix instead of each name), fewer groups, or shorter ProxyLists",
                     policy.hash()
                 ),
-            ));
+            )),
         }
-        Ok((policy, config_map))
     });
     match compiled {
-        Ok((policy, config_map)) => {
+        Ok((policy, rendered)) => {
             let changed = match &snapshot.rendered_policy_hash {
                 Ok(hash) => hash.as_deref() != Some(policy.hash()),
                 Err(_) => false,
             };
-            plan.steps.push(Step {
-                object: Object::ConfigMap(config_map),
+            let count = rendered.parts.len();
+            let step = |object, needs_earlier| Step {
+                object,
                 condition: POLICY_COMPILED,
-                needs_earlier: false,
+                needs_earlier,
                 taken: false,
                 unchecked: None,
+                event: None,
+            };
+            // The parts first: the policy ConfigMap names them only once all
+            // are written (and is not written if one is refused).
+            for part in rendered.parts {
+                plan.steps.push(step(Object::PolicyPart(part), false));
+            }
+            let held = match count {
+                0 => String::new(),
+                1 => format!(" (gzipped in part {})", names.policy_part(1)),
+                n => format!(
+                    " (gzipped in {n} parts, {} to {})",
+                    names.policy_part(1),
+                    names.policy_part(n)
+                ),
+            };
+            plan.steps.push(Step {
                 event: changed.then(|| Note {
                     warning: false,
                     reason: "PolicyRendered".to_owned(),
                     message: format!(
-                        "policy {} written to ConfigMap {}",
+                        "policy {} written to ConfigMap {}{held}",
                         policy.hash(),
                         names.policy()
                     ),
                 }),
+                ..step(Object::ConfigMap(rendered.policy), count > 0)
             });
+            // Parts of an earlier, larger policy, once nothing names them.
+            for index in count + 1..=snapshot.rendered_parts {
+                plan.steps.push(step(
+                    Object::RemovePolicyPart(names.policy_part(index)),
+                    true,
+                ));
+            }
             let rules: usize = Phase::ALL.iter().map(|p| policy.rule_count(*p)).sum();
             plan.conditions.push(Wanted::yes(
                 POLICY_COMPILED,
                 "Compiled",
                 format!(
-                    "policy {} with {rules} rules is in ConfigMap {}",
+                    "policy {} with {rules} rules is in ConfigMap {}{held}",
                     policy.hash(),
                     names.policy()
                 ),
@@ -1134,6 +1158,7 @@ mod tests {
             baseline: Vec::new(),
             cluster_lists: Vec::new(),
             rendered_policy_hash: Ok(None),
+            rendered_parts: 0,
             listener_ca: Ok(None),
             listener_ca_next: Ok(None),
             serving: Ok(None),
@@ -1650,7 +1675,7 @@ mod tests {
     }
 
     #[test]
-    fn a_policy_too_large_for_a_config_map_is_said_before_it_is_written() {
+    fn a_policy_over_one_config_map_is_written_in_parts_before_the_config_map_naming_them() {
         // 60 rules of 1,000 names each: within the CRD's bounds, over 1 MiB compiled.
         let rules: Vec<serde_json::Value> = (0..60)
             .map(|r| {
@@ -1670,18 +1695,59 @@ mod tests {
             "ruleGroups: [{name: huge}]\ndefaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}",
         )
         .expect("configuration");
+        // An earlier policy took three parts; this one takes one.
         let snapshot = Snapshot {
             configuration: Some(Named::new("seed".to_owned(), configuration)),
             groups: vec![Named::new("huge".to_owned(), group)],
-            lists: Vec::new(),
-            baseline: Vec::new(),
-            cluster_lists: Vec::new(),
             rendered_policy_hash: Ok(Some("sha256:good".to_owned())),
+            rendered_parts: 3,
             ..fresh()
         };
-        let kept = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
-        let message = keeps_the_last_good_policy(&kept, "PolicyTooLarge");
-        assert!(message.contains("over the 1048576 bytes"), "{message}");
+        let planned = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
+        let policy_steps: Vec<(String, bool)> = planned
+            .steps
+            .iter()
+            .filter(|s| s.condition == POLICY_COMPILED)
+            .map(|s| (s.object.describe(), s.needs_earlier))
+            .collect();
+        assert_eq!(
+            policy_steps,
+            [
+                ("ConfigMap egress-policy-part-1".to_owned(), false),
+                ("ConfigMap egress-policy".to_owned(), true),
+                ("ConfigMap (removal) egress-policy-part-2".to_owned(), true),
+                ("ConfigMap (removal) egress-policy-part-3".to_owned(), true),
+            ]
+        );
+        let compiled = wanted(&planned, POLICY_COMPILED);
+        assert!(compiled.status);
+        assert!(
+            compiled
+                .message
+                .ends_with("is in ConfigMap egress-policy (gzipped in part egress-policy-part-1)"),
+            "{}",
+            compiled.message
+        );
+        let event = planned.steps[1].event.as_ref().expect("event");
+        assert!(
+            event
+                .message
+                .contains("(gzipped in part egress-policy-part-1)")
+        );
+        // Back under 1 MiB: the JSON in the ConfigMap, every part removed.
+        let small = Snapshot {
+            rendered_parts: 2,
+            ..fresh()
+        };
+        let planned = plan(&proxy(PLAIN), &small, &settings(), SystemTime::now()).expect("plan");
+        let described = described(&planned);
+        assert_eq!(described[0], "ConfigMap egress-policy");
+        assert!(described.contains(&"ConfigMap (removal) egress-policy-part-2".to_owned()));
+        assert!(
+            !described
+                .iter()
+                .any(|d| d == "ConfigMap egress-policy-part-1")
+        );
     }
 
     #[test]

@@ -106,15 +106,20 @@ pub async fn reconcile_configuration(
             .collect(),
         ..ConfigurationStatus::default()
     };
-    let wanted = match compile(
-        &Named::new(name.clone(), configuration.spec.clone()),
-        Available {
-            groups: &groups,
-            lists: &lists,
-            baseline: &baseline,
-            cluster_lists: &cluster_lists,
-        },
-    ) {
+    // A policy of a million list entries takes a second or more: off the
+    // runtime's worker, so the watches keep the caches current meanwhile.
+    let compiled = tokio::task::block_in_place(|| {
+        compile(
+            &Named::new(name.clone(), configuration.spec.clone()),
+            Available {
+                groups: &groups,
+                lists: &lists,
+                baseline: &baseline,
+                cluster_lists: &cluster_lists,
+            },
+        )
+    });
+    let wanted = match compiled {
         Ok(policy) => {
             status.policy_hash = Some(policy.hash().to_owned());
             let rules: usize = Phase::ALL.iter().map(|p| policy.rule_count(*p)).sum();
@@ -155,7 +160,7 @@ pub async fn reconcile_group(
     let status = group_status(
         group.status.as_ref(),
         group.metadata.generation,
-        &validate_rule_group_with(&group.spec, &lists),
+        &tokio::task::block_in_place(|| validate_rule_group_with(&group.spec, &lists)),
         &group.spec.rules,
         ctx.proxies_using_group(&namespace, &name),
     );
@@ -240,7 +245,7 @@ where
     if !used_by.is_empty() && !held && !deleting {
         set_finalizers(api, list, true).await?;
     }
-    let errors = validate_list(spec);
+    let errors = tokio::task::block_in_place(|| validate_list(spec));
     let entries = spec.entries.len();
     let valid = if errors.is_empty() {
         Wanted::yes(VALID, "Valid", format!("{entries} entries"))
@@ -334,7 +339,7 @@ pub async fn reconcile_cluster_group(
     let status = group_status(
         group.status.as_ref(),
         group.metadata.generation,
-        &validate_cluster_rule_group(&group.spec, &lists),
+        &tokio::task::block_in_place(|| validate_cluster_rule_group(&group.spec, &lists)),
         &group.spec.rules,
         ctx.proxies_under(&group),
     );

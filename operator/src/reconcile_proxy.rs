@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use egress_policy::Named;
+use egress_policy::{Named, parts};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
@@ -22,7 +22,7 @@ use crate::context::{Context, NamespacedKind};
 use crate::crd::{EgressProxy, EgressProxyStatus};
 use crate::error::Error;
 use crate::names::{FIELD_MANAGER, MANAGER, Names, POLICY_HASH_ANNOTATION, is_owned_by};
-use crate::proxy_plan::{self, Failure, Note, Object, Read, Snapshot};
+use crate::proxy_plan::{self, Failure, Note, Object, Read, Snapshot, Step};
 
 /// Finalizer that removed what the proxy could not own (the cluster-scoped
 /// pod reader binding of earlier versions): kept so that the proxies those
@@ -234,7 +234,17 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         taken: Vec::new(),
         unchecked: Vec::new(),
     };
-    let rendered_policy_hash = owned.read::<ConfigMap>(&names.policy()).await.map(|cm| {
+    let rendered_policy = owned.read::<ConfigMap>(&names.policy()).await;
+    let rendered_parts = match &rendered_policy {
+        Ok(Some(cm)) => cm
+            .data
+            .as_ref()
+            .and_then(|d| d.get(parts::MANIFEST_KEY))
+            .and_then(|m| parts::Manifest::from_json(m).ok())
+            .map_or(0, |m| m.parts.len()),
+        _ => 0,
+    };
+    let rendered_policy_hash = rendered_policy.map(|cm| {
         cm.and_then(|cm| cm.metadata.annotations)
             .and_then(|a| a.get(POLICY_HASH_ANNOTATION).cloned())
     });
@@ -258,6 +268,7 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
         baseline,
         cluster_lists,
         rendered_policy_hash,
+        rendered_parts,
         listener_ca,
         listener_ca_next,
         serving,
@@ -294,8 +305,35 @@ async fn apply_object(
             remove::<HorizontalPodAutoscaler>(ctx, namespace, name).await?;
         }
         Object::RemoveSecret(name) => remove::<Secret>(ctx, namespace, name).await?,
+        Object::PolicyPart(o) => drop(apply_in(ctx, namespace, o).await?),
+        Object::RemovePolicyPart(name) => remove::<ConfigMap>(ctx, namespace, name).await?,
     }
     Ok(None)
+}
+
+/// For a policy part, whose an object of its name is, read just before it
+/// is written or removed: a refusal when it is someone else's or cannot be
+/// told (other objects are checked when observed).
+async fn part_refusal(ctx: &Context, proxy: &EgressProxy, step: &Step) -> Option<Failure> {
+    let (Object::PolicyPart(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(name), ..
+        },
+        ..
+    })
+    | Object::RemovePolicyPart(name)) = &step.object
+    else {
+        return None;
+    };
+    let api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &proxy.namespace()?);
+    match api.get_metadata_opt(name).await {
+        Ok(Some(found)) if !is_owned_by(&found.metadata, proxy) => Some(Failure::taken(step)),
+        Ok(_) => None,
+        Err(error) => Some(Failure::refused(
+            step,
+            format!("whose it is could not be checked, so it is not written: {error}"),
+        )),
+    }
 }
 
 async fn publish(ctx: &Context, proxy: &EgressProxy, note: &Note) {
@@ -311,7 +349,11 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     let names = Names::of(proxy);
     let namespace = names.namespace.clone();
     let snapshot = observe(proxy, ctx).await;
-    let plan = proxy_plan::plan(proxy, &snapshot, &ctx.settings, SystemTime::now())?;
+    // Compiling and gzipping a large policy takes a second or more: off the
+    // runtime's worker, so the watches keep the caches current meanwhile.
+    let plan = tokio::task::block_in_place(|| {
+        proxy_plan::plan(proxy, &snapshot, &ctx.settings, SystemTime::now())
+    })?;
     for note in &plan.events {
         publish(ctx, proxy, note).await;
     }
@@ -330,6 +372,10 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
             continue;
         }
         if step.needs_earlier && failures.iter().any(|f| f.condition == step.condition) {
+            continue;
+        }
+        if let Some(refused) = part_refusal(ctx, proxy, step).await {
+            failures.push(refused);
             continue;
         }
         match apply_object(ctx, &namespace, &step.object).await {

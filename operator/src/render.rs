@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use egress_policy::CompiledPolicy;
+use egress_policy::parts::{self, MAX_PARTS, PART_BYTES, PartsError};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -73,21 +74,87 @@ pub struct Settings {
     pub cluster_domain: String,
 }
 
-/// `<proxy>-policy`: the compiled policy, its hash and format version in annotations.
-pub fn policy_config_map(proxy: &EgressProxy, policy: &CompiledPolicy) -> ConfigMap {
-    let mut meta = metadata(proxy, Names::of(proxy).policy());
-    meta.annotations = Some(BTreeMap::from([
+/// The most a ConfigMap's data may hold, in bytes (the API server refuses
+/// more, whatever the rest of the object holds).
+const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
+
+/// The policy as the gateway reads it: `<proxy>-policy` with the compiled
+/// JSON when it fits in one ConfigMap; otherwise the JSON gzipped across
+/// `<proxy>-policy-part-<n>` (applied first) and `<proxy>-policy` with their
+/// manifest ([`egress_policy::parts`]). Either way the policy ConfigMap
+/// carries the hash and format version in annotations.
+#[derive(Clone, Debug)]
+pub struct RenderedPolicy {
+    /// The parts, in order (none when the JSON fits).
+    pub parts: Vec<ConfigMap>,
+    /// `<proxy>-policy`.
+    pub policy: ConfigMap,
+}
+
+/// Renders `policy` for `proxy`; too large for [`MAX_PARTS`] parts: why.
+pub fn policy_config_maps(
+    proxy: &EgressProxy,
+    policy: &CompiledPolicy,
+) -> Result<RenderedPolicy, PartsError> {
+    policy_config_maps_within(proxy, policy, CONFIG_MAP_LIMIT, MAX_PARTS)
+}
+
+/// [`policy_config_maps`] with ConfigMaps of `config_map_limit` bytes, at
+/// most `max_parts` parts (smaller in tests).
+fn policy_config_maps_within(
+    proxy: &EgressProxy,
+    policy: &CompiledPolicy,
+    config_map_limit: usize,
+    max_parts: usize,
+) -> Result<RenderedPolicy, PartsError> {
+    let names = Names::of(proxy);
+    let annotations = BTreeMap::from([
         (POLICY_HASH_ANNOTATION.to_owned(), policy.hash().to_owned()),
         (
             POLICY_VERSION_ANNOTATION.to_owned(),
             policy.format_version().to_string(),
         ),
-    ]));
-    ConfigMap {
-        metadata: meta,
-        data: Some(BTreeMap::from([(POLICY_KEY.to_owned(), policy.to_json())])),
-        ..ConfigMap::default()
+    ]);
+    let config_map = |name: String| {
+        let mut meta = metadata(proxy, name);
+        meta.annotations = Some(annotations.clone());
+        ConfigMap {
+            metadata: meta,
+            ..ConfigMap::default()
+        }
+    };
+    let json = policy.to_json();
+    let mut main = config_map(names.policy());
+    if POLICY_KEY.len() + json.len() <= config_map_limit {
+        main.data = Some(BTreeMap::from([(POLICY_KEY.to_owned(), json)]));
+        return Ok(RenderedPolicy {
+            parts: Vec::new(),
+            policy: main,
+        });
     }
+    let part_bytes = PART_BYTES.min(config_map_limit - parts::PART_KEY.len());
+    let split = parts::split(&json, |i| names.policy_part(i), part_bytes, max_parts)?;
+    let parts = split
+        .manifest
+        .parts
+        .iter()
+        .zip(split.parts)
+        .map(|(part, bytes)| ConfigMap {
+            binary_data: Some(BTreeMap::from([(
+                parts::PART_KEY.to_owned(),
+                ByteString(bytes),
+            )])),
+            ..config_map(part.name.clone())
+        })
+        .collect();
+    main.data = Some(BTreeMap::from([(
+        parts::MANIFEST_KEY.to_owned(),
+        split.manifest.to_json(),
+    )]));
+    Ok(RenderedPolicy {
+        parts,
+        policy: main,
+    })
 }
 
 /// A `kubernetes.io/tls` Secret with `tls.crt`, `tls.key` and `ca.crt`.
@@ -152,7 +219,7 @@ pub fn service_account(proxy: &EgressProxy) -> ServiceAccount {
 }
 
 /// The least the gateway needs in its namespace: get and watch its own
-/// ConfigMaps (the policy, the namespaces it serves) and Secrets, and the
+/// ConfigMaps (the policy and its parts, the namespaces it serves) and Secrets, and the
 /// Secrets its credentials name, by name.
 /// Pods it reads only in the namespaces it serves (see
 /// [`crate::render_clients::pod_reader_binding`]).
@@ -168,10 +235,13 @@ pub fn role(proxy: &EgressProxy) -> Role {
     Role {
         metadata: metadata(proxy, names.workload()),
         rules: Some(vec![
-            rule(
-                "configmaps",
-                vec![names.policy(), names.served_namespaces()],
-            ),
+            rule("configmaps", {
+                // Every part a policy may take is named: the Role need not
+                // change before the policy ConfigMap names a new part.
+                let mut config_maps = vec![names.policy(), names.served_namespaces()];
+                config_maps.extend((1..=MAX_PARTS).map(|i| names.policy_part(i)));
+                config_maps
+            }),
             rule("secrets", {
                 // Its certificates, and the Secrets its credentials name.
                 let mut secrets = vec![names.intercept_ca(), names.tls()];
@@ -771,12 +841,15 @@ pub(crate) mod tests {
     fn rbac_is_by_name_and_the_policy_carries_its_hash() {
         let p = proxy("configurationRef: {name: seed}");
         let rules = role(&p).rules.expect("rules");
+        let config_maps = rules[0].resource_names.clone().expect("names");
         assert_eq!(
-            rules[0].resource_names,
-            Some(vec![
-                "egress-policy".to_owned(),
-                "egress-namespaces".to_owned()
-            ])
+            config_maps[..3],
+            ["egress-policy", "egress-namespaces", "egress-policy-part-1"]
+        );
+        assert_eq!(config_maps.len(), 2 + MAX_PARTS);
+        assert_eq!(
+            config_maps.last().map(String::as_str),
+            Some("egress-policy-part-32")
         );
         assert_eq!(
             rules[1].resource_names,
@@ -787,10 +860,65 @@ pub(crate) mod tests {
         );
         let yaml = "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: seed}\nspec: {defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n";
         let policy = egress_policy::compile_documents(yaml, None).expect("policy");
-        let cm = policy_config_map(&p, &policy);
+        let rendered = policy_config_maps(&p, &policy).expect("rendered");
+        assert!(rendered.parts.is_empty());
+        let cm = rendered.policy;
         let annotations = cm.metadata.annotations.expect("annotations");
         assert_eq!(annotations[POLICY_HASH_ANNOTATION], policy.hash());
         assert_eq!(annotations[POLICY_VERSION_ANNOTATION], "1");
         assert!(cm.data.expect("data")[POLICY_KEY].contains("\"formatVersion\":1"));
+    }
+
+    #[test]
+    fn a_policy_over_one_config_map_comes_in_parts_the_policy_config_map_names() {
+        let p = proxy("configurationRef: {name: seed}");
+        // 100,000 domains: some 2.6 MB of JSON.
+        let entries: Vec<String> = (0..100_000)
+            .map(|n| format!("h{:x}.example.com", n * 2_654_435_761_u64 % 1_000_000_007))
+            .collect();
+        let yaml = format!(
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyList\nmetadata: {{name: big}}\nspec: {{type: Domains, entries: [{}]}}\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {{name: g}}\nspec:\n  rules:\n    preDNS: [{{name: listed, action: Deny, conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, valuesFrom: [{{list: big}}]}}]}}]\n---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {{name: seed}}\nspec: {{ruleGroups: [{{name: g}}], defaultActions: {{preDNS: Allow, preRequest: Allow, postResponse: Allow}}}}\n",
+            entries.join(", ")
+        );
+        let policy = egress_policy::compile_documents(&yaml, None).expect("policy");
+        assert!(policy.to_json().len() > CONFIG_MAP_LIMIT);
+        let rendered = policy_config_maps(&p, &policy).expect("rendered");
+        assert!(!rendered.parts.is_empty());
+        let manifest = &rendered.policy.data.as_ref().expect("data")[parts::MANIFEST_KEY];
+        let manifest = parts::Manifest::from_json(manifest).expect("manifest");
+        let bytes = rendered
+            .parts
+            .iter()
+            .zip(&manifest.parts)
+            .map(|(cm, named)| {
+                assert_eq!(cm.metadata.name.as_ref(), Some(&named.name));
+                assert_eq!(
+                    cm.metadata.owner_references,
+                    rendered.policy.metadata.owner_references
+                );
+                let annotations = cm.metadata.annotations.as_ref().expect("annotations");
+                assert_eq!(annotations[POLICY_HASH_ANNOTATION], policy.hash());
+                let data = cm.binary_data.as_ref().expect("binaryData");
+                assert!(data[parts::PART_KEY].0.len() <= PART_BYTES);
+                Some(data[parts::PART_KEY].0.clone())
+            })
+            .collect();
+        assert_eq!(
+            manifest.assemble(bytes).expect("assembled"),
+            policy.to_json()
+        );
+        let annotations = rendered.policy.metadata.annotations.expect("annotations");
+        assert_eq!(annotations[POLICY_HASH_ANNOTATION], policy.hash());
+
+        // More than the parts hold: refused, with the sizes (the operator
+        // says it in PolicyCompiled=False, reason PolicyTooLarge).
+        let error = policy_config_maps_within(&p, &policy, 100_000, 2).expect_err("too large");
+        assert!(
+            error.to_string().contains(&format!(
+                "the compiled policy is {} bytes",
+                policy.to_json().len()
+            )),
+            "{error}"
+        );
     }
 }

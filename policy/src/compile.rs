@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::condition::Condition;
 use crate::context::RequestContext;
@@ -108,14 +107,7 @@ impl PolicyDocument {
         unhashed.hash = String::new();
         // Struct fields serialize in declaration order and the specs hold no
         // hash maps, so the bytes (and the hash) are stable.
-        let bytes = serde_json::to_vec(&unhashed).unwrap_or_default();
-        let digest = Sha256::digest(&bytes);
-        let mut hex = String::with_capacity(7 + 64);
-        hex.push_str("sha256:");
-        for byte in digest {
-            hex.push_str(&format!("{byte:02x}"));
-        }
-        hex
+        crate::parts::sha256(&serde_json::to_vec(&unhashed).unwrap_or_default())
     }
 }
 

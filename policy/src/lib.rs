@@ -52,6 +52,7 @@ pub mod key;
 pub mod list;
 pub mod objects;
 pub mod operator;
+pub mod parts;
 pub mod private;
 pub mod spec;
 pub mod uri;

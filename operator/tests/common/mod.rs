@@ -42,6 +42,115 @@ pub async fn namespace(client: &Client, name: &str) {
         .expect("the operator's Secrets role bound");
 }
 
+/// `count` domains of list `list`, spread so that they compress as real
+/// names do rather than as a counter.
+pub fn list_domains(list: usize, count: usize) -> Vec<String> {
+    (0..count)
+        .map(|n| {
+            let spread = ((list * count + n) as u64).wrapping_mul(2_654_435_761) % 4_294_967_291;
+            format!("d{spread:08x}.l{list:02}.example.net")
+        })
+        .collect()
+}
+
+/// ProxyLists `block-00`, `block-01`, ... of `per_list` domains each in
+/// `namespace`, applied server-side as the reference says large lists are (a
+/// client-side apply copies the object into an annotation, limited to
+/// 256 KiB); a condition naming them all (`valuesFrom: [...]`).
+pub fn apply_domain_lists(
+    plane: &ControlPlane,
+    namespace: &str,
+    lists: usize,
+    per_list: usize,
+) -> String {
+    let objects: Vec<String> = (0..lists)
+        .map(|l| {
+            format!(
+                "apiVersion: egress.dev/v1alpha1\nkind: ProxyList\nmetadata:\n  name: block-{l:02}\n  namespace: {namespace}\nspec:\n  type: Domains\n  entries: [{}]\n",
+                list_domains(l, per_list).join(", ")
+            )
+        })
+        .collect();
+    let mut apply = plane.kubectl();
+    apply.args(["apply", "--server-side", "-f", "-"]);
+    let output =
+        egress_e2e::run_with_stdin(apply, objects.join("---\n").as_bytes()).expect("kubectl runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        egress_e2e::combined_output(&output)
+    );
+    let named: Vec<String> = (0..lists)
+        .map(|l| format!("{{list: block-{l:02}}}"))
+        .collect();
+    format!("valuesFrom: [{}]", named.join(", "))
+}
+
+/// The gateway of EgressProxy `egress` in `namespace` as its pod runs it:
+/// the arguments and environment the operator renders (its listeners on
+/// loopback, `extra` arguments after them), as its ServiceAccount; its
+/// kubeconfig in `dir`.
+pub fn rendered_gateway(
+    plane: &ControlPlane,
+    namespace: &str,
+    dir: &Path,
+    extra: &[&str],
+) -> Operator {
+    let binary =
+        egress_e2e::workspace_binary("egress-gateway", "egress-gateway").expect("gateway binary");
+    let local = "127.0.0.1:0".to_owned();
+    let rendered = egress_e2e::chart::RenderedGateway::read(
+        plane,
+        namespace,
+        "egress",
+        &[
+            ("--http-listen", local.clone()),
+            ("--https-listen", local.clone()),
+            ("--admin-listen", local),
+            ("--shutdown-delay", "0s".to_owned()),
+        ],
+        dir,
+    )
+    .expect("the rendered gateway");
+    let mut args = rendered.args;
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    Operator::spawn_with_env(&binary, &args, &rendered.env)
+}
+
+/// curl through `gateway`'s HTTP listener to `url`: what curl said.
+pub fn curl_through(gateway: &Operator, url: &str) -> String {
+    let proxy = format!(
+        "http://{}",
+        gateway.listener("http").expect("http listener")
+    );
+    let output = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "--proxy",
+            &proxy,
+            url,
+        ])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The rule that decided `gateway`'s last request to `domain`, from its
+/// decision lines.
+pub fn last_rule_for(gateway: &Operator, domain: &str) -> Option<String> {
+    gateway
+        .logs()
+        .iter()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|d| d["dest_domain"] == domain)
+        .map(|d| d["final_rule_name"].as_str().unwrap_or_default().to_owned())
+}
+
 /// The chart's ClusterRole that lets the operator manage a namespace's Secrets.
 pub fn secrets_role() -> String {
     format!("{RELEASE}-operator-secrets")
