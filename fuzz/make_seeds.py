@@ -224,6 +224,29 @@ def compiled_policies():
     return seeds
 
 
+def policy_parts():
+    """A manifest, a zero byte, and the gzip stream it names cut into as many
+    equal pieces as it has parts: whole, and with one byte of a part changed."""
+    import gzip, hashlib, json
+    digest = lambda b: "sha256:" + hashlib.sha256(b).hexdigest()
+    seeds = []
+    for text, count in [(b'{"formatVersion":1}', 1),
+                        ((REPO / "examples" / "seed-policy.yaml").read_bytes(), 2),
+                        ((REPO / "examples" / "lists.yaml").read_bytes(), 3)]:
+        stream = gzip.compress(text, mtime=0)
+        size = -(-len(stream) // count)
+        pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+        manifest = {"encoding": "gzip", "sha256": digest(stream), "size": len(text),
+                    "parts": [{"name": f"egress-policy-part-{i + 1}", "sha256": digest(p)}
+                              for i, p in enumerate(pieces)]}
+        head = json.dumps(manifest, separators=(",", ":")).encode() + b"\0"
+        seeds.append(head + stream)
+        changed = bytearray(stream)
+        changed[len(changed) // 2] ^= 1
+        seeds.append(head + bytes(changed))
+    return seeds
+
+
 def main():
     write("request_head", request_heads())
     write("host", HOSTS)
@@ -253,6 +276,7 @@ def main():
     write("aws_import", aws)
     write("admission_review", admission_reviews())
     write("parent_ca", parent_cas())
+    write("policy_parts", policy_parts())
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("client_hello", client_hello),
     ("policy_yaml", policy_yaml),
     ("compiled_policy", compiled_policy),
+    ("policy_parts", policy_parts),
     ("aws_import", aws_import),
     ("admission_review", admission_review),
     ("parent_ca", parent_ca),
@@ -239,6 +240,45 @@ pub fn compiled_policy(data: &[u8]) {
         let json = policy.to_json();
         let back = CompiledPolicy::from_json(&json).expect("its own JSON reads back");
         assert_eq!(back.hash(), policy.hash());
+    }
+}
+
+/// A policy in parts as the gateway reads it through the API: the manifest
+/// of the policy ConfigMap, a zero byte, then the parts' bytes (cut into as
+/// many equal pieces as the manifest names; too few pieces leave the last
+/// parts missing). Whatever they say, no more than the manifest's size is
+/// unpacked and a policy comes only from parts whose digests all match; and
+/// any text split into parts comes back whole.
+pub fn policy_parts(data: &[u8]) {
+    use egress_policy::parts::{self, Manifest};
+    let (manifest, rest) = match data.iter().position(|b| *b == 0) {
+        Some(at) => (&data[..at], &data[at + 1..]),
+        None => (data, &[][..]),
+    };
+    if let Ok(manifest) = std::str::from_utf8(manifest)
+        && let Ok(manifest) = Manifest::from_json(manifest)
+    {
+        let count = manifest.parts.len();
+        let mut read: Vec<Option<Vec<u8>>> = rest
+            .chunks(rest.len().div_ceil(count).max(1))
+            .map(|piece| Some(piece.to_vec()))
+            .collect();
+        read.resize(count, None);
+        if let Ok(json) = manifest.assemble(read.clone()) {
+            assert_eq!(json.len(), manifest.size);
+            for (part, bytes) in manifest.parts.iter().zip(&read) {
+                assert_eq!(
+                    bytes.as_deref().map(parts::sha256),
+                    Some(part.sha256.clone())
+                );
+            }
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let split = parts::split(text, |i| format!("p-{i}"), 64, 1 << 20).expect("it fits");
+        let read = split.parts.into_iter().map(Some).collect();
+        let manifest = Manifest::from_json(&split.manifest.to_json()).expect("its manifest reads");
+        assert_eq!(manifest.assemble(read).expect("it comes back"), text);
     }
 }
 

@@ -23,6 +23,7 @@ use egress_e2e::ControlPlane;
 use egress_e2e::objects::create;
 use egress_operator::crd::EgressProxy;
 use egress_operator::{render, render_clients};
+use egress_policy::parts::PartSet;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -176,7 +177,8 @@ async fn render(client: &Client, namespace: &str, pki: &Pki, json: &str, served:
         .await
         .expect("tls secret");
     let policy = egress_policy::CompiledPolicy::from_json(json).expect("compiled policy");
-    let rendered = render::policy_config_maps(&proxy(namespace), &policy).expect("rendered");
+    let rendered =
+        render::policy_config_maps(&proxy(namespace), &policy, PartSet::A).expect("rendered");
     apply_policy(client, namespace, &rendered.parts).await;
     apply_policy(client, namespace, &[rendered.policy]).await;
     let proxy = proxy(namespace);
@@ -538,11 +540,11 @@ async fn parts_test(pki: Pki, upstream: Upstream) {
         "listed"
     );
 
-    // The manifest of the next version before its parts (a gateway that
-    // reads between the operator's writes): refused once, the one in force
-    // kept, read again until the parts match.
+    // The manifest of the next version (in the other set of names) before
+    // its parts: refused once, the one in force kept, read again until the
+    // parts are there.
     let second = listed_policy("second.example", 300_000);
-    let rendered = render::policy_config_maps(&proxy(ns), &second).expect("rendered");
+    let rendered = render::policy_config_maps(&proxy(ns), &second, PartSet::B).expect("rendered");
     assert!(rendered.parts.len() >= 2, "{}", rendered.parts.len());
     let failures = gateway.metric("egress_policy_reload_failures_total");
     apply_policy(&client, ns, &[rendered.policy]).await;
@@ -550,7 +552,7 @@ async fn parts_test(pki: Pki, upstream: Upstream) {
     gateway.diagnostic(&[
         "policy rejected",
         "ConfigMap gw-parts/egress-policy",
-        "ConfigMap egress-policy-part-1 holds sha256:",
+        "ConfigMap egress-policy-part-b-1 is missing",
         "read again every 2s",
     ]);
     std::thread::sleep(Duration::from_secs(5));
@@ -579,7 +581,8 @@ async fn parts_test(pki: Pki, upstream: Upstream) {
 
     // A part changed by hand never makes a policy: the one in force stays.
     let third = listed_policy("third.example", 300_000);
-    let mut rendered = render::policy_config_maps(&proxy(ns), &third).expect("rendered");
+    let mut rendered =
+        render::policy_config_maps(&proxy(ns), &third, PartSet::A).expect("rendered");
     let tampered = rendered.parts[0].binary_data.as_mut().expect("binaryData");
     let bytes = &mut tampered
         .get_mut(egress_policy::parts::PART_KEY)

@@ -80,9 +80,10 @@ impl Names {
         objects::policy_config_map(&self.proxy)
     }
 
-    /// Part `index` (from 1) of a policy too large for one ConfigMap.
-    pub fn policy_part(&self, index: usize) -> String {
-        egress_policy::parts::part_name(&self.policy(), index)
+    /// Part `index` (from 1) of set `set` of a policy too large for one
+    /// ConfigMap.
+    pub fn policy_part(&self, set: egress_policy::parts::PartSet, index: usize) -> String {
+        egress_policy::parts::part_name(&self.policy(), set, index)
     }
 
     /// Secret with the interception sub-CA.

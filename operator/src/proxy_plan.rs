@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use egress_policy::parts::PartSet;
 use egress_policy::spec::{ProxyConfigurationSpec, ProxyListSpec, ProxyRuleGroupSpec};
 use egress_policy::{Available, CompiledPolicy, Named, Phase, compile_for_proxy};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -58,9 +59,9 @@ pub struct Snapshot {
     pub cluster_lists: Vec<Named<ProxyListSpec>>,
     /// The hash annotation of the policy ConfigMap.
     pub rendered_policy_hash: Read<String>,
-    /// How many parts the policy ConfigMap names (0: it holds the JSON, or
+    /// The parts the policy ConfigMap names (none: it holds the JSON, or
     /// could not be read).
-    pub rendered_parts: usize,
+    pub rendered_parts: Vec<String>,
     /// `<proxy>-listener-ca`.
     pub listener_ca: Read<Pems>,
     /// `<proxy>-listener-ca-next`: its successor, while one is staged.
@@ -356,6 +357,21 @@ pub fn plan(
             .find(|(o, _)| *o == object)
             .map(|(_, why)| why.clone());
     }
+    // No parts for a policy ConfigMap that will not be written: it is
+    // someone else's, or whose it is could not be told (it says so itself).
+    let policy = format!("ConfigMap {}", names.policy());
+    let policy_blocked = plan
+        .steps
+        .iter()
+        .any(|s| s.object.describe() == policy && (s.taken || s.unchecked.is_some()));
+    if policy_blocked {
+        plan.steps.retain(|s| {
+            !matches!(
+                s.object,
+                Object::PolicyPart(_) | Object::RemovePolicyPart(_)
+            )
+        });
+    }
     Ok(plan)
 }
 
@@ -463,8 +479,20 @@ fn destination_ca(
 /// ConfigMap, leaves the last good one.
 fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &mut Plan) {
     let rendered = plan.rendered_policy_hash.clone();
+    // A new version's parts go to the set the policy ConfigMap does not name
+    // now; the same version is rewritten where it is (the same bytes).
+    let in_place = snapshot
+        .rendered_parts
+        .first()
+        .and_then(|name| PartSet::of(&names.policy(), name));
     let compiled = compile(proxy, snapshot).and_then(|policy| {
-        match render::policy_config_maps(proxy, &policy) {
+        let unchanged = matches!(&snapshot.rendered_policy_hash, Ok(Some(hash)) if hash == policy.hash());
+        let set = match in_place {
+            Some(set) if unchanged => set,
+            Some(set) => set.other(),
+            None => PartSet::A,
+        };
+        match render::policy_config_maps(proxy, &policy, set) {
             Ok(rendered) => Ok((policy, rendered)),
             Err(error) => Err((
                 "PolicyTooLarge",
@@ -481,7 +509,7 @@ fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &m
                 Ok(hash) => hash.as_deref() != Some(policy.hash()),
                 Err(_) => false,
             };
-            let count = rendered.parts.len();
+            let written: Vec<String> = rendered.parts.iter().map(ResourceExt::name_any).collect();
             let step = |object, needs_earlier| Step {
                 object,
                 condition: POLICY_COMPILED,
@@ -495,14 +523,12 @@ fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &m
             for part in rendered.parts {
                 plan.steps.push(step(Object::PolicyPart(part), false));
             }
-            let held = match count {
-                0 => String::new(),
-                1 => format!(" (gzipped in part {})", names.policy_part(1)),
-                n => format!(
-                    " (gzipped in {n} parts, {} to {})",
-                    names.policy_part(1),
-                    names.policy_part(n)
-                ),
+            let held = match written.as_slice() {
+                [] => String::new(),
+                [one] => format!(" (gzipped in part {one})"),
+                [first, .., last] => {
+                    format!(" (gzipped in {} parts, {first} to {last})", written.len())
+                }
             };
             plan.steps.push(Step {
                 event: changed.then(|| Note {
@@ -514,14 +540,14 @@ fn plan_policy(proxy: &EgressProxy, snapshot: &Snapshot, names: &Names, plan: &m
                         names.policy()
                     ),
                 }),
-                ..step(Object::ConfigMap(rendered.policy), count > 0)
+                ..step(Object::ConfigMap(rendered.policy), !written.is_empty())
             });
-            // Parts of an earlier, larger policy, once nothing names them.
-            for index in count + 1..=snapshot.rendered_parts {
-                plan.steps.push(step(
-                    Object::RemovePolicyPart(names.policy_part(index)),
-                    true,
-                ));
+            // The parts it named before, once it names them no more.
+            for name in &snapshot.rendered_parts {
+                if !written.contains(name) {
+                    plan.steps
+                        .push(step(Object::RemovePolicyPart(name.clone()), true));
+                }
             }
             let rules: usize = Phase::ALL.iter().map(|p| policy.rule_count(*p)).sum();
             plan.conditions.push(Wanted::yes(
@@ -1158,7 +1184,7 @@ mod tests {
             baseline: Vec::new(),
             cluster_lists: Vec::new(),
             rendered_policy_hash: Ok(None),
-            rendered_parts: 0,
+            rendered_parts: Vec::new(),
             listener_ca: Ok(None),
             listener_ca_next: Ok(None),
             serving: Ok(None),
@@ -1695,36 +1721,42 @@ mod tests {
             "ruleGroups: [{name: huge}]\ndefaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}",
         )
         .expect("configuration");
-        // An earlier policy took three parts; this one takes one.
+        // An earlier version took three parts of set A; this one goes to
+        // set B, and set A is removed once the policy ConfigMap names B.
+        let set_a = |n: usize| format!("egress-policy-part-a-{n}");
         let snapshot = Snapshot {
             configuration: Some(Named::new("seed".to_owned(), configuration)),
             groups: vec![Named::new("huge".to_owned(), group)],
             rendered_policy_hash: Ok(Some("sha256:good".to_owned())),
-            rendered_parts: 3,
+            rendered_parts: (1..=3).map(set_a).collect(),
             ..fresh()
         };
         let planned = plan(&proxy(PLAIN), &snapshot, &settings(), SystemTime::now()).expect("plan");
-        let policy_steps: Vec<(String, bool)> = planned
-            .steps
-            .iter()
-            .filter(|s| s.condition == POLICY_COMPILED)
-            .map(|s| (s.object.describe(), s.needs_earlier))
-            .collect();
-        assert_eq!(
-            policy_steps,
-            [
-                ("ConfigMap egress-policy-part-1".to_owned(), false),
-                ("ConfigMap egress-policy".to_owned(), true),
-                ("ConfigMap (removal) egress-policy-part-2".to_owned(), true),
-                ("ConfigMap (removal) egress-policy-part-3".to_owned(), true),
-            ]
-        );
+        let policy_steps = |planned: &Plan| -> Vec<(String, bool)> {
+            planned
+                .steps
+                .iter()
+                .filter(|s| s.condition == POLICY_COMPILED)
+                .map(|s| (s.object.describe(), s.needs_earlier))
+                .collect()
+        };
+        let removals = |set: &dyn Fn(usize) -> String| -> Vec<(String, bool)> {
+            (1..=3)
+                .map(|n| (format!("ConfigMap (removal) {}", set(n)), true))
+                .collect()
+        };
+        let mut expected = vec![
+            ("ConfigMap egress-policy-part-b-1".to_owned(), false),
+            ("ConfigMap egress-policy".to_owned(), true),
+        ];
+        expected.extend(removals(&set_a));
+        assert_eq!(policy_steps(&planned), expected);
         let compiled = wanted(&planned, POLICY_COMPILED);
         assert!(compiled.status);
         assert!(
-            compiled
-                .message
-                .ends_with("is in ConfigMap egress-policy (gzipped in part egress-policy-part-1)"),
+            compiled.message.ends_with(
+                "is in ConfigMap egress-policy (gzipped in part egress-policy-part-b-1)"
+            ),
             "{}",
             compiled.message
         );
@@ -1732,22 +1764,33 @@ mod tests {
         assert!(
             event
                 .message
-                .contains("(gzipped in part egress-policy-part-1)")
+                .contains("(gzipped in part egress-policy-part-b-1)")
         );
+
+        // The same version again: rewritten where it is, nothing removed.
+        let again = Snapshot {
+            rendered_policy_hash: Ok(planned.policy_hash.clone()),
+            rendered_parts: vec!["egress-policy-part-b-1".to_owned()],
+            ..snapshot.clone()
+        };
+        let planned = plan(&proxy(PLAIN), &again, &settings(), SystemTime::now()).expect("plan");
+        assert_eq!(
+            policy_steps(&planned),
+            [
+                ("ConfigMap egress-policy-part-b-1".to_owned(), false),
+                ("ConfigMap egress-policy".to_owned(), true),
+            ]
+        );
+
         // Back under 1 MiB: the JSON in the ConfigMap, every part removed.
         let small = Snapshot {
-            rendered_parts: 2,
+            rendered_parts: (1..=3).map(set_a).collect(),
             ..fresh()
         };
         let planned = plan(&proxy(PLAIN), &small, &settings(), SystemTime::now()).expect("plan");
-        let described = described(&planned);
-        assert_eq!(described[0], "ConfigMap egress-policy");
-        assert!(described.contains(&"ConfigMap (removal) egress-policy-part-2".to_owned()));
-        assert!(
-            !described
-                .iter()
-                .any(|d| d == "ConfigMap egress-policy-part-1")
-        );
+        let mut expected = vec![("ConfigMap egress-policy".to_owned(), false)];
+        expected.extend(removals(&set_a));
+        assert_eq!(policy_steps(&planned), expected);
     }
 
     #[test]

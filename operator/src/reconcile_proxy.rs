@@ -241,8 +241,9 @@ async fn observe(proxy: &EgressProxy, ctx: &Context) -> Snapshot {
             .as_ref()
             .and_then(|d| d.get(parts::MANIFEST_KEY))
             .and_then(|m| parts::Manifest::from_json(m).ok())
-            .map_or(0, |m| m.parts.len()),
-        _ => 0,
+            .map(|m| m.parts.into_iter().map(|p| p.name).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
     };
     let rendered_policy_hash = rendered_policy.map(|cm| {
         cm.and_then(|cm| cm.metadata.annotations)

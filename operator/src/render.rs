@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use egress_policy::CompiledPolicy;
-use egress_policy::parts::{self, MAX_PARTS, PART_BYTES, PartsError};
+use egress_policy::parts::{self, MAX_PARTS, PART_BYTES, PartSet, PartsError};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
@@ -80,8 +80,8 @@ const CONFIG_MAP_LIMIT: usize = 1024 * 1024;
 
 /// The policy as the gateway reads it: `<proxy>-policy` with the compiled
 /// JSON when it fits in one ConfigMap; otherwise the JSON gzipped across
-/// `<proxy>-policy-part-<n>` (applied first) and `<proxy>-policy` with their
-/// manifest ([`egress_policy::parts`]). Either way the policy ConfigMap
+/// parts `<proxy>-policy-part-<set>-<n>` (applied first) and `<proxy>-policy`
+/// with their manifest ([`egress_policy::parts`]). Either way the policy ConfigMap
 /// carries the hash and format version in annotations.
 #[derive(Clone, Debug)]
 pub struct RenderedPolicy {
@@ -91,12 +91,14 @@ pub struct RenderedPolicy {
     pub policy: ConfigMap,
 }
 
-/// Renders `policy` for `proxy`; too large for [`MAX_PARTS`] parts: why.
+/// Renders `policy` for `proxy`, its parts (if it needs them) in `set`;
+/// too large for [`MAX_PARTS`] parts: why.
 pub fn policy_config_maps(
     proxy: &EgressProxy,
     policy: &CompiledPolicy,
+    set: PartSet,
 ) -> Result<RenderedPolicy, PartsError> {
-    policy_config_maps_within(proxy, policy, CONFIG_MAP_LIMIT, MAX_PARTS)
+    policy_config_maps_within(proxy, policy, set, CONFIG_MAP_LIMIT, MAX_PARTS)
 }
 
 /// [`policy_config_maps`] with ConfigMaps of `config_map_limit` bytes, at
@@ -104,6 +106,7 @@ pub fn policy_config_maps(
 fn policy_config_maps_within(
     proxy: &EgressProxy,
     policy: &CompiledPolicy,
+    set: PartSet,
     config_map_limit: usize,
     max_parts: usize,
 ) -> Result<RenderedPolicy, PartsError> {
@@ -133,7 +136,7 @@ fn policy_config_maps_within(
         });
     }
     let part_bytes = PART_BYTES.min(config_map_limit - parts::PART_KEY.len());
-    let split = parts::split(&json, |i| names.policy_part(i), part_bytes, max_parts)?;
+    let split = parts::split(&json, |i| names.policy_part(set, i), part_bytes, max_parts)?;
     let parts = split
         .manifest
         .parts
@@ -236,10 +239,13 @@ pub fn role(proxy: &EgressProxy) -> Role {
         metadata: metadata(proxy, names.workload()),
         rules: Some(vec![
             rule("configmaps", {
-                // Every part a policy may take is named: the Role need not
-                // change before the policy ConfigMap names a new part.
+                // Every part a policy may take is named, in both sets: the
+                // Role need not change before the policy ConfigMap names a
+                // new part.
                 let mut config_maps = vec![names.policy(), names.served_namespaces()];
-                config_maps.extend((1..=MAX_PARTS).map(|i| names.policy_part(i)));
+                for set in [PartSet::A, PartSet::B] {
+                    config_maps.extend((1..=MAX_PARTS).map(|i| names.policy_part(set, i)));
+                }
                 config_maps
             }),
             rule("secrets", {
@@ -844,12 +850,16 @@ pub(crate) mod tests {
         let config_maps = rules[0].resource_names.clone().expect("names");
         assert_eq!(
             config_maps[..3],
-            ["egress-policy", "egress-namespaces", "egress-policy-part-1"]
+            [
+                "egress-policy",
+                "egress-namespaces",
+                "egress-policy-part-a-1"
+            ]
         );
-        assert_eq!(config_maps.len(), 2 + MAX_PARTS);
+        assert_eq!(config_maps.len(), 2 + 2 * MAX_PARTS);
         assert_eq!(
             config_maps.last().map(String::as_str),
-            Some("egress-policy-part-32")
+            Some("egress-policy-part-b-32")
         );
         assert_eq!(
             rules[1].resource_names,
@@ -860,7 +870,7 @@ pub(crate) mod tests {
         );
         let yaml = "apiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: seed}\nspec: {defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n";
         let policy = egress_policy::compile_documents(yaml, None).expect("policy");
-        let rendered = policy_config_maps(&p, &policy).expect("rendered");
+        let rendered = policy_config_maps(&p, &policy, PartSet::A).expect("rendered");
         assert!(rendered.parts.is_empty());
         let cm = rendered.policy;
         let annotations = cm.metadata.annotations.expect("annotations");
@@ -882,8 +892,12 @@ pub(crate) mod tests {
         );
         let policy = egress_policy::compile_documents(&yaml, None).expect("policy");
         assert!(policy.to_json().len() > CONFIG_MAP_LIMIT);
-        let rendered = policy_config_maps(&p, &policy).expect("rendered");
+        let rendered = policy_config_maps(&p, &policy, PartSet::B).expect("rendered");
         assert!(!rendered.parts.is_empty());
+        assert_eq!(
+            rendered.parts[0].metadata.name.as_deref(),
+            Some("egress-policy-part-b-1")
+        );
         let manifest = &rendered.policy.data.as_ref().expect("data")[parts::MANIFEST_KEY];
         let manifest = parts::Manifest::from_json(manifest).expect("manifest");
         let bytes = rendered
@@ -912,7 +926,8 @@ pub(crate) mod tests {
 
         // More than the parts hold: refused, with the sizes (the operator
         // says it in PolicyCompiled=False, reason PolicyTooLarge).
-        let error = policy_config_maps_within(&p, &policy, 100_000, 2).expect_err("too large");
+        let error =
+            policy_config_maps_within(&p, &policy, PartSet::A, 100_000, 2).expect_err("too large");
         assert!(
             error.to_string().contains(&format!(
                 "the compiled policy is {} bytes",

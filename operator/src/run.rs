@@ -2,9 +2,7 @@
 //! reconciles from the caches, without API reads), watches that route a
 //! change, deletions included, to exactly the objects it concerns, and error
 //! backoff. (Relations use plain watches: a shared stream carries no
-//! deletions, and a deleted group must reach the proxies that used it. The
-//! relations to a group, list or configuration watch metadata and follow
-//! spec changes only: status writes change no policy.)
+//! deletions, and a deleted group must reach the proxies that used it.)
 //!
 //! - A `ProxyRuleGroup` change reconciles the group, the configurations that
 //!   list it and the proxies that use those.
@@ -410,19 +408,11 @@ pub async fn controllers(
     let managed =
         || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
 
-    // What a proxy renders depends on the specs of its configuration,
-    // groups and lists, not on their status: their metadata is watched, and
-    // only a new generation (or a deletion) reconciles the proxies.
-    let proxies_of_configuration = related::<PartialObjectMeta<ProxyConfiguration>, EgressProxy>(
-        &ctx,
-        Context::proxies_using_configuration,
-    );
-    let proxies_of_group = related::<PartialObjectMeta<ProxyRuleGroup>, EgressProxy>(
-        &ctx,
-        Context::proxies_using_group,
-    );
-    let proxies_of_list =
-        related::<PartialObjectMeta<ProxyList>, EgressProxy>(&ctx, Context::proxies_using_list);
+    let proxies_of_configuration =
+        related::<ProxyConfiguration, EgressProxy>(&ctx, Context::proxies_using_configuration);
+    let proxies_of_group =
+        related::<ProxyRuleGroup, EgressProxy>(&ctx, Context::proxies_using_group);
+    let proxies_of_list = related::<ProxyList, EgressProxy>(&ctx, Context::proxies_using_list);
     let every_proxy = every(&ctx.proxies);
     let (every_proxy_a, every_proxy_b) = (every_proxy.clone(), every_proxy);
     let proxy_triggers = futures_util::stream::unfold(proxy_triggers, |mut triggers| async move {
@@ -465,20 +455,19 @@ pub async fn controllers(
             .touched_objects(),
             move |c: PartialObjectMeta<ConfigMap>| proxies_of_config_map(c),
         )
-        .watches_stream(
-            spec_changes(Api::<PartialObjectMeta<ProxyConfiguration>>::all(
-                client.clone(),
-            )),
+        .watches(
+            Api::<ProxyConfiguration>::all(client.clone()),
+            watcher::Config::default(),
             proxies_of_configuration,
         )
-        .watches_stream(
-            spec_changes(Api::<PartialObjectMeta<ProxyRuleGroup>>::all(
-                client.clone(),
-            )),
+        .watches(
+            Api::<ProxyRuleGroup>::all(client.clone()),
+            watcher::Config::default(),
             proxies_of_group,
         )
-        .watches_stream(
-            spec_changes(Api::<PartialObjectMeta<ProxyList>>::all(client.clone())),
+        .watches(
+            Api::<ProxyList>::all(client.clone()),
+            watcher::Config::default(),
             proxies_of_list,
         )
         .watches_stream(
@@ -499,14 +488,10 @@ pub async fn controllers(
         &stop,
     );
 
-    let configurations_of_group = related::<PartialObjectMeta<ProxyRuleGroup>, ProxyConfiguration>(
-        &ctx,
-        Context::configurations_listing,
-    );
-    let configurations_of_list = related::<PartialObjectMeta<ProxyList>, ProxyConfiguration>(
-        &ctx,
-        Context::configurations_using_list,
-    );
+    let configurations_of_group =
+        related::<ProxyRuleGroup, ProxyConfiguration>(&ctx, Context::configurations_listing);
+    let configurations_of_list =
+        related::<ProxyList, ProxyConfiguration>(&ctx, Context::configurations_using_list);
     let every_configuration = every(&ctx.configurations);
     let (every_configuration_a, every_configuration_b) =
         (every_configuration.clone(), every_configuration);
@@ -516,14 +501,14 @@ pub async fn controllers(
     };
     let configuration_controller =
         Controller::for_shared_stream(configuration_events, configurations.clone())
-            .watches_stream(
-                spec_changes(Api::<PartialObjectMeta<ProxyRuleGroup>>::all(
-                    client.clone(),
-                )),
+            .watches(
+                Api::<ProxyRuleGroup>::all(client.clone()),
+                watcher::Config::default(),
                 configurations_of_group,
             )
-            .watches_stream(
-                spec_changes(Api::<PartialObjectMeta<ProxyList>>::all(client.clone())),
+            .watches(
+                Api::<ProxyList>::all(client.clone()),
+                watcher::Config::default(),
                 configurations_of_list,
             )
             .watches_stream(
@@ -558,11 +543,11 @@ pub async fn controllers(
             .map(|c| groups_listed(&c, &namespace))
             .unwrap_or_default()
     };
-    let groups_of_list =
-        related::<PartialObjectMeta<ProxyList>, ProxyRuleGroup>(&ctx, Context::groups_naming_list);
+    let groups_of_list = related::<ProxyList, ProxyRuleGroup>(&ctx, Context::groups_naming_list);
     let group_controller = Controller::for_shared_stream(group_events, groups.clone())
-        .watches_stream(
-            spec_changes(Api::<PartialObjectMeta<ProxyList>>::all(client.clone())),
+        .watches(
+            Api::<ProxyList>::all(client.clone()),
+            watcher::Config::default(),
             groups_of_list,
         )
         .watches(
@@ -827,10 +812,8 @@ where
 }
 
 /// The objects of a kind whose spec changed (their generation moved) or
-/// that were deleted: what a change to a policy must follow, without the
-/// status writes that would have every proxy reconciled again (`K` may be
-/// `PartialObjectMeta<_>`, which is all a mapper that needs only names
-/// reads: a large ProxyList is then held once, in its own cache).
+/// that were deleted: what a change to every proxy's policy must follow,
+/// without the status writes that would have every proxy reconciled again.
 fn spec_changes<K>(
     api: Api<K>,
 ) -> impl futures_util::Stream<Item = Result<K, watcher::Error>> + Send

@@ -1679,11 +1679,12 @@ async fn lists_too_large_for_a_config_map_reach_the_gateway_in_parts_and_the_par
     })
     .await;
 
-    // A part's name taken by an object that is not the proxy's: nothing of
-    // the large policy is written, and status says which object it is.
+    // A part's name taken by an object that is not the proxy's: the policy
+    // ConfigMap does not name the large policy's parts, and status says which
+    // object it is.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let foreign: ConfigMap =
-        serde_json::from_value(serde_json::json!({"metadata": {"name": "egress-policy-part-2"}}))
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "egress-policy-part-a-2"}}))
             .expect("ConfigMap");
     config_maps
         .create(&Default::default(), &foreign)
@@ -1697,12 +1698,12 @@ async fn lists_too_large_for_a_config_map_reach_the_gateway_in_parts_and_the_par
     .await;
     let (_, _, message) = condition(&proxy, "PolicyCompiled").expect("PolicyCompiled");
     assert!(
-        message.contains("ConfigMap egress-policy-part-2: exists and is not this proxy's"),
+        message.contains("ConfigMap egress-policy-part-a-2: exists and is not this proxy's"),
         "{message}"
     );
     assert!(policy_text(&client, ns).await.contains("only.example"));
     config_maps
-        .delete("egress-policy-part-2", &DeleteParams::default())
+        .delete("egress-policy-part-a-2", &DeleteParams::default())
         .await
         .expect("delete");
 

@@ -26,16 +26,55 @@ pub const PART_KEY: &str = "policy.json.gz.part";
 /// ConfigMap's data hold, with room for the key.
 pub const PART_BYTES: usize = 1_000_000;
 
-/// The most parts a policy may take (the gateway's Role names each).
+/// The most parts a policy may take (the gateway's Role names each, in
+/// both sets).
 pub const MAX_PARTS: usize = 32;
 
 /// The largest policy JSON the gateway unpacks, in bytes: a bound on what a
 /// forged manifest could make it allocate.
 pub const MAX_POLICY_BYTES: usize = 512 * 1024 * 1024;
 
-/// Part `index` (from 1) of the policy ConfigMap `policy`.
-pub fn part_name(policy: &str, index: usize) -> String {
-    format!("{policy}-part-{index}")
+/// The two sets of names a policy's parts alternate between: a new version
+/// goes to the set the manifest in place does not name, so the parts it
+/// names are never rewritten under it (a gateway that starts while the
+/// operator is halfway through, or after it was refused a part, still reads
+/// a whole policy).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PartSet {
+    /// `<policy>-part-a-<n>`.
+    A,
+    /// `<policy>-part-b-<n>`.
+    B,
+}
+
+impl PartSet {
+    /// The other set.
+    pub fn other(self) -> PartSet {
+        match self {
+            PartSet::A => PartSet::B,
+            PartSet::B => PartSet::A,
+        }
+    }
+
+    /// The set of the part `name` of the policy ConfigMap `policy`, if it
+    /// is one.
+    pub fn of(policy: &str, name: &str) -> Option<PartSet> {
+        let rest = name.strip_prefix(policy)?.strip_prefix("-part-")?;
+        match rest.split_once('-')? {
+            ("a", _) => Some(PartSet::A),
+            ("b", _) => Some(PartSet::B),
+            _ => None,
+        }
+    }
+}
+
+/// Part `index` (from 1) of set `set` of the policy ConfigMap `policy`.
+pub fn part_name(policy: &str, set: PartSet, index: usize) -> String {
+    let letter = match set {
+        PartSet::A => 'a',
+        PartSet::B => 'b',
+    };
+    format!("{policy}-part-{letter}-{index}")
 }
 
 /// What the policy ConfigMap holds when the policy comes in parts.
@@ -185,6 +224,13 @@ impl Manifest {
     /// that ConfigMap or its key is missing). Every digest is checked before
     /// anything is unpacked, and no more than the manifest's size is.
     pub fn assemble(&self, parts: Vec<Option<Vec<u8>>>) -> Result<String, PartsError> {
+        if parts.len() != self.parts.len() {
+            return Err(PartsError::Unpack(format!(
+                "{} parts read where the manifest names {}",
+                parts.len(),
+                self.parts.len()
+            )));
+        }
         let mut stream = Vec::new();
         for (part, bytes) in self.parts.iter().zip(parts) {
             let problem = match bytes {
@@ -241,7 +287,24 @@ mod tests {
     }
 
     fn name(i: usize) -> String {
-        part_name("egress-policy", i)
+        part_name("egress-policy", PartSet::A, i)
+    }
+
+    #[test]
+    fn part_names_say_their_set() {
+        let b = part_name("egress-policy", PartSet::B, 3);
+        assert_eq!(b, "egress-policy-part-b-3");
+        assert_eq!(PartSet::of("egress-policy", &b), Some(PartSet::B));
+        assert_eq!(PartSet::of("egress-policy", &name(1)), Some(PartSet::A));
+        assert_eq!(PartSet::B.other(), PartSet::A);
+        for other in [
+            "egress-policy",
+            "egress-policy-part-c-1",
+            "other-policy-part-a-1",
+            "egress-policy-part-a",
+        ] {
+            assert_eq!(PartSet::of("egress-policy", other), None, "{other}");
+        }
     }
 
     #[test]
@@ -250,7 +313,7 @@ mod tests {
         let split = split(&json, name, 100_000, 32).expect("split");
         assert!(split.parts.len() > 1, "{}", split.parts.len());
         assert!(split.parts.iter().all(|p| p.len() <= 100_000));
-        assert_eq!(split.manifest.parts[0].name, "egress-policy-part-1");
+        assert_eq!(split.manifest.parts[0].name, "egress-policy-part-a-1");
         let manifest = Manifest::from_json(&split.manifest.to_json()).expect("manifest");
         let parts = split.parts.iter().cloned().map(Some).collect();
         assert_eq!(manifest.assemble(parts).expect("assembled"), json);
@@ -291,7 +354,7 @@ mod tests {
         let error = first.manifest.assemble(missing).expect_err("missing");
         assert_eq!(
             error.to_string(),
-            "ConfigMap egress-policy-part-2 is missing or has no policy.json.gz.part: the parts are being rewritten, or were changed by hand"
+            "ConfigMap egress-policy-part-a-2 is missing or has no policy.json.gz.part: the parts are being rewritten, or were changed by hand"
         );
         // A part of the next version beside the rest of this one (its
         // first parts may be byte for byte this one's: gzip of a shared
@@ -300,9 +363,19 @@ mod tests {
         let mut mixed = parts(&first);
         mixed[last] = second.parts[last].clone().into();
         let error = first.manifest.assemble(mixed).expect_err("mixed");
-        let named = format!("egress-policy-part-{}", last + 1);
+        let named = format!("egress-policy-part-a-{}", last + 1);
         assert!(
             matches!(&error, PartsError::Part { name, .. } if *name == named),
+            "{error}"
+        );
+        // Fewer parts than named: not read as the stream's start.
+        let mut fewer = parts(&first);
+        fewer.pop();
+        let error = first.manifest.assemble(fewer).expect_err("fewer");
+        assert!(
+            error
+                .to_string()
+                .contains("parts read where the manifest names"),
             "{error}"
         );
         let mut swapped = parts(&first);

@@ -144,9 +144,13 @@ fn follow_policy(
             let in_force = gw.policy.current();
             let in_force = in_force.as_ref().map(|p| p.hash());
             let read = match read_policy(&config_maps, &cm, in_force).await {
-                Read::Policy(json) => {
+                // A policy of a million domains takes seconds to read: off
+                // the runtime's workers, which keep serving meanwhile.
+                Read::Policy(json) => off_the_workers(move || {
                     CompiledPolicy::from_json(&json).map_err(|e| vec![e.to_string()])
-                }
+                })
+                .await
+                .unwrap_or_else(|e| Err(vec![e])),
                 Read::InForce => continue,
                 Read::Missing(error) => Err(vec![error]),
                 Read::PartsUnmatched(error) => {
@@ -214,7 +218,11 @@ async fn read_policy(api: &Api<ConfigMap>, cm: &ConfigMap, in_force: Option<&str
         };
         fetched.push(bytes);
     }
-    match manifest.assemble(fetched) {
+    let assembled = off_the_workers(move || manifest.assemble(fetched)).await;
+    let Ok(assembled) = assembled else {
+        return Read::Missing("the parts could not be unpacked".to_owned());
+    };
+    match assembled {
         Ok(json) => Read::Policy(json),
         Err(error @ (PartsError::Part { .. } | PartsError::Unpack(_))) => {
             Read::PartsUnmatched(error.to_string())
@@ -235,6 +243,15 @@ fn pem_of(secret: &Secret, origin: &str) -> Pem {
         chain: text("ca.crt").filter(|c| !c.trim().is_empty()),
         origin: origin.to_owned(),
     }
+}
+
+/// Runs `work` on the blocking pool; Err when it panicked.
+async fn off_the_workers<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Watches the object `name` and hands every version of it to `install`.
