@@ -43,6 +43,23 @@ impl Output {
             stderr: dir.join(format!("{stem}.stderr.log")),
         }
     }
+
+    /// A new pair for one run of `binary` in a test process:
+    /// `$TMPDIR/egress-<binary>-tests/<binary>-<pid>-<n>.*.log`, `n`
+    /// counting the runs of this process.
+    pub fn for_test_run(binary: &str) -> Output {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static STARTED: AtomicUsize = AtomicUsize::new(0);
+        let stem = format!(
+            "{binary}-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::SeqCst)
+        );
+        Output::in_dir(
+            &std::env::temp_dir().join(format!("egress-{binary}-tests")),
+            &stem,
+        )
+    }
 }
 
 impl Running {

@@ -2,36 +2,12 @@
 //! is named with the end of its log, and what the run changed on the machine
 //! is undone.
 
-use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::PathBuf;
 use std::process::Command;
 
+use common::{assert_no_process_matching, bin_dir_with_broken};
 use egress_e2e::node::NodeBinaries;
 
-/// A node bin dir with the real binaries except `broken`, a script that fails
-/// the way a misconfigured process does.
-fn bin_dir_with_broken(broken: &str) -> PathBuf {
-    let real = NodeBinaries::ensure().expect("node binaries").dir;
-    let dir = std::env::temp_dir().join(format!(
-        "egress-e2e-node-broken-{broken}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    for entry in std::fs::read_dir(&real).expect("node bin dir").flatten() {
-        let name = entry.file_name();
-        if name == broken {
-            let script = dir.join(broken);
-            std::fs::write(&script, "#!/bin/sh\necho \"starting $0\"\necho 'Error: unknown flag: --pretend-misconfiguration' >&2\nexit 3\n")
-                .expect("script");
-            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
-                .expect("chmod");
-        } else {
-            symlink(entry.path(), dir.join(&name)).expect("symlink");
-        }
-    }
-    dir
-}
+mod common;
 
 fn bridge_exists() -> bool {
     Command::new("ip")
@@ -56,7 +32,8 @@ fn kube_chains() -> Vec<String> {
 fn a_node_part_that_dies_is_named_and_the_host_is_restored() {
     // kube-proxy starts after containerd, kubelet and the controllers: its
     // failure leaves the most to undo.
-    let bin = bin_dir_with_broken("kube-proxy");
+    let real = NodeBinaries::ensure().expect("node binaries").dir;
+    let bin = bin_dir_with_broken(&real, "kube-proxy");
     // A node run that just ended (another test binary) may still be
     // restoring the host through its watchdog: compare against the host as it
     // is once that is done.
@@ -98,15 +75,7 @@ fn a_node_part_that_dies_is_named_and_the_host_is_restored() {
         .filter(|e| e.file_name().to_string_lossy().starts_with("run-"))
         .collect();
     assert!(runs.is_empty(), "run directories left: {runs:?}");
-    let leftovers = Command::new("pgrep")
-        .args(["-f", &base.display().to_string()])
-        .output()
-        .expect("pgrep");
-    assert!(
-        leftovers.stdout.is_empty(),
-        "processes of the run left: {}",
-        String::from_utf8_lossy(&leftovers.stdout)
-    );
+    assert_no_process_matching(&base.display().to_string());
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(
         !mounts.contains(&base.display().to_string()),

@@ -15,7 +15,7 @@ cache_root=${EGRESS_CACHE_DIR:-$HOME/.cache/egress-proxy}
 k8s_version=$(awk '$1 == "k8s.io/kubernetes" { print $2 }' "$here/k8s/go.mod")
 etcd_version=$(awk '$1 == "go.etcd.io/etcd/server/v3" { print $2 }' "$here/k8s/go.mod")
 helm_version=$(awk '$1 == "helm.sh/helm/v4" { print $2 }' "$here/helm/go.mod")
-key=$(cat "$here/build.sh" "$here/k8s/go.mod" "$here/k8s/go.sum" "$here/helm/go.mod" "$here/helm/go.sum" |
+key=$(cat "$here/build.sh" "$here/k8s-ldflags.sh" "$here/k8s/go.mod" "$here/k8s/go.sum" "$here/helm/go.mod" "$here/helm/go.sum" |
 	sha256sum | cut -c1-12)
 bin=$cache_root/control-plane-$k8s_version-etcd-$etcd_version-helm-$helm_version-$key/bin
 
@@ -34,16 +34,9 @@ mkdir -p "$tmp"
 start=$SECONDS
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false -mod=mod"
 
-# The same ldflags as Kubernetes' hack/lib/version.sh, so /version reports the
-# release (Helm's kubeVersion checks and kubectl's skew warning read it).
-minor=${k8s_version#v1.}
-minor=${minor%%.*}
-build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-	k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-done
+# shellcheck source=k8s-ldflags.sh
+source "$here/k8s-ldflags.sh"
+k8s_ldflags=$(kubernetes_version_ldflags "$k8s_version")
 
 log "building kube-apiserver $k8s_version, kubectl, etcd $etcd_version (cold builds take a while on 2 cores)"
 (cd "$here/k8s" && go build -trimpath -ldflags "$k8s_ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver)

@@ -44,16 +44,9 @@ fn policy(extra_namespace: Option<&str>) -> String {
 /// The compiled policy JSON, as the operator would write it.
 fn compiled(yaml: &str, dir: &TempDir) -> String {
     let path = common::write(dir.path(), "policy.yaml", yaml);
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
-        .args(["policy", "compile", &path.display().to_string()])
-        .output()
-        .expect("compile");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).expect("utf8")
+    let mut compile = std::process::Command::new(env!("CARGO_BIN_EXE_egress-gateway"));
+    compile.args(["policy", "compile", &path.display().to_string()]);
+    egress_e2e::run(compile)
 }
 
 /// A client with the control plane's admin credentials.

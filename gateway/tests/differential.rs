@@ -98,16 +98,9 @@ fn eval(
     if let Some(header) = header {
         args.extend(["-H".to_owned(), header.to_owned()]);
     }
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
-        .args(&args)
-        .output()
-        .expect("eval runs");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("one JSON line")
+    let mut eval = std::process::Command::new(env!("CARGO_BIN_EXE_egress-gateway"));
+    eval.args(&args);
+    serde_json::from_str(&egress_e2e::run(eval)).expect("one JSON line")
 }
 
 #[test]

@@ -272,6 +272,24 @@ pub fn renewal_at(cert: &str) -> Option<SystemTime> {
     info.not_after.checked_sub(lifetime / 3)
 }
 
+/// A self-signed CA as users bring it (it may sign CAs below it): its
+/// certificate and key, as PEM.
+#[cfg(test)]
+pub(crate) fn user_ca(common_name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, common_name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = params.self_signed(&key).expect("user CA").pem();
+    (cert, key.serialize_pem())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -282,18 +300,8 @@ mod tests {
 
     /// A CA that may sign one more CA below it, as users bring.
     fn parent(now: SystemTime) -> (Parent, String) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "test parent");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let cert = params.self_signed(&key).expect("parent").pem();
-        let parent = Parent::load(&cert, &key.serialize_pem(), None, now).expect("usable parent");
+        let (cert, key) = user_ca("test parent");
+        let parent = Parent::load(&cert, &key, None, now).expect("usable parent");
         (parent, cert)
     }
 

@@ -102,37 +102,55 @@ pub async fn api_server_addresses(client: &Client) -> Vec<String> {
 /// The Service CIDRs of the cluster's ServiceCIDR objects; none when they
 /// cannot be read (then pass --service-cidr).
 pub async fn discover_service_cidrs(client: &Client) -> Vec<String> {
-    let api: Api<ServiceCIDR> = Api::all(client.clone());
-    match api.list(&Default::default()).await {
-        Ok(list) => {
-            let cidrs: Vec<String> = list
-                .items
-                .into_iter()
-                .flat_map(|s| s.spec.and_then(|s| s.cidrs).unwrap_or_default())
-                .collect();
-            tracing::info!(?cidrs, "service CIDRs from the cluster's ServiceCIDRs");
-            cidrs
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot list ServiceCIDRs: pass --service-cidr so injected pods reach Services directly");
-            Vec::new()
-        }
-    }
+    let Some(objects) = list_all::<ServiceCIDR>(
+        client,
+        "cannot list ServiceCIDRs: pass --service-cidr so injected pods reach Services directly",
+    )
+    .await
+    else {
+        return Vec::new();
+    };
+    let cidrs: Vec<String> = objects
+        .into_iter()
+        .flat_map(|s| s.spec.and_then(|s| s.cidrs).unwrap_or_default())
+        .collect();
+    tracing::info!(?cidrs, "service CIDRs from the cluster's ServiceCIDRs");
+    cidrs
 }
 
 /// The pod CIDRs the nodes were given; none when they cannot be read or the
 /// network plugin assigns addresses itself (then pass --pod-cidr).
 pub async fn discover_pod_cidrs(client: &Client) -> Vec<String> {
-    let api: Api<Node> = Api::all(client.clone());
-    match api.list(&Default::default()).await {
-        Ok(list) => {
-            let cidrs = cluster_facts::cidrs_of(list.items.iter());
-            tracing::info!(?cidrs, "pod CIDRs from the nodes");
-            cidrs
-        }
+    let Some(nodes) = list_all::<Node>(
+        client,
+        "cannot list nodes: pass --pod-cidr so injected pods reach pods directly",
+    )
+    .await
+    else {
+        return Vec::new();
+    };
+    let cidrs = cluster_facts::cidrs_of(nodes.iter());
+    tracing::info!(?cidrs, "pod CIDRs from the nodes");
+    cidrs
+}
+
+/// Every object of a cluster-scoped kind; none, with `unreadable` logged as
+/// a warning, when they cannot be listed.
+async fn list_all<K>(client: &Client, unreadable: &str) -> Option<Vec<K>>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    match Api::<K>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => Some(list.items),
         Err(error) => {
-            tracing::warn!(%error, "cannot list nodes: pass --pod-cidr so injected pods reach pods directly");
-            Vec::new()
+            tracing::warn!(%error, "{unreadable}");
+            None
         }
     }
 }

@@ -1200,20 +1200,10 @@ mod tests {
 
     /// A parent CA Secret as users bring it (may sign one more level).
     fn parent_pems() -> Pems {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::default();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "user root");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let cert = params.self_signed(&key).expect("parent").pem();
+        let (cert, key) = crate::certs::user_ca("user root");
         Pems {
             cert,
-            key: key.serialize_pem(),
+            key,
             ..Pems::default()
         }
     }

@@ -496,11 +496,8 @@ mod tests {
 
     #[test]
     fn known_enforcers_are_found_by_their_pods() {
-        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect()
+        let labels = |pairs: &[(&str, &str)]| {
+            BTreeMap::from_iter(pairs.iter().map(|&(k, v)| (k.to_owned(), v.to_owned())))
         };
         let plain = [
             labels(&[("k8s-app", "kube-dns")]),

@@ -161,30 +161,88 @@ impl<K> Watched for K where
 {
 }
 
-/// Runs `controller` until `stop`: each object through `reconcile`, with
-/// its error metric and logs under `name`, failures retried after
-/// `backoff`'s wait.
-async fn run_controller<K, F, Fut>(
-    controller: Controller<K>,
-    name: &'static str,
-    reconcile: F,
+/// What a controller runs with: the backoff its failures count against,
+/// the context its reconciles get and the signal that stops it.
+#[derive(Clone)]
+struct Runner {
     backoff: Arc<Backoff>,
     ctx: Arc<Context>,
-    stop: &CancellationToken,
-) where
-    K: Watched,
-    F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
-    Fut: Future<Output = Result<Action, Error>> + Send + 'static,
-{
-    controller
-        .graceful_shutdown_on(stop.clone().cancelled_owned())
-        .run(
-            wrapped(name, reconcile, backoff.clone()),
-            error_policy::<K>(backoff),
-            ctx,
-        )
-        .for_each(log_outcome)
-        .await;
+    stop: CancellationToken,
+}
+
+impl Runner {
+    /// Runs `controller` until the stop signal, each reconcile wrapped with
+    /// its metrics and backoff, each outcome logged.
+    async fn run<K, F, Fut>(&self, controller: Controller<K>, name: &'static str, reconcile: F)
+    where
+        K: Watched,
+        F: Fn(Arc<K>, Arc<Context>) -> Fut + Send + Sync + Clone + 'static,
+        Fut: Future<Output = Result<Action, Error>> + Send + 'static,
+    {
+        controller
+            .graceful_shutdown_on(self.stop.clone().cancelled_owned())
+            .run(
+                wrapped(name, reconcile, self.backoff.clone()),
+                error_policy::<K>(self.backoff.clone()),
+                self.ctx.clone(),
+            )
+            .for_each(log_outcome)
+            .await;
+    }
+}
+
+/// How a controller follows another kind `K`, watching all of its objects:
+/// what the mapper returns is reconciled.
+trait Follows<R: Watched> {
+    /// On every change of a `K` (status writes included).
+    fn on_every_change<K, I>(
+        self,
+        client: &Client,
+        mapper: impl Fn(K) -> I + Send + Sync + 'static,
+    ) -> Self
+    where
+        K: Watched,
+        I: IntoIterator<Item = ObjectRef<R>> + 'static,
+        I::IntoIter: Send;
+
+    /// When a `K`'s spec changes or it is deleted (see [`spec_changes`]).
+    fn on_spec_change<K, I>(
+        self,
+        client: &Client,
+        mapper: impl Fn(K) -> I + Send + Sync + 'static,
+    ) -> Self
+    where
+        K: Watched,
+        I: IntoIterator<Item = ObjectRef<R>> + 'static,
+        I::IntoIter: Send;
+}
+
+impl<R: Watched> Follows<R> for Controller<R> {
+    fn on_every_change<K, I>(
+        self,
+        client: &Client,
+        mapper: impl Fn(K) -> I + Send + Sync + 'static,
+    ) -> Self
+    where
+        K: Watched,
+        I: IntoIterator<Item = ObjectRef<R>> + 'static,
+        I::IntoIter: Send,
+    {
+        self.watches(Api::all(client.clone()), watcher::Config::default(), mapper)
+    }
+
+    fn on_spec_change<K, I>(
+        self,
+        client: &Client,
+        mapper: impl Fn(K) -> I + Send + Sync + 'static,
+    ) -> Self
+    where
+        K: Watched,
+        I: IntoIterator<Item = ObjectRef<R>> + 'static,
+        I::IntoIter: Send,
+    {
+        self.watches_stream(spec_changes(Api::all(client.clone())), mapper)
+    }
 }
 
 /// A reconcile in flight.
@@ -404,17 +462,14 @@ pub async fn controllers(
             }
         });
     }
-    let backoff = Arc::new(Backoff::default());
+    let runner = Runner {
+        backoff: Arc::new(Backoff::default()),
+        ctx: ctx.clone(),
+        stop: stop.clone(),
+    };
     let managed =
         || watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
 
-    let proxies_of_configuration =
-        related::<ProxyConfiguration, EgressProxy>(&ctx, Context::proxies_using_configuration);
-    let proxies_of_group =
-        related::<ProxyRuleGroup, EgressProxy>(&ctx, Context::proxies_using_group);
-    let proxies_of_list = related::<ProxyList, EgressProxy>(&ctx, Context::proxies_using_list);
-    let every_proxy = every(&ctx.proxies);
-    let (every_proxy_a, every_proxy_b) = (every_proxy.clone(), every_proxy);
     let proxy_triggers = futures_util::stream::unfold(proxy_triggers, |mut triggers| async move {
         triggers.recv().await.map(|proxy| (proxy, triggers))
     });
@@ -455,83 +510,42 @@ pub async fn controllers(
             .touched_objects(),
             move |c: PartialObjectMeta<ConfigMap>| proxies_of_config_map(c),
         )
-        .watches(
-            Api::<ProxyConfiguration>::all(client.clone()),
-            watcher::Config::default(),
-            proxies_of_configuration,
+        .on_every_change(
+            &client,
+            related::<ProxyConfiguration, _>(&ctx, Context::proxies_using_configuration),
         )
-        .watches(
-            Api::<ProxyRuleGroup>::all(client.clone()),
-            watcher::Config::default(),
-            proxies_of_group,
+        .on_every_change(
+            &client,
+            related::<ProxyRuleGroup, _>(&ctx, Context::proxies_using_group),
         )
-        .watches(
-            Api::<ProxyList>::all(client.clone()),
-            watcher::Config::default(),
-            proxies_of_list,
+        .on_every_change(
+            &client,
+            related::<ProxyList, _>(&ctx, Context::proxies_using_list),
         )
-        .watches_stream(
-            spec_changes(Api::<ClusterProxyRuleGroup>::all(client.clone())),
-            move |_| every_proxy_a(),
-        )
-        .watches_stream(
-            spec_changes(Api::<ClusterProxyList>::all(client.clone())),
-            move |_| every_proxy_b(),
-        )
+        .on_spec_change(&client, every::<ClusterProxyRuleGroup, _>(&ctx.proxies))
+        .on_spec_change(&client, every::<ClusterProxyList, _>(&ctx.proxies))
         .reconcile_on(proxy_triggers);
-    let proxy_controller = run_controller(
-        proxy_controller,
-        "egressproxy",
-        reconcile_proxy::reconcile,
-        backoff.clone(),
-        ctx.clone(),
-        &stop,
-    );
 
-    let configurations_of_group =
-        related::<ProxyRuleGroup, ProxyConfiguration>(&ctx, Context::configurations_listing);
-    let configurations_of_list =
-        related::<ProxyList, ProxyConfiguration>(&ctx, Context::configurations_using_list);
-    let every_configuration = every(&ctx.configurations);
-    let (every_configuration_a, every_configuration_b) =
-        (every_configuration.clone(), every_configuration);
     let configuration_of_proxy = |p: EgressProxy| {
         let namespace = p.namespace().unwrap_or_default();
         Some(ObjectRef::new(&p.spec.configuration_ref.name).within(&namespace))
     };
     let configuration_controller =
         Controller::for_shared_stream(configuration_events, configurations.clone())
-            .watches(
-                Api::<ProxyRuleGroup>::all(client.clone()),
-                watcher::Config::default(),
-                configurations_of_group,
+            .on_every_change(
+                &client,
+                related::<ProxyRuleGroup, _>(&ctx, Context::configurations_listing),
             )
-            .watches(
-                Api::<ProxyList>::all(client.clone()),
-                watcher::Config::default(),
-                configurations_of_list,
+            .on_every_change(
+                &client,
+                related::<ProxyList, _>(&ctx, Context::configurations_using_list),
             )
-            .watches_stream(
-                spec_changes(Api::<ClusterProxyRuleGroup>::all(client.clone())),
-                move |_| every_configuration_a(),
+            .on_spec_change(
+                &client,
+                every::<ClusterProxyRuleGroup, _>(&ctx.configurations),
             )
-            .watches_stream(
-                spec_changes(Api::<ClusterProxyList>::all(client.clone())),
-                move |_| every_configuration_b(),
-            )
-            .watches(
-                Api::<EgressProxy>::all(client.clone()),
-                watcher::Config::default(),
-                configuration_of_proxy,
-            );
-    let configuration_controller = run_controller(
-        configuration_controller,
-        "proxyconfiguration",
-        reconcile_policy::reconcile_configuration,
-        backoff.clone(),
-        ctx.clone(),
-        &stop,
-    );
+            .on_spec_change(&client, every::<ClusterProxyList, _>(&ctx.configurations))
+            .on_every_change(&client, configuration_of_proxy);
 
     let groups_of_configuration =
         |c: ProxyConfiguration| groups_listed(&c, &c.namespace().unwrap_or_default());
@@ -543,31 +557,13 @@ pub async fn controllers(
             .map(|c| groups_listed(&c, &namespace))
             .unwrap_or_default()
     };
-    let groups_of_list = related::<ProxyList, ProxyRuleGroup>(&ctx, Context::groups_naming_list);
     let group_controller = Controller::for_shared_stream(group_events, groups.clone())
-        .watches(
-            Api::<ProxyList>::all(client.clone()),
-            watcher::Config::default(),
-            groups_of_list,
+        .on_every_change(
+            &client,
+            related::<ProxyList, _>(&ctx, Context::groups_naming_list),
         )
-        .watches(
-            Api::<ProxyConfiguration>::all(client.clone()),
-            watcher::Config::default(),
-            groups_of_configuration,
-        )
-        .watches(
-            Api::<EgressProxy>::all(client.clone()),
-            watcher::Config::default(),
-            groups_of_proxy,
-        );
-    let group_controller = run_controller(
-        group_controller,
-        "proxyrulegroup",
-        reconcile_policy::reconcile_group,
-        backoff.clone(),
-        ctx.clone(),
-        &stop,
-    );
+        .on_every_change(&client, groups_of_configuration)
+        .on_every_change(&client, groups_of_proxy);
 
     // A group that stops naming a list is seen only as it is now, so a
     // group change looks at every list of its namespace.
@@ -582,61 +578,21 @@ pub async fn controllers(
             .map(|l| ObjectRef::from_obj(l.as_ref()))
             .collect::<Vec<_>>()
     };
-    let list_controller = Controller::for_shared_stream(list_events, lists.clone()).watches(
-        Api::<ProxyRuleGroup>::all(client.clone()),
-        watcher::Config::default(),
-        lists_of_group,
-    );
-    let list_controller = run_controller(
-        list_controller,
-        "proxylist",
-        reconcile_policy::reconcile_list,
-        backoff.clone(),
-        ctx.clone(),
-        &stop,
-    );
+    let list_controller = Controller::for_shared_stream(list_events, lists.clone())
+        .on_every_change(&client, lists_of_group);
 
     // A baseline group's status names the proxies it applies to (any proxy
     // change may change that) and whether its lists exist. (Its status
-    // writes reach the proxies only through `spec_changes`: no fan-out.)
-    let every_cluster_group = every(&ctx.cluster_groups);
-    let (every_cluster_group_a, every_cluster_group_b) =
-        (every_cluster_group.clone(), every_cluster_group);
+    // writes reach the proxies only through `on_spec_change`: no fan-out.)
     let cluster_group_controller =
         Controller::for_shared_stream(cluster_group_events, cluster_groups.clone())
-            .watches(
-                Api::<EgressProxy>::all(client.clone()),
-                watcher::Config::default(),
-                move |_| every_cluster_group_a(),
-            )
-            .watches(
-                Api::<ClusterProxyList>::all(client.clone()),
-                watcher::Config::default(),
-                move |_| every_cluster_group_b(),
-            );
-    let cluster_group_controller = run_controller(
-        cluster_group_controller,
-        "clusterproxyrulegroup",
-        reconcile_policy::reconcile_cluster_group,
-        backoff.clone(),
-        ctx.clone(),
-        &stop,
-    );
-    let every_cluster_list = every(&ctx.cluster_lists);
+            .on_every_change(&client, every::<EgressProxy, _>(&ctx.cluster_groups))
+            .on_every_change(&client, every::<ClusterProxyList, _>(&ctx.cluster_groups));
     let cluster_list_controller =
-        Controller::for_shared_stream(cluster_list_events, cluster_lists.clone()).watches(
-            Api::<ClusterProxyRuleGroup>::all(client.clone()),
-            watcher::Config::default(),
-            move |_| every_cluster_list(),
+        Controller::for_shared_stream(cluster_list_events, cluster_lists.clone()).on_every_change(
+            &client,
+            every::<ClusterProxyRuleGroup, _>(&ctx.cluster_lists),
         );
-    let cluster_list_controller = run_controller(
-        cluster_list_controller,
-        "clusterproxylist",
-        reconcile_policy::reconcile_cluster_list,
-        backoff,
-        ctx.clone(),
-        &stop,
-    );
 
     let triggers = futures_util::stream::unfold(client_triggers, |mut triggers| async move {
         triggers.recv().await.map(|proxy| (proxy, triggers))
@@ -647,23 +603,39 @@ pub async fn controllers(
     let clients_controller = Controller::for_shared_stream(client_proxy_events, proxies.clone())
         .with_config(controller::Config::default().debounce(Duration::from_secs(1)))
         .reconcile_on(triggers);
-    let clients_controller = run_controller(
-        clients_controller,
-        "clients",
-        reconcile_clients::reconcile,
-        Arc::new(Backoff::default()),
-        ctx.clone(),
-        &stop,
-    );
+    let clients_runner = Runner {
+        backoff: Arc::new(Backoff::default()),
+        ..runner.clone()
+    };
 
     tokio::join!(
-        proxy_controller,
-        configuration_controller,
-        group_controller,
-        list_controller,
-        cluster_group_controller,
-        cluster_list_controller,
-        clients_controller
+        runner.run(proxy_controller, "egressproxy", reconcile_proxy::reconcile),
+        runner.run(
+            configuration_controller,
+            "proxyconfiguration",
+            reconcile_policy::reconcile_configuration
+        ),
+        runner.run(
+            group_controller,
+            "proxyrulegroup",
+            reconcile_policy::reconcile_group
+        ),
+        runner.run(
+            list_controller,
+            "proxylist",
+            reconcile_policy::reconcile_list
+        ),
+        runner.run(
+            cluster_group_controller,
+            "clusterproxyrulegroup",
+            reconcile_policy::reconcile_cluster_group
+        ),
+        runner.run(
+            cluster_list_controller,
+            "clusterproxylist",
+            reconcile_policy::reconcile_cluster_list
+        ),
+        clients_runner.run(clients_controller, "clients", reconcile_clients::reconcile),
     );
     Ok(())
 }
@@ -841,15 +813,16 @@ where
         })
 }
 
-/// A watch mapper for a change that concerns every object of a cache.
-fn every<K>(
-    store: &reflector::Store<K>,
-) -> impl Fn() -> Vec<ObjectRef<K>> + Clone + Send + Sync + 'static
+/// A watch mapper for a change (of a `K`) that concerns every object of a
+/// cache.
+fn every<K, R>(
+    store: &reflector::Store<R>,
+) -> impl Fn(K) -> Vec<ObjectRef<R>> + Send + Sync + 'static
 where
-    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+    R: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let store = store.clone();
-    move || {
+    move |_| {
         store
             .state()
             .iter()

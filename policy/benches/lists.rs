@@ -6,7 +6,7 @@
 //! `cargo bench -p egress-policy --bench lists`
 
 use std::hint::black_box;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use egress_policy::spec::{
@@ -108,6 +108,9 @@ fn bench(c: &mut Criterion) {
     let listed = context("a.b.zone9.example.net");
     let unlisted = context("www.service.example.org");
     let mut group = c.benchmark_group("list/domains");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for size in [10, 1_000, 1_000_000] {
         let before = resident();
         let started = Instant::now();
@@ -131,11 +134,5 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .warm_up_time(std::time::Duration::from_secs(1))
-        .measurement_time(std::time::Duration::from_secs(3));
-    targets = bench
-}
+criterion_group!(benches, bench);
 criterion_main!(benches);

@@ -17,6 +17,7 @@ use crate::engine::{self, CompiledRule, Decision, PhaseTable, Verdict};
 use crate::error::{CompileError, Error};
 use crate::key::ConditionKey;
 use crate::list::{self, Lists, Values};
+use crate::named::Named;
 use crate::operator::Operator;
 use crate::phase::Phase;
 use crate::proxy::{ProxyPolicy, ProxySettings};
@@ -32,46 +33,6 @@ pub const FORMAT_VERSION: u32 = 1;
 /// list counts once for every condition that names it): what bounds the
 /// memory a policy can make its compiler take, whatever refers to what.
 pub const MAX_VALUES: usize = 2_000_000;
-
-/// A resource's name with its spec.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Named<T> {
-    /// `metadata.name`.
-    pub name: String,
-    /// `spec`.
-    pub spec: T,
-    /// The name decision logs and metrics show, when not `name` (a rule
-    /// group imported from AWS keeps its AWS name there; see
-    /// [`crate::objects::AWS_NAME_ANNOTATION`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub log_name: Option<String>,
-}
-
-impl<T> Named<T> {
-    /// Pairs a name with a spec.
-    pub fn new(name: impl Into<String>, spec: T) -> Named<T> {
-        Named {
-            name: name.into(),
-            spec,
-            log_name: None,
-        }
-    }
-
-    /// The same, shown as `log_name` in logs and metrics (when given). A
-    /// name with a `/` is ignored: that is how the baseline's groups show
-    /// (`ClusterProxyRuleGroup/<name>`), which a namespaced group's
-    /// annotation must not imitate.
-    pub fn with_log_name(mut self, log_name: Option<String>) -> Named<T> {
-        self.log_name = log_name.filter(|n| !n.is_empty() && *n != self.name && !n.contains('/'));
-        self
-    }
-
-    /// The name logs and metrics show.
-    pub fn log_name(&self) -> &str {
-        self.log_name.as_deref().unwrap_or(&self.name)
-    }
-}
 
 /// The serialized compiled policy: what the operator writes into the ConfigMap
 /// and the gateway loads.

@@ -215,9 +215,9 @@ impl Credential {
         }
         let mut source_nets = Vec::new();
         for (i, value) in clients.source_cidrs.iter().enumerate() {
-            match crate::proxy::parse_net(value) {
-                Some(net) => source_nets.push(net),
-                None => error(
+            match crate::net::parse_net(value) {
+                Ok(net) => source_nets.push(net),
+                Err(_) => error(
                     &format!("clients.sourceCIDRs[{i}]"),
                     format!("{value:?} is not a CIDR or IP address"),
                 ),

@@ -7,11 +7,10 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::compile::{
-    Available, CompiledPolicy, Named, compile, compile_for_proxy, select_baseline,
-};
+use crate::compile::{Available, CompiledPolicy, compile, compile_for_proxy, select_baseline};
 use crate::error::CompileError;
 use crate::list::validate_list;
+use crate::named::Named;
 use crate::spec::{
     API_VERSION, ClusterProxyRuleGroupSpec, EgressProxySpec, ProxyConfigurationSpec, ProxyListSpec,
     ProxyRuleGroupSpec,

@@ -64,12 +64,14 @@ mod documents;
 mod engine;
 mod error;
 mod index;
+mod named;
+mod net;
 mod phase;
 mod proxy;
 mod time;
 
 pub use compile::{
-    Available, CompiledPolicy, FORMAT_VERSION, Named, PolicyDocument, compile, compile_for_proxy,
+    Available, CompiledPolicy, FORMAT_VERSION, PolicyDocument, compile, compile_for_proxy,
     select_baseline, validate_cluster_rule_group, validate_rule_group, validate_rule_group_with,
 };
 pub use context::{HttpRequest, HttpResponse, RequestContext, SourceIdentity};
@@ -79,6 +81,7 @@ pub use engine::{DEFAULT_RULE, Decision, RuleMatch, Verdict, WouldBe};
 pub use error::{CompileError, Error};
 pub use host::Host;
 pub use list::validate_list;
+pub use named::Named;
 pub use phase::Phase;
 pub use private::PRIVATE_DESTINATION_RULE;
 pub use proxy::{ProxyPolicy, ProxySettings};

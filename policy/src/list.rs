@@ -4,10 +4,10 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::compile::Named;
 use crate::condition::Condition;
 use crate::error::CompileError;
 use crate::key::{ConditionKey, IpKey, TextKey};
+use crate::named::Named;
 use crate::operator::Operator;
 use crate::spec::{ConditionSpec, ListType, ProxyListSpec, ProxyRuleGroupSpec};
 

@@ -12,6 +12,7 @@ use crate::domain::Domain;
 use crate::domain_value::DomainValue;
 use crate::engine::Decision;
 use crate::error::CompileError;
+use crate::net::parse_net;
 use crate::spec::{
     Action, CredentialSpec, EgressProxySpec, LogFormat, TunnelAnswer, default_tls_ports,
 };
@@ -111,17 +112,6 @@ impl Default for ProxySettings {
     }
 }
 
-/// A CIDR (host bits dropped) or a single address, IPv4-mapped IPv6 read as
-/// IPv4.
-pub(crate) fn parse_net(value: &str) -> Option<IpNet> {
-    value.parse::<IpNet>().map(|n| n.trunc()).ok().or_else(|| {
-        value
-            .parse::<IpAddr>()
-            .ok()
-            .map(|a| IpNet::from(a.to_canonical()))
-    })
-}
-
 /// The domain values of the list at `field`; an error for each that is not one.
 pub(crate) fn domain_values(
     field: &str,
@@ -176,8 +166,8 @@ impl ProxyPolicy {
         let mut allow_private = Vec::new();
         for (i, value) in settings.allow_private_cidrs.iter().enumerate() {
             match parse_net(value) {
-                Some(net) => allow_private.push(net),
-                None => errors.push(CompileError::new(
+                Ok(net) => allow_private.push(net),
+                Err(_) => errors.push(CompileError::new(
                     format!("destinations.allowPrivateCIDRs[{i}]"),
                     format!("{value:?} is not a CIDR or IP address"),
                 )),

@@ -23,7 +23,7 @@ required() { awk -v m="$1" '$1 == m { print $2 } $1 == "require" && $2 == m { pr
 k8s_version=$(required k8s.io/kubernetes "$tools/k8s/go.mod")
 coredns_version=$(required github.com/coredns/coredns "$tools/coredns/go.mod")
 router_version=$(required github.com/cloudnativelabs/kube-router/v2 "$tools/kube-router/go.mod")
-key=$(cat "$here/build.sh" "$tools/k8s/go.mod" "$tools/k8s/go.sum" \
+key=$(cat "$here/build.sh" "$tools/k8s-ldflags.sh" "$tools/k8s/go.mod" "$tools/k8s/go.sum" \
 	"$tools/coredns/go.mod" "$tools/coredns/go.sum" "$tools/coredns/main.go" \
 	"$tools/kube-router/go.mod" "$tools/kube-router/go.sum" | sha256sum | cut -c1-12)
 bin=$cache_root/node-$k8s_version-coredns-$coredns_version-kube-router-$router_version-$key/bin
@@ -46,17 +46,10 @@ mkdir -p "$tmp"
 start=$SECONDS
 export GOFLAGS="${GOFLAGS:-} -buildvcs=false -mod=mod"
 
-# The version ldflags of Kubernetes' hack/lib/version.sh, as in ../build.sh:
-# kubelet reports its version in the Node's status, and the API server's
-# version skew checks read it.
-minor=${k8s_version#v1.}
-minor=${minor%%.*}
+# shellcheck source=../k8s-ldflags.sh
+source "$tools/k8s-ldflags.sh"
+k8s_ldflags=$(kubernetes_version_ldflags "$k8s_version")
 build_date=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-k8s_ldflags="-s -w"
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-	k8s_ldflags+=" -X $pkg.gitVersion=$k8s_version -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
-	k8s_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=$build_date"
-done
 
 log "building the node: kubelet $k8s_version, kube-proxy, kube-controller-manager, kube-scheduler, coredns $coredns_version, kube-router $router_version"
 for cmd in kubelet kube-proxy kube-controller-manager kube-scheduler; do

@@ -76,14 +76,7 @@ impl Gateway {
             "RUST_LOG".to_owned(),
             "info,egress_gateway=debug".to_owned(),
         )];
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let stem = format!(
-            "gateway-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::SeqCst)
-        );
-        let output = Output::in_dir(&std::env::temp_dir().join("egress-gateway-tests"), &stem);
+        let output = Output::for_test_run("gateway");
         let process = Running::start(
             Path::new(env!("CARGO_BIN_EXE_egress-gateway")),
             args,

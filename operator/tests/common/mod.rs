@@ -574,14 +574,7 @@ impl Operator {
             "RUST_LOG".to_owned(),
             "info,egress_operator=debug".to_owned(),
         ));
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static STARTED: AtomicUsize = AtomicUsize::new(0);
-        let stem = format!(
-            "operator-{}-{}",
-            std::process::id(),
-            STARTED.fetch_add(1, Ordering::SeqCst)
-        );
-        let output = Output::in_dir(&std::env::temp_dir().join("egress-operator-tests"), &stem);
+        let output = Output::for_test_run("operator");
         let process = Running::start(binary, args, &env, output).unwrap_or_else(|e| panic!("{e}"));
         let admin = process.listener("admin").expect("admin listener");
         Operator { process, admin }

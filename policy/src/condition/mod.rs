@@ -13,6 +13,7 @@ use crate::domain::is_dns_name;
 use crate::domain_value::{DomainSet, DomainValue, DomainValueRef};
 use crate::glob::Glob;
 use crate::key::{ConditionKey, IpKey, NumberKey, TextKey};
+use crate::net::parse_net;
 use crate::operator::Operator;
 use crate::time::TimeBound;
 
@@ -195,7 +196,7 @@ impl Condition {
             }
             (ConditionKey::Text(_), _) => {}
             (ConditionKey::Number(_), _) => parse_all(&|v| parse_number(v).map(|_| ())),
-            (ConditionKey::Ip(_), _) => parse_all(&|v| parse_ip(v).map(|_| ())),
+            (ConditionKey::Ip(_), _) => parse_all(&|v| parse_net(v).map(|_| ())),
             (ConditionKey::Time, _) => parse_all(&|v| TimeBound::parse(v).map(|_| ())),
         }
         if errors.is_empty() {
@@ -261,7 +262,7 @@ impl Condition {
                 negated,
                 nets: values
                     .iter()
-                    .map(|v| parse_ip(v))
+                    .map(|v| parse_net(v))
                     .collect::<Result<_, _>>()
                     .map_err(fail)?,
             },
@@ -502,30 +503,6 @@ fn parse_number(value: &str) -> Result<f64, String> {
         .ok_or_else(|| {
             format!("{value:?} is not a number (expected an integer or a decimal like 2.5)")
         })
-}
-
-/// A CIDR (host bits are ignored, as the cloud API does) or a single address.
-/// IPv4-mapped IPv6 values are read as the IPv4 they carry, like request addresses.
-fn parse_ip(value: &str) -> Result<IpNet, String> {
-    if value.contains('/') {
-        let net: IpNet = value
-            .parse()
-            .map_err(|_| format!("{value:?} is not a CIDR"))?;
-        if let IpNet::V6(v6) = net
-            && let Some(v4) = v6.addr().to_ipv4_mapped()
-            && v6.prefix_len() >= 96
-        {
-            let v4 = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-                .map_err(|_| format!("{value:?} is not a CIDR"))?;
-            return Ok(IpNet::V4(v4.trunc()));
-        }
-        Ok(net.trunc())
-    } else {
-        let addr: IpAddr = value
-            .parse()
-            .map_err(|_| format!("{value:?} is not an IP address or CIDR"))?;
-        Ok(IpNet::from(addr.to_canonical()))
-    }
 }
 
 const MAX_PATTERN_LEN: usize = 1024;
