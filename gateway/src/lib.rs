@@ -58,8 +58,8 @@ use crate::pipeline::decision_log::DecisionLog;
 use crate::request::Listener;
 use crate::tls::ServingCert;
 use crate::tls::authority::InterceptAuthority;
-use crate::upstream::Connector;
 use crate::upstream::dns::{Pin, Resolver};
+use crate::upstream::{Connector, Pool};
 
 /// Options only the `dev` command sets.
 #[derive(Clone, Debug, Default)]
@@ -174,6 +174,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         identities: Identities::default(),
         secrets: Secrets::default(),
         upstream: Connector::new(upstream_tls, &args.limits, metrics.clone()),
+        upstream_pool: Pool::default(),
         log: DecisionLog::to_stdout(metrics.clone()),
         metrics: metrics.clone(),
         limits: args.limits.clone(),

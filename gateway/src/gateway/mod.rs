@@ -35,8 +35,8 @@ use crate::relay::Watch;
 use crate::request::{Client, Protocol, Target};
 use crate::tls::ServingCert;
 use crate::tls::authority::InterceptAuthority;
-use crate::upstream::Connector;
 use crate::upstream::dns::Resolver;
+use crate::upstream::{Connector, Pool};
 
 /// Shared state.
 #[derive(Debug)]
@@ -61,6 +61,8 @@ pub struct Gateway {
     pub secrets: Secrets,
     /// How connections to destinations are made.
     pub upstream: Connector,
+    /// Idle connections to destinations, for later requests of the same client.
+    pub upstream_pool: Pool,
     /// The decision log.
     pub log: DecisionLog,
     /// Metrics.

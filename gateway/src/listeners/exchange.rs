@@ -20,7 +20,7 @@ use crate::http_util::{
 };
 use crate::pipeline::{self, Exchange};
 use crate::request::Protocol;
-use crate::upstream::{Pool, PoolKey};
+use crate::upstream::PoolKey;
 
 /// Sends `req` (cleared by [`pipeline::request`]; its target normalises to
 /// `normalized`) to the destination (`key`), and its response through
@@ -29,7 +29,6 @@ use crate::upstream::{Pool, PoolKey};
 pub async fn exchange(
     gw: Arc<Gateway>,
     mut exchange: Exchange,
-    pool: Arc<Pool>,
     key: PoolKey,
     normalized: String,
     mut req: Request<Incoming>,
@@ -88,21 +87,28 @@ pub async fn exchange(
     let sent = Arc::new(Progress::default());
     let upstream_request = Request::from_parts(parts, Counted::new(body, sent.clone()).boxed());
 
-    let mut response =
-        match crate::upstream::send(&gw.upstream, &pool, key, upstream_request, &sent).await {
-            Ok(response) => response,
-            Err(error) => {
-                let status = error.status();
-                let reply = text_response(status, error.client_text(), http1);
-                gw.fail(
-                    exchange,
-                    i32::from(status.as_u16()),
-                    (sent.bytes(), 0),
-                    &error,
-                );
-                return reply;
-            }
-        };
+    let mut response = match crate::upstream::send(
+        &gw.upstream,
+        &gw.upstream_pool,
+        key,
+        upstream_request,
+        &sent,
+    )
+    .await
+    {
+        Ok(response) => response,
+        Err(error) => {
+            let status = error.status();
+            let reply = text_response(status, error.client_text(), http1);
+            gw.fail(
+                exchange,
+                i32::from(status.as_u16()),
+                (sent.bytes(), 0),
+                &error,
+            );
+            return reply;
+        }
+    };
     gw.metrics
         .request_seconds
         .observe(exchange.started().elapsed().as_secs_f64());

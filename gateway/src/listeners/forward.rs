@@ -14,13 +14,12 @@ use crate::http_util::Body;
 use crate::listeners::exchange::exchange;
 use crate::pipeline::{self, Destination};
 use crate::request::{Protocol, Target};
-use crate::upstream::{Pool, PoolKey};
+use crate::upstream::{Owner, PoolKey};
 
 /// Forwards an absolute-form request.
 pub async fn forward(
     gw: Arc<Gateway>,
     connection: Arc<Connection>,
-    pool: Arc<Pool>,
     req: Request<Incoming>,
 ) -> Response<Body> {
     let Some(authority) = req.uri().authority() else {
@@ -62,9 +61,10 @@ pub async fn forward(
             Err(stopped) => return gw.stopped(stopped, true),
         };
     let key = PoolKey {
+        client: Owner::of(&connection.client),
         ip: cleared.ip,
         port: target.port,
         tls_name: None,
     };
-    self::exchange(gw, cleared.exchange, pool, key, normalized, req).await
+    self::exchange(gw, cleared.exchange, key, normalized, req).await
 }

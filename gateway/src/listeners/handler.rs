@@ -12,13 +12,11 @@ use crate::error::Error;
 use crate::framing::Heads;
 use crate::gateway::{Connection, Gateway};
 use crate::http_util::Body;
-use crate::upstream::Pool;
 
 /// Handles one request of a client connection.
 pub async fn handle(
     gw: Arc<Gateway>,
     connection: Arc<Connection>,
-    pool: Arc<Pool>,
     heads: Heads,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -30,7 +28,7 @@ pub async fn handle(
     }
     let mut response = match req.uri().scheme_str() {
         Some("http") if req.uri().authority().is_some() => {
-            crate::listeners::forward::forward(gw.clone(), connection, pool, req).await
+            crate::listeners::forward::forward(gw.clone(), connection, req).await
         }
         Some("https") => gw.refuse(Error::HttpsAbsoluteForm, true),
         _ => gw.refuse(Error::NotAProxyRequest, true),

@@ -27,7 +27,7 @@ use crate::http_util::Body;
 use crate::pipeline::{self, Destination};
 use crate::relay::idle::Activity;
 use crate::request::{Protocol, Target};
-use crate::upstream::{Pool, PoolKey};
+use crate::upstream::{Owner, PoolKey};
 
 /// Serves an intercepted tunnel to `target` (resolved and checked to `ip`)
 /// after the client got its `200`.
@@ -77,7 +77,6 @@ pub async fn serve(
         Err(_) => return fail(Error::ClientTls("TLS handshake timed out".to_owned())),
     };
     let heads = Heads::default();
-    let pool = Arc::new(Pool::default());
     let tunnel = Arc::new(Tunnel {
         gw: gw.clone(),
         connection,
@@ -86,8 +85,8 @@ pub async fn serve(
         heads: heads.clone(),
     });
     let service = service_fn(move |req: Request<Incoming>| {
-        let (tunnel, pool) = (tunnel.clone(), pool.clone());
-        async move { Ok::<_, Infallible>(tunnel.request(pool, req).await) }
+        let tunnel = tunnel.clone();
+        async move { Ok::<_, Infallible>(tunnel.request(req).await) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -123,9 +122,9 @@ struct Tunnel {
 
 impl Tunnel {
     /// One request inside the tunnel.
-    async fn request(&self, pool: Arc<Pool>, req: Request<Incoming>) -> Response<Body> {
+    async fn request(&self, req: Request<Incoming>) -> Response<Body> {
         let http1 = req.version() < Version::HTTP_2;
-        let mut response = self.decide(pool, req, http1).await;
+        let mut response = self.decide(req, http1).await;
         if !http1 {
             // Connection-specific headers do not exist in HTTP/2.
             response.headers_mut().remove(header::CONNECTION);
@@ -139,7 +138,7 @@ impl Tunnel {
         response
     }
 
-    async fn decide(&self, pool: Arc<Pool>, req: Request<Incoming>, http1: bool) -> Response<Body> {
+    async fn decide(&self, req: Request<Incoming>, http1: bool) -> Response<Body> {
         let gw = &self.gw;
         if http1 && self.heads.next_is_ambiguous() {
             return gw.refuse(Error::AmbiguousLength, true);
@@ -176,12 +175,13 @@ impl Tunnel {
                 Err(stopped) => return gw.stopped(stopped, http1),
             };
         let key = PoolKey {
+            client: Owner::of(&self.connection.client),
             ip: cleared.ip,
             port: self.target.port,
             tls_name: Some(self.target.host.domain().to_string()),
         };
         let exchange = cleared.exchange;
-        crate::listeners::exchange::exchange(gw.clone(), exchange, pool, key, normalized, req).await
+        crate::listeners::exchange::exchange(gw.clone(), exchange, key, normalized, req).await
     }
 
     /// The request's host (`:authority`, or `Host`) must be the tunnel's,

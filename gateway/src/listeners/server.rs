@@ -22,7 +22,6 @@ use crate::gateway::{Connection, Gateway};
 use crate::relay::ServedIo;
 use crate::relay::idle::Activity;
 use crate::request::{Client, Listener};
-use crate::upstream::Pool;
 
 /// A client-facing listener.
 #[derive(Debug)]
@@ -120,7 +119,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let addr = connection.client.addr;
-    let pool = Arc::new(Pool::default());
     let heads = Heads::default();
     let activity = Activity::default();
     let io: ServedIo<S> = TokioIo::new(Inspected::new(activity.track(stream), heads.clone()));
@@ -129,7 +127,6 @@ where
         crate::listeners::handler::handle(
             handler_gw.clone(),
             connection.clone(),
-            pool.clone(),
             heads.clone(),
             req,
         )

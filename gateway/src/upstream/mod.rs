@@ -1,14 +1,16 @@
 //! Connections to destinations: TCP to the address the policy checked, TLS
 //! verified against the trusted roots (never skipped), HTTP/1.1 on top.
 //!
-//! Upstream HTTP connections are reused only by the client connection that
-//! opened them: a keep-alive client keeps its upstream connection, and no
-//! request ever rides on a connection opened for another client.
+//! Idle upstream HTTP connections are kept in one [`Pool`] and reused by
+//! later requests of the same client (see [`pool`]).
 
 pub mod dns;
+pub mod pool;
+
+pub use pool::{Owner, Pool, PoolKey};
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::Request;
@@ -123,50 +125,11 @@ trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for S {}
 
-/// Idle upstream HTTP connections of one client connection, by destination.
-#[derive(Debug, Default)]
-pub struct Pool {
-    idle: Mutex<Vec<(PoolKey, SendRequest<Body>)>>,
-}
-
-/// What a pooled connection leads to: address, port, and TLS name if any.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PoolKey {
-    /// Address dialed.
-    pub ip: IpAddr,
-    /// Port dialed.
-    pub port: u16,
-    /// TLS server name, `None` for plain HTTP.
-    pub tls_name: Option<String>,
-}
-
-/// Idle connections kept per client connection.
-const MAX_IDLE: usize = 4;
-
-impl Pool {
-    /// An idle connection to `key` that can take a request now.
-    pub fn take(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|(_, sender)| !sender.is_closed());
-        let position = idle
-            .iter()
-            .position(|(k, sender)| k == key && sender.is_ready())?;
-        Some(idle.swap_remove(position).1)
-    }
-
-    /// Keeps a connection for later (it becomes usable once its response is read).
-    pub fn put(&self, key: PoolKey, sender: SendRequest<Body>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= MAX_IDLE {
-            idle.remove(0);
-        }
-        idle.push((key, sender));
-    }
-}
-
 /// Sends a request on a pooled or new connection to `key`. Once the request
 /// body has gone out (`sent` ends), the destination has
 /// `--upstream-response-timeout` to send its response head (504 otherwise).
+/// A pooled connection the destination closed before the request could go
+/// out is replaced by a new one, once.
 pub async fn send(
     connector: &Connector,
     pool: &Pool,
@@ -174,44 +137,73 @@ pub async fn send(
     request: Request<Body>,
     sent: &Progress,
 ) -> Result<http::Response<hyper::body::Incoming>, Error> {
-    let mut sender = match pool.take(&key) {
-        Some(sender) => sender,
-        None => {
-            let started = Instant::now();
-            let tcp = connector.connect_tcp(key.ip, key.port).await?;
-            let stream: Box<dyn Stream> = match &key.tls_name {
-                Some(name) => Box::new(
-                    connect_tls(
-                        connector.tls.clone(),
-                        connector.handshake_timeout,
-                        tcp,
-                        name,
-                    )
-                    .await?,
-                ),
-                None => Box::new(tcp),
-            };
-            connector
-                .metrics
-                .upstream_connect_seconds
-                .observe(started.elapsed().as_secs_f64());
-            handshake(stream, connector.max_header_bytes).await?
-        }
-    };
     let upgrade = crate::http_util::is_upgrade(request.headers());
     let limit = connector.response_timeout;
-    let response = tokio::select! {
-        response = sender.send_request(request) => {
-            response.map_err(|e| Error::UpstreamProtocol(e.to_string()))?
+    let failed = |e: hyper::Error| Error::UpstreamProtocol(e.to_string());
+    let on_pooled = match pool.take(&key) {
+        Some(mut pooled) => match answered(sent, limit, pooled.try_send_request(request)).await? {
+            Ok(response) => Ok((pooled, response)),
+            Err(mut error) => match error.take_message() {
+                Some(request) => Err(request),
+                None => return Err(failed(error.into_error())),
+            },
+        },
+        None => Err(request),
+    };
+    let (sender, response) = match on_pooled {
+        Ok(answered) => answered,
+        // None was kept, or the kept one was closing before the request
+        // could go out: a new connection takes it.
+        Err(request) => {
+            let mut sender = open(connector, &key).await?;
+            let response = answered(sent, limit, sender.send_request(request))
+                .await?
+                .map_err(failed)?;
+            (sender, response)
         }
-        _ = async {
-            sent.ended().await;
-            tokio::time::sleep(limit).await;
-        } => return Err(Error::UpstreamResponseTimeout(limit)),
     };
     // An upgraded connection belongs to the upgrade; others can serve again.
     if !upgrade {
         pool.put(key, sender);
     }
     Ok(response)
+}
+
+/// `response`, unless the request body has gone out (`sent` ends) and
+/// `limit` passes first.
+async fn answered<T>(
+    sent: &Progress,
+    limit: Duration,
+    response: impl std::future::Future<Output = T>,
+) -> Result<T, Error> {
+    tokio::select! {
+        response = response => Ok(response),
+        _ = async {
+            sent.ended().await;
+            tokio::time::sleep(limit).await;
+        } => Err(Error::UpstreamResponseTimeout(limit)),
+    }
+}
+
+/// A new connection to `key`'s destination, HTTP/1.1 over TCP or TLS.
+async fn open(connector: &Connector, key: &PoolKey) -> Result<SendRequest<Body>, Error> {
+    let started = Instant::now();
+    let tcp = connector.connect_tcp(key.ip, key.port).await?;
+    let stream: Box<dyn Stream> = match &key.tls_name {
+        Some(name) => Box::new(
+            connect_tls(
+                connector.tls.clone(),
+                connector.handshake_timeout,
+                tcp,
+                name,
+            )
+            .await?,
+        ),
+        None => Box::new(tcp),
+    };
+    connector
+        .metrics
+        .upstream_connect_seconds
+        .observe(started.elapsed().as_secs_f64());
+    handshake(stream, connector.max_header_bytes).await
 }

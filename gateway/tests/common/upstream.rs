@@ -25,7 +25,8 @@ pub enum Behavior {
     Reset,
     /// Reads the request and never answers (the connection stays open).
     Silent,
-    /// Answers every request with these bytes, as they are.
+    /// Answers every request with these bytes, as they are (the connection
+    /// kept open for more).
     Raw(&'static str),
 }
 
@@ -109,9 +110,10 @@ impl Upstream {
                             return;
                         }
                         Behavior::Raw(bytes) => {
-                            let _ = stream.read(&mut buf).await;
-                            let _ = stream.write_all(bytes.as_bytes()).await;
-                            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                            // A request (one read, bodies are not expected) each.
+                            while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                                let _ = stream.write_all(bytes.as_bytes()).await;
+                            }
                             return;
                         }
                     }
