@@ -1,5 +1,5 @@
 //! TLS interception: the chain clients get, the sub-CA's limits, minting once
-//! per name, WebSocket, and sub-CA reloads.
+//! per name, sessions resumed, WebSocket, and sub-CA reloads.
 
 mod common;
 
@@ -225,6 +225,33 @@ fn leaves_are_minted_once_per_name_under_concurrency() {
     assert_eq!(gateway.metric("egress_certificate_cache_hits_total"), 15.0);
     assert_eq!(gateway.metric("egress_certificate_cache_size"), 1.0);
     assert!(gateway.metric("egress_certificate_mint_duration_seconds_count") >= 1.0);
+}
+
+#[test]
+fn a_client_resumes_its_session_after_more_clients_than_a_session_table_holds() {
+    let pki = Pki::new();
+    let dir = TempDir::new("resume");
+    let (cert, key) = pki.server_cert(&[HOST]);
+    let upstream = Upstream::https(&cert, &key);
+    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
+    // rustls keeps 256 sessions in its table; tickets the gateway encrypts
+    // keep none, so the first session still resumes after 300 others.
+    let output = python_script(
+        "resuming_tls_client.py",
+        &[
+            &gateway.http.to_string(),
+            &format!("{HOST}:{}", upstream.addr.port()),
+            &pki.intercept_root.display().to_string(),
+            "300",
+        ],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(
+        text.trim(),
+        "first reused=True",
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

@@ -205,6 +205,15 @@ trait Follows<R: Watched> {
         I: IntoIterator<Item = ObjectRef<R>> + 'static,
         I::IntoIter: Send;
 
+    /// On every change of a `K`, the objects of this kind that `related`
+    /// names in the `K`'s namespace.
+    fn on_related_change<K: Watched>(
+        self,
+        client: &Client,
+        ctx: &Arc<Context>,
+        related: fn(&Context, &str, &str) -> std::collections::BTreeSet<String>,
+    ) -> Self;
+
     /// When a `K`'s spec changes or it is deleted (see [`spec_changes`]).
     fn on_spec_change<K, I>(
         self,
@@ -229,6 +238,15 @@ impl<R: Watched> Follows<R> for Controller<R> {
         I::IntoIter: Send,
     {
         self.watches(Api::all(client.clone()), watcher::Config::default(), mapper)
+    }
+
+    fn on_related_change<K: Watched>(
+        self,
+        client: &Client,
+        ctx: &Arc<Context>,
+        related: fn(&Context, &str, &str) -> std::collections::BTreeSet<String>,
+    ) -> Self {
+        self.on_every_change(client, related_objects::<K, R>(ctx, related))
     }
 
     fn on_spec_change<K, I>(
@@ -510,18 +528,13 @@ pub async fn controllers(
             .touched_objects(),
             move |c: PartialObjectMeta<ConfigMap>| proxies_of_config_map(c),
         )
-        .on_every_change(
+        .on_related_change::<ProxyConfiguration>(
             &client,
-            related::<ProxyConfiguration, _>(&ctx, Context::proxies_using_configuration),
+            &ctx,
+            Context::proxies_using_configuration,
         )
-        .on_every_change(
-            &client,
-            related::<ProxyRuleGroup, _>(&ctx, Context::proxies_using_group),
-        )
-        .on_every_change(
-            &client,
-            related::<ProxyList, _>(&ctx, Context::proxies_using_list),
-        )
+        .on_related_change::<ProxyRuleGroup>(&client, &ctx, Context::proxies_using_group)
+        .on_related_change::<ProxyList>(&client, &ctx, Context::proxies_using_list)
         .on_spec_change(&client, every::<ClusterProxyRuleGroup, _>(&ctx.proxies))
         .on_spec_change(&client, every::<ClusterProxyList, _>(&ctx.proxies))
         .reconcile_on(proxy_triggers);
@@ -532,14 +545,8 @@ pub async fn controllers(
     };
     let configuration_controller =
         Controller::for_shared_stream(configuration_events, configurations.clone())
-            .on_every_change(
-                &client,
-                related::<ProxyRuleGroup, _>(&ctx, Context::configurations_listing),
-            )
-            .on_every_change(
-                &client,
-                related::<ProxyList, _>(&ctx, Context::configurations_using_list),
-            )
+            .on_related_change::<ProxyRuleGroup>(&client, &ctx, Context::configurations_listing)
+            .on_related_change::<ProxyList>(&client, &ctx, Context::configurations_using_list)
             .on_spec_change(
                 &client,
                 every::<ClusterProxyRuleGroup, _>(&ctx.configurations),
@@ -558,10 +565,7 @@ pub async fn controllers(
             .unwrap_or_default()
     };
     let group_controller = Controller::for_shared_stream(group_events, groups.clone())
-        .on_every_change(
-            &client,
-            related::<ProxyList, _>(&ctx, Context::groups_naming_list),
-        )
+        .on_related_change::<ProxyList>(&client, &ctx, Context::groups_naming_list)
         .on_every_change(&client, groups_of_configuration)
         .on_every_change(&client, groups_of_proxy);
 
@@ -765,7 +769,7 @@ where
 
 /// A watch mapper: the objects `related` names, in the changed object's
 /// namespace, for each change.
-fn related<K, R>(
+fn related_objects<K, R>(
     ctx: &Arc<Context>,
     related: fn(&Context, &str, &str) -> std::collections::BTreeSet<String>,
 ) -> impl Fn(K) -> Vec<ObjectRef<R>> + Send + Sync + 'static

@@ -241,6 +241,11 @@ impl InterceptAuthority {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(NoCert));
         template.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Sessions resume from tickets the gateway encrypts with keys of its
+        // own (rotated every 6 hours, gone with the process) instead of from
+        // a table of 256 sessions: however many clients resume, none of them
+        // makes a full handshake because another one pushed its session out.
+        template.ticketer = rustls::crypto::ring::Ticketer::new()?;
         Ok(InterceptAuthority {
             active: RwLock::new(None),
             cache_size,

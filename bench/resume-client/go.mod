@@ -1,0 +1,3 @@
+module egress-proxy/bench/resume-client
+
+go 1.22
