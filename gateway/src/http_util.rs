@@ -126,6 +126,11 @@ impl Progress {
         }
     }
 
+    /// Whether the body has been read to its end.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
     /// Completes once the body has been read to its end.
     pub async fn ended(&self) {
         while !self.ended.load(Ordering::Acquire) {

@@ -171,6 +171,7 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         serving: serving.clone(),
         source: Health::new(if kubernetes { "kubernetes" } else { "file" }),
         waits_for_material: kubernetes,
+        identifies_clients: kubernetes && args.pod_identity,
         identities: Identities::default(),
         secrets: Secrets::default(),
         upstream: Connector::new(upstream_tls, &args.limits, metrics.clone()),
@@ -215,6 +216,17 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
             tls: Some(serving.server_config()?),
         });
     }
+    // Idle upstream connections nobody asks for again are closed on time.
+    let sweeping = gw.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(upstream::pool::IDLE_TIMEOUT / 2);
+        loop {
+            tokio::select! {
+                _ = every.tick() => sweeping.upstream_pool.sweep(),
+                () = sweeping.shutdown.cancelled() => return,
+            }
+        }
+    });
     let accept_loop = tokio::spawn(listeners::server::serve(
         gw.clone(),
         listeners,

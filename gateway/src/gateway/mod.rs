@@ -36,7 +36,7 @@ use crate::request::{Client, Protocol, Target};
 use crate::tls::ServingCert;
 use crate::tls::authority::InterceptAuthority;
 use crate::upstream::dns::Resolver;
-use crate::upstream::{Connector, Pool};
+use crate::upstream::{Connector, Owner, Pool};
 
 /// Shared state.
 #[derive(Debug)]
@@ -55,6 +55,10 @@ pub struct Gateway {
     /// the listener certificate and the pod index: a source that delivers
     /// them after start (the API) says so.
     pub waits_for_material: bool,
+    /// Whether clients are identified by their pods (`--source kubernetes`
+    /// with `--pod-identity`): then a client the index does not know keeps
+    /// its upstream connections to itself.
+    pub identifies_clients: bool,
     /// Client pods by address (empty without the pod watch).
     pub identities: Identities,
     /// The Secrets credentials take their values from.
@@ -93,13 +97,20 @@ pub struct Gateway {
 pub struct Connection {
     /// The client.
     pub client: Client,
+    /// Whose upstream connections its requests may use.
+    pub owner: Owner,
     _slot: OwnedSemaphorePermit,
     open: Gauge,
 }
 
 impl Connection {
     /// A connection holding `slot`, counted as open until dropped.
-    pub fn new(client: Client, slot: OwnedSemaphorePermit, metrics: &Metrics) -> Connection {
+    pub fn new(
+        client: Client,
+        owner: Owner,
+        slot: OwnedSemaphorePermit,
+        metrics: &Metrics,
+    ) -> Connection {
         let open = metrics
             .open_connections
             .get_or_create(&ListenerLabels {
@@ -109,6 +120,7 @@ impl Connection {
         open.inc();
         Connection {
             client,
+            owner,
             _slot: slot,
             open,
         }

@@ -14,7 +14,7 @@ use crate::http_util::Body;
 use crate::listeners::exchange::exchange;
 use crate::pipeline::{self, Destination};
 use crate::request::{Protocol, Target};
-use crate::upstream::{Owner, PoolKey};
+use crate::upstream::PoolKey;
 
 /// Forwards an absolute-form request.
 pub async fn forward(
@@ -61,7 +61,7 @@ pub async fn forward(
             Err(stopped) => return gw.stopped(stopped, true),
         };
     let key = PoolKey {
-        client: Owner::of(&connection.client),
+        client: connection.owner.clone(),
         ip: cleared.ip,
         port: target.port,
         tls_name: None,

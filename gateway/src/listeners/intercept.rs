@@ -27,7 +27,7 @@ use crate::http_util::Body;
 use crate::pipeline::{self, Destination};
 use crate::relay::idle::Activity;
 use crate::request::{Protocol, Target};
-use crate::upstream::{Owner, PoolKey};
+use crate::upstream::PoolKey;
 
 /// Serves an intercepted tunnel to `target` (resolved and checked to `ip`)
 /// after the client got its `200`.
@@ -175,7 +175,7 @@ impl Tunnel {
                 Err(stopped) => return gw.stopped(stopped, http1),
             };
         let key = PoolKey {
-            client: Owner::of(&self.connection.client),
+            client: self.connection.owner.clone(),
             ip: cleared.ip,
             port: self.target.port,
             tls_name: Some(self.target.host.domain().to_string()),

@@ -22,6 +22,7 @@ use crate::gateway::{Connection, Gateway};
 use crate::relay::ServedIo;
 use crate::relay::idle::Activity;
 use crate::request::{Client, Listener};
+use crate::upstream::Owner;
 
 /// A client-facing listener.
 #[derive(Debug)]
@@ -90,7 +91,8 @@ async fn connection(
         listener: kind,
         identity: gw.identities.lookup(addr.ip()),
     };
-    let connection = Arc::new(Connection::new(client, slot, &gw.metrics));
+    let owner = Owner::of(&client, gw.identifies_clients);
+    let connection = Arc::new(Connection::new(client, owner, slot, &gw.metrics));
     match tls {
         None => serve_http1(&gw, stream, connection).await,
         Some(config) => {

@@ -230,6 +230,12 @@ pub struct InterceptAuthority {
 struct Active {
     ca: Arc<InterceptCa>,
     cache: LeafCache,
+    /// Sessions resume from tickets encrypted with keys of this sub-CA's
+    /// own (rotated every 6 hours, gone with it and with the process)
+    /// instead of from a table of 256 sessions: however many clients
+    /// resume, none makes a full handshake because another pushed its
+    /// session out, and no session proven by an old sub-CA resumes.
+    ticketer: Arc<dyn rustls::server::ProducesTickets>,
 }
 
 impl InterceptAuthority {
@@ -241,11 +247,6 @@ impl InterceptAuthority {
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(NoCert));
         template.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        // Sessions resume from tickets the gateway encrypts with keys of its
-        // own (rotated every 6 hours, gone with the process) instead of from
-        // a table of 256 sessions: however many clients resume, none of them
-        // makes a full handshake because another one pushed its session out.
-        template.ticketer = rustls::crypto::ring::Ticketer::new()?;
         Ok(InterceptAuthority {
             active: RwLock::new(None),
             cache_size,
@@ -272,9 +273,11 @@ impl InterceptAuthority {
     pub fn install(&self, pem: &Pem) -> Result<String, Error> {
         let ca = InterceptCa::from_pem(pem)?;
         let subject = ca.subject().to_owned();
+        let ticketer = rustls::crypto::ring::Ticketer::new()?;
         *self.active.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(Active {
             ca: Arc::new(ca),
             cache: LeafCache::new(self.cache_size),
+            ticketer,
         }));
         self.metrics.cert_cache_size.set(0);
         Ok(subject)
@@ -283,16 +286,17 @@ impl InterceptAuthority {
     /// A server configuration presenting a leaf for `name`, minted on first
     /// use, once however many connections ask at the same time.
     pub async fn server_config_for(&self, name: &str) -> Result<Arc<ServerConfig>, Error> {
-        let leaf = self.leaf_for(name).await?;
-        // A clone of the template shares its session cache and settings; only
-        // the certificate differs.
+        let active = self.active().ok_or(Error::NoInterceptCa)?;
+        let leaf = self.leaf_for(&active, name).await?;
+        // A clone of the template shares its settings; the certificate and
+        // the session tickets are the sub-CA's.
         let mut config = (*self.template).clone();
         config.cert_resolver = Arc::new(Fixed(leaf));
+        config.ticketer = active.ticketer.clone();
         Ok(Arc::new(config))
     }
 
-    async fn leaf_for(&self, name: &str) -> Result<Arc<CertifiedKey>, Error> {
-        let active = self.active().ok_or(Error::NoInterceptCa)?;
+    async fn leaf_for(&self, active: &Active, name: &str) -> Result<Arc<CertifiedKey>, Error> {
         let started = Instant::now();
         let (ca, name_owned) = (active.ca.clone(), name.to_owned());
         let (leaf, lookup) = active
@@ -471,7 +475,12 @@ mod tests {
             .get_or_mint("a.test", move || ca.mint("a.test"))
             .await
             .expect("mint");
-        let leaf = authority.leaf_for("a.test").await.expect("leaf");
+        let active = authority.active().expect("a sub-CA");
+        let leaf = authority.leaf_for(&active, "a.test").await.expect("leaf");
+        // Tickets of the old sub-CA's sessions are not taken by the new one's.
+        let config = authority.server_config_for("a.test").await.expect("config");
+        assert!(Arc::ptr_eq(&config.ticketer, &active.ticketer));
+        assert!(!Arc::ptr_eq(&before.ticketer, &active.ticketer));
         let new_sub_ca = super::super::load_certs(&second.cert)
             .expect("cert")
             .remove(0);

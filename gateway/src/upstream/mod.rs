@@ -162,11 +162,28 @@ pub async fn send(
             (sender, response)
         }
     };
-    // An upgraded connection belongs to the upgrade; others can serve again.
-    if !upgrade {
+    if reusable(upgrade, sent, &response) {
         pool.put(key, sender);
     }
     Ok(response)
+}
+
+/// Whether a connection can serve another request once this response is
+/// read: not an upgraded one (it belongs to the upgrade), not one whose
+/// request body had not all gone out when the answer came (the destination
+/// may read the rest as a request no rule saw), and not one whose response
+/// says both how long it is and that it is chunked (a destination and a
+/// server behind it may disagree on where it ends).
+fn reusable(
+    upgrade: bool,
+    sent: &Progress,
+    response: &http::Response<hyper::body::Incoming>,
+) -> bool {
+    let headers = response.headers();
+    !upgrade
+        && sent.is_ended()
+        && !(headers.contains_key(http::header::TRANSFER_ENCODING)
+            && headers.contains_key(http::header::CONTENT_LENGTH))
 }
 
 /// `response`, unless the request body has gone out (`sent` ends) and

@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,10 +31,11 @@ pub const MAX_IDLE_PER_DESTINATION: usize = 32;
 /// Idle connections kept in all.
 pub const MAX_IDLE: usize = 256;
 
-/// How long an idle connection is kept (servers close theirs after 5 s
-/// (Apache) to 75 s (nginx); a connection the server closed is dropped
-/// when seen).
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle connection is kept: less than the servers' own keep-alive
+/// time (5 s for Apache and Node.js, 75 s for nginx), so that a request
+/// seldom goes out on a connection the server is closing at that moment.
+/// Clients that open a connection per request come back within it.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Who a connection serves and where it leads: two connections with the
 /// same key are interchangeable.
@@ -53,22 +55,37 @@ pub struct PoolKey {
 /// A client: its address and the pod identity the gateway found for it
 /// when its connection arrived. Identities are compared as the index's
 /// objects (a pod relabelled or replaced is another owner); the key keeps
-/// its identity alive, so an address is never reused for another.
+/// its identity alive, so an address is never reused for another. Where the
+/// gateway identifies pods and knows none at the address (host-network
+/// pods, clients behind a NAT, a pod the index has not seen yet), the
+/// owner is the client connection alone.
 #[derive(Clone, Debug)]
 pub struct Owner {
     ip: IpAddr,
     identity: Option<Arc<SourceIdentity>>,
+    /// 0, or the client connection's own number.
+    connection: u64,
 }
 
 impl Owner {
     /// The owner of a client connection from `ip`, of pod `identity`.
     pub fn new(ip: IpAddr, identity: Option<Arc<SourceIdentity>>) -> Owner {
-        Owner { ip, identity }
+        Owner {
+            ip,
+            identity,
+            connection: 0,
+        }
     }
 
-    /// The owner of `client`'s connection.
-    pub fn of(client: &Client) -> Owner {
-        Owner::new(client.addr.ip(), client.identity.clone())
+    /// The owner of `client`'s connection; when `identifies_clients` and the
+    /// client has no identity, that connection alone.
+    pub fn of(client: &Client, identifies_clients: bool) -> Owner {
+        static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
+        let mut owner = Owner::new(client.addr.ip(), client.identity.clone());
+        if identifies_clients && owner.identity.is_none() {
+            owner.connection = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        }
+        owner
     }
 
     fn identity_ptr(&self) -> *const SourceIdentity {
@@ -78,7 +95,9 @@ impl Owner {
 
 impl PartialEq for Owner {
     fn eq(&self, other: &Owner) -> bool {
-        self.ip == other.ip && std::ptr::eq(self.identity_ptr(), other.identity_ptr())
+        self.ip == other.ip
+            && self.connection == other.connection
+            && std::ptr::eq(self.identity_ptr(), other.identity_ptr())
     }
 }
 
@@ -87,6 +106,7 @@ impl Eq for Owner {}
 impl Hash for Owner {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.ip.hash(state);
+        self.connection.hash(state);
         std::ptr::hash(self.identity_ptr(), state);
     }
 }
@@ -157,7 +177,11 @@ impl Pool {
         let mut state = self.lock();
         state.sweep(now);
         if state.count >= MAX_IDLE {
-            return;
+            // Full: what is closed or expired makes room first.
+            state.sweep_all(now);
+            if state.count >= MAX_IDLE {
+                return;
+            }
         }
         let senders = state.idle.entry(key).or_default();
         if senders.len() >= MAX_IDLE_PER_DESTINATION {
@@ -165,6 +189,11 @@ impl Pool {
         }
         senders.push(Idle { sender, since: now });
         state.count += 1;
+    }
+
+    /// Drops closed and expired connections now.
+    pub fn sweep(&self) {
+        self.lock().sweep_all(Instant::now());
     }
 
     /// Idle connections held.
@@ -187,9 +216,13 @@ impl State {
     /// idle timeout: connections to destinations no request goes to again
     /// are closed without a timer of their own.
     fn sweep(&mut self, now: Instant) {
-        if now.duration_since(self.swept) < IDLE_TIMEOUT / 2 {
-            return;
+        if now.duration_since(self.swept) >= IDLE_TIMEOUT / 2 {
+            self.sweep_all(now);
         }
+    }
+
+    /// Drops closed and expired connections of every key.
+    fn sweep_all(&mut self, now: Instant) {
         self.swept = now;
         self.idle.retain(|_, senders| {
             senders.retain(|idle| idle.usable(now));
@@ -256,6 +289,24 @@ mod tests {
         assert!(pool.take(&key(&web, 80)).is_none(), "another destination");
         assert!(pool.take(&key(&web, 443)).is_some());
         assert!(pool.is_empty());
+    }
+
+    #[test]
+    fn an_unknown_client_keeps_its_connections_to_itself_where_pods_are_identified() {
+        let client = Client {
+            addr: "10.0.0.5:40000".parse().expect("addr"),
+            listener: crate::request::Listener::Http,
+            identity: None,
+        };
+        // Without pod identity the address is all the gateway knows.
+        assert_eq!(Owner::of(&client, false), Owner::of(&client, false));
+        // With it, an address no pod is known at may be many clients.
+        assert_ne!(Owner::of(&client, true), Owner::of(&client, true));
+        let known = Client {
+            identity: Some(pod("web")),
+            ..client
+        };
+        assert_eq!(Owner::of(&known, true), Owner::of(&known, true));
     }
 
     #[tokio::test]
