@@ -112,16 +112,15 @@ impl Hash for Owner {
 }
 
 /// The idle connections, by key.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Pool {
     state: Mutex<State>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct State {
     idle: HashMap<PoolKey, Vec<Idle>>,
     count: usize,
-    swept: Instant,
 }
 
 #[derive(Debug)]
@@ -136,24 +135,11 @@ impl Idle {
     }
 }
 
-impl Default for Pool {
-    fn default() -> Pool {
-        Pool {
-            state: Mutex::new(State {
-                idle: HashMap::new(),
-                count: 0,
-                swept: Instant::now(),
-            }),
-        }
-    }
-}
-
 impl Pool {
     /// A connection to `key` that can take a request now.
     pub fn take(&self, key: &PoolKey) -> Option<SendRequest<Body>> {
         let now = Instant::now();
         let mut state = self.lock();
-        state.sweep(now);
         let senders = state.idle.get_mut(key)?;
         let before = senders.len();
         senders.retain(|idle| idle.usable(now));
@@ -175,10 +161,9 @@ impl Pool {
     pub fn put(&self, key: PoolKey, sender: SendRequest<Body>) {
         let now = Instant::now();
         let mut state = self.lock();
-        state.sweep(now);
         if state.count >= MAX_IDLE {
             // Full: what is closed or expired makes room first.
-            state.sweep_all(now);
+            state.sweep(now);
             if state.count >= MAX_IDLE {
                 return;
             }
@@ -191,9 +176,11 @@ impl Pool {
         state.count += 1;
     }
 
-    /// Drops closed and expired connections now.
+    /// Drops closed and expired connections of every destination (the
+    /// gateway calls it every half idle timeout: connections to
+    /// destinations no request goes to again are closed on time).
     pub fn sweep(&self) {
-        self.lock().sweep_all(Instant::now());
+        self.lock().sweep(Instant::now());
     }
 
     /// Idle connections held.
@@ -212,18 +199,8 @@ impl Pool {
 }
 
 impl State {
-    /// Drops closed and expired connections of every key, at most twice per
-    /// idle timeout: connections to destinations no request goes to again
-    /// are closed without a timer of their own.
-    fn sweep(&mut self, now: Instant) {
-        if now.duration_since(self.swept) >= IDLE_TIMEOUT / 2 {
-            self.sweep_all(now);
-        }
-    }
-
     /// Drops closed and expired connections of every key.
-    fn sweep_all(&mut self, now: Instant) {
-        self.swept = now;
+    fn sweep(&mut self, now: Instant) {
         self.idle.retain(|_, senders| {
             senders.retain(|idle| idle.usable(now));
             !senders.is_empty()
