@@ -13,6 +13,8 @@ import sys
 
 import requests
 
+from fetch_each import fetch_each
+
 
 def stand_in_for_cluster_dns():
     names = dict(
@@ -30,15 +32,11 @@ def stand_in_for_cluster_dns():
 
 def main():
     stand_in_for_cluster_dns()
-    failed = False
-    for url in sys.argv[1:]:
-        try:
-            response = requests.get(url, timeout=20)
-            print(response.status_code, len(response.content))
-        except requests.RequestException as error:
-            print("ERROR", type(error).__name__, error)
-            failed = True
-    sys.exit(1 if failed else 0)
+    fetch_each(
+        sys.argv[1:],
+        lambda url: requests.get(url, timeout=20),
+        lambda response: f"{response.status_code} {len(response.content)}",
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ import sys
 
 import requests
 
+from fetch_each import fetch_each
+
 
 def main():
     proxy, bundle, urls = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -16,15 +18,12 @@ def main():
     session.trust_env = False
     session.proxies = {"http": proxy, "https": proxy}
     session.verify = bundle
-    failed = False
-    for url in urls:
-        try:
-            response = session.get(url, timeout=20)
-            print(response.status_code, response.text.strip().replace("\n", " "))
-        except requests.RequestException as error:
-            print("ERROR", type(error).__name__, error)
-            failed = True
-    sys.exit(1 if failed else 0)
+    fetch_each(
+        urls,
+        lambda url: session.get(url, timeout=20),
+        lambda response: f"{response.status_code} "
+        + response.text.strip().replace("\n", " "),
+    )
 
 
 if __name__ == "__main__":

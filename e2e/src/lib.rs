@@ -57,18 +57,7 @@ impl Binaries {
             if let Some(dir) = std::env::var_os("EGRESS_E2E_BIN_DIR") {
                 return Ok(PathBuf::from(dir));
             }
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/build.sh");
-            let output = Command::new("bash")
-                .arg(&script)
-                .stderr(Stdio::inherit())
-                .output()
-                .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-            if !output.status.success() {
-                return Err(format!("{} failed ({})", script.display(), output.status));
-            }
-            Ok(PathBuf::from(
-                String::from_utf8_lossy(&output.stdout).trim(),
-            ))
+            run_tool("build.sh", &[]).map(PathBuf::from)
         });
         match dir {
             Ok(dir) => Ok(Binaries { dir: dir.clone() }),
@@ -80,6 +69,29 @@ impl Binaries {
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
+}
+
+/// Runs one of the scripts under `e2e/tools` (their progress goes to
+/// stderr); the last line of its stdout is its answer.
+pub(crate) fn run_tool(script: &str, args: &[&Path]) -> Result<String, String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools")
+        .join(script);
+    let output = Command::new("bash")
+        .arg(&path)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
+    if !output.status.success() {
+        return Err(format!("{} failed ({})", path.display(), output.status));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned())
 }
 
 /// A binary of this workspace (`egress-gateway`, `egress-operator`), built

@@ -29,57 +29,52 @@ enum Cmd {
 fn main() -> anyhow::Result<()> {
     match Args::parse().command {
         Cmd::Binaries => println!("{}", Binaries::ensure()?.dir.display()),
-        Cmd::Up { node: true } => {
+        Cmd::Up { node: with_node } => {
             let started = std::time::Instant::now();
-            let mut cluster = Cluster::start()?;
+            // The node, when there is one, stops before the control plane
+            // (declared after it, it is also dropped first).
+            let (mut plane, mut node) = if with_node {
+                let Cluster { node, plane } = Cluster::start()?;
+                (plane, Some(node))
+            } else {
+                (ControlPlane::start()?, None)
+            };
+            let what = if node.is_some() {
+                "control plane and node"
+            } else {
+                "control plane"
+            };
             println!(
-                "control plane and node ready in {:.1}s at {}",
-                started.elapsed().as_secs_f64(),
-                cluster.plane.server
-            );
-            for (name, pid, rss) in cluster
-                .plane
-                .memory()
-                .into_iter()
-                .chain(cluster.node.memory())
-            {
-                println!("  {name}: pid {pid}, {rss:.0} MiB resident");
-            }
-            println!("  control plane: {}", cluster.plane.dir.display());
-            println!("  node: {}", cluster.node.dir.display());
-            println!();
-            println!("export KUBECONFIG={}", cluster.plane.kubeconfig.display());
-            println!("export PATH={}:$PATH", cluster.plane.binaries.dir.display());
-            egress_e2e::wait_for_signal()?;
-            println!("stopping");
-            cluster.node.stop();
-            cluster.plane.stop();
-        }
-        Cmd::Up { node: false } => {
-            let started = std::time::Instant::now();
-            let mut plane = ControlPlane::start()?;
-            println!(
-                "control plane ready in {:.1}s at {}",
+                "{what} ready in {:.1}s at {}",
                 started.elapsed().as_secs_f64(),
                 plane.server
             );
-            for (name, pid, rss) in plane.memory() {
+            let node_memory = node.iter().flat_map(|node| node.memory());
+            for (name, pid, rss) in plane.memory().into_iter().chain(node_memory) {
                 println!("  {name}: pid {pid}, {rss:.0} MiB resident");
             }
             println!("  logs and certificates: {}", plane.dir.display());
+            if let Some(node) = &node {
+                println!("  node: {}", node.dir.display());
+            }
             println!();
             println!("export KUBECONFIG={}", plane.kubeconfig.display());
-            println!(
-                "export EGRESS_E2E_KUBECONFIG={}",
-                plane.kubeconfig.display()
-            );
             println!("export PATH={}:$PATH", plane.binaries.dir.display());
-            println!();
-            println!(
-                "Run one test against it:  cargo test -p egress-e2e --test control_plane <name>"
-            );
+            if node.is_none() {
+                println!(
+                    "export EGRESS_E2E_KUBECONFIG={}",
+                    plane.kubeconfig.display()
+                );
+                println!();
+                println!(
+                    "Run one test against it:  cargo test -p egress-e2e --test control_plane <name>"
+                );
+            }
             egress_e2e::wait_for_signal()?;
             println!("stopping");
+            if let Some(node) = &mut node {
+                node.stop();
+            }
             plane.stop();
         }
     }

@@ -223,17 +223,14 @@ mod webhook {
     //! A mutating webhook served over HTTPS on 127.0.0.1 and called by the API
     //! server through `clientConfig.url`.
 
-    use std::convert::Infallible;
     use std::net::SocketAddr;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use base64::Engine as _;
     use bytes::Bytes;
-    use egress_e2e::test_tls::test_server_tls;
-    use http_body_util::{BodyExt, Full};
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
+    use egress_e2e::test_tls::{body_of, serve_https, test_server_tls};
+    use http_body_util::Full;
     use rcgen::SanType;
 
     pub struct Server {
@@ -262,49 +259,26 @@ mod webhook {
 
     pub async fn start() -> Server {
         let tls = test_server_tls("webhook CA", SanType::IpAddress([127, 0, 0, 1].into()));
-        let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let calls = Arc::new(AtomicUsize::new(0));
         let counter = calls.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let (acceptor, counter) = (acceptor.clone(), counter.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                        let counter = counter.clone();
-                        async move {
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let review: serde_json::Value =
-                                serde_json::from_slice(&body).unwrap_or_default();
-                            counter.fetch_add(1, Ordering::SeqCst);
-                            let reply = review_response(&review).to_string();
-                            let mut response = hyper::Response::new(Full::new(Bytes::from(reply)));
-                            response
-                                .headers_mut()
-                                .insert("content-type", "application/json".parse().expect("valid"));
-                            Ok::<_, Infallible>(response)
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(tls), service)
-                        .await;
-                });
+        tokio::spawn(serve_https(listener, tls.config, move |req| {
+            let counter = counter.clone();
+            async move {
+                let body = body_of(req).await;
+                let review: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let reply = review_response(&review).to_string();
+                let mut response = hyper::Response::new(Full::new(Bytes::from(reply)));
+                response
+                    .headers_mut()
+                    .insert("content-type", "application/json".parse().expect("valid"));
+                response
             }
-        });
+        }));
         Server {
             addr,
             ca_pem: tls.ca_pem,

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use common::{assert_no_process_matching, bin_dir_with_broken};
+use common::{assert_no_process_matching, assert_start_up_fails_naming, bin_dir_with_broken};
 use egress_e2e::node::NodeBinaries;
 
 mod common;
@@ -45,21 +45,13 @@ fn a_node_part_that_dies_is_named_and_the_host_is_restored() {
     let chains_before = kube_chains();
     let kubepods_before = std::path::Path::new("/sys/fs/cgroup/memory/kubepods").exists();
     let base = std::env::temp_dir().join(format!("egress-e2e-node-test-{}", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_egress-e2e"))
-        .args(["up", "--node"])
-        .env("EGRESS_E2E_NODE_BIN_DIR", &bin)
-        .env("EGRESS_E2E_NODE_DIR", &base)
-        .output()
-        .expect("runs");
-    assert!(!output.status.success(), "start-up must fail");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("kube-proxy exited during start-up (exit status: 3)"),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("unknown flag: --pretend-misconfiguration"),
-        "the log tail is shown: {stderr}"
+    assert_start_up_fails_naming(
+        "kube-proxy",
+        &["--node"],
+        &[
+            ("EGRESS_E2E_NODE_BIN_DIR", &bin),
+            ("EGRESS_E2E_NODE_DIR", &base),
+        ],
     );
 
     // Everything started before the failure was stopped and undone.

@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
-use egress_gateway::framing::{Heads, Inspected};
+use egress_gateway::framing::{Heads, RequestHeads};
 use egress_gateway::pipeline::{Described, FixedAddress, Guard, evaluate};
 use egress_gateway::request::{Client, Listener};
 use egress_gateway::tls::client_hello::{self, Reading, ServerAnswer};
@@ -124,9 +124,9 @@ fn framing_ignores_segmentation(data: &[u8]) {
 
 fn framing_flags(data: &[u8], piece: usize) -> Vec<bool> {
     let heads = Heads::default();
-    let mut inspected = Inspected::new((), heads.clone());
+    let mut follower = RequestHeads::new(heads.clone());
     for chunk in data.chunks(piece) {
-        inspected.feed(chunk);
+        follower.feed(chunk);
     }
     heads.drain()
 }

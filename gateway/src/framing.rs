@@ -9,12 +9,9 @@
 //! anything unparsable) it only passes bytes through.
 
 use std::collections::VecDeque;
-use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use crate::observed::{Observed, Observer};
 
 /// Longest request head followed; beyond it hyper refuses the request anyway.
 const MAX_HEAD: usize = 256 * 1024;
@@ -73,26 +70,22 @@ enum State {
 }
 
 /// A stream whose request heads are inspected as they are read.
+pub type Inspected<S> = Observed<S, RequestHeads>;
+
+/// Follows the HTTP/1 requests in what a client sends, head by head.
 #[derive(Debug)]
-pub struct Inspected<S> {
-    inner: S,
+pub struct RequestHeads {
     state: State,
     heads: Heads,
 }
 
-impl<S> Inspected<S> {
-    /// Wraps `inner`; flags go to `heads`.
-    pub fn new(inner: S, heads: Heads) -> Inspected<S> {
-        Inspected {
-            inner,
+impl RequestHeads {
+    /// Before the first request; flags go to `heads`.
+    pub fn new(heads: Heads) -> RequestHeads {
+        RequestHeads {
             state: State::Head(Vec::new()),
             heads,
         }
-    }
-
-    /// The stream itself (it holds no bytes of its own).
-    pub fn into_inner(self) -> S {
-        self.inner
     }
 
     /// Follows the requests through `input`, the next bytes the client sent
@@ -232,50 +225,14 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(hex, 16).ok()
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Inspected<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if !matches!(self.state, State::Opaque) && buf.filled().len() > before {
-            let read = buf.filled()[before..].to_vec();
-            self.feed(&read);
+impl Observer for RequestHeads {
+    fn read(&mut self, bytes: &[u8]) {
+        if !matches!(self.state, State::Opaque) {
+            self.feed(bytes);
         }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Inspected<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, data)
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+    fn wrote(&mut self) {}
 }
 
 #[cfg(test)]
@@ -284,9 +241,9 @@ mod tests {
 
     fn flags(stream: &[u8], pieces: usize) -> Vec<bool> {
         let heads = Heads::default();
-        let mut inspected = Inspected::new((), heads.clone());
+        let mut follower = RequestHeads::new(heads.clone());
         for piece in stream.chunks(stream.len().div_ceil(pieces).max(1)) {
-            inspected.feed(piece);
+            follower.feed(piece);
         }
         heads.drain()
     }

@@ -28,6 +28,7 @@ pub mod gateway;
 pub mod http_util;
 pub mod listeners;
 pub mod metrics;
+pub mod observed;
 pub mod pipeline;
 pub mod policy_cli;
 pub mod relay;

@@ -37,6 +37,18 @@ pub struct Client {
     pub identity: Option<Arc<SourceIdentity>>,
 }
 
+#[cfg(test)]
+impl Client {
+    /// A client no pod is known for, on the HTTP listener (unit tests).
+    pub fn unidentified(addr: &str) -> Client {
+        Client {
+            addr: addr.parse().expect("a socket address"),
+            listener: Listener::Http,
+            identity: None,
+        }
+    }
+}
+
 /// `request:Protocol`: how the client asked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -109,28 +121,33 @@ impl Target {
 mod tests {
     use super::*;
 
+    fn target(host: &str, port: u16) -> Target {
+        Target {
+            host: Host::parse(host).expect("host"),
+            port,
+        }
+    }
+
     #[test]
     fn logged_urls_carry_no_credentials_and_queries_only_on_request() {
-        let target = Target {
-            host: Host::parse("WWW.Example.com").expect("host"),
-            port: 8080,
-        };
-        assert_eq!(
-            target.logged_url(Protocol::Http, "/a?token=secret", false),
-            "http://www.example.com:8080/a"
-        );
-        assert_eq!(
-            target.logged_url(Protocol::Http, "/a?token=secret", true),
-            "http://www.example.com:8080/a?token=secret"
-        );
-        let v6 = Target {
-            host: Host::parse("[2001:db8::1]").expect("host"),
-            port: 443,
-        };
-        assert_eq!(
-            v6.logged_url(Protocol::Https, "/", false),
-            "https://[2001:db8::1]/"
-        );
+        let named = target("WWW.Example.com", 8080);
+        let v6 = target("[2001:db8::1]", 443);
+        for (url, expected) in [
+            (
+                named.logged_url(Protocol::Http, "/a?token=secret", false),
+                "http://www.example.com:8080/a",
+            ),
+            (
+                named.logged_url(Protocol::Http, "/a?token=secret", true),
+                "http://www.example.com:8080/a?token=secret",
+            ),
+            (
+                v6.logged_url(Protocol::Https, "/", false),
+                "https://[2001:db8::1]/",
+            ),
+        ] {
+            assert_eq!(url, expected);
+        }
         assert_eq!(v6.authority(), "[2001:db8::1]:443");
     }
 }

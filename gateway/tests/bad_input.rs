@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use common::clients::curl;
 use common::dns::FakeDns;
 use common::process::{Gateway, raw_exchange};
 use common::upstream::{Behavior, Upstream};
-use common::{HOST, Pki, TempDir, seed_policy};
+use common::{HOST, Pki, TempDir, read_until_closed, seed_policy};
 
 struct Setup {
     pki: Pki,
@@ -37,7 +37,7 @@ impl Setup {
     /// A good request still works.
     fn still_serving(&self) {
         let url = format!("http://{HOST}:{}/", self.plain.addr.port());
-        let ok = curl(&["--proxy", &self.gateway.http_proxy(), &url]);
+        let ok = self.gateway.curl(&[&url]);
         assert_eq!(ok.status, 200, "the gateway must keep serving: {ok:?}");
     }
 }
@@ -108,8 +108,7 @@ fn slow_headers_are_cut_and_others_are_served_meanwhile() {
     s.still_serving();
     slow.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let mut rest = Vec::new();
-    let _ = slow.read_to_end(&mut rest);
+    read_until_closed(&mut slow);
     let waited = started.elapsed();
     assert!(
         waited < Duration::from_secs(5),
@@ -133,13 +132,7 @@ fn garbage_on_the_https_listener() {
     );
     let url = format!("http://{HOST}:{}/", s.plain.addr.port());
     let root = s.pki.intercept_root.display().to_string();
-    let ok = curl(&[
-        "--proxy",
-        &s.gateway.https_proxy(),
-        "--proxy-cacert",
-        &root,
-        &url,
-    ]);
+    let ok = s.gateway.curl_over_tls(&root, &[&url]);
     assert_eq!(ok.status, 200, "{ok:?}");
 }
 
@@ -152,14 +145,10 @@ fn upstreams_that_reset_or_have_bad_certificates() {
     let reset = Upstream::http(Behavior::Reset);
     let url = format!("http://{HOST}:{}/", reset.addr.port());
     assert_eq!(curl(&["--proxy", &proxy, &url]).status, 502);
-    let line = s.gateway.decision_for(&url);
+    let line = s
+        .gateway
+        .decision_with_error(&url, |e| e.starts_with("upstream_protocol"));
     assert_eq!(line["http_status_code"], 502);
-    assert!(
-        line["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("upstream_protocol")),
-        "{line}"
-    );
 
     let (cert, key) = s.pki.untrusted_server_cert(&[HOST]);
     let rogue = Upstream::https(&cert, &key);
@@ -167,13 +156,9 @@ fn upstreams_that_reset_or_have_bad_certificates() {
     let result = curl(&["--proxy", &proxy, "--cacert", &root, &url]);
     assert_eq!(result.status, 502, "never a silent downgrade: {result:?}");
     assert!(result.body.contains("TLS certificate"), "{result:?}");
-    let line = s.gateway.decision_for(&url);
-    assert!(
-        line["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("upstream_tls") && e.contains("UnknownIssuer")),
-        "{line}"
-    );
+    s.gateway.decision_with_error(&url, |e| {
+        e.starts_with("upstream_tls") && e.contains("UnknownIssuer")
+    });
 
     let (cert, key) = s.pki.server_cert(&["other.example.com"]);
     let wrong_name = Upstream::https(&cert, &key);
@@ -182,13 +167,8 @@ fn upstreams_that_reset_or_have_bad_certificates() {
         curl(&["--proxy", &proxy, "--cacert", &root, &url]).status,
         502
     );
-    let line = s.gateway.decision_for(&url);
-    assert!(
-        line["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("not valid for name")),
-        "{line}"
-    );
+    s.gateway
+        .decision_with_error(&url, |e| e.contains("not valid for name"));
 
     // Nobody listens there.
     let closed = std::net::TcpListener::bind("127.0.0.1:0")
@@ -198,11 +178,8 @@ fn upstreams_that_reset_or_have_bad_certificates() {
         .port();
     let url = format!("http://{HOST}:{closed}/");
     assert_eq!(curl(&["--proxy", &proxy, &url]).status, 502);
-    assert!(
-        s.gateway.decision_for(&url)["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("upstream_connect"))
-    );
+    s.gateway
+        .decision_with_error(&url, |e| e.starts_with("upstream_connect"));
     s.still_serving();
 }
 
@@ -229,13 +206,9 @@ fn an_upstream_response_head_beyond_the_header_limit_is_502() {
     let beyond = Upstream::http(Behavior::Raw(head_with(20_000)));
     let url = format!("http://{HOST}:{}/", beyond.addr.port());
     assert_eq!(curl(&["--proxy", &proxy, &url]).status, 502);
-    let line = s.gateway.decision_for(&url);
-    assert!(
-        line["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("upstream_protocol") && e.contains("too large")),
-        "{line}"
-    );
+    s.gateway.decision_with_error(&url, |e| {
+        e.starts_with("upstream_protocol") && e.contains("too large")
+    });
     s.still_serving();
 }
 
@@ -249,26 +222,17 @@ fn nxdomain_is_502_and_a_silent_resolver_is_504() {
     let result = curl(&["--proxy", &proxy, url]);
     assert_eq!(result.status, 502, "{result:?}");
     assert!(result.body.contains("does not resolve"), "{result:?}");
-    let line = s.gateway.decision_for(url);
-    assert!(
-        line["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("dns_nxdomain")),
-        "{line}"
-    );
+    let line = s
+        .gateway
+        .decision_with_error(url, |e| e.starts_with("dns_nxdomain"));
     assert!(line["dest_ip"].is_null());
 
     let started = Instant::now();
     let url = "http://slow.example.com/";
     assert_eq!(curl(&["--proxy", &proxy, url]).status, 504);
     assert!(started.elapsed() < Duration::from_secs(5));
-    let line = s.gateway.decision_for(url);
-    assert!(
-        line["error"]
-            .as_str()
-            .is_some_and(|e| e.starts_with("dns_timeout")),
-        "{line}"
-    );
+    s.gateway
+        .decision_with_error(url, |e| e.starts_with("dns_timeout"));
 
     // An A answer is used at once, even when the AAAA query is never answered.
     let started = Instant::now();

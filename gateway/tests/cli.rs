@@ -295,24 +295,16 @@ fn every_example_compiles_and_does_what_its_comments_say() {
     );
     assert_eq!(pinned["http_method"], "CONNECT");
 
-    let office = eval_example(
-        "office-hours.yaml",
-        &[
-            "https://files.example.net/",
-            "--time",
-            "2026-03-02T10:00:00Z",
-        ],
-    );
+    let file_sharing_at = |time: &str| {
+        eval_example(
+            "office-hours.yaml",
+            &["https://files.example.net/", "--time", time],
+        )
+    };
+    let office = file_sharing_at("2026-03-02T10:00:00Z");
     assert_eq!(outcome(&office), ("Allow".into(), "office-hours".into()));
     assert_eq!(office["first_alert_match"]["rule"], "watch-file-sharing");
-    let night = eval_example(
-        "office-hours.yaml",
-        &[
-            "https://files.example.net/",
-            "--time",
-            "2026-03-02T20:00:00Z",
-        ],
-    );
+    let night = file_sharing_at("2026-03-02T20:00:00Z");
     assert_eq!(outcome(&night), ("Deny".into(), "after-hours".into()));
 }
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::clients::{curl, go_client, python_script};
 use common::process::Gateway;
@@ -35,6 +35,19 @@ fn setup(intercept: bool) -> Setup {
         plain_upstream,
         gateway,
     }
+}
+
+/// Fails unless a client run through `proxy` printed `expected`, a line for
+/// each URL it was given.
+fn assert_printed(output: &Output, expected: &[&str], proxy: &str) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        expected,
+        "{proxy}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 fn path(p: &std::path::Path) -> String {
@@ -103,35 +116,17 @@ fn curl_relayed_when_bypassed_or_interception_is_off() {
         let url = format!("https://{host}:{}/", s.tls_upstream.addr.port());
         let upstream_root = path(&s.pki.upstream_root);
         let intercept_root = path(&s.pki.intercept_root);
-        let ok = curl(&[
-            "--proxy",
-            &s.gateway.http_proxy(),
-            "--cacert",
-            &upstream_root,
-            &url,
-        ]);
+        let ok = s.gateway.curl(&["--cacert", &upstream_root, &url]);
         assert_eq!(
             (ok.status, ok.body.as_str()),
             (200, "hello from upstream"),
             "{ok:?}"
         );
-        let via_https = curl(&[
-            "--proxy",
-            &s.gateway.https_proxy(),
-            "--proxy-cacert",
-            &intercept_root,
-            "--cacert",
-            &upstream_root,
-            &url,
-        ]);
+        let via_https = s
+            .gateway
+            .curl_over_tls(&intercept_root, &["--cacert", &upstream_root, &url]);
         assert_eq!(via_https.status, 200, "{via_https:?}");
-        let refused = curl(&[
-            "--proxy",
-            &s.gateway.http_proxy(),
-            "--cacert",
-            &intercept_root,
-            &url,
-        ]);
+        let refused = s.gateway.curl(&["--cacert", &intercept_root, &url]);
         assert_eq!(
             refused.status, 0,
             "a relayed tunnel shows the upstream's own certificate: {refused:?}"
@@ -153,9 +148,7 @@ fn curl_plain_http_through_both_listeners() {
     let s = setup(true);
     let url = format!("http://{HOST}:{}/echo", s.plain_upstream.addr.port());
     let intercept_root = path(&s.pki.intercept_root);
-    let plain = curl(&[
-        "--proxy",
-        &s.gateway.http_proxy(),
+    let plain = s.gateway.curl(&[
         "-H",
         "Proxy-Authorization: Basic c2VjcmV0",
         "-H",
@@ -181,13 +174,7 @@ fn curl_plain_http_through_both_listeners() {
         headers.get("x-drop").is_none(),
         "headers named by Connection are hop-by-hop: {echoed}"
     );
-    let over_tls = curl(&[
-        "--proxy",
-        &s.gateway.https_proxy(),
-        "--proxy-cacert",
-        &intercept_root,
-        &url,
-    ]);
+    let over_tls = s.gateway.curl_over_tls(&intercept_root, &[&url]);
     assert_eq!(over_tls.status, 200, "{over_tls:?}");
     let line = s
         .gateway
@@ -196,25 +183,17 @@ fn curl_plain_http_through_both_listeners() {
     assert_eq!(line["final_action"], "Allow");
 
     // PreREQUEST and PostRESPONSE apply to plain HTTP too.
-    let files = curl(&[
-        "--proxy",
-        &s.gateway.http_proxy(),
-        &format!("http://{HOST}:{}/files/a", s.plain_upstream.addr.port()),
-    ]);
+    let files = s.gateway.curl(&[&format!(
+        "http://{HOST}:{}/files/a",
+        s.plain_upstream.addr.port()
+    )]);
     assert_eq!(files.status, 403);
-    let missing = curl(&[
-        "--proxy",
-        &s.gateway.http_proxy(),
-        &format!("http://{HOST}:{}/status/404", s.plain_upstream.addr.port()),
-    ]);
+    let missing = s.gateway.curl(&[&format!(
+        "http://{HOST}:{}/status/404",
+        s.plain_upstream.addr.port()
+    )]);
     assert_eq!(missing.status, 403);
-    let upload = curl(&[
-        "--proxy",
-        &s.gateway.http_proxy(),
-        "--data-binary",
-        "0123456789",
-        &url,
-    ]);
+    let upload = s.gateway.curl(&["--data-binary", "0123456789", &url]);
     assert_eq!(upload.status, 200);
     let upload_line = s
         .gateway
@@ -259,18 +238,15 @@ fn python_requests_through_both_listeners() {
                 &plain,
             ],
         );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(
-            lines,
-            [
+        assert_printed(
+            &output,
+            &[
                 "200 hello from upstream",
                 "200 hello from upstream",
                 "403 Request denied by the egress policy.",
-                "200 hello from upstream"
+                "200 hello from upstream",
             ],
-            "{proxy}: {}",
-            String::from_utf8_lossy(&output.stderr)
+            &proxy,
         );
     }
     // Python trusts only the upstream root: the intercepted URL must fail.
@@ -305,18 +281,15 @@ fn go_net_http_through_both_listeners() {
             .env("SSL_CERT_FILE", &s.pki.both_roots)
             .output()
             .expect("go client runs");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let lines: Vec<&str> = stdout.lines().collect();
-        assert_eq!(
-            lines,
-            [
+        assert_printed(
+            &output,
+            &[
                 "200 19 HTTP/2.0",
                 "200 19 HTTP/2.0",
                 "403 37 HTTP/2.0",
-                "200 19 HTTP/1.1"
+                "200 19 HTTP/1.1",
             ],
-            "{proxy}: {}",
-            String::from_utf8_lossy(&output.stderr)
+            &proxy,
         );
     }
 }

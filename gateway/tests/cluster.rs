@@ -95,13 +95,18 @@ async fn pod(
     .expect("pod status");
 }
 
+/// The metadata of an object named `name`.
+fn named(name: &str) -> kube::api::ObjectMeta {
+    kube::api::ObjectMeta {
+        name: Some(name.to_owned()),
+        ..Default::default()
+    }
+}
+
 fn secret(name: &str, cert: &str, key: &str, ca: &str) -> Secret {
     let bytes = |s: &str| ByteString(s.as_bytes().to_vec());
     Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
+        metadata: named(name),
         data: Some(BTreeMap::from([
             ("tls.crt".to_owned(), bytes(cert)),
             ("tls.key".to_owned(), bytes(key)),
@@ -113,10 +118,7 @@ fn secret(name: &str, cert: &str, key: &str, ca: &str) -> Secret {
 
 fn policy_map(json: &str) -> ConfigMap {
     ConfigMap {
-        metadata: kube::api::ObjectMeta {
-            name: Some("egress-policy".to_owned()),
-            ..Default::default()
-        },
+        metadata: named("egress-policy"),
         data: Some(BTreeMap::from([(
             "policy.json".to_owned(),
             json.to_owned(),
@@ -239,6 +241,26 @@ async fn serve_namespaces(client: &Client, namespace: &str, served: &[String]) {
         .expect("served namespaces");
 }
 
+/// [`render`] with the identity [`policy`] (team-a only), compiled in a
+/// directory it returns, serving `served`.
+async fn render_identity_policy(
+    client: &Client,
+    namespace: &str,
+    pki: &Pki,
+    served: Option<&[&str]>,
+) -> TempDir {
+    let dir = TempDir::new(namespace);
+    render(
+        client,
+        namespace,
+        pki,
+        &compiled(&policy(None), &dir),
+        served,
+    )
+    .await;
+    dir
+}
+
 /// The gateway as its pod runs it: the arguments the operator renders (its
 /// listeners on loopback), acting as its ServiceAccount.
 fn gateway_process(plane: &ControlPlane, pki: &Pki, namespace: &str) -> Gateway {
@@ -314,6 +336,18 @@ fn with_upstream<F: std::future::Future<Output = ()>>(test: impl FnOnce(Pki, Ups
     on_runtime(test(pki, upstream));
 }
 
+/// Runs `test` with the test PKI, an HTTPS upstream for HOST, the control
+/// plane the tests share and an admin client of it.
+fn on_shared_plane<F: std::future::Future<Output = ()>>(
+    test: impl FnOnce(Pki, Upstream, &'static ControlPlane, Client) -> F,
+) {
+    with_upstream(|pki, upstream| async move {
+        let plane = ControlPlane::shared();
+        let client = client(plane).await;
+        test(pki, upstream, plane, client).await;
+    });
+}
+
 /// Runs `body` on a runtime of its own: the test upstreams start runtimes
 /// of theirs, which cannot happen inside one.
 fn on_runtime(body: impl std::future::Future<Output = ()>) {
@@ -327,25 +361,20 @@ fn on_runtime(body: impl std::future::Future<Output = ()>) {
 
 #[test]
 fn policy_certificates_and_pod_identity_come_from_the_api() {
-    with_upstream(api_source_test);
+    on_shared_plane(api_source_test);
 }
 
-async fn api_source_test(pki: Pki, upstream: Upstream) {
-    let plane = ControlPlane::shared();
-    let client = client(plane).await;
+async fn api_source_test(
+    pki: Pki,
+    upstream: Upstream,
+    plane: &'static ControlPlane,
+    client: Client,
+) {
     for ns in ["gw-api", "team-a", "team-b", "team-c"] {
         namespace(&client, ns).await;
     }
-    let dir = TempDir::new("gw-api");
+    let dir = render_identity_policy(&client, "gw-api", &pki, Some(&["team-a", "team-b"])).await;
     let url = format!("https://{HOST}:{}/", upstream.addr.port());
-    render(
-        &client,
-        "gw-api",
-        &pki,
-        &compiled(&policy(None), &dir),
-        Some(&["team-a", "team-b"]),
-    )
-    .await;
     // The pods, with `app: web` all: web-c in a namespace the proxy does not
     // serve (the gateway may not read its pods, so it does not know them),
     // node-agent on the host's network.
@@ -503,12 +532,10 @@ fn listed_policy(listed: &str, count: usize) -> egress_policy::CompiledPolicy {
 
 #[test]
 fn a_policy_in_parts_is_installed_whole_or_not_at_all() {
-    with_upstream(parts_test);
+    on_shared_plane(parts_test);
 }
 
-async fn parts_test(pki: Pki, upstream: Upstream) {
-    let plane = ControlPlane::shared();
-    let client = client(plane).await;
+async fn parts_test(pki: Pki, upstream: Upstream, plane: &'static ControlPlane, client: Client) {
     let ns = "gw-parts";
     namespace(&client, ns).await;
     // 300,000 domains: some 8 MB of JSON, gzipped into several parts.
@@ -523,15 +550,23 @@ async fn parts_test(pki: Pki, upstream: Upstream) {
             .unwrap_or_default()
             .to_owned()
     };
+    // The version in force denies its listed name, by the list's rule.
+    let denies_listed = |gateway: &Gateway, listed: &str| {
+        let refused = request_from(gateway, &pki, "127.0.0.1", &format!("https://{listed}/"));
+        assert!(
+            refused.stderr.contains("response 403"),
+            "{listed}: {refused:?}"
+        );
+        assert_eq!(
+            gateway.decision(|d| d["dest_domain"] == listed)["final_rule_name"],
+            "listed",
+            "{listed}"
+        );
+    };
     assert_eq!(in_force(&gateway), first.hash());
     let url = format!("https://{HOST}:{}/", upstream.addr.port());
     assert_eq!(request_from(&gateway, &pki, "127.0.0.1", &url).status, 200);
-    let refused = request_from(&gateway, &pki, "127.0.0.1", "https://first.example/");
-    assert!(refused.stderr.contains("response 403"), "{refused:?}");
-    assert_eq!(
-        gateway.decision(|d| d["dest_domain"] == "first.example")["final_rule_name"],
-        "listed"
-    );
+    denies_listed(&gateway, "first.example");
 
     // The manifest of the next version (in the other set of names) before
     // its parts: refused once, the one in force kept, read again until the
@@ -565,12 +600,7 @@ async fn parts_test(pki: Pki, upstream: Upstream) {
         (in_force(&gateway) == second.hash()).then_some(())
     })
     .expect("the second version once its parts are written");
-    let refused = request_from(&gateway, &pki, "127.0.0.1", "https://second.example/");
-    assert!(refused.stderr.contains("response 403"), "{refused:?}");
-    assert_eq!(
-        gateway.decision(|d| d["dest_domain"] == "second.example")["final_rule_name"],
-        "listed"
-    );
+    denies_listed(&gateway, "second.example");
 
     // A part changed by hand never makes a policy: the one in force stays.
     let third = listed_policy("third.example", 300_000);
@@ -600,16 +630,8 @@ async fn outage_test(pki: Pki, upstream: Upstream) {
     let client = client(&plane).await;
     namespace(&client, "gw-outage").await;
     namespace(&client, "team-a").await;
-    let dir = TempDir::new("gw-outage");
+    let _dir = render_identity_policy(&client, "gw-outage", &pki, Some(&["team-a"])).await;
     let url = format!("https://{HOST}:{}/", upstream.addr.port());
-    render(
-        &client,
-        "gw-outage",
-        &pki,
-        &compiled(&policy(None), &dir),
-        Some(&["team-a"]),
-    )
-    .await;
     pod(
         &client,
         "team-a",
@@ -648,11 +670,10 @@ async fn pod_index_test() {
     let client = client(plane).await;
     let ns = "gw-no-reader";
     namespace(&client, ns).await;
-    let dir = TempDir::new(ns);
     // Everything but the served namespaces and the pod reader binding:
     // identity rules would not know any client, so the gateway must not take
     // traffic.
-    render(&client, ns, &pki, &compiled(&policy(None), &dir), None).await;
+    let _dir = render_identity_policy(&client, ns, &pki, None).await;
     let gateway = gateway_process(plane, &pki, ns);
     let reason = |gateway: &Gateway| {
         let (status, body) = gateway.admin_get("/readyz");
@@ -685,10 +706,7 @@ const SECOND_KEY: &str = "sk-cluster-SECOND-7c2a90";
 
 fn key_secret(value: &str) -> Secret {
     Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some("llm-api-key".to_owned()),
-            ..Default::default()
-        },
+        metadata: named("llm-api-key"),
         data: Some(BTreeMap::from([(
             "token".to_owned(),
             ByteString(value.as_bytes().to_vec()),
@@ -714,12 +732,15 @@ fn llm_example() -> String {
 
 #[test]
 fn a_credential_is_read_through_the_gateway_s_role_and_follows_its_secret() {
-    with_upstream(credential_test);
+    on_shared_plane(credential_test);
 }
 
-async fn credential_test(pki: Pki, upstream: Upstream) {
-    let plane = ControlPlane::shared();
-    let client = client(plane).await;
+async fn credential_test(
+    pki: Pki,
+    upstream: Upstream,
+    plane: &'static ControlPlane,
+    client: Client,
+) {
     let ns = "gw-credential";
     for name in [ns, "agents", "others"] {
         namespace(&client, name).await;

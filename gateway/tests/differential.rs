@@ -12,7 +12,9 @@ use std::path::Path;
 use common::clients::curl;
 use common::process::Gateway;
 use common::upstream::{Behavior, Upstream};
-use common::{BYPASS_HOST, DENIED_HOST, HOST, Pki, TempDir, policy_with_proxy};
+use common::{
+    BYPASS_HOST, DENIED_HOST, HOST, Pki, TempDir, allowing_by_default, policy_with_proxy,
+};
 
 const RULES: &str = r#"apiVersion: egress.dev/v1alpha1
 kind: ProxyRuleGroup
@@ -44,13 +46,6 @@ spec:
       - name: alert-server-errors
         action: Alert
         conditions: [{key: response:Http:StatusCode, operator: NumericGreaterThanEquals, values: [500]}]
----
-apiVersion: egress.dev/v1alpha1
-kind: ProxyConfiguration
-metadata: {name: seed}
-spec:
-  ruleGroups: [{name: differential}]
-  defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}
 "#;
 
 /// The fields not compared: when, from which port, how many bytes, and
@@ -107,7 +102,8 @@ fn eval(
 fn policy_eval_and_the_gateway_write_the_same_decision() {
     let pki = Pki::new();
     let dir = TempDir::new("differential");
-    let policy = policy_with_proxy(dir.path(), RULES, true, &["127.0.0.1/32"]);
+    let documents = allowing_by_default(RULES, "differential");
+    let policy = policy_with_proxy(dir.path(), &documents, true, &["127.0.0.1/32"]);
     let gateway = Gateway::start(&pki, &policy, &[]);
     let proxy = gateway.http_proxy();
     let plain = Upstream::http(Behavior::Normal);

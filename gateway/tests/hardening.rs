@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use common::clients::curl;
 use common::process::{Gateway, raw_exchange};
 use common::upstream::{Behavior, Upstream};
-use common::{HOST, Pki, TempDir, eventually, policy_with_proxy};
+use common::{
+    HOST, Pki, TempDir, add_logging, allowing_by_default, eventually, policy_with_proxy,
+    read_until_closed,
+};
 
 /// Names, addresses and paths denied whatever their spelling. The rule values
 /// are written the way a user would (Unicode, one spelling of an address).
@@ -31,14 +34,12 @@ spec:
       - name: deny-files
         action: Deny
         conditions: [{key: "request:Http:Uri", operator: StringLike, values: ["*/files/*"]}]
----
-apiVersion: egress.dev/v1alpha1
-kind: ProxyConfiguration
-metadata: {name: seed}
-spec:
-  ruleGroups: [{name: spellings}]
-  defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}
 "#;
+
+/// [`SPELLINGS`] in force, everything else allowed.
+fn spellings() -> String {
+    allowing_by_default(SPELLINGS, "spellings")
+}
 
 struct Setup {
     pki: Pki,
@@ -76,7 +77,7 @@ fn status_of(response: &str) -> u16 {
 
 #[test]
 fn every_spelling_of_a_denied_name_or_address_is_denied() {
-    let s = setup(SPELLINGS, &[]);
+    let s = setup(&spellings(), &[]);
     let port = s.plain.addr.port();
     let get = |host: &str| {
         raw_exchange(
@@ -164,12 +165,12 @@ fn every_spelling_of_a_denied_name_or_address_is_denied() {
 
 #[test]
 fn every_spelling_of_a_denied_path_is_denied_and_unsafe_paths_are_refused() {
-    let s = setup(SPELLINGS, &[]);
+    let s = setup(&spellings(), &[]);
     let plain = format!("http://{HOST}:{}", s.plain.addr.port());
     let tls = format!("https://{HOST}:{}", s.tls.addr.port());
     let root = s.pki.intercept_root.display().to_string();
     let proxy = s.gateway.http_proxy();
-    for path in [
+    let denied = [
         "/files/a",
         "/%66iles/a",
         "/%66%69%6c%65%73/a",
@@ -180,25 +181,26 @@ fn every_spelling_of_a_denied_path_is_denied_and_unsafe_paths_are_refused() {
         "/x/files%2Fa",
         "/x%2F..%2Ffiles/a",
         "/x/files%5Ca",
-    ] {
-        for base in [&plain, &tls] {
-            let url = format!("{base}{path}");
-            let result = curl(&["--path-as-is", "--proxy", &proxy, "--cacert", &root, &url]);
-            assert_eq!(result.status, 403, "{url}: {result:?}");
-            let line = s.gateway.decision_for(&url);
-            assert_eq!(line["final_rule_name"], "deny-files", "{url}: {line}");
-        }
-    }
-    for path in [
+    ];
+    let unsafe_paths = [
         "/a//../files/x",
         "/files/%zz",
         "/x/%00/y",
         "/x%2F%2F..%2Ffiles",
-    ] {
-        for base in [&plain, &tls] {
-            let url = format!("{base}{path}");
-            let result = curl(&["--path-as-is", "--proxy", &proxy, "--cacert", &root, &url]);
-            assert_eq!(result.status, 400, "{url}: {result:?}");
+    ];
+    // The denied spellings meet the rule (403); unsafe paths are refused
+    // before any rule (400).
+    for (paths, status) in [(&denied[..], 403), (&unsafe_paths[..], 400)] {
+        for path in paths {
+            for base in [&plain, &tls] {
+                let url = format!("{base}{path}");
+                let result = curl(&["--path-as-is", "--proxy", &proxy, "--cacert", &root, &url]);
+                assert_eq!(result.status, status, "{url}: {result:?}");
+                if status == 403 {
+                    let line = s.gateway.decision_for(&url);
+                    assert_eq!(line["final_rule_name"], "deny-files", "{url}: {line}");
+                }
+            }
         }
     }
     // Allowed paths reach the upstream as the client sent them.
@@ -213,7 +215,7 @@ fn every_spelling_of_a_denied_path_is_denied_and_unsafe_paths_are_refused() {
 
 #[test]
 fn a_request_with_two_lengths_is_refused_and_a_response_with_two_is_reframed() {
-    let s = setup(SPELLINGS, &[]);
+    let s = setup(&spellings(), &[]);
     let port = s.plain.addr.port();
     for head in [
         "Content-Length: 5\r\nTransfer-Encoding: chunked",
@@ -259,7 +261,7 @@ fn a_request_with_two_lengths_is_refused_and_a_response_with_two_is_reframed() {
 #[test]
 fn a_stalled_upstream_gets_a_504_and_stalled_clients_are_cut() {
     let s = setup(
-        SPELLINGS,
+        &spellings(),
         &["--upstream-response-timeout", "1s", "--idle-timeout", "2s"],
     );
     let silent = Upstream::http(Behavior::Silent);
@@ -289,8 +291,7 @@ fn a_stalled_upstream_gets_a_504_and_stalled_clients_are_cut() {
         .set_read_timeout(Some(Duration::from_secs(15)))
         .expect("timeout");
     let started = Instant::now();
-    let mut rest = Vec::new();
-    let _ = stream.read_to_end(&mut rest);
+    read_until_closed(&mut stream);
     assert!(
         started.elapsed() < Duration::from_secs(10),
         "the connection was closed by the gateway, not by the read timeout"
@@ -299,7 +300,7 @@ fn a_stalled_upstream_gets_a_504_and_stalled_clients_are_cut() {
 
 #[test]
 fn the_admin_listener_cuts_silent_clients() {
-    let s = setup(SPELLINGS, &["--header-timeout", "1s"]);
+    let s = setup(&spellings(), &["--header-timeout", "1s"]);
     let silent: Vec<TcpStream> = (0..20)
         .map(|_| TcpStream::connect(s.gateway.admin).expect("connect"))
         .collect();
@@ -308,8 +309,7 @@ fn the_admin_listener_cuts_silent_clients() {
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");
-        let mut rest = Vec::new();
-        let _ = stream.read_to_end(&mut rest);
+        read_until_closed(&mut stream);
     }
     assert!(
         started.elapsed() < Duration::from_secs(10),
@@ -320,7 +320,7 @@ fn the_admin_listener_cuts_silent_clients() {
 
 #[test]
 fn credentials_never_reach_the_decision_log() {
-    let s = setup(SPELLINGS, &[]);
+    let s = setup(&spellings(), &[]);
     let port = s.plain.addr.port();
     let url = format!("http://alice:s3cret@{HOST}:{port}/echo?token=t0ken&x=1");
     let result = curl(&["--proxy", &s.gateway.http_proxy(), &url]);
@@ -338,15 +338,9 @@ fn credentials_never_reach_the_decision_log() {
     assert!(!result.body.contains("s3cret"), "{}", result.body);
 
     // A proxy that asks for query strings gets them, still without userinfo.
-    let documents = SPELLINGS.to_owned();
     let dir = TempDir::new("query-strings");
-    let policy = policy_with_proxy(dir.path(), &documents, true, &["127.0.0.1/32"]);
-    let text = std::fs::read_to_string(&policy).expect("read");
-    std::fs::write(
-        &policy,
-        format!("{text}  logging:\n    queryStrings: true\n"),
-    )
-    .expect("write");
+    let policy = policy_with_proxy(dir.path(), &spellings(), true, &["127.0.0.1/32"]);
+    add_logging(&policy, "{queryStrings: true}");
     let gateway = Gateway::start(&s.pki, &policy, &[]);
     let result = curl(&["--proxy", &gateway.http_proxy(), &url]);
     assert_eq!(result.status, 200, "{result:?}");
@@ -361,7 +355,7 @@ fn credentials_never_reach_the_decision_log() {
 
 #[test]
 fn tunnels_hold_their_place_under_the_connection_cap() {
-    let s = setup(SPELLINGS, &["--max-connections", "2"]);
+    let s = setup(&spellings(), &["--max-connections", "2"]);
     let port = s.plain.addr.port();
     // Two relayed tunnels (the plain upstream is not intercepted: port 80 is
     // not TLS, but interception only starts after the 200; use the bypass

@@ -34,8 +34,26 @@ fn pem_blocks(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs openssl commands, each written as one line; `{d}` stands for `dir`.
-fn openssl_steps(dir: &Path, steps: &[&str]) {
+/// `openssl verify` of `leaf` against `root` with the `untrusted`
+/// intermediates and `options`: (verified, what it printed).
+fn verify(root: &Path, untrusted: &Path, leaf: &Path, options: &[&str]) -> (bool, String) {
+    let (root, untrusted, leaf) = (
+        root.display().to_string(),
+        untrusted.display().to_string(),
+        leaf.display().to_string(),
+    );
+    let mut args = vec!["verify", "-CAfile", &root, "-untrusted", &untrusted];
+    args.extend(options);
+    args.push(&leaf);
+    openssl(&args)
+}
+
+/// Writes `files` (name, text) into `dir`, then runs openssl commands, each
+/// written as one line; `{d}` stands for `dir`.
+fn openssl_steps(dir: &Path, files: &[(&str, &str)], steps: &[&str]) {
+    for (name, text) in files {
+        write(dir, name, text);
+    }
     for step in steps {
         let line = step.replace("{d}", &dir.display().to_string());
         let args: Vec<&str> = line.split_whitespace().collect();
@@ -63,28 +81,55 @@ fn presented_chain(gateway: &Gateway, port: u16, dir: &Path) -> (PathBuf, PathBu
     (leaf, rest, blocks.len())
 }
 
-#[test]
-fn the_chain_verifies_with_openssl_and_the_sub_ca_cannot_issue_a_ca() {
+/// A PKI, a directory, and an HTTPS upstream for HOST with a certificate
+/// under the PKI's public root.
+struct Setup {
+    pki: Pki,
+    dir: TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+    upstream: Upstream,
+}
+
+fn setup(tag: &str) -> Setup {
     let pki = Pki::new();
-    let dir = TempDir::new("chain");
+    let dir = TempDir::new(tag);
     let (cert, key) = pki.server_cert(&[HOST]);
     let upstream = Upstream::https(&cert, &key);
-    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
-    let (leaf, intermediates, count) = presented_chain(&gateway, upstream.addr.port(), dir.path());
+    Setup {
+        pki,
+        dir,
+        cert,
+        key,
+        upstream,
+    }
+}
+
+impl Setup {
+    /// The gateway on the seed policy, intercepting, with `extra` flags.
+    fn gateway(&self, extra: &[&str]) -> Gateway {
+        Gateway::start(&self.pki, &seed_policy(self.dir.path(), true), extra)
+    }
+
+    /// The upstream's `/` by HOST.
+    fn url(&self) -> String {
+        format!("https://{HOST}:{}/", self.upstream.addr.port())
+    }
+}
+
+#[test]
+fn the_chain_verifies_with_openssl_and_the_sub_ca_cannot_issue_a_ca() {
+    let s = setup("chain");
+    let (pki, d) = (&s.pki, s.dir.path());
+    let gateway = s.gateway(&[]);
+    let (leaf, intermediates, count) = presented_chain(&gateway, s.upstream.addr.port(), d);
     assert_eq!(count, 3, "leaf, sub-CA and the chain above it");
-    let root = pki.intercept_root.display().to_string();
-    let (ok, text) = openssl(&[
-        "verify",
-        "-CAfile",
-        &root,
-        "-untrusted",
-        &intermediates.display().to_string(),
-        "-purpose",
-        "sslserver",
-        "-verify_hostname",
-        HOST,
-        &leaf.display().to_string(),
-    ]);
+    let (ok, text) = verify(
+        &pki.intercept_root,
+        &intermediates,
+        &leaf,
+        &["-purpose", "sslserver", "-verify_hostname", HOST],
+    );
     assert!(ok && text.contains(": OK"), "{text}");
 
     let (_, leaf_text) = openssl(&[
@@ -105,21 +150,19 @@ fn the_chain_verifies_with_openssl_and_the_sub_ca_cannot_issue_a_ca() {
     assert!(sub_text.contains("CA:TRUE, pathlen:0"), "{sub_text}");
 
     // A CA certificate signed with the sub-CA's key does not verify: path length 0.
-    let d = dir.path();
-    let p = |name: &str| d.join(name).display().to_string();
-    write(
-        d,
-        "ca.ext",
-        "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
-    );
-    write(
-        d,
-        "leaf.ext",
-        &format!("subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n"),
-    );
     let sub_key = pki.intercept.key.display().to_string();
     openssl_steps(
         d,
+        &[
+            (
+                "ca.ext",
+                "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n",
+            ),
+            (
+                "leaf.ext",
+                &format!("subjectAltName=DNS:{HOST}\nextendedKeyUsage=serverAuth\n"),
+            ),
+        ],
         &[
             "req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout {d}/rogue.key -subj /CN=rogue-CA -out {d}/rogue.csr",
             &format!(
@@ -137,14 +180,7 @@ fn the_chain_verifies_with_openssl_and_the_sub_ca_cannot_issue_a_ca() {
         std::fs::read_to_string(&pki.intercept.cert).expect("read")
     );
     let untrusted = write(d, "rogue-chain.pem", &chain);
-    let (ok, text) = openssl(&[
-        "verify",
-        "-CAfile",
-        &root,
-        "-untrusted",
-        &untrusted.display().to_string(),
-        &p("victim.pem"),
-    ]);
+    let (ok, text) = verify(&pki.intercept_root, &untrusted, &d.join("victim.pem"), &[]);
     assert!(
         !ok && text.contains("path length constraint exceeded"),
         "{text}"
@@ -153,17 +189,15 @@ fn the_chain_verifies_with_openssl_and_the_sub_ca_cannot_issue_a_ca() {
 
 #[test]
 fn an_openssl_sub_ca_with_a_pkcs1_rsa_key_mints_leaves() {
-    let pki = Pki::new();
-    let dir = TempDir::new("rsa");
-    let d = dir.path();
+    let s = setup("rsa");
+    let d = s.dir.path();
     let p = |name: &str| d.join(name).display().to_string();
-    write(
-        d,
-        "sub.ext",
-        "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
-    );
     openssl_steps(
         d,
+        &[(
+            "sub.ext",
+            "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
+        )],
         &[
             "req -x509 -newkey rsa:2048 -nodes -keyout {d}/root.key -subj /CN=RSA-Root -days 2 -addext basicConstraints=critical,CA:TRUE,pathlen:1 -addext keyUsage=critical,keyCertSign,cRLSign -out {d}/root.pem",
             "genrsa -traditional -out {d}/sub.key 2048",
@@ -177,40 +211,30 @@ fn an_openssl_sub_ca_with_a_pkcs1_rsa_key_mints_leaves() {
             .contains("BEGIN RSA PRIVATE KEY"),
         "PKCS#1"
     );
-    let (cert, key) = pki.server_cert(&[HOST]);
-    let upstream = Upstream::https(&cert, &key);
-    let gateway = Gateway::start(
-        &pki,
-        &seed_policy(dir.path(), true),
-        &[
-            "--intercept-ca-cert",
-            &p("sub.pem"),
-            "--intercept-ca-key",
-            &p("sub.key"),
-            "--intercept-ca-chain",
-            &p("root.pem"),
-        ],
-    );
-    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    let gateway = s.gateway(&[
+        "--intercept-ca-cert",
+        &p("sub.pem"),
+        "--intercept-ca-key",
+        &p("sub.key"),
+        "--intercept-ca-chain",
+        &p("root.pem"),
+    ]);
     let result = curl(&[
         "--proxy",
         &gateway.http_proxy(),
         "--cacert",
         &p("root.pem"),
-        &url,
+        &s.url(),
     ]);
     assert_eq!(result.status, 200, "{result:?}");
 }
 
 #[test]
 fn leaves_are_minted_once_per_name_under_concurrency() {
-    let pki = Pki::new();
-    let dir = TempDir::new("single-flight");
-    let (cert, key) = pki.server_cert(&[HOST]);
-    let upstream = Upstream::https(&cert, &key);
-    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
-    let url = format!("https://{HOST}:{}/", upstream.addr.port());
-    let root = pki.intercept_root.display().to_string();
+    let s = setup("single-flight");
+    let gateway = s.gateway(&[]);
+    let url = s.url();
+    let root = s.pki.intercept_root.display().to_string();
     let proxy = gateway.http_proxy();
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..16)
@@ -229,19 +253,16 @@ fn leaves_are_minted_once_per_name_under_concurrency() {
 
 #[test]
 fn a_client_resumes_its_session_after_more_clients_than_a_session_table_holds() {
-    let pki = Pki::new();
-    let dir = TempDir::new("resume");
-    let (cert, key) = pki.server_cert(&[HOST]);
-    let upstream = Upstream::https(&cert, &key);
-    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
+    let s = setup("resume");
+    let gateway = s.gateway(&[]);
     // rustls keeps 256 sessions in its table; tickets the gateway encrypts
     // keep none, so the first session still resumes after 300 others.
     let output = python_script(
         "resuming_tls_client.py",
         &[
             &gateway.http.to_string(),
-            &format!("{HOST}:{}", upstream.addr.port()),
-            &pki.intercept_root.display().to_string(),
+            &format!("{HOST}:{}", s.upstream.addr.port()),
+            &s.pki.intercept_root.display().to_string(),
             "300",
         ],
     );
@@ -290,12 +311,10 @@ fn websocket_upgrades_pass_through_intercepted_connections() {
 
 #[test]
 fn a_new_sub_ca_is_picked_up_and_a_bad_one_is_refused() {
-    let pki = Pki::new();
-    let dir = TempDir::new("reload-ca");
-    let (cert, key) = pki.server_cert(&[HOST]);
-    let upstream = Upstream::https(&cert, &key);
+    let s = setup("reload-ca");
+    let pki = &s.pki;
     // The gateway reads copies, so the test can replace them.
-    let live = dir.path().join("live");
+    let live = s.dir.path().join("live");
     std::fs::create_dir_all(&live).expect("dir");
     let copy = |from: &Path, name: &str| {
         let to = live.join(name);
@@ -307,27 +326,23 @@ fn a_new_sub_ca_is_picked_up_and_a_bad_one_is_refused() {
         copy(&pki.intercept.key, "ca.key"),
     );
     let chain_path = copy(pki.intercept.chain.as_ref().expect("chain"), "chain.pem");
-    let gateway = Gateway::start(
-        &pki,
-        &seed_policy(dir.path(), true),
-        &[
-            "--intercept-ca-cert",
-            &cert_path,
-            "--intercept-ca-key",
-            &key_path,
-            "--intercept-ca-chain",
-            &chain_path,
-        ],
-    );
-    let url = format!("https://{HOST}:{}/", upstream.addr.port());
+    let gateway = s.gateway(&[
+        "--intercept-ca-cert",
+        &cert_path,
+        "--intercept-ca-key",
+        &key_path,
+        "--intercept-ca-chain",
+        &chain_path,
+    ]);
+    let url = s.url();
     let status_trusting =
         |root: &str| curl(&["--proxy", &gateway.http_proxy(), "--cacert", root, &url]).status;
     let old_root = pki.intercept_root.display().to_string();
     assert_eq!(status_trusting(&old_root), 200);
 
     // A certificate that is not a CA: refused, the old sub-CA keeps serving.
-    std::fs::copy(&cert, &cert_path).expect("copy");
-    std::fs::copy(&key, &key_path).expect("copy");
+    std::fs::copy(&s.cert, &cert_path).expect("copy");
+    std::fs::copy(&s.key, &key_path).expect("copy");
     gateway.wait_metric("egress_tls_reload_failures_total", 1.0);
     gateway.diagnostic(&["is not a CA certificate"]);
     assert_eq!(status_trusting(&old_root), 200);
@@ -351,23 +366,23 @@ fn a_new_sub_ca_is_picked_up_and_a_bad_one_is_refused() {
 fn interception_without_a_sub_ca_fails_closed_and_a_bad_sub_ca_stops_startup() {
     let pki = Pki::new();
     let dir = TempDir::new("no-ca");
-    let policy = seed_policy(dir.path(), true);
-    let args: Vec<String> = [
-        "--log-format",
-        "json",
+    let policy = seed_policy(dir.path(), true).display().to_string();
+    // Policy and listeners, no --intercept-ca-cert.
+    let run_without_ca = [
         "run",
         "--policy",
-        &policy.display().to_string(),
+        &policy,
         "--http-listen",
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
-        "--resolve",
-        &format!("{HOST}:*:127.0.0.1"),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
+    let mut args: Vec<String> = ["--log-format", "json"]
+        .into_iter()
+        .chain(run_without_ca)
+        .map(str::to_owned)
+        .collect();
+    args.extend(["--resolve".to_owned(), format!("{HOST}:*:127.0.0.1")]);
     let gateway = Gateway::spawn(&args);
     let result = curl(&[
         "--proxy",
@@ -393,15 +408,7 @@ fn interception_without_a_sub_ca_fails_closed_and_a_bad_sub_ca_stops_startup() {
     // A leaf certificate given as the sub-CA: the process refuses to start.
     let (leaf, leaf_key) = pki.server_cert(&[HOST]);
     let output = Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
-        .args([
-            "run",
-            "--policy",
-            &policy.display().to_string(),
-            "--http-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .args(run_without_ca)
         .args([
             "--intercept-ca-cert",
             &leaf.display().to_string(),

@@ -4,15 +4,58 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::clients::curl;
-use common::process::Gateway;
+use common::process::{Gateway, connect_tunnel, connect_with_timeout, request_in_tunnel};
 use common::upstream::{Behavior, Upstream};
 use common::{
-    BYPASS_HOST, DENIED_HOST, HOST, Pki, TempDir, eventually, policy_with_proxy, seed_policy,
-    seed_without_proxy,
+    BYPASS_HOST, DENIED_HOST, HOST, Pki, TempDir, add_logging, eventually, policy_with_proxy,
+    seed_policy, seed_without_proxy,
 };
+
+/// A PKI, a directory for the policy file, and a plain upstream.
+struct Setup {
+    pki: Pki,
+    dir: TempDir,
+    upstream: Upstream,
+}
+
+fn setup(tag: &str) -> Setup {
+    Setup {
+        pki: Pki::new(),
+        dir: TempDir::new(tag),
+        upstream: Upstream::http(Behavior::Normal),
+    }
+}
+
+impl Setup {
+    /// A gateway on the seed policy (interception as given) with `extra`
+    /// flags, and its policy file.
+    fn seed_gateway(&self, intercept: bool, extra: &[&str]) -> (Gateway, PathBuf) {
+        let policy = seed_policy(self.dir.path(), intercept);
+        (Gateway::start(&self.pki, &policy, extra), policy)
+    }
+
+    /// A gateway relaying on the seed policy, its proxy's `logging` set to
+    /// `settings`.
+    fn logging_gateway(&self, settings: &str) -> Gateway {
+        let policy = policy_with_proxy(
+            self.dir.path(),
+            &seed_without_proxy(),
+            false,
+            &["127.0.0.1/32"],
+        );
+        add_logging(&policy, settings);
+        Gateway::start(&self.pki, &policy, &[])
+    }
+
+    /// `path` on the upstream by HOST, over plain HTTP.
+    fn url(&self, path: &str) -> String {
+        format!("http://{HOST}:{}{path}", self.upstream.addr.port())
+    }
+}
 
 fn ready_hash(gateway: &Gateway) -> Option<String> {
     let (status, body) = gateway.admin_get("/readyz");
@@ -24,13 +67,10 @@ fn ready_hash(gateway: &Gateway) -> Option<String> {
 
 #[test]
 fn policy_changes_apply_and_bad_versions_never_replace_a_good_one() {
-    let pki = Pki::new();
-    let dir = TempDir::new("reload");
-    let upstream = Upstream::http(Behavior::Normal);
-    let policy = seed_policy(dir.path(), true);
-    let gateway = Gateway::start(&pki, &policy, &[]);
+    let s = setup("reload");
+    let (gateway, policy) = s.seed_gateway(true, &[]);
     let proxy = gateway.http_proxy();
-    let files = format!("http://{HOST}:{}/files/a", upstream.addr.port());
+    let files = s.url("/files/a");
     assert_eq!(curl(&["--proxy", &proxy, &files]).status, 403);
     let first_hash = ready_hash(&gateway).expect("ready");
 
@@ -87,10 +127,8 @@ fn truncated_seed(seed: &str) -> String {
 
 #[test]
 fn a_half_written_policy_is_refused_and_the_old_one_keeps_denying() {
-    let pki = Pki::new();
-    let dir = TempDir::new("truncated");
-    let policy = seed_policy(dir.path(), false);
-    let gateway = Gateway::start(&pki, &policy, &[]);
+    let s = setup("truncated");
+    let (gateway, policy) = s.seed_gateway(false, &[]);
     let hash = ready_hash(&gateway).expect("ready");
     let denied = format!("https://{DENIED_HOST}/");
     let refused = curl(&["--proxy", &gateway.http_proxy(), &denied]);
@@ -98,7 +136,7 @@ fn a_half_written_policy_is_refused_and_the_old_one_keeps_denying() {
 
     // Replaced by rename, so it is read at once: refused for its missing defaults.
     let truncated = truncated_seed(&std::fs::read_to_string(&policy).expect("read"));
-    let next = dir.path().join("policy.yaml.new");
+    let next = s.dir.path().join("policy.yaml.new");
     std::fs::write(&next, &truncated).expect("write");
     std::fs::rename(&next, &policy).expect("rename");
     gateway.diagnostic(&["policy rejected", "missing field `defaultActions`"]);
@@ -120,10 +158,8 @@ fn a_half_written_policy_is_refused_and_the_old_one_keeps_denying() {
 
 #[test]
 fn a_policy_written_slowly_in_place_is_loaded_once_whole() {
-    let pki = Pki::new();
-    let dir = TempDir::new("slow-write");
-    let policy = seed_policy(dir.path(), false);
-    let gateway = Gateway::start(&pki, &policy, &["--file-settle", "800ms"]);
+    let s = setup("slow-write");
+    let (gateway, policy) = s.seed_gateway(false, &["--file-settle", "800ms"]);
     let first = ready_hash(&gateway).expect("ready");
     let whole = std::fs::read_to_string(&policy)
         .expect("read")
@@ -162,17 +198,15 @@ fn a_policy_written_slowly_in_place_is_loaded_once_whole() {
 
 #[test]
 fn a_reload_that_removes_every_rule_warns_with_the_counts() {
-    let pki = Pki::new();
-    let dir = TempDir::new("shrink");
-    let policy = seed_policy(dir.path(), false);
-    let gateway = Gateway::start(&pki, &policy, &[]);
+    let s = setup("shrink");
+    let (gateway, policy) = s.seed_gateway(false, &[]);
     let first = ready_hash(&gateway).expect("ready");
     assert_eq!(gateway.metric("egress_policy_rules{phase=\"PreDNS\"}"), 1.0);
     let empty = std::fs::read_to_string(&policy).expect("read").replace(
         "  ruleGroups:\n    - name: seed-rules\n",
         "  ruleGroups: []\n",
     );
-    let next = dir.path().join("policy.yaml.new");
+    let next = s.dir.path().join("policy.yaml.new");
     std::fs::write(&next, empty).expect("write");
     std::fs::rename(&next, &policy).expect("rename");
     eventually(Duration::from_secs(5), || {
@@ -190,18 +224,16 @@ fn a_reload_that_removes_every_rule_warns_with_the_counts() {
 
 #[test]
 fn an_invalid_policy_at_start_means_unready_until_fixed() {
-    let pki = Pki::new();
-    let dir = TempDir::new("unready");
-    let upstream = Upstream::http(Behavior::Normal);
-    let good = std::fs::read_to_string(seed_policy(dir.path(), true)).expect("read");
-    let policy = dir.path().join("policy.yaml");
+    let s = setup("unready");
+    let good = std::fs::read_to_string(seed_policy(s.dir.path(), true)).expect("read");
+    let policy = s.dir.path().join("policy.yaml");
     std::fs::write(&policy, good.replace("values: [404]", "values: [\"4o4\"]")).expect("write");
-    let gateway = Gateway::start(&pki, &policy, &[]);
+    let gateway = Gateway::start(&s.pki, &policy, &[]);
     gateway.diagnostic(&["policy rejected", "\\\"4o4\\\" is not a number"]);
     let (status, body) = gateway.admin_get("/readyz");
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("no valid policy loaded"), "{body}");
-    let url = format!("http://{HOST}:{}/", upstream.addr.port());
+    let url = s.url("/");
     let refused = curl(&["--proxy", &gateway.http_proxy(), &url]);
     assert_eq!(refused.status, 503, "{refused:?}");
     std::fs::write(&policy, good).expect("write");
@@ -211,19 +243,17 @@ fn an_invalid_policy_at_start_means_unready_until_fixed() {
 
 #[test]
 fn compiled_policy_json_is_served_as_the_operator_writes_it() {
-    let pki = Pki::new();
-    let dir = TempDir::new("json");
-    let upstream = Upstream::http(Behavior::Normal);
-    let yaml = seed_policy(dir.path(), true);
+    let s = setup("json");
+    let yaml = seed_policy(s.dir.path(), true);
     let compiled = std::process::Command::new(env!("CARGO_BIN_EXE_egress-gateway"))
         .args(["policy", "compile", &yaml.display().to_string()])
         .output()
         .expect("compile");
     assert!(compiled.status.success());
-    let json = dir.path().join("policy.json");
+    let json = s.dir.path().join("policy.json");
     std::fs::write(&json, &compiled.stdout).expect("write");
-    let gateway = Gateway::start(&pki, &json, &[]);
-    let url = format!("http://{HOST}:{}/files/x", upstream.addr.port());
+    let gateway = Gateway::start(&s.pki, &json, &[]);
+    let url = s.url("/files/x");
     assert_eq!(curl(&["--proxy", &gateway.http_proxy(), &url]).status, 403);
     let hash = serde_json::from_slice::<serde_json::Value>(&compiled.stdout).expect("json")["hash"]
         .clone();
@@ -232,16 +262,10 @@ fn compiled_policy_json_is_served_as_the_operator_writes_it() {
 
 #[test]
 fn only_selected_actions_are_logged() {
-    let pki = Pki::new();
-    let dir = TempDir::new("log-selection");
-    let upstream = Upstream::http(Behavior::Normal);
-    let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
-    let text =
-        std::fs::read_to_string(&policy).expect("read") + "  logging:\n    actions: [Deny]\n";
-    std::fs::write(&policy, text).expect("write");
-    let gateway = Gateway::start(&pki, &policy, &[]);
-    let allowed = format!("http://{HOST}:{}/", upstream.addr.port());
-    let denied = format!("http://{HOST}:{}/files/x", upstream.addr.port());
+    let s = setup("log-selection");
+    let gateway = s.logging_gateway("{actions: [Deny]}");
+    let allowed = s.url("/");
+    let denied = s.url("/files/x");
     assert_eq!(
         curl(&["--proxy", &gateway.http_proxy(), &allowed]).status,
         200
@@ -251,14 +275,7 @@ fn only_selected_actions_are_logged() {
         403
     );
     gateway.decision_for(&denied);
-    assert!(
-        gateway
-            .decisions()
-            .iter()
-            .all(|d| d["url"] != allowed.as_str()),
-        "{:?}",
-        gateway.decisions()
-    );
+    gateway.assert_no_decision_for(&allowed);
     // Both are counted in metrics whatever is logged.
     assert!(
         gateway.metric("egress_decisions_total{phase=\"PostRESPONSE\",action=\"Allow\"") >= 1.0
@@ -268,14 +285,9 @@ fn only_selected_actions_are_logged() {
 
 #[test]
 fn the_aws_log_format_is_chosen_per_proxy() {
-    let pki = Pki::new();
-    let dir = TempDir::new("log-format");
-    let upstream = Upstream::http(Behavior::Normal);
-    let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
-    let text = std::fs::read_to_string(&policy).expect("read") + "  logging:\n    format: aws\n";
-    std::fs::write(&policy, text).expect("write");
-    let gateway = Gateway::start(&pki, &policy, &[]);
-    let denied = format!("http://{HOST}:{}/files/x", upstream.addr.port());
+    let s = setup("log-format");
+    let gateway = s.logging_gateway("{format: aws}");
+    let denied = s.url("/files/x");
     assert_eq!(
         curl(&["--proxy", &gateway.http_proxy(), &denied]).status,
         403
@@ -293,9 +305,7 @@ fn the_aws_log_format_is_chosen_per_proxy() {
 
 #[test]
 fn admin_endpoints() {
-    let pki = Pki::new();
-    let dir = TempDir::new("admin");
-    let gateway = Gateway::start(&pki, &seed_policy(dir.path(), true), &[]);
+    let (gateway, _) = setup("admin").seed_gateway(true, &[]);
     assert_eq!(gateway.admin_get("/healthz"), (200, "ok\n".to_owned()));
     let (status, body) = gateway.admin_get("/readyz");
     assert_eq!(status, 200);
@@ -324,50 +334,17 @@ fn admin_endpoints() {
 
 /// Opens a relayed CONNECT tunnel to the plain upstream and returns it.
 fn open_tunnel(gateway: &Gateway, upstream: &Upstream) -> BufReader<TcpStream> {
-    let mut stream = TcpStream::connect(gateway.http).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let target = format!("{BYPASS_HOST}:{}", upstream.addr.port());
-    write!(
-        stream,
-        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    connect_tunnel(
+        gateway.http,
+        &format!("{BYPASS_HOST}:{}", upstream.addr.port()),
     )
-    .expect("write");
-    let mut reader = BufReader::new(stream);
-    let mut status = String::new();
-    reader.read_line(&mut status).expect("status line");
-    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
-    let mut line = String::new();
-    while reader.read_line(&mut line).expect("header") > 2 {
-        line.clear();
-    }
-    reader
-}
-
-/// One HTTP request through an open tunnel.
-fn request_in_tunnel(tunnel: &mut BufReader<TcpStream>) -> String {
-    write!(
-        tunnel.get_mut(),
-        "GET / HTTP/1.1\r\nHost: {BYPASS_HOST}\r\n\r\n"
-    )
-    .expect("write");
-    let mut buf = [0u8; 512];
-    let n = tunnel.read(&mut buf).expect("read");
-    String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
 #[test]
 fn shutdown_drains_open_tunnels_and_refuses_new_connections() {
-    let pki = Pki::new();
-    let dir = TempDir::new("drain");
-    let upstream = Upstream::http(Behavior::Normal);
-    let mut gateway = Gateway::start(
-        &pki,
-        &seed_policy(dir.path(), true),
-        &["--shutdown-grace", "20s"],
-    );
-    let mut tunnel = open_tunnel(&gateway, &upstream);
+    let s = setup("drain");
+    let (mut gateway, _) = s.seed_gateway(true, &["--shutdown-grace", "20s"]);
+    let mut tunnel = open_tunnel(&gateway, &s.upstream);
     assert!(request_in_tunnel(&mut tunnel).contains("hello from upstream"));
     gateway.terminate();
     gateway.diagnostic(&["shutting down"]);
@@ -395,15 +372,9 @@ fn shutdown_drains_open_tunnels_and_refuses_new_connections() {
 
 #[test]
 fn the_grace_period_and_a_second_signal_cut_tunnels() {
-    let pki = Pki::new();
-    let dir = TempDir::new("cut");
-    let upstream = Upstream::http(Behavior::Normal);
-    let mut gateway = Gateway::start(
-        &pki,
-        &seed_policy(dir.path(), true),
-        &["--shutdown-grace", "1s"],
-    );
-    let _tunnel = open_tunnel(&gateway, &upstream);
+    let s = setup("cut");
+    let (mut gateway, _) = s.seed_gateway(true, &["--shutdown-grace", "1s"]);
+    let _tunnel = open_tunnel(&gateway, &s.upstream);
     let started = Instant::now();
     gateway.terminate();
     gateway
@@ -412,34 +383,30 @@ fn the_grace_period_and_a_second_signal_cut_tunnels() {
     assert!(started.elapsed() >= Duration::from_millis(900));
     gateway.diagnostic(&["grace period over"]);
 
-    let mut gateway = Gateway::start(
-        &pki,
-        &seed_policy(dir.path(), true),
-        &["--shutdown-grace", "60s"],
-    );
-    let _tunnel = open_tunnel(&gateway, &upstream);
-    gateway.terminate();
-    gateway.diagnostic(&["shutting down"]);
-    gateway.terminate();
-    gateway
-        .wait(Duration::from_secs(10))
-        .expect("a second signal stops at once");
-    gateway.diagnostic(&["second signal"]);
-
-    // The same during the shutdown delay: no delay, no drain.
-    let mut gateway = Gateway::start(
-        &pki,
-        &seed_policy(dir.path(), true),
-        &["--shutdown-delay", "60s", "--shutdown-grace", "60s"],
-    );
-    let _tunnel = open_tunnel(&gateway, &upstream);
-    gateway.terminate();
-    gateway.diagnostic(&["stopping: not ready"]);
-    gateway.terminate();
-    gateway
-        .wait(Duration::from_secs(10))
-        .expect("a second signal in the delay stops at once");
-    gateway.diagnostic(&["second signal: cutting open connections"]);
+    // A second signal stops at once: while draining, and the same during the
+    // shutdown delay (no delay, no drain).
+    for (flags, stopping, cut) in [
+        (
+            &["--shutdown-grace", "60s"][..],
+            "shutting down",
+            "second signal",
+        ),
+        (
+            &["--shutdown-delay", "60s", "--shutdown-grace", "60s"],
+            "stopping: not ready",
+            "second signal: cutting open connections",
+        ),
+    ] {
+        let (mut gateway, _) = s.seed_gateway(true, flags);
+        let _tunnel = open_tunnel(&gateway, &s.upstream);
+        gateway.terminate();
+        gateway.diagnostic(&[stopping]);
+        gateway.terminate();
+        gateway
+            .wait(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("a second signal after {stopping:?} stops at once"));
+        gateway.diagnostic(&[cut]);
+    }
 }
 
 /// One request on an open keep-alive connection to the plain listener: the
@@ -472,23 +439,13 @@ fn keep_alive_request(stream: &mut BufReader<TcpStream>, upstream: &Upstream) ->
 
 #[test]
 fn with_a_shutdown_delay_the_gateway_goes_unready_but_serves_until_it_stops_listening() {
-    let pki = Pki::new();
-    let dir = TempDir::new("delay");
-    let upstream = Upstream::http(Behavior::Normal);
-    let mut gateway = Gateway::start(
-        &pki,
-        &seed_policy(dir.path(), true),
-        &["--shutdown-delay", "3s", "--shutdown-grace", "20s"],
-    );
-    let connect = || {
-        let stream = TcpStream::connect(gateway.http).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        BufReader::new(stream)
-    };
+    let s = setup("delay");
+    let (mut gateway, _) =
+        s.seed_gateway(true, &["--shutdown-delay", "3s", "--shutdown-grace", "20s"]);
+    let upstream = &s.upstream;
+    let connect = || BufReader::new(connect_with_timeout(gateway.http, Duration::from_secs(10)));
     let mut kept = connect();
-    let (head, body) = keep_alive_request(&mut kept, &upstream);
+    let (head, body) = keep_alive_request(&mut kept, upstream);
     assert_eq!(body, "hello from upstream");
     assert!(!head.contains("connection: close"), "{head}");
 
@@ -498,10 +455,10 @@ fn with_a_shutdown_delay_the_gateway_goes_unready_but_serves_until_it_stops_list
     assert_eq!(gateway.admin_get("/readyz").0, 503, "unready at once");
     // Still serving: the open connection gets its answer and is asked to
     // reconnect; a new connection is still accepted.
-    let (head, body) = keep_alive_request(&mut kept, &upstream);
+    let (head, body) = keep_alive_request(&mut kept, upstream);
     assert_eq!(body, "hello from upstream");
     assert!(head.contains("connection: close"), "{head}");
-    let (head, body) = keep_alive_request(&mut connect(), &upstream);
+    let (head, body) = keep_alive_request(&mut connect(), upstream);
     assert_eq!(body, "hello from upstream");
     assert!(head.contains("connection: close"), "{head}");
     assert!(

@@ -8,7 +8,7 @@ mod common;
 use common::clients::curl;
 use common::process::Gateway;
 use common::upstream::{Behavior, Upstream};
-use common::{DENIED_HOST, HOST, Pki, TempDir, policy_with_proxy, seed_without_proxy};
+use common::{DENIED_HOST, HOST, Pki, TempDir, add_logging, policy_with_proxy, seed_without_proxy};
 
 /// The seed's rule group in monitor mode, then an enforced group with one
 /// monitored rule; only denials (real or would-be) are logged.
@@ -46,9 +46,7 @@ spec:
           - {key: request:Http:Uri, operator: StringLike, values: ["*/secret*"]}
 "#;
     let policy = policy_with_proxy(dir, &(watched + enforced), true, &["127.0.0.1/32"]);
-    let text =
-        std::fs::read_to_string(&policy).expect("read") + "  logging:\n    actions: [Deny]\n";
-    std::fs::write(&policy, text).expect("write");
+    add_logging(&policy, "{actions: [Deny]}");
     policy
 }
 
@@ -69,11 +67,20 @@ fn monitored_rules_enforce_nothing_and_say_what_they_would_have_done() {
     let proxy = gateway.http_proxy();
     let plain = Upstream::http(Behavior::Normal);
     let port = plain.addr.port();
+    // curl through the gateway with `args`: the status it expects, then the
+    // decision line.
+    let request = |args: &[&str], url: &str, status: u16| {
+        let mut all = vec!["--proxy", &proxy];
+        all.extend(args);
+        all.push(url);
+        let result = curl(&all);
+        assert_eq!(result.status, status, "{url}: {result:?}");
+        gateway.decision_for(url)
+    };
 
     // Plain HTTP: each monitored Deny lets the request through.
     let files = format!("http://{HOST}:{port}/files/a");
-    assert_eq!(curl(&["--proxy", &proxy, &files]).status, 200);
-    let line = gateway.decision_for(&files);
+    let line = request(&[], &files, 200);
     assert_eq!(line["final_action"], "Allow", "{line}");
     assert_eq!(would(&line), ("Deny", "seed-rules", "deny-files"), "{line}");
     assert!(
@@ -82,8 +89,7 @@ fn monitored_rules_enforce_nothing_and_say_what_they_would_have_done() {
     );
 
     let org = format!("http://{DENIED_HOST}:{port}/");
-    assert_eq!(curl(&["--proxy", &proxy, &org]).status, 200);
-    let line = gateway.decision_for(&org);
+    let line = request(&[], &org, 200);
     assert_eq!(
         would(&line),
         ("Deny", "seed-rules", "deny-example-org"),
@@ -93,16 +99,14 @@ fn monitored_rules_enforce_nothing_and_say_what_they_would_have_done() {
 
     // One monitored rule in an enforced group; the group's other rule enforces.
     let posted = format!("http://{HOST}:{port}/echo");
-    assert_eq!(curl(&["--proxy", &proxy, "-d", "a=b", &posted]).status, 200);
-    let line = gateway.decision_for(&posted);
+    let line = request(&["-d", "a=b"], &posted, 200);
     assert_eq!(
         would(&line),
         ("Deny", "enforced", "try-deny-posts"),
         "{line}"
     );
     let secret = format!("http://{HOST}:{port}/secret");
-    assert_eq!(curl(&["--proxy", &proxy, &secret]).status, 403);
-    let line = gateway.decision_for(&secret);
+    let line = request(&[], &secret, 403);
     assert_eq!(line["final_rule_name"], "deny-secrets", "{line}");
     assert_eq!(
         would(&line),
@@ -115,11 +119,7 @@ fn monitored_rules_enforce_nothing_and_say_what_they_would_have_done() {
     let tls = Upstream::https(&cert, &key);
     let missing = format!("https://{HOST}:{}/status/404", tls.addr.port());
     let root = pki.intercept_root.display().to_string();
-    assert_eq!(
-        curl(&["--proxy", &proxy, "--cacert", &root, &missing]).status,
-        404
-    );
-    let line = gateway.decision_for(&missing);
+    let line = request(&["--cacert", &root], &missing, 404);
     assert_eq!(line["http_status_code"], 404, "{line}");
     assert_eq!(
         would(&line),
@@ -147,12 +147,5 @@ fn monitored_rules_enforce_nothing_and_say_what_they_would_have_done() {
         "egress_decisions_total{phase=\"PostRESPONSE\",action=\"Allow\"",
         5.0,
     );
-    assert!(
-        gateway
-            .decisions()
-            .iter()
-            .all(|d| d["url"] != fine.as_str()),
-        "{:?}",
-        gateway.decisions()
-    );
+    gateway.assert_no_decision_for(&fine);
 }

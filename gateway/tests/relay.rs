@@ -12,7 +12,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::process::Gateway;
+use common::process::{Gateway, connect_with_timeout};
 use common::{Pki, TempDir, policy_with_proxy, seed_without_proxy};
 
 /// A gateway relaying (interception off) with loopback allowed.
@@ -31,10 +31,7 @@ fn relaying_gateway_with(tag: &str, extra: &[&str]) -> (Gateway, TempDir) {
 /// returns the client side and the upstream's accepted side.
 fn tunnel(gateway: &Gateway, upstream: &TcpListener, early: &[u8]) -> (TcpStream, TcpStream) {
     let to = upstream.local_addr().expect("addr");
-    let mut client = TcpStream::connect(gateway.http).expect("connect");
-    client
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let mut client = connect_with_timeout(gateway.http, Duration::from_secs(20));
     let mut request = format!("CONNECT {to} HTTP/1.1\r\nHost: {to}\r\n\r\n").into_bytes();
     request.extend_from_slice(early);
     client.write_all(&request).expect("write");
@@ -87,38 +84,29 @@ fn bytes_sent_right_behind_the_connect_reach_the_upstream() {
 }
 
 #[test]
-fn the_client_s_half_close_reaches_the_upstream_and_the_reply_still_flows() {
-    let (gateway, _dir) = relaying_gateway("relay-client-half-close");
+fn a_half_close_on_either_side_reaches_the_other_and_the_other_direction_still_flows() {
+    let (gateway, _dir) = relaying_gateway("relay-half-close");
     let upstream = listener();
-    let (mut client, mut server) = tunnel(&gateway, &upstream, b"");
-    client.write_all(b"request").expect("write");
-    client.shutdown(Shutdown::Write).expect("half-close");
-    assert_eq!(
-        read_to_end(&mut server),
-        b"request",
-        "the upstream sees the end"
-    );
-    // The other direction is still open: a reply written after the end arrives.
-    server.write_all(b"reply after your end").expect("write");
-    server.shutdown(Shutdown::Write).expect("close");
-    assert_eq!(read_to_end(&mut client), b"reply after your end");
-}
-
-#[test]
-fn the_upstream_s_half_close_reaches_the_client_and_the_client_can_still_send() {
-    let (gateway, _dir) = relaying_gateway("relay-upstream-half-close");
-    let upstream = listener();
-    let (mut client, mut server) = tunnel(&gateway, &upstream, b"");
-    server.write_all(b"all I have").expect("write");
-    server.shutdown(Shutdown::Write).expect("half-close");
-    assert_eq!(
-        read_to_end(&mut client),
-        b"all I have",
-        "the client sees the end"
-    );
-    client.write_all(b"late upload").expect("write");
-    client.shutdown(Shutdown::Write).expect("close");
-    assert_eq!(read_to_end(&mut server), b"late upload");
+    // Who ends first, what it sends before its end, what the other side
+    // sends after it.
+    for (client_ends, last, after) in [
+        (true, &b"request"[..], &b"reply after your end"[..]),
+        (false, b"all I have", b"late upload"),
+    ] {
+        let (mut client, mut server) = tunnel(&gateway, &upstream, b"");
+        let (ender, other, who) = if client_ends {
+            (&mut client, &mut server, "the upstream")
+        } else {
+            (&mut server, &mut client, "the client")
+        };
+        ender.write_all(last).expect("write");
+        ender.shutdown(Shutdown::Write).expect("half-close");
+        assert_eq!(read_to_end(other), last, "{who} sees the end");
+        // The other direction is still open: what is written after the end arrives.
+        other.write_all(after).expect("write");
+        other.shutdown(Shutdown::Write).expect("close");
+        assert_eq!(read_to_end(ender), after, "{who} can still send");
+    }
 }
 
 /// `len` bytes of a fixed pseudo-random stream, written in uneven pieces;
@@ -392,42 +380,31 @@ fn the_open_file_limit_is_raised_and_a_cap_it_cannot_hold_is_named() {
     let policy = policy_with_proxy(dir.path(), &seed_without_proxy(), false, &["127.0.0.1/32"]);
     // Two sockets per connection: this cap needs more than the hard limit.
     let cap = (hard / 2 + 100).to_string();
-    let mut child = std::process::Command::new("bash")
-        .args(["-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""])
-        .arg(env!("CARGO_BIN_EXE_egress-gateway"))
-        .args([
-            "--log-format",
-            "json",
-            "run",
-            "--http-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--admin-listen", "127.0.0.1:0", "--max-connections", &cap])
-        .arg("--policy")
-        .arg(&policy)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("gateway");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let mut warning = None;
-    for line in lines.by_ref() {
-        let line = line.expect("line");
-        if line.contains("open-file limit") {
-            warning = Some(line.clone());
-        }
-        if line.contains("\"listening\"") {
-            break;
-        }
-    }
-    let (soft_now, hard_now) = open_file_limits(&child.id().to_string());
-    let _ = child.kill();
-    let _ = child.wait();
+    let args: Vec<String> = [
+        "--log-format",
+        "json",
+        "run",
+        "--policy",
+        &policy.display().to_string(),
+        "--http-listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--max-connections",
+        &cap,
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let gateway = Gateway::spawn_by(
+        &["bash", "-c", "ulimit -Sn 256 && exec \"$0\" \"$@\""],
+        &args,
+    );
+    let warning = gateway.diagnostic(&["open-file limit"]);
+    let (soft_now, hard_now) = open_file_limits(&gateway.pid().to_string());
     assert_eq!(
         soft_now, hard_now,
         "the soft limit (256 at exec) is raised to the hard one"
     );
-    let warning = warning.expect("a warning names the open-file limit");
     assert!(
         warning.contains(&format!("\"max_connections\":{cap}")),
         "{warning}"

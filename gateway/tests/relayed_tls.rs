@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::clients::{curl, python_command};
-use common::process::Gateway;
+use common::process::{Gateway, connect_with_timeout};
 use common::upstream::Upstream;
 use common::{BYPASS_HOST, DENIED_HOST, HOST, Pki, TempDir, seed_without_proxy, write};
 use egress_gateway::tls::client_hello;
@@ -128,6 +128,11 @@ impl Setup {
         self.origin.addr.port()
     }
 
+    /// `host` with the origin's port: what a CONNECT to the origin names.
+    fn authority(&self, host: &str) -> String {
+        format!("{host}:{}", self.port())
+    }
+
     fn root(&self) -> String {
         self.pki.upstream_root.display().to_string()
     }
@@ -162,6 +167,14 @@ impl Setup {
         }
         said
     }
+
+    /// Python's ssl through a tunnel to `target` with server name `sni` is
+    /// refused; the decision line of the refusal.
+    fn python_refused(&self, target: &str, sni: &str) -> Value {
+        let said = self.python(target, sni, "whole");
+        assert!(said.starts_with("ERROR"), "{sni}: {said}");
+        self.gateway.decision(|d| d["tls_sni"] == sni)
+    }
 }
 
 /// curl through the gateway to `url`, its TCP connection (and so the
@@ -193,7 +206,7 @@ fn a_bypassed_name_carrying_a_denied_name_is_closed_and_says_why() {
         &url,
     ]);
     assert_eq!(ok.status, 200, "{ok:?}");
-    let line = s.line(&format!("{BYPASS_HOST}:{port}"));
+    let line = s.line(&s.authority(BYPASS_HOST));
     assert_eq!(line["final_action"], "Allow", "{line}");
     assert_eq!(line["tls_sni"], BYPASS_HOST, "{line}");
     assert_eq!(
@@ -223,16 +236,13 @@ fn a_bypassed_name_carrying_a_denied_name_is_closed_and_says_why() {
 #[test]
 fn with_interception_off_every_client_is_held_to_its_connect_name() {
     let s = setup("sni-off", false, "", &[]);
-    let port = s.port();
-    let target = format!("{HOST}:{port}");
+    let target = s.authority(HOST);
     // Python: the right name passes, a denied one and another allowed one
     // do not (a tunnel's name is the CONNECT's, whatever the policy says
     // of the other).
     assert_eq!(s.python(&target, HOST, "whole"), "HTTP/1.1 200 OK");
     for sni in [DENIED_HOST, BYPASS_HOST] {
-        let said = s.python(&target, sni, "whole");
-        assert!(said.starts_with("ERROR"), "{sni}: {said}");
-        let line = s.gateway.decision(|d| d["tls_sni"] == sni);
+        let line = s.python_refused(&target, sni);
         assert_eq!(line["final_rule_name"], "tls-sni-mismatch", "{line}");
     }
     // Another spelling of the same name is the same name (the client's
@@ -266,9 +276,7 @@ fn a_connect_to_an_address_is_judged_by_the_name_it_carries() {
     let port = s.port();
     let target = format!("127.0.0.1:{port}");
     // A denied name: PreDNS's own rule refuses it, the address kept.
-    let said = s.python(&target, DENIED_HOST, "whole");
-    assert!(said.starts_with("ERROR"), "{said}");
-    let line = s.gateway.decision(|d| d["tls_sni"] == DENIED_HOST);
+    let line = s.python_refused(&target, DENIED_HOST);
     assert_eq!(line["final_rule_name"], "deny-example-org", "{line}");
     assert_eq!(line["dest_domain"], DENIED_HOST, "{line}");
     assert_eq!(line["dest_ip"], "127.0.0.1", "{line}");
@@ -296,7 +304,7 @@ fn a_connect_to_an_address_is_judged_by_the_name_it_carries() {
 #[test]
 fn a_client_hello_split_across_segments_or_records_is_read_whole() {
     let s = setup("sni-split", false, "", &[]);
-    let target = format!("{HOST}:{}", s.port());
+    let target = s.authority(HOST);
     for split in ["segments", "records"] {
         assert_eq!(s.python(&target, HOST, split), "HTTP/1.1 200 OK", "{split}");
         let said = s.python(&target, DENIED_HOST, split);
@@ -316,10 +324,7 @@ fn a_client_hello_split_across_segments_or_records_is_read_whole() {
 /// A tunnel to the origin through the gateway, raw: the stream after the
 /// CONNECT's 200.
 fn raw_tunnel(gateway: SocketAddr, target: &str) -> TcpStream {
-    let mut stream = TcpStream::connect(gateway).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .expect("timeout");
+    let mut stream = connect_with_timeout(gateway, Duration::from_secs(20));
     write!(
         stream,
         "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
@@ -349,7 +354,7 @@ fn until_closed(stream: &mut TcpStream) -> Vec<u8> {
 #[test]
 fn what_is_not_a_usable_client_hello_is_closed_with_a_line() {
     let s = setup("sni-bad", false, "", &["--handshake-timeout", "1s"]);
-    let target = format!("{HOST}:{}", s.port());
+    let target = s.authority(HOST);
     let errors = |gateway: &Gateway| -> Vec<Value> {
         gateway
             .decisions()
@@ -426,7 +431,7 @@ fn what_is_not_a_usable_client_hello_is_closed_with_a_line() {
 #[test]
 fn the_answers_to_plain_bytes_and_hidden_names_are_settings() {
     let s = setup("sni-settings", false, "    nonTLS: Allow\n", &[]);
-    let target = format!("{HOST}:{}", s.port());
+    let target = s.authority(HOST);
     // Not TLS, allowed: relayed as it is (the TLS origin answers with its
     // own alert).
     let mut plain = raw_tunnel(s.gateway.http, &target);

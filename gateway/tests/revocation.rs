@@ -5,15 +5,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::clients::{Interactive, go_client, python_command};
-use common::process::Gateway;
+use common::process::{Gateway, connect_tunnel, connect_with_timeout, request_in_tunnel};
 use common::upstream::{Behavior, Upstream};
-use common::{BYPASS_HOST, HOST, Pki, TempDir, policy_with_proxy, seed_without_proxy};
+use common::{
+    BYPASS_HOST, HOST, Pki, TempDir, policy_with_proxy, read_until_closed, seed_without_proxy,
+};
 
 /// Replaces the policy file by a rename (read at once) with the seed plus a
 /// PreDNS deny of `host`.
@@ -95,32 +97,9 @@ fn the_next_request_on_an_open_intercepted_connection_meets_the_new_policy() {
 
 /// Opens a relayed tunnel and checks it carries a request.
 fn open_tunnel(gateway: &Gateway, host: &str, port: u16) -> BufReader<TcpStream> {
-    let mut stream = TcpStream::connect(gateway.http).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        stream,
-        "CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
-    )
-    .expect("write");
-    let mut reader = BufReader::new(stream);
-    let mut line = String::new();
-    reader.read_line(&mut line).expect("reply");
-    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    while line != "\r\n" {
-        line.clear();
-        reader.read_line(&mut line).expect("headers");
-    }
-    assert!(request_in_tunnel(&mut reader).starts_with("HTTP/1.1 200"));
-    reader
-}
-
-fn request_in_tunnel(tunnel: &mut BufReader<TcpStream>) -> String {
-    write!(tunnel.get_mut(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
-    let mut response = vec![0u8; 256];
-    let n = tunnel.read(&mut response).unwrap_or(0);
-    String::from_utf8_lossy(&response[..n]).into_owned()
+    let mut tunnel = connect_tunnel(gateway.http, &format!("{host}:{port}"));
+    assert!(request_in_tunnel(&mut tunnel).starts_with("HTTP/1.1 200"));
+    tunnel
 }
 
 #[test]
@@ -136,8 +115,7 @@ fn relayed_tunnels_the_new_policy_denies_are_closed_within_two_seconds() {
     let mut kept = open_tunnel(&gateway, BYPASS_HOST, port);
 
     let changed = deny_host(&policy, HOST);
-    let mut rest = Vec::new();
-    let _ = revoked.read_to_end(&mut rest);
+    read_until_closed(&mut revoked);
     let took = changed.elapsed();
     assert!(
         took < Duration::from_secs(2),
@@ -218,10 +196,7 @@ fn read_head(stream: &mut TcpStream) -> String {
 /// Asks the upstream at `port` for an upgrade of `path` through the gateway's
 /// plain listener `proxy`; returns the connection and the status line.
 fn upgrade(proxy: std::net::SocketAddr, port: u16, path: &str) -> (TcpStream, String) {
-    let mut stream = TcpStream::connect(proxy).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut stream = connect_with_timeout(proxy, Duration::from_secs(10));
     write!(
         stream,
         "GET http://{HOST}:{port}{path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n"
@@ -291,8 +266,7 @@ fn upgraded_connections_are_judged_again_with_their_request_and_response() {
     let no_upgrades = "[{name: no-upgrades, action: Deny, conditions: [{key: \"response:Http:StatusCode\", operator: NumericEquals, values: [101]}]}]";
     let changed = Instant::now();
     install(&gateway, &policy, &upgrade_policy(unrelated, no_upgrades));
-    let mut rest = Vec::new();
-    let _ = upgraded.read_to_end(&mut rest);
+    read_until_closed(&mut upgraded);
     assert!(changed.elapsed() < Duration::from_secs(3), "closed");
     let line = gateway.decision(|d| d["revoked_by"].is_string());
     assert_eq!(line["http_status_code"], 101, "{line}");
@@ -323,8 +297,7 @@ fn a_policy_installed_during_the_upgrade_reaches_the_upgraded_connection() {
     let (mut upgraded, status) = asking.join().expect("upgrade");
     assert!(status.starts_with("HTTP/1.1 101"), "{status}");
     let answered = Instant::now();
-    let mut rest = Vec::new();
-    let _ = upgraded.read_to_end(&mut rest);
+    read_until_closed(&mut upgraded);
     assert!(
         answered.elapsed() < Duration::from_secs(3),
         "closed at once, not at the next policy change"

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::clients::curl;
+use common::clients::{Curl, curl};
 use common::process::Gateway;
 use common::upstream::Upstream;
 use common::{DENIED_HOST, HOST, Pki, TempDir, seed_policy};
@@ -28,6 +28,24 @@ fn setup() -> Setup {
     }
 }
 
+impl Setup {
+    /// `path` on the upstream by HOST.
+    fn url(&self, path: &str) -> String {
+        format!("https://{HOST}:{}{path}", self.upstream.addr.port())
+    }
+
+    /// curl `url` through the gateway, trusting the interception root, with
+    /// `args`.
+    fn curl(&self, args: &[&str], url: &str) -> Curl {
+        let ca = self.pki.intercept_root.display().to_string();
+        let proxy = self.gateway.http_proxy();
+        let mut all = vec!["--proxy", &proxy, "--cacert", &ca];
+        all.extend(args);
+        all.push(url);
+        curl(&all)
+    }
+}
+
 fn assert_decision(
     line: &serde_json::Value,
     action: &str,
@@ -47,8 +65,7 @@ fn assert_decision(
 fn pre_dns_domain_deny_is_the_connect_reply() {
     let s = setup();
     let url = format!("https://{DENIED_HOST}/");
-    let ca = s.pki.intercept_root.display().to_string();
-    let result = curl(&["--proxy", &s.gateway.http_proxy(), "--cacert", &ca, &url]);
+    let result = s.curl(&[], &url);
     assert!(
         result
             .stderr
@@ -75,19 +92,8 @@ fn pre_dns_domain_deny_is_the_connect_reply() {
 #[test]
 fn pre_request_uri_deny_is_a_403_inside_the_intercepted_tunnel() {
     let s = setup();
-    let url = format!(
-        "https://{HOST}:{}/reports/files/q3.pdf",
-        s.upstream.addr.port()
-    );
-    let ca = s.pki.intercept_root.display().to_string();
-    let result = curl(&[
-        "--proxy",
-        &s.gateway.http_proxy(),
-        "--cacert",
-        &ca,
-        "-i",
-        &url,
-    ]);
+    let url = s.url("/reports/files/q3.pdf");
+    let result = s.curl(&["-i"], &url);
     assert_eq!(result.status, 403, "{result:?}");
     assert!(
         result.body.contains("Request denied by the egress policy."),
@@ -112,9 +118,8 @@ fn pre_request_uri_deny_is_a_403_inside_the_intercepted_tunnel() {
 #[test]
 fn post_response_deny_replaces_a_404() {
     let s = setup();
-    let url = format!("https://{HOST}:{}/status/404", s.upstream.addr.port());
-    let ca = s.pki.intercept_root.display().to_string();
-    let result = curl(&["--proxy", &s.gateway.http_proxy(), "--cacert", &ca, &url]);
+    let url = s.url("/status/404");
+    let result = s.curl(&[], &url);
     assert_eq!(result.status, 403, "{result:?}");
     assert!(
         !result.body.contains("status 404"),
@@ -134,9 +139,8 @@ fn post_response_deny_replaces_a_404() {
 #[test]
 fn allowed_requests_pass_with_the_default() {
     let s = setup();
-    let url = format!("https://{HOST}:{}/", s.upstream.addr.port());
-    let ca = s.pki.intercept_root.display().to_string();
-    let result = curl(&["--proxy", &s.gateway.http_proxy(), "--cacert", &ca, &url]);
+    let url = s.url("/");
+    let result = s.curl(&[], &url);
     assert_eq!(
         (result.status, result.body.as_str()),
         (200, "hello from upstream"),

@@ -216,34 +216,14 @@ async fn main() {
     // One group every proxy uses changes, then a cluster baseline is
     // created: every ConfigMap follows each.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-    let changed = serde_json::json!({
-        "apiVersion": "egress.dev/v1alpha1", "kind": "ProxyRuleGroup",
-        "metadata": {"name": "group-0"},
-        "spec": {"rules": {"preDNS": [{"name": "deny-domain", "action": "Deny", "conditions": [
-            {"key": "request:DestinationDomain", "operator": "StringEquals", "values": [".changed.example"]}]}]}}
-    });
-    let took = until_every_policy_changes(&config_maps, async {
-        groups
-            .patch("group-0", &apply, &Patch::Apply(changed))
-            .await
-            .expect("change");
-    })
-    .await;
+    let changed = denying_group("ProxyRuleGroup", "group-0", ".changed.example");
+    let took =
+        until_every_policy_changes(&config_maps, apply_group(&groups, &apply, changed)).await;
     println!("  a group all 100 proxies use changed -> all 100 ConfigMaps updated after {took:?}");
     let baselines: Api<ClusterProxyRuleGroup> = Api::all(client.clone());
-    let baseline = serde_json::json!({
-        "apiVersion": "egress.dev/v1alpha1", "kind": "ClusterProxyRuleGroup",
-        "metadata": {"name": "baseline"},
-        "spec": {"rules": {"preDNS": [{"name": "no-exfiltration", "action": "Deny", "conditions": [
-            {"key": "request:DestinationDomain", "operator": "StringEquals", "values": [".paste.example"]}]}]}}
-    });
-    let took = until_every_policy_changes(&config_maps, async {
-        baselines
-            .patch("baseline", &apply, &Patch::Apply(baseline))
-            .await
-            .expect("baseline");
-    })
-    .await;
+    let baseline = denying_group("ClusterProxyRuleGroup", "baseline", ".paste.example");
+    let took =
+        until_every_policy_changes(&config_maps, apply_group(&baselines, &apply, baseline)).await;
     println!(
         "  a baseline (ClusterProxyRuleGroup) created -> all 100 ConfigMaps updated after {took:?}"
     );
@@ -332,6 +312,28 @@ async fn until_every_policy_changes(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A rule group of `kind` named `name` whose one rule denies `domain`
+/// before DNS.
+fn denying_group(kind: &str, name: &str, domain: &str) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "egress.dev/v1alpha1", "kind": kind,
+        "metadata": {"name": name},
+        "spec": {"rules": {"preDNS": [{"name": "deny-domain", "action": "Deny", "conditions": [
+            {"key": "request:DestinationDomain", "operator": "StringEquals", "values": [domain]}]}]}}
+    })
+}
+
+/// Applies `group` (server-side) through `api`.
+async fn apply_group<K>(api: &Api<K>, apply: &PatchParams, group: serde_json::Value)
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let name = group["metadata"]["name"].as_str().expect("name").to_owned();
+    api.patch(&name, apply, &Patch::Apply(group))
+        .await
+        .expect(&name);
 }
 
 /// The policy hash a ConfigMap's annotation records.

@@ -266,10 +266,7 @@ impl Context {
 
     /// Names of the proxies in `namespace` whose policy uses list `name`.
     pub fn proxies_using_list(&self, namespace: &str, name: &str) -> BTreeSet<String> {
-        self.configurations_using_list(namespace, name)
-            .iter()
-            .flat_map(|c| self.proxies_using_configuration(namespace, c))
-            .collect()
+        self.proxies_using_any(namespace, &self.configurations_using_list(namespace, name))
     }
 
     /// Names of the proxies in `namespace` that enforce configuration `name`.
@@ -299,7 +296,16 @@ impl Context {
 
     /// Names of the proxies in `namespace` whose configuration lists group `name`.
     pub fn proxies_using_group(&self, namespace: &str, name: &str) -> BTreeSet<String> {
-        self.configurations_listing(namespace, name)
+        self.proxies_using_any(namespace, &self.configurations_listing(namespace, name))
+    }
+
+    /// Names of the proxies in `namespace` that enforce one of `configurations`.
+    fn proxies_using_any(
+        &self,
+        namespace: &str,
+        configurations: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
+        configurations
             .iter()
             .flat_map(|c| self.proxies_using_configuration(namespace, c))
             .collect()

@@ -232,12 +232,11 @@ mod tests {
     #[test]
     fn the_table_carries_what_the_schema_enforces() {
         let crds = crate::crd::all();
-        let proxies = &crds
-            .iter()
-            .find(|(f, _)| *f == "egressproxies.yaml")
-            .expect("egressproxies")
-            .1;
-        let table = spec_table(proxies);
+        let table_of = |file: &str| {
+            let (_, crd) = crds.iter().find(|(f, _)| *f == file).expect(file);
+            spec_table(crd)
+        };
+        let table = table_of("egressproxies.yaml");
         assert!(
             table.contains("| `spec.configurationRef.name` | string | required |"),
             "{table}"
@@ -256,12 +255,7 @@ mod tests {
             ),
             "{table}"
         );
-        let groups = &crds
-            .iter()
-            .find(|(f, _)| *f == "proxyrulegroups.yaml")
-            .expect("groups")
-            .1;
-        let table = spec_table(groups);
+        let table = table_of("proxyrulegroups.yaml");
         assert!(table.contains("`spec.rules.{postResponse,preDNS,preRequest}[].name` | string, `^[a-zA-Z0-9-]{1,128}$`"), "{table}");
         assert!(
             table.contains("| `spec.rules.preDNS` | list of objects, at most 1000 items |"),

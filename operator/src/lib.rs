@@ -102,41 +102,40 @@ pub async fn api_server_addresses(client: &Client) -> Vec<String> {
 /// The Service CIDRs of the cluster's ServiceCIDR objects; none when they
 /// cannot be read (then pass --service-cidr).
 pub async fn discover_service_cidrs(client: &Client) -> Vec<String> {
-    let Some(objects) = list_all::<ServiceCIDR>(
+    discover_cidrs::<ServiceCIDR>(
         client,
         "cannot list ServiceCIDRs: pass --service-cidr so injected pods reach Services directly",
+        "service CIDRs from the cluster's ServiceCIDRs",
+        |objects| {
+            objects
+                .into_iter()
+                .flat_map(|s| s.spec.and_then(|s| s.cidrs).unwrap_or_default())
+                .collect()
+        },
     )
     .await
-    else {
-        return Vec::new();
-    };
-    let cidrs: Vec<String> = objects
-        .into_iter()
-        .flat_map(|s| s.spec.and_then(|s| s.cidrs).unwrap_or_default())
-        .collect();
-    tracing::info!(?cidrs, "service CIDRs from the cluster's ServiceCIDRs");
-    cidrs
 }
 
 /// The pod CIDRs the nodes were given; none when they cannot be read or the
 /// network plugin assigns addresses itself (then pass --pod-cidr).
 pub async fn discover_pod_cidrs(client: &Client) -> Vec<String> {
-    let Some(nodes) = list_all::<Node>(
+    discover_cidrs::<Node>(
         client,
         "cannot list nodes: pass --pod-cidr so injected pods reach pods directly",
+        "pod CIDRs from the nodes",
+        |nodes| cluster_facts::cidrs_of(nodes.iter()),
     )
     .await
-    else {
-        return Vec::new();
-    };
-    let cidrs = cluster_facts::cidrs_of(nodes.iter());
-    tracing::info!(?cidrs, "pod CIDRs from the nodes");
-    cidrs
 }
 
-/// Every object of a cluster-scoped kind; none, with `unreadable` logged as
-/// a warning, when they cannot be listed.
-async fn list_all<K>(client: &Client, unreadable: &str) -> Option<Vec<K>>
+/// The CIDRs `cidrs_of` finds in every object of kind `K`, logged as
+/// `found`; none, with the warning `unreadable`, when they cannot be listed.
+async fn discover_cidrs<K>(
+    client: &Client,
+    unreadable: &str,
+    found: &str,
+    cidrs_of: impl FnOnce(Vec<K>) -> Vec<String>,
+) -> Vec<String>
 where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::ClusterResourceScope>
         + Clone
@@ -147,10 +146,14 @@ where
         .list(&Default::default())
         .await
     {
-        Ok(list) => Some(list.items),
+        Ok(list) => {
+            let cidrs = cidrs_of(list.items);
+            tracing::info!(?cidrs, "{found}");
+            cidrs
+        }
         Err(error) => {
             tracing::warn!(%error, "{unreadable}");
-            None
+            Vec::new()
         }
     }
 }

@@ -8,7 +8,7 @@
 //! triggers this often.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -47,7 +47,6 @@ const RECHECK: Duration = Duration::from_secs(300);
 /// Its own finalizer removes those objects: reconciles of one proxy never
 /// overlap, so none can write a copy after the clean-up.
 pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile("clients");
     let api = ctx.proxies_api(&proxy)?;
     finalizer(&api, FINALIZER, proxy, |event| async {
         match event {
@@ -60,6 +59,12 @@ pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Act
     })
     .await
     .map_err(Error::from)
+}
+
+/// A memo's lock. A reconcile that panicked holding it leaves nothing half
+/// written that matters: every memo only spares work, so it is used anyway.
+fn locked<T>(memo: &Mutex<T>) -> MutexGuard<'_, T> {
+    memo.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
@@ -76,12 +81,7 @@ async fn apply(proxy: &EgressProxy, ctx: &Context) -> Result<Action, Error> {
     let proxies = ctx.proxies.state();
     // Now and then everything is applied again, whatever the hashes say.
     let force = {
-        let mut last = ctx
-            .clients
-            .memo
-            .full_apply
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut last = locked(&ctx.clients.memo.full_apply);
         let due = last
             .get(&qualified)
             .is_none_or(|at| at.elapsed() >= RECHECK);
@@ -286,12 +286,7 @@ fn trust_files(proxy: &EgressProxy, ctx: &Context) -> Result<Option<Arc<TrustFil
     let Some(roots) = source.and_then(|s| s.data.as_ref()?.get(BUNDLE_ALL).cloned()) else {
         return Ok(None);
     };
-    let mut memo = ctx
-        .clients
-        .memo
-        .trust_files
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut memo = locked(&ctx.clients.memo.trust_files);
     if let Some((built_from, files)) = memo.get(&names.qualified())
         && *built_from == roots
     {
@@ -423,13 +418,7 @@ fn said(failed: &[(String, String)]) -> String {
 /// the proxy, once per operator process (gateways read pods through the
 /// per-namespace bindings by then).
 async fn remove_cluster_pod_reader_once(ctx: &Context, names: &Names) {
-    let first = ctx
-        .clients
-        .memo
-        .legacy_removed
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(names.qualified());
+    let first = locked(&ctx.clients.memo.legacy_removed).insert(names.qualified());
     if first && let Err(error) = remove_cluster_pod_reader(ctx, names).await {
         tracing::warn!(%error, proxy = %names.qualified(), "the cluster-wide pod reader binding of an earlier version could not be removed; retried after a restart");
     }
@@ -453,12 +442,7 @@ async fn apply_served_namespaces(
         .unwrap_or_default();
     let key = names.qualified();
     let applied = {
-        let memo = ctx
-            .clients
-            .memo
-            .served_namespaces
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let memo = locked(&ctx.clients.memo.served_namespaces);
         memo.get(&key).cloned()
     };
     if !force && applied.as_deref() == Some(hash.as_str()) {
@@ -479,12 +463,7 @@ async fn apply_served_namespaces(
         &Patch::Apply(list),
     )
     .await?;
-    ctx.clients
-        .memo
-        .served_namespaces
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key, hash);
+    locked(&ctx.clients.memo.served_namespaces).insert(key, hash);
     Ok(())
 }
 
@@ -510,12 +489,7 @@ async fn remove_all(ctx: &Context, names: &Names) -> Result<(), Error> {
         let namespace = object.namespace().unwrap_or_default();
         remove::<RoleBinding>(ctx, &namespace, &object.name_any()).await?;
     }
-    ctx.clients
-        .memo
-        .served_namespaces
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&names.qualified());
+    locked(&ctx.clients.memo.served_namespaces).remove(&names.qualified());
     ctx.metrics.escaped_pods.remove(&ProxyLabels {
         namespace: names.namespace.clone(),
         proxy: names.proxy.clone(),

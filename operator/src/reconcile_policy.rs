@@ -89,7 +89,6 @@ pub async fn reconcile_configuration(
     configuration: Arc<ProxyConfiguration>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile("proxyconfiguration");
     let namespace = configuration.namespace().unwrap_or_default();
     let name = configuration.name_any();
     let groups = ctx.groups_of(&configuration);
@@ -153,7 +152,6 @@ pub async fn reconcile_group(
     group: Arc<ProxyRuleGroup>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile("proxyrulegroup");
     let namespace = group.namespace().unwrap_or_default();
     let name = group.name_any();
     let lists = ctx.lists_named_by(&namespace, &[Named::new(name.clone(), group.spec.clone())]);
@@ -178,7 +176,6 @@ pub const LIST_IN_USE_FINALIZER: &str = "egress.dev/list-in-use";
 /// Reconciles one list: its entries checked, the groups naming it, and the
 /// finalizer that holds its deletion while they do.
 pub async fn reconcile_list(list: Arc<ProxyList>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile("proxylist");
     let namespace = list.namespace().unwrap_or_default();
     let used_by = ctx.groups_naming_list(&namespace, &list.name_any());
     let api = api_of(&ctx, list.as_ref())?;
@@ -201,7 +198,6 @@ pub async fn reconcile_cluster_list(
     list: Arc<ClusterProxyList>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile("clusterproxylist");
     let used_by = ctx.cluster_groups_naming_list(&list.name_any());
     let api = Api::all(ctx.client.clone());
     let groups = "ClusterProxyRuleGroups";
@@ -333,7 +329,6 @@ pub async fn reconcile_cluster_group(
     group: Arc<ClusterProxyRuleGroup>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile("clusterproxyrulegroup");
     let rules = group.spec.group();
     let lists = ctx.cluster_lists_named_by(&[Named::new(group.name_any(), rules)]);
     let status = group_status(

@@ -31,7 +31,6 @@ pub const FINALIZER: &str = "egress.dev/cleanup";
 
 /// Reconciles one proxy.
 pub async fn reconcile(proxy: Arc<EgressProxy>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile("egressproxy");
     let api = ctx.proxies_api(&proxy)?;
     finalizer(&api, FINALIZER, proxy, |event| async {
         match event {

@@ -97,16 +97,7 @@ where
 
 /// Keeps `writer`'s cache (and its subscribers) fed with every object of
 /// kind `K`, in the background.
-fn cache_every<K>(client: &Client, writer: reflector::store::Writer<K>)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+fn cache_every<K: Watched>(client: &Client, writer: reflector::store::Writer<K>) {
     watch(
         watcher(Api::<K>::all(client.clone()), watcher::Config::default())
             .default_backoff()
@@ -191,19 +182,23 @@ impl Runner {
     }
 }
 
+/// What a mapper returns: the objects of kind `R` to reconcile.
+trait Refs<R: Resource>: IntoIterator<Item = ObjectRef<R>, IntoIter: Send> + 'static {}
+
+impl<R: Resource, I> Refs<R> for I where
+    I: IntoIterator<Item = ObjectRef<R>, IntoIter: Send> + 'static
+{
+}
+
 /// How a controller follows another kind `K`, watching all of its objects:
 /// what the mapper returns is reconciled.
 trait Follows<R: Watched> {
     /// On every change of a `K` (status writes included).
-    fn on_every_change<K, I>(
+    fn on_every_change<K: Watched, I: Refs<R>>(
         self,
         client: &Client,
         mapper: impl Fn(K) -> I + Send + Sync + 'static,
-    ) -> Self
-    where
-        K: Watched,
-        I: IntoIterator<Item = ObjectRef<R>> + 'static,
-        I::IntoIter: Send;
+    ) -> Self;
 
     /// On every change of a `K`, the objects of this kind that `related`
     /// names in the `K`'s namespace.
@@ -215,28 +210,19 @@ trait Follows<R: Watched> {
     ) -> Self;
 
     /// When a `K`'s spec changes or it is deleted (see [`spec_changes`]).
-    fn on_spec_change<K, I>(
+    fn on_spec_change<K: Watched, I: Refs<R>>(
         self,
         client: &Client,
         mapper: impl Fn(K) -> I + Send + Sync + 'static,
-    ) -> Self
-    where
-        K: Watched,
-        I: IntoIterator<Item = ObjectRef<R>> + 'static,
-        I::IntoIter: Send;
+    ) -> Self;
 }
 
 impl<R: Watched> Follows<R> for Controller<R> {
-    fn on_every_change<K, I>(
+    fn on_every_change<K: Watched, I: Refs<R>>(
         self,
         client: &Client,
         mapper: impl Fn(K) -> I + Send + Sync + 'static,
-    ) -> Self
-    where
-        K: Watched,
-        I: IntoIterator<Item = ObjectRef<R>> + 'static,
-        I::IntoIter: Send,
-    {
+    ) -> Self {
         self.watches(Api::all(client.clone()), watcher::Config::default(), mapper)
     }
 
@@ -249,16 +235,11 @@ impl<R: Watched> Follows<R> for Controller<R> {
         self.on_every_change(client, related_objects::<K, R>(ctx, related))
     }
 
-    fn on_spec_change<K, I>(
+    fn on_spec_change<K: Watched, I: Refs<R>>(
         self,
         client: &Client,
         mapper: impl Fn(K) -> I + Send + Sync + 'static,
-    ) -> Self
-    where
-        K: Watched,
-        I: IntoIterator<Item = ObjectRef<R>> + 'static,
-        I::IntoIter: Send,
-    {
+    ) -> Self {
         self.watches_stream(spec_changes(Api::all(client.clone())), mapper)
     }
 }
@@ -266,7 +247,8 @@ impl<R: Watched> Follows<R> for Controller<R> {
 /// A reconcile in flight.
 type Reconciling = std::pin::Pin<Box<dyn Future<Output = Result<Action, Error>> + Send>>;
 
-/// A reconcile with its error metric and backoff bookkeeping around it.
+/// A reconcile with its metrics (counted, timed, errors by reason) and
+/// backoff bookkeeping around it.
 fn wrapped<K, F, Fut>(
     name: &'static str,
     reconcile: F,
@@ -280,6 +262,7 @@ where
     move |object, ctx| {
         let (reconcile, backoff) = (reconcile.clone(), backoff.clone());
         Box::pin(async move {
+            let _timer = ctx.metrics.reconcile(name);
             tracing::debug!(
                 controller = name,
                 namespace = object.meta().namespace.as_deref().unwrap_or_default(),
@@ -321,12 +304,38 @@ fn error_policy<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// The proxies a Secret or ConfigMap concerns: those that own it, and those
-/// in its namespace that `references` it by name.
+/// A mapper to the proxies a Secret or ConfigMap concerns: those that own
+/// it, and those in its namespace that `references` it by name.
+fn proxies_of<K: Resource>(
+    ctx: &Arc<Context>,
+    references: fn(&EgressProxy, &str) -> bool,
+) -> impl Fn(K) -> Vec<ObjectRef<EgressProxy>> + Send + Sync + 'static {
+    let ctx = ctx.clone();
+    move |object| proxies_of_object(&ctx, &object, references)
+}
+
+/// Whether `proxy` names Secret `name`: as its parent CA or for credentials.
+fn names_secret(proxy: &EgressProxy, name: &str) -> bool {
+    let parent = proxy.spec.tls_interception.ca_secret_ref.as_ref();
+    parent.is_some_and(|r| r.name == name)
+        || proxy
+            .spec
+            .credentials
+            .iter()
+            .any(|c| c.secret_ref.name == name)
+}
+
+/// Whether `proxy` names ConfigMap `name`: as its destinations' CA bundle.
+fn names_config_map(proxy: &EgressProxy, name: &str) -> bool {
+    let bundle = proxy.spec.destinations.ca_bundle_ref.as_ref();
+    bundle.is_some_and(|r| r.name == name)
+}
+
+/// The proxies `object` concerns (see [`proxies_of`]).
 fn proxies_of_object<K: Resource>(
     ctx: &Context,
     object: &K,
-    references: impl Fn(&EgressProxy, &str) -> bool,
+    references: fn(&EgressProxy, &str) -> bool,
 ) -> Vec<ObjectRef<EgressProxy>> {
     let namespace = object.meta().namespace.clone().unwrap_or_default();
     let name = object.meta().name.clone().unwrap_or_default();
@@ -402,51 +411,29 @@ pub async fn controllers(
     let (client_changes, client_triggers) = tokio::sync::mpsc::unbounded_channel();
     let (proxy_changes, proxy_triggers) = tokio::sync::mpsc::unbounded_channel();
     let client_caches = client_caches(&client, &proxies, &client_changes, &proxy_changes);
-    let (a, b, c, d, e, f) = tokio::join!(
+    tokio::try_join!(
         proxies.wait_until_ready(),
         configurations.wait_until_ready(),
         groups.wait_until_ready(),
         lists.wait_until_ready(),
         cluster_groups.wait_until_ready(),
-        cluster_lists.wait_until_ready()
-    );
-    a.and(b)
-        .and(c)
-        .and(d)
-        .and(e)
-        .and(f)
-        .map_err(|e| anyhow::anyhow!("cache: {e}"))?;
-    let ClientCaches {
-        namespaces,
-        pods,
-        trust_bundles,
-        copies,
-        network_policies,
-        role_bindings,
-        ..
-    } = &client_caches;
-    let (a, b, c, d, e, f) = tokio::join!(
-        namespaces.wait_until_ready(),
-        pods.wait_until_ready(),
-        trust_bundles.wait_until_ready(),
-        copies.wait_until_ready(),
-        network_policies.wait_until_ready(),
-        role_bindings.wait_until_ready()
-    );
-    a.and(b)
-        .and(c)
-        .and(d)
-        .and(e)
-        .and(f)
-        .map_err(|e| anyhow::anyhow!("cache: {e}"))?;
+        cluster_lists.wait_until_ready(),
+        client_caches.namespaces.wait_until_ready(),
+        client_caches.pods.wait_until_ready(),
+        client_caches.trust_bundles.wait_until_ready(),
+        client_caches.copies.wait_until_ready(),
+        client_caches.network_policies.wait_until_ready(),
+        client_caches.role_bindings.wait_until_ready()
+    )
+    .map_err(|e| anyhow::anyhow!("cache: {e}"))?;
     tracing::info!(
         proxies = proxies.state().len(),
         configurations = configurations.state().len(),
         groups = groups.state().len(),
         lists = lists.state().len(),
         cluster_groups = cluster_groups.state().len(),
-        namespaces = namespaces.state().len(),
-        pods = pods.state().len(),
+        namespaces = client_caches.namespaces.state().len(),
+        pods = client_caches.pods.state().len(),
         "caches ready; reconciling"
     );
 
@@ -491,33 +478,12 @@ pub async fn controllers(
     let proxy_triggers = futures_util::stream::unfold(proxy_triggers, |mut triggers| async move {
         triggers.recv().await.map(|proxy| (proxy, triggers))
     });
-    let lookup = ctx.clone();
-    let proxies_of_secret = move |s: PartialObjectMeta<Secret>| {
-        proxies_of_object(&lookup, &s, |p, name| {
-            p.spec
-                .tls_interception
-                .ca_secret_ref
-                .as_ref()
-                .is_some_and(|r| r.name == name)
-                || p.spec.credentials.iter().any(|c| c.secret_ref.name == name)
-        })
-    };
-    let lookup = ctx.clone();
-    let proxies_of_config_map = move |c: PartialObjectMeta<ConfigMap>| {
-        proxies_of_object(&lookup, &c, |p, name| {
-            p.spec
-                .destinations
-                .ca_bundle_ref
-                .as_ref()
-                .is_some_and(|r| r.name == name)
-        })
-    };
     let proxy_controller = Controller::for_shared_stream(proxy_events, proxies.clone())
         .owns(Api::<Deployment>::all(client.clone()), managed())
         .owns(Api::<Service>::all(client.clone()), managed())
         .watches_stream(
             secret_watches::secret_events(client.clone(), proxies.clone(), stop.clone()),
-            move |s: PartialObjectMeta<Secret>| proxies_of_secret(s),
+            proxies_of::<PartialObjectMeta<Secret>>(&ctx, names_secret),
         )
         .watches_stream(
             watcher(
@@ -526,7 +492,7 @@ pub async fn controllers(
             )
             .default_backoff()
             .touched_objects(),
-            move |c: PartialObjectMeta<ConfigMap>| proxies_of_config_map(c),
+            proxies_of::<PartialObjectMeta<ConfigMap>>(&ctx, names_config_map),
         )
         .on_related_change::<ProxyConfiguration>(
             &client,

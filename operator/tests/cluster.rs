@@ -85,27 +85,88 @@ fn condition(proxy: &EgressProxy, type_: &str) -> Option<(String, String, String
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
-/// Object `name` of `namespace` once it satisfies `ready` (30 s at most).
-async fn object_when<K>(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    what: &str,
-    ready: impl Fn(&K) -> bool,
-) -> K
-where
+/// The shared setup, and namespace `ns` made for one test.
+async fn setup_in(ns: &str) -> (&'static ControlPlane, Client) {
+    let plane = setup();
+    let client = client(plane).await;
+    namespace(&client, ns).await;
+    (plane, client)
+}
+
+/// A namespaced kind the tests read.
+trait Namespaced:
+    kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
     K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+}
+
+/// Object `name` of `namespace`, which must exist.
+async fn get<K: Namespaced>(client: &Client, namespace: &str, name: &str) -> K {
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("{} {namespace}/{name}: {e}", K::kind(&())))
+}
+
+/// Whether object `name` of `namespace` exists.
+async fn exists<K: Namespaced>(client: &Client, namespace: &str, name: &str) -> bool {
+    Api::<K>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await
+        .unwrap_or_else(|e| panic!("{} {namespace}/{name}: {e}", K::kind(&())))
+        .is_some()
+}
+
+/// The resource version of object `name` of `namespace`.
+async fn version<K: Namespaced>(client: &Client, namespace: &str, name: &str) -> String {
+    let object: K = get(client, namespace, name).await;
+    object.meta().resource_version.clone().unwrap_or_default()
+}
+
+/// Object `name` of `api` once it satisfies `ready` (30 s at most).
+async fn when<K>(api: &Api<K>, name: &str, what: &str, ready: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     eventually(Duration::from_secs(30), what, || {
         let api = api.clone();
         let ready = &ready;
         async move { api.get(name).await.ok().filter(|o| ready(o)) }
     })
     .await
+}
+
+/// Object `name` of `namespace` once it satisfies `ready` (30 s at most).
+async fn object_when<K: Namespaced>(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    what: &str,
+    ready: impl Fn(&K) -> bool,
+) -> K {
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    when(&api, name, what, ready).await
+}
+
+/// Waits until object `name` of `namespace` is gone (30 s at most).
+async fn gone<K: Namespaced>(client: &Client, namespace: &str, name: &str) {
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let what = format!("{} {namespace}/{name} to be gone", K::kind(&()));
+    eventually(Duration::from_secs(30), &what, || {
+        let api = api.clone();
+        async move { api.get_opt(name).await.ok()?.is_none().then_some(()) }
+    })
+    .await;
 }
 
 async fn proxy_when(
@@ -139,15 +200,46 @@ async fn warning_event(client: &Client, namespace: &str, reason: &str) {
     .await;
 }
 
+/// The message of `proxy`'s condition `type_`, which must have `reason`.
+fn message_for(proxy: &EgressProxy, type_: &str, reason: &str) -> String {
+    let (_, found, message) = condition(proxy, type_).unwrap_or_else(|| panic!("no {type_}"));
+    assert_eq!(found, reason, "{type_}: {message}");
+    message
+}
+
 fn holds(proxy: &EgressProxy, type_: &str, status: &str) -> bool {
     condition(proxy, type_).is_some_and(|(s, _, _)| s == status)
 }
 
+/// The proxy once its condition `type_` has `status`.
+async fn proxy_holding(client: &Client, namespace: &str, type_: &str, status: &str) -> EgressProxy {
+    let what = format!("{type_}={status}");
+    proxy_when(client, namespace, &what, |p| holds(p, type_, status)).await
+}
+
+/// The value of a certificate's extension `name`, which must be there.
+fn extension<T>(
+    found: Result<
+        Option<x509_parser::certificate::BasicExtension<T>>,
+        x509_parser::error::X509Error,
+    >,
+    name: &str,
+) -> T {
+    let extension = found.expect("the extensions parse");
+    extension.unwrap_or_else(|| panic!("no {name}")).value
+}
+
+/// The PEM block of `key` in Secret `secret`.
+fn pem_of(secret: &Secret, key: &str) -> x509_parser::pem::Pem {
+    let data = secret.data.as_ref().expect("data");
+    x509_parser::pem::parse_x509_pem(&data[key].0)
+        .expect("pem")
+        .1
+}
+
 #[tokio::test]
 async fn invalid_resources_are_refused_by_the_server_or_reported_in_status() {
-    let plane = setup();
-    let client = client(plane).await;
-    namespace(&client, "op-invalid").await;
+    let (plane, client) = setup_in("op-invalid").await;
     for (yaml, field) in [
         (
             "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: a\nspec:\n  rules:\n    preDNS:\n      - {name: r1, action: Block}\n",
@@ -226,13 +318,12 @@ async fn invalid_resources_are_refused_by_the_server_or_reported_in_status() {
 
 #[tokio::test]
 async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_policy() {
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-reconcile";
-    namespace(&client, ns).await;
-    let mut label = plane.kubectl();
-    label.args(["label", "namespace", ns, "egress.dev/injection=enabled"]);
-    run(label);
+    let (plane, client) = setup_in(ns).await;
+    kubectl(
+        plane,
+        &["label", "namespace", ns, "egress.dev/injection=enabled"],
+    );
     // The cluster-wide pod reader binding an earlier version made.
     let legacy = "egress-gateway:op-reconcile:egress";
     let (ok, output) = kubectl_apply(
@@ -294,15 +385,9 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
     let intermediate = std::fs::read_to_string(&ca[0]).expect("intermediate");
     let root = std::fs::read_to_string(&ca[2]).expect("root");
     {
-        let pem = x509_parser::pem::parse_x509_pem(text(&sub_ca, "tls.crt").as_bytes())
-            .expect("pem")
-            .1;
+        let pem = pem_of(&sub_ca, "tls.crt");
         let cert = pem.parse_x509().expect("x509");
-        let constraints = cert
-            .basic_constraints()
-            .expect("ext")
-            .expect("basicConstraints")
-            .value;
+        let constraints = extension(cert.basic_constraints(), "basicConstraints");
         assert!(constraints.ca);
         assert_eq!(constraints.path_len_constraint, Some(0));
         assert_eq!(cert.issuer().to_string(), "CN=parent intermediate");
@@ -315,15 +400,9 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
     // The listener certificate names the Service.
     let tls = secrets.get("egress-tls").await.expect("tls Secret");
     {
-        let pem = x509_parser::pem::parse_x509_pem(text(&tls, "tls.crt").as_bytes())
-            .expect("pem")
-            .1;
+        let pem = pem_of(&tls, "tls.crt");
         let cert = pem.parse_x509().expect("x509");
-        let names: Vec<String> = cert
-            .subject_alternative_name()
-            .expect("ext")
-            .expect("SAN")
-            .value
+        let names: Vec<String> = extension(cert.subject_alternative_name(), "SAN")
             .general_names
             .iter()
             .map(|n| n.to_string())
@@ -342,15 +421,9 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
         .await
         .expect("listener CA Secret");
     {
-        let pem = x509_parser::pem::parse_x509_pem(text(&listener_ca, "tls.crt").as_bytes())
-            .expect("pem")
-            .1;
+        let pem = pem_of(&listener_ca, "tls.crt");
         let cert = pem.parse_x509().expect("x509");
-        let constraints = cert
-            .name_constraints()
-            .expect("parses")
-            .expect("name constraints")
-            .value;
+        let constraints = extension(cert.name_constraints(), "name constraints");
         let permitted: Vec<String> = constraints
             .permitted_subtrees
             .iter()
@@ -379,10 +452,7 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
     assert!(bundle["ca-bundle.pem"].contains(&bundle["listener-ca.pem"]));
 
     // The gateway: Deployment, Service, PDB, RBAC; all owned by the proxy.
-    let deployment = Api::<Deployment>::namespaced(client.clone(), ns)
-        .get("egress")
-        .await
-        .expect("Deployment");
+    let deployment: Deployment = get(&client, ns, "egress").await;
     let pod = deployment.spec.clone();
     assert_eq!(pod.replicas, Some(2));
     let args = pod.template.spec.clone().expect("pod").containers[0]
@@ -394,10 +464,7 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
         args.contains("--source kubernetes --proxy egress") && args.contains("--cluster-name e2e"),
         "{args}"
     );
-    let service = Api::<Service>::namespaced(client.clone(), ns)
-        .get("egress")
-        .await
-        .expect("Service");
+    let service: Service = get(&client, ns, "egress").await;
     let ports: Vec<i32> = service
         .spec
         .clone()
@@ -407,22 +474,11 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
         .map(|p| p.port)
         .collect();
     assert_eq!(ports, [1080, 443]);
-    let pdb = Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
-        .get("egress")
-        .await
-        .expect("PDB for 2 replicas");
-    let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .get("egress")
-        .await
-        .expect("ServiceAccount");
-    let role = Api::<Role>::namespaced(client.clone(), ns)
-        .get("egress")
-        .await
-        .expect("Role");
-    let binding = Api::<RoleBinding>::namespaced(client.clone(), ns)
-        .get("egress")
-        .await
-        .expect("RoleBinding");
+    // A PDB, as there are 2 replicas.
+    let pdb: PodDisruptionBudget = get(&client, ns, "egress").await;
+    let sa: ServiceAccount = get(&client, ns, "egress").await;
+    let role: Role = get(&client, ns, "egress").await;
+    let binding: RoleBinding = get(&client, ns, "egress").await;
     let uid = proxy.uid().expect("uid");
     let owned_by_proxy = |meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
         meta.owner_references.as_ref().is_some_and(|o| {
@@ -481,18 +537,11 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
     .await;
 
     // The configuration and the group know their user.
-    let configuration = Api::<ProxyConfiguration>::namespaced(client.clone(), ns);
-    let configuration = eventually(Duration::from_secs(30), "configuration usedBy", || {
-        let configuration = configuration.clone();
-        async move {
-            configuration
-                .get("seed")
-                .await
-                .ok()
-                .filter(|c| c.status.as_ref().is_some_and(|s| s.used_by == ["egress"]))
-        }
-    })
-    .await;
+    let configuration =
+        object_when::<ProxyConfiguration>(&client, ns, "seed", "configuration usedBy", |c| {
+            c.status.as_ref().is_some_and(|s| s.used_by == ["egress"])
+        })
+        .await;
     assert!(
         configuration
             .status
@@ -501,16 +550,8 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
             .iter()
             .any(|c| c.type_ == "Compiled" && c.status == "True")
     );
-    let groups = Api::<ProxyRuleGroup>::namespaced(client.clone(), ns);
-    let group = eventually(Duration::from_secs(30), "group usedBy", || {
-        let groups = groups.clone();
-        async move {
-            groups
-                .get("seed-rules")
-                .await
-                .ok()
-                .filter(|g| g.status.as_ref().is_some_and(|s| s.used_by == ["egress"]))
-        }
+    let group = object_when::<ProxyRuleGroup>(&client, ns, "seed-rules", "group usedBy", |g| {
+        g.status.as_ref().is_some_and(|s| s.used_by == ["egress"])
     })
     .await;
     let counts = group.status.expect("status").rules;
@@ -552,49 +593,30 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
 
     // A rule change: the ConfigMap follows, nothing else is rewritten.
     let versions = || async {
-        let rv = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| {
-            m.resource_version.clone().unwrap_or_default()
-        };
-        let mut all = BTreeMap::new();
-        for name in ["egress-intercept-ca", "egress-tls", "egress-listener-ca"] {
-            all.insert(
-                name.to_owned(),
-                rv(&secrets.get(name).await.expect("secret").metadata),
-            );
-        }
-        all.insert(
-            "trust-bundle".to_owned(),
-            rv(&config_maps
-                .get("egress-trust-bundle")
-                .await
-                .expect("cm")
-                .metadata),
-        );
-        all.insert(
-            "deployment".to_owned(),
-            rv(&Api::<Deployment>::namespaced(client.clone(), ns)
-                .get("egress")
-                .await
-                .expect("d")
-                .metadata),
-        );
-        all.insert(
-            "service".to_owned(),
-            rv(&Api::<Service>::namespaced(client.clone(), ns)
-                .get("egress")
-                .await
-                .expect("s")
-                .metadata),
-        );
-        all.insert(
-            "pdb".to_owned(),
-            rv(&Api::<PodDisruptionBudget>::namespaced(client.clone(), ns)
-                .get("egress")
-                .await
-                .expect("p")
-                .metadata),
-        );
-        all
+        BTreeMap::from([
+            (
+                "sub-CA",
+                version::<Secret>(&client, ns, "egress-intercept-ca").await,
+            ),
+            ("tls", version::<Secret>(&client, ns, "egress-tls").await),
+            (
+                "listener CA",
+                version::<Secret>(&client, ns, "egress-listener-ca").await,
+            ),
+            (
+                "trust bundle",
+                version::<ConfigMap>(&client, ns, "egress-trust-bundle").await,
+            ),
+            (
+                "deployment",
+                version::<Deployment>(&client, ns, "egress").await,
+            ),
+            ("service", version::<Service>(&client, ns, "egress").await),
+            (
+                "pdb",
+                version::<PodDisruptionBudget>(&client, ns, "egress").await,
+            ),
+        ])
     };
     let before = versions().await;
     let (ok, output) = apply_in(
@@ -637,12 +659,8 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
         .delete("seed-rules", &DeleteParams::default())
         .await
         .expect("delete group");
-    let broken = proxy_when(&client, ns, "PolicyCompiled=False", |p| {
-        holds(p, "PolicyCompiled", "False")
-    })
-    .await;
-    let (_, reason, message) = condition(&broken, "PolicyCompiled").expect("condition");
-    assert_eq!(reason, "CompileFailed");
+    let broken = proxy_holding(&client, ns, "PolicyCompiled", "False").await;
+    let message = message_for(&broken, "PolicyCompiled", "CompileFailed");
     assert!(
         message.contains("rule group \"seed-rules\" not found"),
         "{message}"
@@ -661,20 +679,7 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
         .delete("egress", &DeleteParams::default())
         .await
         .expect("delete proxy");
-    let proxies = Api::<EgressProxy>::namespaced(client.clone(), ns);
-    eventually(Duration::from_secs(30), "the proxy to be gone", || {
-        let proxies = proxies.clone();
-        async move {
-            proxies
-                .get_opt("egress")
-                .await
-                .ok()
-                .flatten()
-                .is_none()
-                .then_some(())
-        }
-    })
-    .await;
+    gone::<EgressProxy>(&client, ns, "egress").await;
     let bindings = Api::<ClusterRoleBinding>::all(client.clone());
     assert!(
         bindings
@@ -687,10 +692,8 @@ async fn a_valid_set_is_reconciled_into_every_object_and_changes_touch_only_the_
 
 #[tokio::test]
 async fn a_parent_that_cannot_sign_a_ca_is_refused_with_what_to_do() {
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-pathlen";
-    namespace(&client, ns).await;
+    let (plane, client) = setup_in(ns).await;
     let dir = TempDir::new("pathlen");
     let ca = openssl_ca(&dir.0, "leafonly", Some(0));
     create_ca_secret(plane, ns, "parent-ca", &ca);
@@ -705,70 +708,49 @@ async fn a_parent_that_cannot_sign_a_ca_is_refused_with_what_to_do() {
         |p| holds(p, "CertificateReady", "False") && holds(p, "PolicyCompiled", "True"),
     )
     .await;
-    let (_, reason, message) = condition(&proxy, "CertificateReady").expect("condition");
-    assert_eq!(reason, "ParentPathLenZero", "{message}");
+    let message = message_for(&proxy, "CertificateReady", "ParentPathLenZero");
     assert!(
         message.contains("pathlen"),
         "the message says what to change: {message}"
     );
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     assert!(
-        secrets
-            .get_opt("egress-intercept-ca")
-            .await
-            .expect("get")
-            .is_none(),
+        !exists::<Secret>(&client, ns, "egress-intercept-ca").await,
         "no sub-CA from a parent that cannot sign one"
     );
     warning_event(&client, ns, "ParentCARefused").await;
 
     // Fixed parent: the sub-CA is issued without touching anything else.
     let fixed = openssl_ca(&dir.0, "fixed", None);
-    secrets
+    Api::<Secret>::namespaced(client.clone(), ns)
         .delete("parent-ca", &DeleteParams::default())
         .await
         .expect("delete");
     create_ca_secret(plane, ns, "parent-ca", &fixed);
-    let proxy = proxy_when(&client, ns, "CertificateReady=True", |p| {
-        holds(p, "CertificateReady", "True")
-    })
-    .await;
+    let proxy = proxy_holding(&client, ns, "CertificateReady", "True").await;
     assert_eq!(
         condition(&proxy, "CertificateReady").map(|c| c.1),
         Some("Issued".to_owned())
     );
-    assert!(
-        secrets
-            .get_opt("egress-intercept-ca")
-            .await
-            .expect("get")
-            .is_some()
-    );
+    assert!(exists::<Secret>(&client, ns, "egress-intercept-ca").await);
 }
 
 #[tokio::test]
 async fn a_credential_s_secret_is_named_in_status_and_role_and_its_value_nowhere() {
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-credential";
-    namespace(&client, ns).await;
+    let (plane, client) = setup_in(ns).await;
     let credentials = "\n  credentials:\n    - {name: llm-key, secretRef: {name: llm-api-key, key: api-key}, header: Authorization, valuePrefix: \"Bearer \", destination: {domains: [api.llm.example], pathPrefix: /v1/}, clients: {namespaces: [agents]}}";
     let _parent = apply_seed_with_parent(plane, ns, 1, credentials);
     let proxy = proxy_when(&client, ns, "CredentialsReady=False", |p| {
         holds(p, "CredentialsReady", "False") && holds(p, "PolicyCompiled", "True")
     })
     .await;
-    let (_, reason, message) = condition(&proxy, "CredentialsReady").expect("condition");
-    assert_eq!(reason, "CredentialSecretNotFound", "{message}");
+    let message = message_for(&proxy, "CredentialsReady", "CredentialSecretNotFound");
     assert!(
         message.contains("kubectl create secret generic llm-api-key"),
         "{message}"
     );
     // The gateway may read that Secret by name, and no other.
-    let role = Api::<Role>::namespaced(client.clone(), ns)
-        .get("egress")
-        .await
-        .expect("role");
+    let role: Role = get(&client, ns, "egress").await;
     let secrets_rule = role
         .rules
         .unwrap_or_default()
@@ -791,18 +773,12 @@ async fn a_credential_s_secret_is_named_in_status_and_role_and_its_value_nowhere
         .output()
         .expect("kubectl runs");
     assert!(created.status.success(), "{created:?}");
-    let proxy = proxy_when(&client, ns, "CredentialsReady=True", |p| {
-        holds(p, "CredentialsReady", "True")
-    })
-    .await;
+    let proxy = proxy_holding(&client, ns, "CredentialsReady", "True").await;
     assert_eq!(
         condition(&proxy, "CredentialsReady").map(|c| c.1),
         Some("SecretsPresent".to_owned())
     );
-    let policy = Api::<ConfigMap>::namespaced(client.clone(), ns)
-        .get("egress-policy")
-        .await
-        .expect("policy");
+    let policy: ConfigMap = get(&client, ns, "egress-policy").await;
     let events = Api::<Event>::namespaced(client.clone(), ns)
         .list(&ListParams::default())
         .await
@@ -844,6 +820,14 @@ fn list_condition(list: &ProxyList, type_: &str) -> Option<(String, String, Stri
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
+/// Waits until the text of the policy in `namespace` satisfies `ready`.
+async fn policy_when(client: &Client, namespace: &str, what: &str, ready: impl Fn(&str) -> bool) {
+    eventually(Duration::from_secs(30), what, || async {
+        ready(&policy_text(client, namespace).await).then_some(())
+    })
+    .await;
+}
+
 async fn policy_text(client: &Client, namespace: &str) -> String {
     Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .get("egress-policy")
@@ -856,10 +840,8 @@ async fn policy_text(client: &Client, namespace: &str) -> String {
 
 #[tokio::test]
 async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-lists";
-    namespace(&client, ns).await;
+    let (plane, client) = setup_in(ns).await;
     let group = |values: &str| {
         format!(
             "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata:\n  name: blocklist\nspec:\n  rules:\n    preDNS:\n      - name: listed\n        action: Deny\n        conditions: [{{key: \"request:DestinationDomain\", operator: StringEquals, {values}}}]\n"
@@ -880,10 +862,7 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
     assert!(ok, "{output}");
 
     // Compiled into the policy, the list named in status and held.
-    let proxy = proxy_when(&client, ns, "PolicyCompiled=True", |p| {
-        holds(p, "PolicyCompiled", "True")
-    })
-    .await;
+    let proxy = proxy_holding(&client, ns, "PolicyCompiled", "True").await;
     let first_hash = proxy.status.as_ref().and_then(|s| s.policy_hash.clone());
     assert!(policy_text(&client, ns).await.contains("blocked.example"));
     let held = object_when::<ProxyList>(&client, ns, "blocked", "InUse=True", |l| {
@@ -902,19 +881,9 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
     // An entry added reaches the policy without touching the group.
     let (ok, output) = apply_in(plane, ns, &list(".blocked.example, added.example"));
     assert!(ok, "{output}");
-    eventually(
-        Duration::from_secs(30),
-        "the new entry in the policy",
-        || {
-            let client = client.clone();
-            async move {
-                policy_text(&client, ns)
-                    .await
-                    .contains("added.example")
-                    .then_some(())
-            }
-        },
-    )
+    policy_when(&client, ns, "the new entry in the policy", |text| {
+        text.contains("added.example")
+    })
     .await;
 
     // A malformed entry: named with its index in the list's status; the
@@ -931,10 +900,7 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
         message.contains("spec.entries[1]: \"bad..name\""),
         "{message}"
     );
-    let proxy = proxy_when(&client, ns, "PolicyCompiled=False", |p| {
-        holds(p, "PolicyCompiled", "False")
-    })
-    .await;
+    let proxy = proxy_holding(&client, ns, "PolicyCompiled", "False").await;
     let (_, _, message) = condition(&proxy, "PolicyCompiled").expect("condition");
     assert!(
         message.contains("ProxyList \"blocked\" entries[1]"),
@@ -961,16 +927,15 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
         proxy.status.as_ref().and_then(|s| s.policy_hash.clone()),
         None
     );
-    let groups: Api<ProxyRuleGroup> = Api::namespaced(client.clone(), ns);
-    eventually(
-        Duration::from_secs(30),
+    object_when::<ProxyRuleGroup>(
+        &client,
+        ns,
+        "blocklist",
         "the group's Compiled=False",
-        || {
-            let groups = groups.clone();
-            async move {
-                let status = groups.get("blocklist").await.ok()?.status?;
-                compile_failed(&status.conditions, "missing").then_some(())
-            }
+        |g| {
+            g.status
+                .as_ref()
+                .is_some_and(|s| compile_failed(&s.conditions, "missing"))
         },
     )
     .await;
@@ -1006,15 +971,7 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
     // Once no group names it, the deletion completes.
     let (ok, output) = apply_in(plane, ns, &group("values: [other.example]"));
     assert!(ok, "{output}");
-    let lists: Api<ProxyList> = Api::namespaced(client.clone(), ns);
-    eventually(Duration::from_secs(30), "the list gone", || {
-        let lists = lists.clone();
-        async move {
-            matches!(lists.get("blocked").await, Err(kube::Error::Api(e)) if e.code == 404)
-                .then_some(())
-        }
-    })
-    .await;
+    gone::<ProxyList>(&client, ns, "blocked").await;
     let proxy = proxy_when(&client, ns, "a policy without the list", |p| {
         holds(p, "PolicyCompiled", "True")
             && p.status.as_ref().and_then(|s| s.policy_hash.clone()) != first_hash
@@ -1026,10 +983,8 @@ async fn a_list_reaches_the_policy_and_is_kept_while_rule_groups_name_it() {
 
 #[tokio::test]
 async fn a_baseline_binds_the_proxies_it_selects_and_no_tenant_can_change_or_leave_it() {
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-baseline";
-    namespace(&client, ns).await;
+    let (plane, client) = setup_in(ns).await;
     let label = |value: &str| {
         let mut label = plane.kubectl();
         label.args([
@@ -1060,27 +1015,14 @@ async fn a_baseline_binds_the_proxies_it_selects_and_no_tenant_can_change_or_lea
 
     // The baseline is in the proxy's policy, ahead of the tenant's group.
     let has_baseline = |text: &str| text.contains("\"baseline\"") && text.contains("paste.example");
-    eventually(
-        Duration::from_secs(30),
-        "the baseline in the policy",
-        || {
-            let client = client.clone();
-            async move { has_baseline(&policy_text(&client, ns).await).then_some(()) }
-        },
-    )
-    .await;
+    policy_when(&client, ns, "the baseline in the policy", has_baseline).await;
     let groups: Api<ClusterProxyRuleGroup> = Api::all(client.clone());
-    let status = eventually(Duration::from_secs(30), "the baseline's status", || {
-        let groups = groups.clone();
-        async move {
-            let status = groups.get("op-platform").await.ok()?.status?;
-            status
-                .used_by
-                .contains(&format!("{ns}/egress"))
-                .then_some(status)
-        }
+    let baseline_group = when(&groups, "op-platform", "the baseline's status", |g| {
+        let used_by = g.status.as_ref().map(|s| &s.used_by);
+        used_by.is_some_and(|u| u.contains(&format!("{ns}/egress")))
     })
     .await;
+    let status = baseline_group.status.expect("status");
     assert!(
         status
             .conditions
@@ -1125,10 +1067,7 @@ async fn a_baseline_binds_the_proxies_it_selects_and_no_tenant_can_change_or_lea
 
     // A baseline that does not compile: every proxy keeps its last good
     // policy and says why; the group's status gives the path.
-    let good = proxy_when(&client, ns, "PolicyCompiled=True", |p| {
-        holds(p, "PolicyCompiled", "True")
-    })
-    .await;
+    let good = proxy_holding(&client, ns, "PolicyCompiled", "True").await;
     let good_hash = good.status.and_then(|s| s.policy_hash);
     let (ok, output) = kubectl_apply(plane, &baseline("Deny"));
     assert!(ok, "{output}");
@@ -1139,17 +1078,10 @@ async fn a_baseline_binds_the_proxies_it_selects_and_no_tenant_can_change_or_lea
     })
     .await;
     assert_eq!(proxy.status.and_then(|s| s.policy_hash), good_hash);
-    eventually(
-        Duration::from_secs(30),
-        "the group's Compiled=False",
-        || {
-            let groups = groups.clone();
-            async move {
-                let status = groups.get("op-platform").await.ok()?.status?;
-                compile_failed(&status.conditions, "spec.rules.preDNS[1].overridable").then_some(())
-            }
-        },
-    )
+    when(&groups, "op-platform", "the group's Compiled=False", |g| {
+        let conditions = g.status.as_ref().map(|s| &s.conditions[..]);
+        conditions.is_some_and(|c| compile_failed(c, "spec.rules.preDNS[1].overridable"))
+    })
     .await;
     let (ok, output) = kubectl_apply(plane, &baseline("Allow"));
     assert!(ok, "{output}");
@@ -1157,29 +1089,17 @@ async fn a_baseline_binds_the_proxies_it_selects_and_no_tenant_can_change_or_lea
     // The administrator moves the namespace out of the selection: the
     // proxy's next policy has no baseline.
     label("platform");
-    eventually(
-        Duration::from_secs(30),
-        "a policy without the baseline",
-        || {
-            let client = client.clone();
-            async move {
-                let text = policy_text(&client, ns).await;
-                (!text.is_empty() && !has_baseline(&text)).then_some(())
-            }
-        },
-    )
+    policy_when(&client, ns, "a policy without the baseline", |text| {
+        !text.is_empty() && !has_baseline(text)
+    })
     .await;
-    let mut cleanup = plane.kubectl();
-    cleanup.args(["delete", "clusterproxyrulegroup", "op-platform"]);
-    run(cleanup);
+    kubectl(plane, &["delete", "clusterproxyrulegroup", "op-platform"]);
 }
 
 #[tokio::test]
 async fn an_object_the_api_server_refuses_is_reported_and_the_rest_is_applied() {
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-refused";
-    namespace(&client, ns).await;
+    let (plane, client) = setup_in(ns).await;
     // A quota of no Services, as an administrator might set: the proxy's
     // Service is refused, and nothing else should be held back by it.
     let (ok, output) = kubectl_apply(
@@ -1190,19 +1110,20 @@ async fn an_object_the_api_server_refuses_is_reported_and_the_rest_is_applied() 
     );
     assert!(ok, "{output}");
     // No controller-manager here computes the quota's usage: set it as it would.
-    let mut usage = plane.kubectl();
-    usage.args([
-        "patch",
-        "resourcequota",
-        "no-services",
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status": {"hard": {"services": "0"}, "used": {"services": "0"}}}"#,
-    ]);
-    run(usage);
+    kubectl(
+        plane,
+        &[
+            "patch",
+            "resourcequota",
+            "no-services",
+            "-n",
+            ns,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status": {"hard": {"services": "0"}, "used": {"services": "0"}}}"#,
+        ],
+    );
     let _parent = apply_seed_with_parent(plane, ns, 1, "");
 
     let proxy = proxy_when(&client, ns, "Ready=False for ApplyFailed", |p| {
@@ -1227,21 +1148,14 @@ async fn an_object_the_api_server_refuses_is_reported_and_the_rest_is_applied() 
             .and_then(|s| s.policy_hash.clone())
             .is_some()
     );
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
     for name in ["egress-intercept-ca", "egress-tls"] {
-        assert!(
-            secrets.get_opt(name).await.expect("get").is_some(),
-            "{name}"
-        );
+        assert!(exists::<Secret>(&client, ns, name).await, "{name}");
     }
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
-    assert!(deployments.get_opt("egress").await.expect("get").is_some());
+    assert!(exists::<Deployment>(&client, ns, "egress").await);
     warning_event(&client, ns, "ApplyFailed").await;
 
     // The quota lifted: the retry applies the Service.
-    let mut lift = plane.kubectl();
-    lift.args(["delete", "resourcequota", "no-services", "-n", ns]);
-    run(lift);
+    kubectl(plane, &["delete", "resourcequota", "no-services", "-n", ns]);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     eventually(
         Duration::from_secs(90),
@@ -1260,10 +1174,8 @@ async fn an_object_the_api_server_refuses_is_reported_and_the_rest_is_applied() 
 
 #[tokio::test]
 async fn a_tenant_cannot_take_over_objects_by_naming_a_proxy_after_them() {
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-tenant";
-    namespace(&client, ns).await;
+    let (plane, client) = setup_in(ns).await;
     let tenant = Tenant::of(plane, "tenant-a", ns);
     // What the namespace already has: its default ServiceAccount, and an
     // Ingress's certificate Secret.
@@ -1307,16 +1219,10 @@ async fn a_tenant_cannot_take_over_objects_by_naming_a_proxy_after_them() {
     refused("web", "CertificateReady", "Secret web-tls").await;
 
     // Neither object was touched.
-    let sa = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .get("default")
-        .await
-        .expect("default ServiceAccount");
+    let sa: ServiceAccount = get(&client, ns, "default").await;
     assert!(sa.metadata.owner_references.is_none(), "{sa:?}");
     assert!(sa.labels().get("app.kubernetes.io/managed-by").is_none());
-    let secret = Api::<Secret>::namespaced(client.clone(), ns)
-        .get("web-tls")
-        .await
-        .expect("the Ingress's Secret");
+    let secret: Secret = get(&client, ns, "web-tls").await;
     assert!(secret.metadata.owner_references.is_none());
     let data = secret.data.expect("data");
     assert_eq!(data["tls.crt"].0, b"ingress-cert");
@@ -1333,13 +1239,7 @@ async fn a_tenant_cannot_take_over_objects_by_naming_a_proxy_after_them() {
         "--wait=true",
     ]);
     run(delete);
-    assert!(
-        Api::<ServiceAccount>::namespaced(client.clone(), ns)
-            .get_opt("default")
-            .await
-            .expect("get")
-            .is_some()
-    );
+    assert!(exists::<ServiceAccount>(&client, ns, "default").await);
 }
 
 #[tokio::test]
@@ -1389,11 +1289,7 @@ async fn the_operator_reads_no_secret_of_a_namespace_until_it_opts_in() {
     let (_, reason, _) = condition(&proxy, "CertificateReady").expect("condition");
     assert!(reason.ends_with("Unreadable"), "{reason}");
     assert!(
-        Api::<Secret>::namespaced(client.clone(), ns)
-            .get_opt("egress-intercept-ca")
-            .await
-            .expect("get")
-            .is_none(),
+        !exists::<Secret>(&client, ns, "egress-intercept-ca").await,
         "nothing derived from a parent it may not read"
     );
 
@@ -1412,19 +1308,22 @@ async fn the_operator_reads_no_secret_of_a_namespace_until_it_opts_in() {
 
 #[tokio::test]
 async fn a_tenant_cannot_leave_an_administrators_enforcement_by_label_or_a_proxy_of_its_own() {
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-enforced";
-    namespace(&client, ns).await;
-    let mut label = plane.kubectl();
-    label.args([
-        "label",
-        "namespace",
-        ns,
-        "egress.dev/injection=enabled",
-        "tenancy-test=enforced",
-    ]);
-    run(label);
+    let (plane, client) = setup_in(ns).await;
+    // Served, and selected by the administrator's enforcing proxy.
+    let enforced = |namespace: &str| {
+        kubectl(
+            plane,
+            &[
+                "label",
+                "namespace",
+                namespace,
+                "egress.dev/injection=enabled",
+                "tenancy-test=enforced",
+            ],
+        );
+    };
+    enforced(ns);
     // The administrator's proxy, shared (the operator's namespace, which the
     // chart's install made), enforcing.
     let shared = seed_with_proxy(
@@ -1443,17 +1342,19 @@ async fn a_tenant_cannot_leave_an_administrators_enforcement_by_label_or_a_proxy
     assert!(ok, "{output}");
     let proxies: Api<EgressProxy> = Api::namespaced(client.clone(), ns);
     let enforcers: Api<EgressProxy> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
-    let served_by = |api: Api<EgressProxy>, name: &'static str| async move {
-        let proxy = api.get(name).await.ok()?;
-        Some(proxy.status?.clients?.namespaces)
+    // The namespaces the tenant's own proxy and the shared one serve.
+    let served = || async {
+        let served_by = |proxy: EgressProxy| Some(proxy.status?.clients?.namespaces);
+        let own = served_by(proxies.get("egress").await.ok()?)?;
+        let shared = served_by(enforcers.get("enforcer").await.ok()?)?;
+        Some((own, shared))
     };
     let wanted = vec![ns.to_owned()];
     eventually(
         Duration::from_secs(30),
         "both serve the namespace",
         || async {
-            let own = served_by(proxies.clone(), "egress").await?;
-            let shared = served_by(enforcers.clone(), "enforcer").await?;
+            let (own, shared) = served().await?;
             (own == wanted && shared == wanted).then_some(())
         },
     )
@@ -1488,20 +1389,13 @@ async fn a_tenant_cannot_leave_an_administrators_enforcement_by_label_or_a_proxy
 
     // The administrator pins the namespace: the tenant's proxy no longer
     // serves it, and the tenant cannot change that.
-    let mut pin = plane.kubectl();
-    pin.args([
-        "annotate",
-        "namespace",
-        ns,
-        &format!("egress.dev/proxy={RELEASE_NAMESPACE}/enforcer"),
-    ]);
-    run(pin);
+    let pin = format!("egress.dev/proxy={RELEASE_NAMESPACE}/enforcer");
+    kubectl(plane, &["annotate", "namespace", ns, &pin]);
     eventually(
         Duration::from_secs(30),
         "only the pinned proxy serves",
         || async {
-            let own = served_by(proxies.clone(), "egress").await?;
-            let shared = served_by(enforcers.clone(), "enforcer").await?;
+            let (own, shared) = served().await?;
             (own.is_empty() && shared == wanted).then_some(())
         },
     )
@@ -1524,30 +1418,12 @@ async fn a_tenant_cannot_leave_an_administrators_enforcement_by_label_or_a_proxy
     // says why.
     let dying = "op-enforced-dying";
     namespace(&client, dying).await;
-    let mut delete = plane.kubectl();
-    delete.args(["delete", "namespace", dying, "--wait=false"]);
-    run(delete);
-    let mut label = plane.kubectl();
-    label.args([
-        "label",
-        "namespace",
-        dying,
-        "egress.dev/injection=enabled",
-        "tenancy-test=enforced",
-    ]);
-    run(label);
+    kubectl(plane, &["delete", "namespace", dying, "--wait=false"]);
+    enforced(dying);
     // And one served later, which the refusal does not hold back.
     let late = "op-enforced-late";
     namespace(&client, late).await;
-    let mut label = plane.kubectl();
-    label.args([
-        "label",
-        "namespace",
-        late,
-        "egress.dev/injection=enabled",
-        "tenancy-test=enforced",
-    ]);
-    run(label);
+    enforced(late);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), RELEASE_NAMESPACE);
     let message = eventually(
         Duration::from_secs(30),
@@ -1572,25 +1448,24 @@ async fn a_tenant_cannot_leave_an_administrators_enforcement_by_label_or_a_proxy
     .await;
     assert!(!list.contains(dying));
 
-    let mut delete = plane.kubectl();
-    delete.args([
-        "delete",
-        "egressproxy",
-        "enforcer",
-        "-n",
-        RELEASE_NAMESPACE,
-        "--wait=true",
-    ]);
-    run(delete);
+    kubectl(
+        plane,
+        &[
+            "delete",
+            "egressproxy",
+            "enforcer",
+            "-n",
+            RELEASE_NAMESPACE,
+            "--wait=true",
+        ],
+    );
 }
 
 #[tokio::test]
 async fn the_gateway_follows_what_the_operator_renders_within_two_seconds() {
     let _timed = TIMED.lock().await;
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-gateway";
-    namespace(&client, ns).await;
+    let (plane, client) = setup_in(ns).await;
     let (dir, _) = apply_seed_with_parent(plane, ns, 1, "");
     proxy_when(&client, ns, "PolicyCompiled and CertificateReady", |p| {
         holds(p, "PolicyCompiled", "True") && holds(p, "CertificateReady", "True")
@@ -1652,10 +1527,8 @@ async fn lists_too_large_for_a_config_map_reach_the_gateway_in_parts_and_the_par
     // Compiling 200,000 domains in a debug build takes both cores for
     // seconds: not beside the test that times the operator.
     let _timed = TIMED.lock().await;
-    let plane = setup();
-    let client = client(plane).await;
     let ns = "op-parts";
-    namespace(&client, ns).await;
+    let (plane, client) = setup_in(ns).await;
     // Four lists of 50,000 domains (some 1.3 MB each: one ProxyList must fit
     // etcd's 1.5 MiB). The million (twenty such lists) is timed with
     // release binaries by the operator's benchmark.

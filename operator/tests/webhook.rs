@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{
     Operator, RELEASE, RELEASE_NAMESPACE, TempDir, chart, client, create_ca_secret, eventually,
-    install_crds, kubectl_apply, namespace, openssl_ca, run,
+    install_crds, kubectl, kubectl_apply, namespace, once_exists, openssl_ca, run,
 };
 use egress_e2e::ControlPlane;
 use egress_operator::crd::EgressProxy;
@@ -342,9 +342,7 @@ fn the_chart_lints_and_renders_what_the_api_server_accepts() {
         );
     }
 
-    let mut create = plane.kubectl();
-    create.args(["create", "namespace", "egress-dry"]);
-    run(create);
+    kubectl(plane, &["create", "namespace", "egress-dry"]);
     // Its own release name: the other test installs RELEASE meanwhile.
     let mut template = plane.helm();
     template.args([
@@ -406,16 +404,18 @@ async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_re
         "{}",
         chart.notes
     );
-    let mut webhook_url = plane.kubectl();
-    webhook_url.args([
-        "get",
-        "mutatingwebhookconfiguration",
-        RELEASE,
-        "-o",
-        "jsonpath={.webhooks[0].clientConfig.url} {.webhooks[0].failurePolicy}",
-    ]);
+    let webhook_url = kubectl(
+        plane,
+        &[
+            "get",
+            "mutatingwebhookconfiguration",
+            RELEASE,
+            "-o",
+            "jsonpath={.webhooks[0].clientConfig.url} {.webhooks[0].failurePolicy}",
+        ],
+    );
     assert_eq!(
-        run(webhook_url),
+        webhook_url,
         format!("https://127.0.0.1:{port}/mutate Ignore")
     );
 
@@ -427,15 +427,17 @@ async fn pods_in_labelled_namespaces_are_pointed_at_the_proxy_and_escapes_are_re
     })
     .await;
     eventually(Duration::from_secs(30), "caBundle patched", || async {
-        let mut get = plane.kubectl();
-        get.args([
-            "get",
-            "mutatingwebhookconfiguration",
-            RELEASE,
-            "-o",
-            "jsonpath={.webhooks[0].clientConfig.caBundle}",
-        ]);
-        (!run(get).is_empty()).then_some(())
+        let ca_bundle = kubectl(
+            plane,
+            &[
+                "get",
+                "mutatingwebhookconfiguration",
+                RELEASE,
+                "-o",
+                "jsonpath={.webhooks[0].clientConfig.caBundle}",
+            ],
+        );
+        (!ca_bundle.is_empty()).then_some(())
     })
     .await;
 
@@ -480,9 +482,10 @@ spec:
     assert!(ok, "{out}");
     namespace(&client, "team").await;
     namespace(&client, "plain").await;
-    let mut label = plane.kubectl();
-    label.args(["label", "namespace", "team", "egress.dev/injection=enabled"]);
-    run(label);
+    kubectl(
+        plane,
+        &["label", "namespace", "team", "egress.dev/injection=enabled"],
+    );
 
     // Injected: every container, the pod's own values kept.
     let injected = create_pod(plane, "team", pod("web", serde_json::json!({})));
@@ -582,14 +585,8 @@ spec:
 
     // The trust bundle is copied where the pods can mount it.
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "team");
-    let copy = eventually(Duration::from_secs(30), "trust bundle copy", || async {
-        config_maps
-            .get_opt("egress-trust.proxies.main")
-            .await
-            .ok()
-            .flatten()
-    })
-    .await;
+    let copy_name = "egress-trust.proxies.main";
+    let copy = once_exists(&config_maps, copy_name, "trust bundle copy").await;
     let source: ConfigMap = Api::namespaced(client.clone(), "proxies")
         .get("main-trust-bundle")
         .await
@@ -624,15 +621,16 @@ spec:
     // A new certificate is served without a restart.
     let before = served_fingerprint(port);
     assert!(before.contains("Fingerprint"), "{before}");
-    let mut delete = plane.kubectl();
-    delete.args([
-        "delete",
-        "secret",
-        "-n",
-        RELEASE_NAMESPACE,
-        "egress-proxy-webhook-tls",
-    ]);
-    run(delete);
+    kubectl(
+        plane,
+        &[
+            "delete",
+            "secret",
+            "-n",
+            RELEASE_NAMESPACE,
+            "egress-proxy-webhook-tls",
+        ],
+    );
     eventually(
         Duration::from_secs(30),
         "a new webhook certificate served",
@@ -684,44 +682,41 @@ spec:
         2.0
     );
     eventually(Duration::from_secs(30), "a warning event", || async {
-        let mut events = plane.kubectl();
-        events.args([
-            "get",
-            "events",
-            "-n",
-            "proxies",
-            "--field-selector",
-            "reason=PodsEscapedInjection",
-            "-o",
-            "name",
-        ]);
-        (!run(events).trim().is_empty()).then_some(())
+        let events = kubectl(
+            plane,
+            &[
+                "get",
+                "events",
+                "-n",
+                "proxies",
+                "--field-selector",
+                "reason=PodsEscapedInjection",
+                "-o",
+                "name",
+            ],
+        );
+        (!events.trim().is_empty()).then_some(())
     })
     .await;
 
     // Bypass prevention: NetworkPolicies in the client and proxy namespaces.
-    let mut enforce = plane.kubectl();
-    enforce.args([
-        "patch",
-        "egressproxy",
-        "main",
-        "-n",
-        "proxies",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"clients":{"enforce":true}}}"#,
-    ]);
-    run(enforce);
+    kubectl(
+        plane,
+        &[
+            "patch",
+            "egressproxy",
+            "main",
+            "-n",
+            "proxies",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"clients":{"enforce":true}}}"#,
+        ],
+    );
     let team_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "team");
-    let egress = eventually(Duration::from_secs(30), "client egress policy", || async {
-        team_policies
-            .get_opt("egress-clients.proxies.main")
-            .await
-            .ok()
-            .flatten()
-    })
-    .await;
+    let policy_name = "egress-clients.proxies.main";
+    let egress = once_exists(&team_policies, policy_name, "client egress policy").await;
     let spec = serde_json::to_value(egress.spec).expect("json");
     assert_eq!(
         spec["podSelector"],
@@ -740,52 +735,39 @@ spec:
         "API server, services, pods"
     );
     let proxy_policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), "proxies");
-    eventually(Duration::from_secs(30), "proxy ingress policy", || async {
-        proxy_policies.get_opt("main-clients").await.ok().flatten()
-    })
-    .await;
+    once_exists(&proxy_policies, "main-clients", "proxy ingress policy").await;
 
     // A namespace no longer labelled loses what was rendered for it.
-    let mut unlabel = plane.kubectl();
-    unlabel.args(["label", "namespace", "team", "egress.dev/injection-"]);
-    run(unlabel);
+    kubectl(
+        plane,
+        &["label", "namespace", "team", "egress.dev/injection-"],
+    );
     // What the proxy rendered in the client namespace: its trust bundle's
     // copy and the client NetworkPolicy, both gone.
     let rendered_gone = || async {
-        let copy = config_maps
-            .get_opt("egress-trust.proxies.main")
-            .await
-            .ok()?;
-        let policy = team_policies
-            .get_opt("egress-clients.proxies.main")
-            .await
-            .ok()?;
+        let copy = config_maps.get_opt(copy_name).await.ok()?;
+        let policy = team_policies.get_opt(policy_name).await.ok()?;
         (copy.is_none() && policy.is_none()).then_some(())
     };
     eventually(Duration::from_secs(30), "copies removed", rendered_gone).await;
-    let mut relabel = plane.kubectl();
-    relabel.args(["label", "namespace", "team", "egress.dev/injection=enabled"]);
-    run(relabel);
-    eventually(Duration::from_secs(30), "copies back", || async {
-        config_maps
-            .get_opt("egress-trust.proxies.main")
-            .await
-            .ok()?
-            .map(|_| ())
-    })
-    .await;
+    kubectl(
+        plane,
+        &["label", "namespace", "team", "egress.dev/injection=enabled"],
+    );
+    once_exists(&config_maps, copy_name, "copies back").await;
 
     // Deleting the proxy removes what it put in client namespaces.
-    let mut delete = plane.kubectl();
-    delete.args([
-        "delete",
-        "egressproxy",
-        "main",
-        "-n",
-        "proxies",
-        "--wait=false",
-    ]);
-    run(delete);
+    kubectl(
+        plane,
+        &[
+            "delete",
+            "egressproxy",
+            "main",
+            "-n",
+            "proxies",
+            "--wait=false",
+        ],
+    );
     eventually(
         Duration::from_secs(30),
         "client namespace cleaned",

@@ -10,32 +10,38 @@ use egress_pki::{Error, Parent, certificates, issue_server_cert};
 
 const DAY: Duration = Duration::from_secs(86_400);
 
-/// Extension sections for `openssl x509 -req -extfile`.
-const EXTENSIONS: &str = "\
-[int_pathlen1]
+// Extensions of the certificates signed with `openssl x509 -req -extfile`,
+// one profile each; every one also gets `KEY_IDENTIFIERS`.
+
+/// An intermediate that may have one CA below it.
+const INT_PATHLEN1: &str = "\
 basicConstraints=critical,CA:TRUE,pathlen:1
 keyUsage=critical,keyCertSign,cRLSign
-subjectKeyIdentifier=hash
-authorityKeyIdentifier=keyid:always
+";
 
-[int_constrained]
+/// An intermediate with name constraints and no path length.
+const INT_CONSTRAINED: &str = "\
 basicConstraints=critical,CA:TRUE
 keyUsage=critical,digitalSignature,keyCertSign,cRLSign
-subjectKeyIdentifier=hash
-authorityKeyIdentifier=keyid:always
 nameConstraints=critical,permitted;DNS:example.com,permitted;IP:10.0.0.0/255.0.0.0,excluded;DNS:secret.example.com
+";
 
-[int_pathlen0]
+/// An intermediate that may have no CA below it.
+const INT_PATHLEN0: &str = "\
 basicConstraints=critical,CA:TRUE,pathlen:0
 keyUsage=critical,keyCertSign,cRLSign
-subjectKeyIdentifier=hash
-authorityKeyIdentifier=keyid:always
+";
 
-[leaf]
+/// A serving certificate.
+const LEAF: &str = "\
 basicConstraints=critical,CA:FALSE
 keyUsage=critical,digitalSignature,keyEncipherment
 extendedKeyUsage=serverAuth
 subjectAltName=DNS:www.example.com
+";
+
+/// The key identifiers every certificate signed here carries.
+const KEY_IDENTIFIERS: &str = "\
 subjectKeyIdentifier=hash
 authorityKeyIdentifier=keyid:always
 ";
@@ -101,18 +107,21 @@ impl Scratch {
         ]);
     }
 
-    /// A certificate for `key` signed by `ca` with the given extension section.
+    /// A certificate for `key` signed by `ca` with the `extensions` of one
+    /// profile and the key identifiers.
     fn sign_csr(
         &self,
         name: &str,
         key: &str,
         subject: &str,
         ca: &str,
-        section: &str,
+        extensions: &str,
         serial: &str,
     ) {
         let csr = format!("{name}.csr");
         let pem = format!("{name}.pem");
+        let extfile = format!("{name}.cnf");
+        self.write(&extfile, &format!("{extensions}{KEY_IDENTIFIERS}"));
         self.openssl(&["req", "-new", "-key", key, "-subj", subject, "-out", &csr]);
         self.openssl(&[
             "x509",
@@ -128,10 +137,9 @@ impl Scratch {
             "-days",
             "200",
             "-sha256",
+            // Without `-extensions`, the file's unnamed section is used.
             "-extfile",
-            "ext.cnf",
-            "-extensions",
-            section,
+            &extfile,
             "-out",
             &pem,
         ]);
@@ -213,7 +221,6 @@ fn issue_and_verify(dir: &Scratch, label: &str, parent: &Parent, names: &[&str])
 #[test]
 fn parents_made_with_openssl() {
     let dir = Scratch::new();
-    dir.write("ext.cnf", EXTENSIONS);
 
     // Root: RSA, PKCS#8 key, no path length.
     dir.openssl(&[
@@ -244,6 +251,15 @@ fn parents_made_with_openssl() {
         "root.pem",
     ]);
     let root_pem = dir.read("root.pem");
+    // A parent as the proxy loads it now: tls.crt, the key, and the root as ca.crt.
+    let load = |tls_crt: &str, key_file: &str| {
+        Parent::load(
+            tls_crt,
+            &dir.read(key_file),
+            Some(&root_pem),
+            SystemTime::now(),
+        )
+    };
 
     // RSA intermediate, pathlen:1, PKCS#1 key, a subject with two DCs.
     dir.openssl(&["genrsa", "-traditional", "-out", "rsa-int.key", "2048"]);
@@ -256,16 +272,11 @@ fn parents_made_with_openssl() {
         "rsa-int.key",
         "/DC=com/DC=example/O=Example Corp/CN=Example Issuing CA",
         "root",
-        "int_pathlen1",
+        INT_PATHLEN1,
         "1001",
     );
-    let parent = Parent::load(
-        &dir.read("rsa-int.pem"),
-        &dir.read("rsa-int.key"),
-        Some(&root_pem),
-        SystemTime::now(),
-    )
-    .expect("RSA intermediate with pathlen:1 is a good parent");
+    let parent = load(&dir.read("rsa-int.pem"), "rsa-int.key")
+        .expect("RSA intermediate with pathlen:1 is a good parent");
     assert_eq!(
         parent.subject(),
         "DC=com, DC=example, O=Example Corp, CN=Example Issuing CA"
@@ -309,17 +320,11 @@ fn parents_made_with_openssl() {
         "ec-int.key",
         "/O=Example Corp/CN=Example EC Issuing CA",
         "root",
-        "int_constrained",
+        INT_CONSTRAINED,
         "1002",
     );
     let tls_crt = format!("{}{}", dir.read("ec-int.pem"), root_pem);
-    let parent = Parent::load(
-        &tls_crt,
-        &dir.read("ec-int.key"),
-        Some(&root_pem),
-        SystemTime::now(),
-    )
-    .expect("EC intermediate is a good parent");
+    let parent = load(&tls_crt, "ec-int.key").expect("EC intermediate is a good parent");
     assert_eq!(
         parent.chain().len(),
         1,
@@ -361,38 +366,26 @@ fn parents_made_with_openssl() {
     );
 
     // The root itself as the parent (PKCS#8 key, ca.crt is the same root).
-    let parent = Parent::load(
-        &root_pem,
-        &dir.read("root.key"),
-        Some(&root_pem),
-        SystemTime::now(),
-    )
-    .expect("root is a good parent");
+    let parent = load(&root_pem, "root.key").expect("root is a good parent");
     assert!(parent.chain().is_empty());
     issue_and_verify(&dir, "root", &parent, &["svc.example.com"]);
 
     // A pathlen:0 intermediate (refused, with the fix) and an end-entity
     // certificate as the parent.
-    for (name, subject, section, serial, reason) in [
+    for (name, subject, extensions, serial, reason) in [
         (
             "zero",
             "/CN=Path Zero CA",
-            "int_pathlen0",
+            INT_PATHLEN0,
             "1003",
             "ParentPathLenZero",
         ),
-        ("leaf", "/CN=www.example.com", "leaf", "1004", "ParentNotCA"),
+        ("leaf", "/CN=www.example.com", LEAF, "1004", "ParentNotCA"),
     ] {
         let key = format!("{name}.key");
         dir.ec_key(&key);
-        dir.sign_csr(name, &key, subject, "root", section, serial);
-        let err = Parent::load(
-            &dir.read(&format!("{name}.pem")),
-            &dir.read(&key),
-            Some(&root_pem),
-            SystemTime::now(),
-        )
-        .expect_err(reason);
+        dir.sign_csr(name, &key, subject, "root", extensions, serial);
+        let err = load(&dir.read(&format!("{name}.pem")), &key).expect_err(reason);
         assert_eq!(err.reason(), reason);
         if let Error::ParentPathLenZero { limited_by, .. } = &err {
             assert!(limited_by.is_none(), "{err:?}");

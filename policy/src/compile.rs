@@ -163,16 +163,8 @@ fn compile_with_settings(
         .iter()
         .map(|g| (g.name.as_str(), g))
         .collect();
-    let lists: Lists = namespace
-        .lists
-        .iter()
-        .map(|l| (l.name.as_str(), l))
-        .collect();
-    let cluster_lists: Lists = namespace
-        .cluster_lists
-        .iter()
-        .map(|l| (l.name.as_str(), l))
-        .collect();
+    let lists = list::by_name(namespace.lists);
+    let cluster_lists = list::by_name(namespace.cluster_lists);
     let mut listed: HashMap<&str, usize> = HashMap::new();
     let mut selected = Vec::new();
     for (i, reference) in config.spec.rule_groups.iter().enumerate() {
@@ -305,10 +297,7 @@ pub fn select_baseline<'a>(
 /// Checks one rule group on its own; paths start at its spec (`rules.preDNS[0]...`).
 /// The lists its conditions name are not looked up.
 pub fn validate_rule_group(spec: &ProxyRuleGroupSpec) -> Vec<CompileError> {
-    match compile_group("", spec, "", None, Standing::Namespaced) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors,
-    }
+    validate_group(spec, None, Standing::Namespaced)
 }
 
 /// Checks one rule group with the lists available to it: a list it names
@@ -317,11 +306,7 @@ pub fn validate_rule_group_with(
     spec: &ProxyRuleGroupSpec,
     lists: &[Named<ProxyListSpec>],
 ) -> Vec<CompileError> {
-    let lists: Lists = lists.iter().map(|l| (l.name.as_str(), l)).collect();
-    match compile_group("", spec, "", Some(&lists), Standing::Namespaced) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors,
-    }
+    validate_group(spec, Some(&list::by_name(lists)), Standing::Namespaced)
 }
 
 /// Checks a `ClusterProxyRuleGroup` with the `ClusterProxyList`s; paths
@@ -330,26 +315,29 @@ pub fn validate_cluster_rule_group(
     spec: &ClusterProxyRuleGroupSpec,
     cluster_lists: &[Named<ProxyListSpec>],
 ) -> Vec<CompileError> {
-    let lists: Lists = cluster_lists.iter().map(|l| (l.name.as_str(), l)).collect();
-    match compile_group("", &spec.group(), "", Some(&lists), Standing::Baseline) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors,
-    }
+    validate_group(
+        &spec.group(),
+        Some(&list::by_name(cluster_lists)),
+        Standing::Baseline,
+    )
+}
+
+/// The errors of one group checked on its own (paths start at its spec).
+fn validate_group(
+    spec: &ProxyRuleGroupSpec,
+    lists: Option<&Lists>,
+    standing: Standing,
+) -> Vec<CompileError> {
+    compile_group("", spec, "", lists, standing)
+        .err()
+        .unwrap_or_default()
 }
 
 impl CompiledPolicy {
     fn from_document(document: PolicyDocument) -> Result<CompiledPolicy, Vec<CompileError>> {
         let mut errors = Vec::new();
-        let baseline_lists: Lists = document
-            .baseline_lists
-            .iter()
-            .map(|l| (l.name.as_str(), l))
-            .collect();
-        let lists: Lists = document
-            .lists
-            .iter()
-            .map(|l| (l.name.as_str(), l))
-            .collect();
+        let baseline_lists = list::by_name(&document.baseline_lists);
+        let lists = list::by_name(&document.lists);
         let values = expanded_values(document.baseline.iter().map(|g| &g.spec), &baseline_lists)
             + expanded_values(document.rule_groups.iter().map(|g| &g.spec), &lists);
         if values > MAX_VALUES {

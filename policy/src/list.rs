@@ -18,6 +18,11 @@ const ENTRY_ERRORS_SHOWN: usize = 10;
 /// Lists by name.
 pub(crate) type Lists<'a> = HashMap<&'a str, &'a Named<ProxyListSpec>>;
 
+/// `lists` by their names.
+pub(crate) fn by_name(lists: &[Named<ProxyListSpec>]) -> Lists<'_> {
+    lists.iter().map(|l| (l.name.as_str(), l)).collect()
+}
+
 /// Where a rule group's lists come from, as errors name them.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ListKind {

@@ -3,9 +3,21 @@
 
 use crate::key::ValueType;
 
-/// A condition operator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Operator {
+/// Declares [`Operator`] and [`ALL`], every operator with its name, which is
+/// its variant's name: the names cannot drift from the variants.
+macro_rules! operators {
+    ($($(#[$doc:meta])* $operator:ident,)*) => {
+        /// A condition operator.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Operator {
+            $($(#[$doc])* $operator,)*
+        }
+
+        const ALL: [(Operator, &str); 20] = [$((Operator::$operator, stringify!($operator)),)*];
+    };
+}
+
+operators! {
     /// Exact match (domains: case-insensitive, leading dot = apex and subdomains).
     StringEquals,
     /// Negated [`Operator::StringEquals`]: none of the values may match.
@@ -60,35 +72,6 @@ pub enum Family {
     /// `Date*`: time.
     Date,
 }
-
-const ALL: [(Operator, &str); 20] = [
-    (Operator::StringEquals, "StringEquals"),
-    (Operator::StringNotEquals, "StringNotEquals"),
-    (Operator::StringEqualsIgnoreCase, "StringEqualsIgnoreCase"),
-    (
-        Operator::StringNotEqualsIgnoreCase,
-        "StringNotEqualsIgnoreCase",
-    ),
-    (Operator::StringLike, "StringLike"),
-    (Operator::StringNotLike, "StringNotLike"),
-    (Operator::NumericEquals, "NumericEquals"),
-    (Operator::NumericNotEquals, "NumericNotEquals"),
-    (Operator::NumericLessThan, "NumericLessThan"),
-    (Operator::NumericLessThanEquals, "NumericLessThanEquals"),
-    (Operator::NumericGreaterThan, "NumericGreaterThan"),
-    (
-        Operator::NumericGreaterThanEquals,
-        "NumericGreaterThanEquals",
-    ),
-    (Operator::IpAddress, "IpAddress"),
-    (Operator::NotIpAddress, "NotIpAddress"),
-    (Operator::DateLessThan, "DateLessThan"),
-    (Operator::DateGreaterThan, "DateGreaterThan"),
-    (Operator::DateEquals, "DateEquals"),
-    (Operator::DateNotEquals, "DateNotEquals"),
-    (Operator::DateLessThanEquals, "DateLessThanEquals"),
-    (Operator::DateGreaterThanEquals, "DateGreaterThanEquals"),
-];
 
 impl Operator {
     /// Every operator name, for the CRD schema's `enum`.

@@ -43,6 +43,11 @@ fn list(name: &str, list_type: &str, entries: &[&str]) -> String {
     )
 }
 
+/// The policy of [`file`] with `condition` and `lists`, which must compile.
+fn compiled(condition: &str, lists: &str) -> CompiledPolicy {
+    compile_documents(&file(condition, lists), None).expect("compiles")
+}
+
 fn errors(yaml: &str) -> Vec<String> {
     compile_documents(yaml, None)
         .expect_err("invalid")
@@ -71,7 +76,7 @@ fn a_condition_takes_its_values_from_lists_as_if_inline() {
         "Domains",
         &["pypi.org", ".npmjs.org", "Bücher.example"],
     ) + &list("more", "Domains", &["crates.io"]);
-    let policy = compile_documents(&file(condition, &lists), None).expect("compiles");
+    let policy = compiled(condition, &lists);
     for (domain, denied) in [
         ("inline.example", true),
         ("pypi.org", true),
@@ -101,27 +106,19 @@ fn a_condition_takes_its_values_from_lists_as_if_inline() {
 #[test]
 fn lists_of_addresses_and_patterns() {
     let cidrs = "{key: 'request:SourceIp', operator: NotIpAddress, valuesFrom: [{list: nets}]}";
-    let policy = compile_documents(
-        &file(
-            cidrs,
-            &list("nets", "CIDRs", &["10.1.0.0/16", "192.168.0.1"]),
-        ),
-        None,
-    )
-    .expect("compiles");
+    let policy = compiled(
+        cidrs,
+        &list("nets", "CIDRs", &["10.1.0.0/16", "192.168.0.1"]),
+    );
     // The client 10.1.2.3 is in the list: NotIpAddress does not hold.
     assert!(!denies(&policy, "example.com"));
 
     let patterns =
         "{key: 'request:DestinationDomain', operator: StringLike, valuesFrom: [{list: globs}]}";
-    let policy = compile_documents(
-        &file(
-            patterns,
-            &list("globs", "Patterns", &["*.internal.example", "db?.example"]),
-        ),
-        None,
-    )
-    .expect("compiles");
+    let policy = compiled(
+        patterns,
+        &list("globs", "Patterns", &["*.internal.example", "db?.example"]),
+    );
     assert!(denies(&policy, "a.internal.example"));
     assert!(denies(&policy, "db1.example"));
     assert!(!denies(&policy, "db12.example"));
@@ -131,13 +128,11 @@ fn lists_of_addresses_and_patterns() {
 fn an_empty_list_never_matches_a_positive_condition_and_always_a_negated_one() {
     let positive =
         "{key: 'request:DestinationDomain', operator: StringEquals, valuesFrom: [{list: none}]}";
-    let policy =
-        compile_documents(&file(positive, &list("none", "Domains", &[])), None).expect("compiles");
+    let policy = compiled(positive, &list("none", "Domains", &[]));
     assert!(!denies(&policy, "example.com"));
     let negated =
         "{key: 'request:DestinationDomain', operator: StringNotEquals, valuesFrom: [{list: none}]}";
-    let policy =
-        compile_documents(&file(negated, &list("none", "Domains", &[])), None).expect("compiles");
+    let policy = compiled(negated, &list("none", "Domains", &[]));
     assert!(denies(&policy, "example.com"));
 }
 
@@ -220,8 +215,7 @@ fn a_large_domain_list_matches_as_its_entries_do() {
     let refs: Vec<&str> = entries.iter().map(String::as_str).collect();
     let condition =
         "{key: 'request:DestinationDomain', operator: StringEquals, valuesFrom: [{list: big}]}";
-    let policy = compile_documents(&file(condition, &list("big", "Domains", &refs)), None)
-        .expect("compiles");
+    let policy = compiled(condition, &list("big", "Domains", &refs));
     let values: Vec<DomainValue> = entries
         .iter()
         .map(|e| DomainValue::parse(e).expect("valid"))
@@ -250,7 +244,7 @@ fn a_large_domain_list_matches_as_its_entries_do() {
 fn a_policy_without_lists_serialises_as_before() {
     let condition =
         "{key: 'request:DestinationDomain', operator: StringEquals, values: [a.example]}";
-    let policy = compile_documents(&file(condition, ""), None).expect("compiles");
+    let policy = compiled(condition, "");
     assert!(!policy.to_json().contains("\"lists\""));
     assert!(!policy.to_json().contains("valuesFrom"));
 }
@@ -271,5 +265,5 @@ fn a_list_named_from_many_conditions_is_refused_before_it_is_built() {
         "{found:?}"
     );
     // Named from one condition it compiles.
-    compile_documents(&file(condition, &list("big", "Domains", &refs)), None).expect("compiles");
+    compiled(condition, &list("big", "Domains", &refs));
 }

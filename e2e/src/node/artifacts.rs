@@ -3,34 +3,15 @@
 //! release binaries, and the image tarballs made of them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use super::images;
 use crate::error::{HarnessError, setup_error};
+use crate::run_tool;
 
 pub(super) fn tools_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/node")
-}
-
-/// Runs one of the node's tool scripts; its stdout's last line is its answer.
-pub(super) fn run_script(script: &str, args: &[&Path]) -> Result<String, String> {
-    let path = tools_dir().join(script);
-    let output = Command::new("bash")
-        .arg(&path)
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", path.display()))?;
-    if !output.status.success() {
-        return Err(format!("{} failed ({})", path.display(), output.status));
-    }
-    Ok(String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .last()
-        .unwrap_or_default()
-        .trim()
-        .to_owned())
 }
 
 /// The directory holding kubelet, kube-proxy, kube-controller-manager,
@@ -48,11 +29,11 @@ impl NodeBinaries {
     pub fn ensure() -> Result<NodeBinaries, HarnessError> {
         static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
         let dir = DIR.get_or_init(|| {
-            run_script("install-packages.sh", &[])?;
+            run_tool("node/install-packages.sh", &[])?;
             if let Some(dir) = std::env::var_os("EGRESS_E2E_NODE_BIN_DIR") {
                 return Ok(PathBuf::from(dir));
             }
-            run_script("build.sh", &[]).map(PathBuf::from)
+            run_tool("node/build.sh", &[]).map(PathBuf::from)
         });
         match dir {
             Ok(dir) => Ok(NodeBinaries { dir: dir.clone() }),
@@ -143,7 +124,10 @@ impl Images {
         let dirs = DIRS.get_or_init(|| {
             let release = ReleaseBinaries::ensure().map_err(|e| e.to_string())?;
             let tag = Path::new(env!("CARGO_PKG_VERSION"));
-            let dir = run_script("images.sh", &[&release.gateway, &release.operator, tag])?;
+            let dir = run_tool(
+                "node/images.sh",
+                &[&release.gateway, &release.operator, tag],
+            )?;
             let runtimes = (|| -> Result<[PathBuf; 4], HarnessError> {
                 let python = crate::clients::python()?;
                 let venv = python
@@ -160,7 +144,7 @@ impl Images {
             })()
             .map_err(|e| e.to_string())?;
             let args: Vec<&Path> = runtimes.iter().map(PathBuf::as_path).collect();
-            let clients = run_script("clients-image.sh", &args)?;
+            let clients = run_tool("node/clients-image.sh", &args)?;
             Ok((PathBuf::from(dir), PathBuf::from(clients)))
         });
         match dirs {

@@ -1,5 +1,5 @@
-//! What the harness's own tests share: a bin dir with one part broken, and
-//! the processes a run may have left.
+//! What the harness's own tests share: a bin dir with one part broken, the
+//! start-up that fails on it, and the processes a run may have left.
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
@@ -25,6 +25,28 @@ pub fn bin_dir_with_broken(real: &Path, broken: &str) -> PathBuf {
         }
     }
     dir
+}
+
+/// Runs `egress-e2e up` (with `args` and `env`) over a bin dir made by
+/// [`bin_dir_with_broken`] and asserts that start-up fails naming `broken`
+/// with the end of its log.
+pub fn assert_start_up_fails_naming(broken: &str, args: &[&str], env: &[(&str, &Path)]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_egress-e2e"))
+        .arg("up")
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("runs");
+    assert!(!output.status.success(), "{broken}: start-up must fail");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{broken} exited during start-up (exit status: 3)")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("unknown flag: --pretend-misconfiguration"),
+        "the log tail is shown: {stderr}"
+    );
 }
 
 /// Asserts that no process whose command line contains `pattern` runs.

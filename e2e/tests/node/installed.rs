@@ -35,15 +35,12 @@ const GATEWAY_SELECTOR: &str = "app.kubernetes.io/name=egress-gateway";
 /// certificate from a CA of its own: `from outside: <path>`, or 404 for a
 /// path with `/missing`. It records the paths it was asked for.
 mod destination {
-    use std::convert::Infallible;
     use std::net::SocketAddr;
     use std::sync::{Arc, Mutex};
 
     use bytes::Bytes;
-    use egress_e2e::test_tls::test_server_tls;
+    use egress_e2e::test_tls::{serve_https, test_server_tls};
     use http_body_util::Full;
-    use hyper::service::service_fn;
-    use hyper_util::rt::TokioIo;
     use rcgen::SanType;
 
     use super::{OUTSIDE_ADDRESS, OUTSIDE_NAME};
@@ -58,13 +55,13 @@ mod destination {
         pub fn start() -> Destination {
             let name = SanType::DnsName(OUTSIDE_NAME.try_into().expect("name"));
             let tls = test_server_tls("outside CA", name);
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config);
             let listener = std::net::TcpListener::bind((OUTSIDE_ADDRESS, 0))
                 .expect("bind the outside address");
             listener.set_nonblocking(true).expect("nonblocking");
             let addr = listener.local_addr().expect("addr");
             let paths = Arc::new(Mutex::new(Vec::new()));
             let seen = paths.clone();
+            let config = tls.config.clone();
             std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(1)
@@ -73,32 +70,18 @@ mod destination {
                     .expect("runtime");
                 runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                    loop {
-                        let Ok((stream, _)) = listener.accept().await else {
-                            continue;
-                        };
-                        let (acceptor, seen) = (acceptor.clone(), seen.clone());
-                        tokio::spawn(async move {
-                            let Ok(tls) = acceptor.accept(stream).await else {
-                                return;
-                            };
-                            let service =
-                                service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                                    let path = req.uri().path().to_owned();
-                                    seen.lock().expect("lock").push(path.clone());
-                                    let mut response = hyper::Response::new(Full::new(
-                                        Bytes::from(format!("from outside: {path}\n")),
-                                    ));
-                                    if path.contains("/missing") {
-                                        *response.status_mut() = hyper::StatusCode::NOT_FOUND;
-                                    }
-                                    async move { Ok::<_, Infallible>(response) }
-                                });
-                            let _ = hyper::server::conn::http1::Builder::new()
-                                .serve_connection(TokioIo::new(tls), service)
-                                .await;
-                        });
-                    }
+                    serve_https(listener, config, move |req| {
+                        let path = req.uri().path().to_owned();
+                        seen.lock().expect("lock").push(path.clone());
+                        let mut response = hyper::Response::new(Full::new(Bytes::from(format!(
+                            "from outside: {path}\n"
+                        ))));
+                        if path.contains("/missing") {
+                            *response.status_mut() = hyper::StatusCode::NOT_FOUND;
+                        }
+                        async move { response }
+                    })
+                    .await;
                 });
             });
             Destination {

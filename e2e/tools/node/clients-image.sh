@@ -10,7 +10,8 @@
 #     /bin/busybox (+ applets), /usr/bin/curl     the shell and curl
 #     /opt/venv/bin/python  /opt/clients/env_client.py       Python requests (the venv given,
 #                           /opt/clients/load_client.py      a steady keep-alive client,
-#                                                            its base interpreter at its own path)
+#                           /opt/clients/fetch_each.py       env_client.py's loop; the venv's
+#                                                            base interpreter at its own path)
 #     /opt/clients/goclient                                  Go net/http
 #     /opt/node/bin/node    /opt/clients/fetch_client.mjs    Node.js fetch
 #     /opt/java/bin/java -cp /opt/clients HttpClientCheck    Java HttpClient (a jlink runtime
@@ -50,7 +51,7 @@ reuse_or_start "$cache_root/node-clients-$key"
 root=$work/clients
 client_root "$root"
 mkdir -p "$root/opt/clients"
-cp "$clients/env_client.py" "$clients/load_client.py" "$clients/fetch_client.mjs" "$root/opt/clients/"
+cp "$clients/env_client.py" "$clients/fetch_each.py" "$clients/load_client.py" "$clients/fetch_client.mjs" "$root/opt/clients/"
 
 # Python: the base interpreter where the venv expects it (its standard
 # library, not its own site-packages), and the venv at /opt/venv.

@@ -21,7 +21,7 @@ use hyper_util::server::conn::auto;
 use tokio_rustls::TlsAcceptor;
 
 use crate::error::Error;
-use crate::framing::{Heads, Inspected};
+use crate::framing::{Heads, Inspected, RequestHeads};
 use crate::gateway::{Connection, Gateway};
 use crate::http_util::Body;
 use crate::pipeline::{self, Destination};
@@ -94,8 +94,10 @@ pub async fn serve(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(gw.limits.header_timeout)
         .max_buf_size(gw.limits.max_header_bytes.max(8192));
-    let connection =
-        builder.serve_connection_with_upgrades(TokioIo::new(Inspected::new(tls, heads)), service);
+    let connection = builder.serve_connection_with_upgrades(
+        TokioIo::new(Inspected::new(tls, RequestHeads::new(heads))),
+        service,
+    );
     tokio::pin!(connection);
     tokio::select! {
         served = connection.as_mut() => {

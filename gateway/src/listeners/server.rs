@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
-use crate::framing::{Heads, Inspected};
+use crate::framing::{Heads, Inspected, RequestHeads};
 use crate::gateway::{Connection, Gateway};
 use crate::relay::ServedIo;
 use crate::relay::idle::Activity;
@@ -123,7 +123,10 @@ where
     let addr = connection.client.addr;
     let heads = Heads::default();
     let activity = Activity::default();
-    let io: ServedIo<S> = TokioIo::new(Inspected::new(activity.track(stream), heads.clone()));
+    let io: ServedIo<S> = TokioIo::new(Inspected::new(
+        activity.track(stream),
+        RequestHeads::new(heads.clone()),
+    ));
     let handler_gw = gw.clone();
     let service = service_fn(move |req| {
         crate::listeners::handler::handle(

@@ -382,11 +382,7 @@ mod tests {
 
     #[test]
     fn record_has_the_cloud_field_names() {
-        let client = Client {
-            addr: "[::ffff:10.1.2.3]:4000".parse().expect("addr"),
-            listener: crate::request::Listener::Http,
-            identity: None,
-        };
+        let client = Client::unidentified("[::ffff:10.1.2.3]:4000");
         let mut record = Record::new(
             "egress",
             "prod",
@@ -546,11 +542,7 @@ mod tests {
             shared: Arc::new(Shared::default()),
             metrics: Arc::new(Metrics::new(&mut registry)),
         };
-        let client = Client {
-            addr: "127.0.0.1:1".parse().expect("addr"),
-            listener: crate::request::Listener::Http,
-            identity: None,
-        };
+        let client = Client::unidentified("127.0.0.1:1");
         let record = Record::new("p", "", "p-http", &client, "GET", Timestamp::now());
         for _ in 0..3 {
             log.write(&record, LogFormat::Native);

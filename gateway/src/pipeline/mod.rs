@@ -400,10 +400,10 @@ pub async fn evaluate(
     }
     Ok(exchange.finish(i32::from(answer.status), 0, 0, None))
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::request::Listener;
 
     fn policy(yaml: &str) -> Arc<CompiledPolicy> {
         Arc::new(egress_policy::compile_documents(yaml, None).expect("valid policy"))
@@ -412,11 +412,7 @@ mod tests {
     const CONFIG: &str = "---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {name: c}\nspec: {ruleGroups: [{name: g}], defaultActions: {preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n";
 
     fn client() -> Client {
-        Client {
-            addr: "10.0.0.10:40000".parse().expect("addr"),
-            listener: Listener::Http,
-            identity: None,
-        }
+        Client::unidentified("10.0.0.10:40000")
     }
 
     fn described<'a>(url: &'a str, headers: &'a HeaderMap, arrived: Timestamp) -> Described<'a> {

@@ -3,15 +3,13 @@
 //! was none for too long (a client that opens a tunnel and goes silent does
 //! not hold it forever).
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
+
+use crate::observed::{Observed, Observer};
 
 /// When bytes last moved on one or more streams.
 #[derive(Clone, Debug)]
@@ -54,87 +52,42 @@ impl Activity {
 
     /// Wraps a stream so its traffic counts as activity.
     pub fn track<S>(&self, inner: S) -> Tracked<S> {
-        Tracked {
+        Observed::new(
             inner,
-            activity: self.clone(),
-            read: Arc::new(AtomicU64::new(0)),
-        }
+            Traffic {
+                activity: self.clone(),
+                read: 0,
+            },
+        )
     }
 }
 
-/// A stream whose traffic is recorded in an [`Activity`], counting the bytes
-/// read from it.
+/// A stream whose traffic is recorded in an [`Activity`].
+pub type Tracked<S> = Observed<S, Traffic>;
+
+/// Traffic on one stream: it counts as activity, and the bytes read from it
+/// are counted.
 #[derive(Debug)]
-pub struct Tracked<S> {
-    inner: S,
+pub struct Traffic {
     activity: Activity,
-    read: Arc<AtomicU64>,
+    read: u64,
 }
 
-impl<S> Tracked<S> {
-    /// The stream itself.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-
-    /// The count of bytes read from the stream so far (shared, live).
-    pub fn bytes_read(&self) -> Arc<AtomicU64> {
-        self.read.clone()
+impl Traffic {
+    /// The count of bytes read from the stream so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.read
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            self.activity.touch();
-            self.read.fetch_add(read as u64, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        data: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, data);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
+impl Observer for Traffic {
+    fn read(&mut self, bytes: &[u8]) {
+        self.activity.touch();
+        self.read += bytes.len() as u64;
     }
 
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+    fn wrote(&mut self) {
+        self.activity.touch();
     }
 }
 

@@ -81,17 +81,18 @@ where
     let activity = Activity::default();
     let mut client = activity.track(client);
     let mut upstream = activity.track(upstream);
-    let (from_client, from_upstream) = (client.bytes_read(), upstream.bytes_read());
-    let moved = pin!(tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        COPY_BUFFER,
-        COPY_BUFFER,
-    ));
-    until_done(watch, &activity, moved, stop).await;
+    {
+        let moved = pin!(tokio::io::copy_bidirectional_with_sizes(
+            &mut client,
+            &mut upstream,
+            COPY_BUFFER,
+            COPY_BUFFER,
+        ));
+        until_done(watch, &activity, moved, stop).await;
+    }
     Relayed {
-        sent: from_client.load(Ordering::Relaxed),
-        received: from_upstream.load(Ordering::Relaxed),
+        sent: client.observer().bytes_read(),
+        received: upstream.observer().bytes_read(),
     }
 }
 

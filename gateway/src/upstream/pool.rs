@@ -270,11 +270,7 @@ mod tests {
 
     #[test]
     fn an_unknown_client_keeps_its_connections_to_itself_where_pods_are_identified() {
-        let client = Client {
-            addr: "10.0.0.5:40000".parse().expect("addr"),
-            listener: crate::request::Listener::Http,
-            identity: None,
-        };
+        let client = Client::unidentified("10.0.0.5:40000");
         // Without pod identity the address is all the gateway knows.
         assert_eq!(Owner::of(&client, false), Owner::of(&client, false));
         // With it, an address no pod is known at may be many clients.

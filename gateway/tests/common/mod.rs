@@ -78,12 +78,7 @@ impl Pki {
         let proxy_cert = write(&dir.0, "proxy.pem", &chain);
         let proxy_key = write(&dir.0, "proxy.key", &key);
 
-        let root_key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Test Public Root");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let (mut params, root_key) = ca_params("Test Public Root");
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let root = params.self_signed(&root_key).expect("root");
         let upstream_root = write(&dir.0, "upstream-root.pem", &root.pem());
@@ -112,12 +107,7 @@ impl Pki {
 
     /// A certificate for `names` from an issuer nobody trusts.
     pub fn untrusted_server_cert(&self, names: &[&str]) -> (PathBuf, PathBuf) {
-        let key = KeyPair::generate().expect("key");
-        let mut params = CertificateParams::default();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "Rogue Root");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let (params, key) = ca_params("Rogue Root");
         self.server_cert_from(&Issuer::new(params, key), names)
     }
 
@@ -147,6 +137,15 @@ impl Pki {
     }
 }
 
+/// The parameters of a CA certificate named `name`, and its new key.
+fn ca_params(name: &str) -> (CertificateParams, KeyPair) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    (params, key)
+}
+
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
@@ -172,6 +171,15 @@ pub fn seed_without_proxy() -> String {
         .join("\n---\n")
 }
 
+/// The ProxyRuleGroup `rule_group` (named `name`) and the ProxyConfiguration
+/// `seed` that uses it and allows, in every phase, what it does not decide:
+/// documents for [`policy_with_proxy`].
+pub fn allowing_by_default(rule_group: &str, name: &str) -> String {
+    format!(
+        "{rule_group}---\napiVersion: egress.dev/v1alpha1\nkind: ProxyConfiguration\nmetadata: {{name: seed}}\nspec:\n  ruleGroups: [{{name: {name}}}]\n  defaultActions: {{preDNS: Allow, preRequest: Allow, postResponse: Allow}}\n"
+    )
+}
+
 pub fn policy_with_proxy(
     dir: &Path,
     documents: &str,
@@ -186,6 +194,14 @@ pub fn policy_with_proxy(
     write(dir, "policy.yaml", &yaml)
 }
 
+/// Gives the EgressProxy at the end of the policy file `policy` (as
+/// [`policy_with_proxy`] writes it) the `logging` settings `settings`, a YAML
+/// flow mapping.
+pub fn add_logging(policy: &Path, settings: &str) {
+    let text = std::fs::read_to_string(policy).expect("read");
+    std::fs::write(policy, format!("{text}  logging: {settings}\n")).expect("write");
+}
+
 /// Fails when one of `values` is in one of the `(where, text)` places.
 pub fn assert_nowhere(values: &[&str], places: &[(&str, String)]) {
     for (place, text) in places {
@@ -196,6 +212,13 @@ pub fn assert_nowhere(values: &[&str], places: &[(&str, String)]) {
             );
         }
     }
+}
+
+/// Reads `stream` until the peer closes it or a read fails (as one does at
+/// the stream's read timeout); what arrives is dropped.
+pub fn read_until_closed(stream: &mut impl std::io::Read) {
+    let mut rest = Vec::new();
+    let _ = stream.read_to_end(&mut rest);
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.

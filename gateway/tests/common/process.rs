@@ -2,7 +2,7 @@
 //! with `run`, its listeners found in its JSON diagnostics, its decision log
 //! read from stdout.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::ExitStatus;
@@ -12,6 +12,7 @@ pub use egress_e2e::product::http_get;
 use egress_e2e::product::{Output, Running};
 use serde_json::Value;
 
+use super::clients::{Curl, curl};
 use super::{Pki, eventually};
 
 pub struct Gateway {
@@ -72,17 +73,31 @@ impl Gateway {
 
     /// The binary with exactly these arguments.
     pub fn spawn(args: &[String]) -> Gateway {
+        Self::spawn_by(&[], args)
+    }
+
+    /// The binary with exactly these arguments, started by `launcher`: a
+    /// command that ends by exec'ing what follows it (such as a shell that
+    /// sets a limit first), so that the process is still the gateway's.
+    pub fn spawn_by(launcher: &[&str], args: &[String]) -> Gateway {
         let env = [(
             "RUST_LOG".to_owned(),
             "info,egress_gateway=debug".to_owned(),
         )];
         let output = Output::for_test_run("gateway");
-        let process = Running::start(
-            Path::new(env!("CARGO_BIN_EXE_egress-gateway")),
-            args,
-            &env,
-            output,
-        )
+        let binary = env!("CARGO_BIN_EXE_egress-gateway");
+        let process = match launcher.split_first() {
+            None => Running::start(Path::new(binary), args, &env, output),
+            Some((program, launcher_args)) => {
+                let all: Vec<String> = launcher_args
+                    .iter()
+                    .chain(&[binary])
+                    .map(|s| s.to_string())
+                    .chain(args.iter().cloned())
+                    .collect();
+                Running::start(Path::new(program), &all, &env, output)
+            }
+        }
         .unwrap_or_else(|e| panic!("gateway did not start: {e}"));
         let http = process.wait_until(Duration::from_secs(20), "the http listener", |p| {
             p.listener("http")
@@ -114,6 +129,18 @@ impl Gateway {
 
     pub fn https_proxy(&self) -> String {
         format!("https://localhost:{}", self.https.port())
+    }
+
+    /// curl through the plain listener with `args` (the URL last).
+    pub fn curl(&self, args: &[&str]) -> Curl {
+        curl(&[&["--proxy", &self.http_proxy()][..], args].concat())
+    }
+
+    /// curl through the HTTPS listener, trusting `proxy_root` for it, with
+    /// `args` (the URL last).
+    pub fn curl_over_tls(&self, proxy_root: &str, args: &[&str]) -> Curl {
+        let proxy = ["--proxy", &self.https_proxy(), "--proxy-cacert", proxy_root];
+        curl(&[&proxy[..], args].concat())
     }
 
     /// Every decision line so far (its stdout: nothing else is written there).
@@ -155,6 +182,23 @@ impl Gateway {
     /// The decision line whose url is `url`.
     pub fn decision_for(&self, url: &str) -> Value {
         self.decision(|d| d["url"] == url)
+    }
+
+    /// The decision line for `url`, failing unless it has an `error` that
+    /// `expected` accepts.
+    pub fn decision_with_error(&self, url: &str, expected: impl Fn(&str) -> bool) -> Value {
+        let line = self.decision_for(url);
+        assert!(line["error"].as_str().is_some_and(expected), "{line}");
+        line
+    }
+
+    /// Fails when one of the decision lines so far has `url` as its url.
+    pub fn assert_no_decision_for(&self, url: &str) {
+        let lines = self.decisions();
+        assert!(
+            lines.iter().all(|d| d["url"] != url),
+            "{url} is logged: {lines:?}"
+        );
     }
 
     /// The first diagnostics line containing every one of `parts`, waiting up to 10 s.
@@ -228,13 +272,49 @@ impl Gateway {
     }
 }
 
+/// A connection to `addr` whose reads give up after `timeout`.
+pub fn connect_with_timeout(addr: SocketAddr, timeout: Duration) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(timeout)).expect("timeout");
+    stream
+}
+
+/// Opens a CONNECT tunnel to `target` (`host:port`) through the plain
+/// listener at `proxy` (10 s read timeout) and reads the 200 and its headers.
+pub fn connect_tunnel(proxy: SocketAddr, target: &str) -> BufReader<TcpStream> {
+    let mut stream = connect_with_timeout(proxy, Duration::from_secs(10));
+    write!(
+        stream,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n"
+    )
+    .expect("write");
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).expect("status line");
+    assert!(
+        status.starts_with("HTTP/1.1 200"),
+        "CONNECT {target}: {status}"
+    );
+    let mut line = String::new();
+    while reader.read_line(&mut line).expect("header") > 2 {
+        line.clear();
+    }
+    reader
+}
+
+/// One HTTP/1.1 request for `/` through an open tunnel: what the first read
+/// of the answer returns.
+pub fn request_in_tunnel(tunnel: &mut BufReader<TcpStream>) -> String {
+    write!(tunnel.get_mut(), "GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut buf = [0u8; 512];
+    let n = tunnel.read(&mut buf).expect("read");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Sends raw bytes to `addr` and returns what comes back until the peer closes
 /// (or 10 s pass).
 pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    let mut stream = connect_with_timeout(addr, Duration::from_secs(10));
     stream.write_all(bytes).expect("write");
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);

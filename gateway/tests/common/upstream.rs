@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -179,12 +179,7 @@ async fn route(req: Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method().to_string();
         let uri = req.uri().to_string();
         let version = format!("{:?}", req.version());
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
+        let body = egress_e2e::test_tls::body_of(req).await;
         let json = serde_json::json!({
             "method": method, "uri": uri, "version": version, "headers": headers, "body_len": body.len()
         });

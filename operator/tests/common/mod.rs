@@ -230,6 +230,13 @@ pub fn chart(plane: &ControlPlane) -> Chart {
     chart
 }
 
+/// `kubectl` with `args`, as the administrator; its stdout (it must succeed).
+pub fn kubectl(plane: &ControlPlane, args: &[&str]) -> String {
+    let mut command = plane.kubectl();
+    command.args(args);
+    run(command)
+}
+
 /// `kubectl apply` of YAML text: (success, stdout + stderr).
 pub fn kubectl_apply(plane: &ControlPlane, yaml: &str) -> (bool, String) {
     let mut apply = plane.kubectl();
@@ -338,6 +345,18 @@ where
     }
 }
 
+/// Object `name` of `api` once it exists (30 s at most; `what` it is, for
+/// the failure).
+pub async fn once_exists<K>(api: &Api<K>, name: &str, what: &str) -> K
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    eventually(Duration::from_secs(30), what, || async {
+        api.get_opt(name).await.ok().flatten()
+    })
+    .await
+}
+
 /// A directory removed when dropped.
 pub struct TempDir(pub PathBuf);
 
@@ -363,6 +382,27 @@ fn openssl(dir: &Path, args: &[&str]) {
     run(command);
 }
 
+/// `openssl req` for `subject` with a new unencrypted P-256 key written to
+/// `key`, the request (with -x509 in `more`, the certificate) to `out`.
+fn openssl_req(dir: &Path, key: &str, out: &str, subject: &str, more: &[&str]) {
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        key,
+        "-out",
+        out,
+        "-subj",
+        subject,
+    ];
+    args.extend(more);
+    openssl(dir, &args);
+}
+
 /// A root and an intermediate CA made with openssl the way users make them;
 /// the intermediate's path length is `pathlen` (None: unconstrained).
 /// Returns the files (intermediate cert, intermediate key, root cert).
@@ -378,46 +418,27 @@ pub fn openssl_ca(dir: &Path, tag: &str, pathlen: Option<u32>) -> [PathBuf; 3] {
     )
     .expect("ext");
     let name = |suffix: &str| format!("{tag}-{suffix}");
-    openssl(
+    openssl_req(
         dir,
+        &name("root.key"),
+        &name("root.pem"),
+        &format!("/CN={tag} root"),
         &[
-            "req",
             "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &name("root.key"),
-            "-out",
-            &name("root.pem"),
             "-days",
             "365",
-            "-subj",
-            &format!("/CN={tag} root"),
             "-addext",
             "basicConstraints=critical,CA:TRUE",
             "-addext",
             "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
-    openssl(
+    openssl_req(
         dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &name("int.key"),
-            "-out",
-            &name("int.csr"),
-            "-subj",
-            &format!("/CN={tag} intermediate"),
-        ],
+        &name("int.key"),
+        &name("int.csr"),
+        &format!("/CN={tag} intermediate"),
+        &[],
     );
     openssl(
         dir,

@@ -340,48 +340,28 @@ impl Condition {
                 test: DomainTest::Like(globs),
             } => {
                 let entries = all(globs, domain_glob)?;
-                let rank = if entries
-                    .iter()
-                    .any(|e| matches!(e, IndexEntry::Literal { .. }))
-                {
-                    3
-                } else {
-                    0
-                };
-                Some((rank, entries))
+                Some((glob_rank(&entries, 0), entries))
             }
             Condition::Text {
                 key,
                 negated: false,
                 test,
             } => match test {
-                TextTest::Equals(values) => all(values, |v| {
-                    Some(IndexEntry::Text {
-                        key,
-                        lowercase: false,
-                        value: v,
+                TextTest::Equals(values) | TextTest::EqualsIgnoreCase(values) => {
+                    // Values of `EqualsIgnoreCase` are stored lower-case.
+                    let lowercase = matches!(test, TextTest::EqualsIgnoreCase(_));
+                    all(values, |value| {
+                        Some(IndexEntry::Text {
+                            key,
+                            lowercase,
+                            value,
+                        })
                     })
-                })
-                .map(|e| (1, e)),
-                TextTest::EqualsIgnoreCase(values) => all(values, |v| {
-                    Some(IndexEntry::Text {
-                        key,
-                        lowercase: true,
-                        value: v,
-                    })
-                })
-                .map(|e| (1, e)),
+                    .map(|e| (1, e))
+                }
                 TextTest::Like(globs) => {
                     let entries = all(globs, |g| text_glob(key, g))?;
-                    let rank = if entries
-                        .iter()
-                        .any(|e| matches!(e, IndexEntry::Literal { .. }))
-                    {
-                        3
-                    } else {
-                        1
-                    };
-                    Some((rank, entries))
+                    Some((glob_rank(&entries, 1), entries))
                 }
             },
             // Whole values only (a key's numbers are whole: a decimal value
@@ -423,6 +403,19 @@ impl Condition {
             } => 1,
             _ => 2,
         }
+    }
+}
+
+/// The rank of a glob condition's index entries: `rank`, unless one of them
+/// is only a literal the value must contain (the least selective entry).
+fn glob_rank(entries: &[IndexEntry<'_>], rank: u8) -> u8 {
+    if entries
+        .iter()
+        .any(|e| matches!(e, IndexEntry::Literal { .. }))
+    {
+        3
+    } else {
+        rank
     }
 }
 
