@@ -1,8 +1,10 @@
 //! Upstream connections shared across client connections: one client's
 //! requests reuse the gateway's connection to a destination whatever
-//! connection they came on, another client's never do, and a connection
-//! left in doubt (a response with bytes after its end, a body the client
-//! stopped reading) is never handed on.
+//! connection they came on, another client's never do, a connection left in
+//! doubt (a response with bytes after its end, a body the client stopped
+//! reading) is never handed on, and a kept connection the destination
+//! closes under a request costs a safe request nothing and any other an
+//! error, never a second copy.
 
 mod common;
 
@@ -18,8 +20,11 @@ use common::{Pki, TempDir, seed_policy};
 
 /// A destination that answers `conn=<n> path=<path>` (`n` counting its
 /// connections from 0), `/poison` with five bytes and a second response
-/// behind them, `/large` with 8 MiB written slowly, and `/then-close` as
-/// any path but closes the connection after (without saying so).
+/// behind them, `/large` with 8 MiB written slowly, `/then-close` as any
+/// path but closes the connection after (without saying so), and
+/// `/drop-next` as any path but closes the connection when the next request
+/// on it has arrived, unanswered (a server closing an idle connection just
+/// as a request comes).
 struct Destination {
     port: u16,
     connections: Arc<AtomicUsize>,
@@ -70,10 +75,11 @@ impl Destination {
     }
 }
 
-/// Requests of one connection, one at a time (GETs: no body).
+/// Requests of one connection, one at a time (their bodies are not read).
 fn serve(n: usize, stream: TcpStream, seen: &Mutex<Vec<(usize, String)>>) {
     let mut writer = stream.try_clone().expect("clone");
     let mut reader = BufReader::new(stream);
+    let mut drop_next = false;
     loop {
         let mut request_line = String::new();
         if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
@@ -94,6 +100,10 @@ fn serve(n: usize, stream: TcpStream, seen: &Mutex<Vec<(usize, String)>>) {
             .unwrap_or("")
             .to_owned();
         seen.lock().expect("seen").push((n, path.clone()));
+        if drop_next {
+            return;
+        }
+        drop_next = path == "/drop-next";
         let written = match path.as_str() {
             "/poison" => writer.write_all(
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello\
@@ -230,4 +240,36 @@ fn a_connection_the_destination_closed_is_replaced() {
             format!("conn={n} path=/then-close")
         );
     }
+}
+
+#[test]
+fn a_safe_request_the_kept_connection_loses_goes_again_on_a_new_one() {
+    let (gateway, _dir) = gateway("pool-lost");
+    let destination = Destination::start();
+    assert_eq!(
+        get_from(&gateway, "127.0.0.1", &destination.url("/drop-next")),
+        "conn=0 path=/drop-next"
+    );
+    // The kept connection takes the GET and closes unanswered: the gateway
+    // sends it again on a new connection.
+    assert_eq!(
+        get_from(&gateway, "127.0.0.1", &destination.url("/lost")),
+        "conn=1 path=/lost"
+    );
+    assert_eq!(destination.connections_of("/lost"), [0, 1]);
+
+    // A POST is never sent twice: the client hears that it failed.
+    assert_eq!(
+        get_from(&gateway, "127.0.0.1", &destination.url("/drop-next")),
+        "conn=1 path=/drop-next"
+    );
+    let posted = curl(&[
+        "--proxy",
+        &gateway.http_proxy(),
+        "--data",
+        "once",
+        &destination.url("/posted"),
+    ]);
+    assert_eq!(posted.status, 502, "{posted:?}");
+    assert_eq!(destination.connections_of("/posted"), [1]);
 }

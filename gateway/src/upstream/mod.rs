@@ -129,7 +129,8 @@ impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Stream for 
 /// body has gone out (`sent` ends), the destination has
 /// `--upstream-response-timeout` to send its response head (504 otherwise).
 /// A pooled connection the destination closed before the request could go
-/// out is replaced by a new one, once.
+/// out is replaced by a new one, once; so is one it closed as the request
+/// went out, for a request that is safe to send twice ([`retryable`]).
 pub async fn send(
     connector: &Connector,
     pool: &Pool,
@@ -141,19 +142,23 @@ pub async fn send(
     let limit = connector.response_timeout;
     let failed = |e: hyper::Error| Error::UpstreamProtocol(e.to_string());
     let on_pooled = match pool.take(&key) {
-        Some(mut pooled) => match answered(sent, limit, pooled.try_send_request(request)).await? {
-            Ok(response) => Ok((pooled, response)),
-            Err(mut error) => match error.take_message() {
-                Some(request) => Err(request),
-                None => return Err(failed(error.into_error())),
-            },
-        },
+        Some(mut pooled) => {
+            let again = (!upgrade && retryable(&request)).then(|| head_of(&request));
+            match answered(sent, limit, pooled.try_send_request(request)).await? {
+                Ok(response) => Ok((pooled, response)),
+                Err(mut error) => match (error.take_message(), again) {
+                    (Some(request), _) => Err(request),
+                    (None, Some(again)) if lost_connection(error.error()) => Err(again),
+                    (None, _) => return Err(failed(error.into_error())),
+                },
+            }
+        }
         None => Err(request),
     };
     let (sender, response) = match on_pooled {
         Ok(answered) => answered,
-        // None was kept, or the kept one was closing before the request
-        // could go out: a new connection takes it.
+        // None was kept, or the kept one was lost before an answer came
+        // and the request can go again: a new connection takes it.
         Err(request) => {
             let mut sender = open(connector, &key).await?;
             let response = answered(sent, limit, sender.send_request(request))
@@ -166,6 +171,37 @@ pub async fn send(
         pool.put(key, sender);
     }
     Ok(response)
+}
+
+/// Whether `request` may be sent again when a kept connection is lost under
+/// it: a safe method (RFC 9110 section 9.2.2 lets a proxy retry those) and
+/// no body, so the whole request is in its head.
+fn retryable(request: &Request<Body>) -> bool {
+    use http::Method;
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) && hyper::body::Body::is_end_stream(request.body())
+}
+
+/// A copy of a bodiless request's head, to send again.
+fn head_of(request: &Request<Body>) -> Request<Body> {
+    let mut copy = Request::new(crate::http_util::empty());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
+}
+
+/// Whether a kept connection was lost before any answer: closed or reset by
+/// the destination (which may close an idle connection just as a request
+/// goes out), not a response hyper could not read.
+fn lost_connection(error: &hyper::Error) -> bool {
+    error.is_incomplete_message()
+        || error.is_canceled()
+        || error.is_closed()
+        || std::error::Error::source(error).is_some_and(|source| source.is::<std::io::Error>())
 }
 
 /// Whether a connection can serve another request once this response is
