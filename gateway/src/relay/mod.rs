@@ -15,7 +15,6 @@ pub mod splice;
 
 use std::future::Future;
 use std::pin::{Pin, pin};
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -129,6 +128,8 @@ pub async fn splice_relay(
     upstream: std::net::TcpStream,
     stop: Pin<&mut impl Future<Output = ()>>,
 ) -> std::io::Result<Relayed> {
+    use std::sync::atomic::Ordering;
+
     use crate::relay::splice::register;
     let activity = Activity::default();
     let sent = std::sync::atomic::AtomicU64::new(0);
