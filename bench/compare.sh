@@ -9,7 +9,7 @@
 # Writes OUT_DIR/<round>-<before|after>/{relay,bump}.md (default
 # bench/results/compare) and prints a table of requests per second and CPU
 # per request, per case, for each run. Tunables of peer-proxies.sh (C, N_KA,
-# N_NOKA, N_LARGE, SIZES, WRK...) pass through.
+# N_NOKA, N_LARGE, SIZES, WRK...) and peer-bench.sh's MODES pass through.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 before=${1:?usage: $0 BEFORE_BINARY AFTER_BINARY [ROUNDS] [OUT_DIR]}
@@ -32,6 +32,7 @@ for file in relay bump; do
 	echo "## $file"
 	for round in $(seq 1 "$rounds"); do
 		for side in before after; do
+			[[ -f $out/$round-$side/$file.md ]] || continue
 			grep -E '^\| .*egress-gateway' "$out/$round-$side/$file.md" | sed "s/^/| $round $side /"
 		done
 	done

@@ -10,6 +10,8 @@
 #   bump.md    direct, squid-bump1, gateway (--proxy intercept): intercepted HTTPS
 # Each run has its own baselines; compare only within a run. Any tunable of the
 # peer script (C, N_KA, N_NOKA, SIZES, WRK, KEY_ALG...) passes through.
+# MODES="http connect bump" (default) runs fewer of the gateway's modes;
+# RELAY_PEERS and BUMP_PEERS change who runs beside it (e.g. add nginx-proxy).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/results}
@@ -20,8 +22,16 @@ mkdir -p "$out"
 # GATEWAY_BINARY: measure that build instead of building this tree (bench/compare.sh).
 gateway=$("$here/gateway-command.sh")
 
-PEERS=${RELAY_PEERS:-"direct squid candidate"} CANDIDATE_NAME=egress-gateway CANDIDATE_MODES="http connect" \
-	CANDIDATE_CMD="$gateway --proxy relay" bash "$peer" "$out/relay.md"
-PEERS=${BUMP_PEERS:-"direct squid-bump1 candidate"} CANDIDATE_NAME=egress-gateway CANDIDATE_MODES="bump" \
-	CANDIDATE_CMD="$gateway --proxy intercept" bash "$peer" "$out/bump.md"
-echo "results: $out/relay.md $out/bump.md"
+# MODES: which of the gateway's modes to run (default all three).
+modes=" ${MODES:-http connect bump} "
+relay_modes=$(for m in http connect; do [[ $modes == *" $m "* ]] && echo -n "$m "; done)
+if [[ -n $relay_modes ]]; then
+	PEERS=${RELAY_PEERS:-"direct squid candidate"} CANDIDATE_NAME=egress-gateway CANDIDATE_MODES="$relay_modes" \
+		CANDIDATE_CMD="$gateway --proxy relay" bash "$peer" "$out/relay.md"
+	echo "results: $out/relay.md"
+fi
+if [[ $modes == *" bump "* ]]; then
+	PEERS=${BUMP_PEERS:-"direct squid-bump1 candidate"} CANDIDATE_NAME=egress-gateway CANDIDATE_MODES="bump" \
+		CANDIDATE_CMD="$gateway --proxy intercept" bash "$peer" "$out/bump.md"
+	echo "results: $out/bump.md"
+fi

@@ -53,7 +53,8 @@ enum Joined {
 /// when it closes. What the client sends first is read and judged
 /// ([`first_flight`]) before any of it is sent on.
 /// A tunnel from the plain-HTTP listener moves to a relay loop
-/// ([`crate::relay::loops`]) for its life.
+/// ([`crate::relay::loops`]) as soon as its CONNECT is answered
+/// ([`open_on_loop`]).
 pub async fn tunnel(
     gw: Arc<Gateway>,
     connection: Arc<Connection>,
@@ -68,22 +69,17 @@ pub async fn tunnel(
     #[cfg(target_os = "linux")]
     let client = match client.downcast::<ServedIo<TcpStream>>() {
         Ok(plain) => {
-            let mut client = plain.io.into_inner().into_inner().into_inner();
-            let Some(opened) =
-                first_flight(&gw, exchange, &mut client, plain.read_buf, &mut upstream).await
-            else {
-                return;
-            };
+            let client = plain.io.into_inner().into_inner().into_inner();
             // Deregistered here, registered again on the relay loop.
             match (client.into_std(), upstream.into_std()) {
                 (Ok(client), Ok(upstream)) => {
-                    let joined = Joined::Spliced { client, upstream };
-                    let tunnel = relay_and_log(gw.clone(), connection, opened, joined);
+                    let early = plain.read_buf;
+                    let tunnel =
+                        open_on_loop(gw.clone(), connection, exchange, client, early, upstream);
                     gw.relays.next().spawn(gw.tasks.track_future(tunnel));
                 }
                 (Err(e), _) | (_, Err(e)) => {
-                    let passed = (opened.passed.sent, opened.passed.received);
-                    gw.fail(opened.exchange, -1, passed, &Error::Upgrade(e.to_string()));
+                    gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string()));
                 }
             }
             return;
@@ -96,6 +92,46 @@ pub async fn tunnel(
         return;
     };
     relay_and_log(gw, connection, opened, Joined::Copied { client, upstream }).await;
+}
+
+/// A tunnel from the plain-HTTP listener, opened ([`first_flight`]) on the
+/// relay loop this runs on, then relayed there in a task of its own: the
+/// opening's state is not held for the tunnel's life. Opening it here rather
+/// than on the main runtime spares the wake-ups of a task there for the
+/// client's first flight and the destination's answer (about a tenth of a
+/// new tunnel's CPU; docs/benchmarks.md).
+#[cfg(target_os = "linux")]
+async fn open_on_loop(
+    gw: Arc<Gateway>,
+    connection: Arc<Connection>,
+    exchange: Exchange,
+    client: std::net::TcpStream,
+    early: Bytes,
+    upstream: std::net::TcpStream,
+) {
+    let registered = TcpStream::from_std(client).and_then(|client| {
+        let upstream = TcpStream::from_std(upstream)?;
+        Ok((client, upstream))
+    });
+    let (mut client, mut upstream) = match registered {
+        Ok(registered) => registered,
+        Err(e) => return gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
+    };
+    let Some(opened) = first_flight(&gw, exchange, &mut client, early, &mut upstream).await else {
+        return;
+    };
+    // Deregistered here, registered again by the splice.
+    match (client.into_std(), upstream.into_std()) {
+        (Ok(client), Ok(upstream)) => {
+            let joined = Joined::Spliced { client, upstream };
+            let tunnel = relay_and_log(gw.clone(), connection, opened, joined);
+            tokio::spawn(gw.tasks.track_future(tunnel));
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            let passed = (opened.passed.sent, opened.passed.received);
+            gw.fail(opened.exchange, -1, passed, &Error::Upgrade(e.to_string()));
+        }
+    }
 }
 
 /// What the client of a relayed tunnel sends first, judged

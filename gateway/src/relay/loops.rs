@@ -3,8 +3,10 @@
 //! `epoll_wait` and waking again; on the work-stealing runtime each batch of
 //! events also wakes a second worker to share it. Tunnels run instead on a few
 //! single-threaded event loops of their own, as nginx's and HAProxy's do, each
-//! waiting for the events of all its tunnels at once. Parsing, TLS and policy
-//! stay on the main runtime.
+//! waiting for the events of all its tunnels at once. A tunnel moves to its
+//! loop as soon as its CONNECT is answered: the first bytes each way (the
+//! ClientHello, judged, and the destination's answer) are read there too.
+//! HTTP, TLS to the proxy and interception stay on the main runtime.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
