@@ -24,7 +24,10 @@ gateway=$("$here/gateway-command.sh")
 
 # MODES: which of the gateway's modes to run (default all three).
 modes=" ${MODES:-http connect bump} "
-relay_modes=$(for m in http connect; do [[ $modes == *" $m "* ]] && echo -n "$m "; done)
+relay_modes=""
+for m in http connect; do
+	if [[ $modes == *" $m "* ]]; then relay_modes+="$m "; fi
+done
 if [[ -n $relay_modes ]]; then
 	PEERS=${RELAY_PEERS:-"direct squid candidate"} CANDIDATE_NAME=egress-gateway CANDIDATE_MODES="$relay_modes" \
 		CANDIDATE_CMD="$gateway --proxy relay" bash "$peer" "$out/relay.md"

@@ -4,8 +4,10 @@
 //! exist and 504 for a resolver that does not answer. Names arrive canonical
 //! (IP literals never get here).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{
@@ -62,6 +64,7 @@ pub struct Resolver {
     pins: Vec<Pin>,
     dns: Result<TokioResolver, String>,
     timeout: Duration,
+    answers: Answers,
 }
 
 impl Resolver {
@@ -107,7 +110,12 @@ impl Resolver {
         if let Err(reason) = &dns {
             tracing::warn!(%reason, "DNS is unavailable; only names pinned with --resolve resolve");
         }
-        Ok(Resolver { pins, dns, timeout })
+        Ok(Resolver {
+            pins,
+            dns,
+            timeout,
+            answers: Answers::default(),
+        })
     }
 
     /// Addresses of `name` (canonical, see [`egress_policy::Host`]) for `port`.
@@ -123,6 +131,9 @@ impl Resolver {
             .dns
             .as_ref()
             .map_err(|reason| Error::DnsFailure(name.to_owned(), reason.clone()))?;
+        if let Some(addrs) = self.answers.get(name, Instant::now()) {
+            return Ok(addrs);
+        }
         // The absolute form skips the search list: a proxied name is never relative.
         let fqdn = format!("{name}.");
         let lookup = tokio::time::timeout(self.timeout, dns.lookup_ip(fqdn.as_str())).await;
@@ -132,10 +143,11 @@ impl Resolver {
             Ok(Ok(found)) => {
                 let addrs: Vec<IpAddr> = found.iter().collect();
                 if addrs.is_empty() {
-                    Err(Error::DnsNoAddress(name.to_owned()))
-                } else {
-                    Ok(addrs)
+                    return Err(Error::DnsNoAddress(name.to_owned()));
                 }
+                let until = found.valid_until();
+                self.answers.put(name, &addrs, until, Instant::now());
+                Ok(addrs)
             }
         }
     }
@@ -145,6 +157,45 @@ impl crate::pipeline::Resolve for Resolver {
     /// The first address: the one checked is the one dialed, with no fallback.
     async fn resolve(&self, name: &egress_policy::Domain, port: u16) -> Result<IpAddr, Error> {
         Ok(Resolver::resolve(self, name.as_str(), port).await?[0])
+    }
+}
+
+/// Addresses found, by name, until their TTL runs out (hickory's own cache
+/// answers too, but only after parsing the name, IDNA included, behind a
+/// future and a timer: a twentieth of a plain keep-alive request's CPU; this
+/// is one look in a map). Only addresses are kept: a failure is asked
+/// again, and hickory's cache answers it by its own rules.
+#[derive(Debug, Default)]
+struct Answers {
+    by_name: Mutex<HashMap<String, (Vec<IpAddr>, Instant)>>,
+}
+
+/// Names kept at most; when full, what expired goes, and if nothing did, all.
+const MAX_ANSWERS: usize = 4096;
+
+impl Answers {
+    /// What `name` resolved to, if that is still valid at `now`.
+    fn get(&self, name: &str, now: Instant) -> Option<Vec<IpAddr>> {
+        let by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        let (addrs, until) = by_name.get(name)?;
+        (now < *until).then(|| addrs.clone())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_name.lock().map_or(0, |by_name| by_name.len())
+    }
+
+    /// Keeps what `name` resolved to, valid until `until`.
+    fn put(&self, name: &str, addrs: &[IpAddr], until: Instant, now: Instant) {
+        let mut by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        if by_name.len() >= MAX_ANSWERS && !by_name.contains_key(name) {
+            by_name.retain(|_, (_, until)| now < *until);
+            if by_name.len() >= MAX_ANSWERS {
+                by_name.clear();
+            }
+        }
+        by_name.insert(name.to_owned(), (addrs.to_vec(), until));
     }
 }
 
@@ -194,6 +245,35 @@ mod tests {
         ] {
             assert!(bad.parse::<Pin>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn answers_are_kept_until_their_ttl_runs_out_and_bounded() {
+        let answers = Answers::default();
+        let now = Instant::now();
+        let ip: IpAddr = "10.0.0.1".parse().expect("ip");
+        answers.put("a.test", &[ip], now + Duration::from_secs(30), now);
+        assert_eq!(answers.get("a.test", now), Some(vec![ip]));
+        assert_eq!(answers.get("b.test", now), None);
+        let later = now + Duration::from_secs(30);
+        assert_eq!(answers.get("a.test", later), None, "expired at its TTL");
+        // Full: what expired makes room first.
+        let answers = Answers::default();
+        for i in 0..MAX_ANSWERS {
+            answers.put(&format!("n{i}.test"), &[ip], later, now);
+        }
+        let lasting = later + Duration::from_secs(60);
+        answers.put("fresh.test", &[ip], lasting, later);
+        assert_eq!(answers.len(), 1, "every other answer had expired");
+        // Full of answers still valid: all go.
+        for i in 1..MAX_ANSWERS {
+            answers.put(&format!("m{i}.test"), &[ip], lasting, later);
+        }
+        assert_eq!(answers.len(), MAX_ANSWERS);
+        answers.put("one-more.test", &[ip], lasting, later);
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers.get("fresh.test", later), None);
+        assert_eq!(answers.get("one-more.test", later), Some(vec![ip]));
     }
 
     #[tokio::test]
