@@ -17,13 +17,16 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-$here/results}
 peer=${PEER_SCRIPT:-$here/peer-proxies.sh}
 [[ -x $peer || -f $peer ]] || { echo "peer script not found: $peer (set PEER_SCRIPT)" >&2; exit 1; }
+# MODES: which of the gateway's modes to run (default all three).
+modes=" ${MODES:-http connect bump} "
+for m in $modes; do
+	[[ $m == http || $m == connect || $m == bump ]] || { echo "MODES: unknown mode '$m' (http, connect, bump)" >&2; exit 2; }
+done
 mkdir -p "$out"
 
 # GATEWAY_BINARY: measure that build instead of building this tree (bench/compare.sh).
 gateway=$("$here/gateway-command.sh")
 
-# MODES: which of the gateway's modes to run (default all three).
-modes=" ${MODES:-http connect bump} "
 relay_modes=""
 for m in http connect; do
 	if [[ $modes == *" $m "* ]]; then relay_modes+="$m "; fi

@@ -7,8 +7,9 @@
 //!     cargo build --release -p egress-gateway --examples
 //!     target/release/examples/bare_proxy LISTEN_ADDR UPSTREAM_ADDR
 //!
-//! Every request goes to UPSTREAM_ADDR whatever its target; beside the
-//! gateway in the peer benchmark:
+//! Every request goes to UPSTREAM_ADDR whatever its target; in the peer
+//! benchmark (as root, like the script; with sudo, pass the variables
+//! through `sudo env ...`), beside direct access and nginx as a proxy:
 //!
 //!     PEERS="direct nginx-proxy candidate" CANDIDATE_NAME=bare-proxy CANDIDATE_MODES=http \
 //!       CANDIDATE_CMD="exec target/release/examples/bare_proxy 127.0.0.1:\$CANDIDATE_PORT 127.0.0.1:18080" \

@@ -98,8 +98,8 @@ pub async fn tunnel(
 /// relay loop this runs on, then relayed there in a task of its own: the
 /// opening's state is not held for the tunnel's life. Opening it here rather
 /// than on the main runtime spares the wake-ups of a task there for the
-/// client's first flight and the destination's answer (about a tenth of a
-/// new tunnel's CPU; docs/benchmarks.md).
+/// client's first flight and the destination's answer (about 7% of a new
+/// tunnel's CPU; docs/benchmarks.md).
 #[cfg(target_os = "linux")]
 async fn open_on_loop(
     gw: Arc<Gateway>,

@@ -173,6 +173,9 @@ struct Answers {
 /// Names kept at most; when full, what expired goes, and if nothing did, all.
 const MAX_ANSWERS: usize = 4096;
 
+/// How late a validity hickory reports may be.
+const TTL_ROUNDING: Duration = Duration::from_secs(1);
+
 impl Answers {
     /// What `name` resolved to, if that is still valid at `now`.
     fn get(&self, name: &str, now: Instant) -> Option<Vec<IpAddr>> {
@@ -186,8 +189,13 @@ impl Answers {
         self.by_name.lock().map_or(0, |by_name| by_name.len())
     }
 
-    /// Keeps what `name` resolved to, valid until `until`.
+    /// Keeps what `name` resolved to, valid until `until` less a second:
+    /// answered from its cache, hickory counts what is left of a TTL in
+    /// whole seconds, so its `until` may be up to a second late.
     fn put(&self, name: &str, addrs: &[IpAddr], until: Instant, now: Instant) {
+        let Some(until) = until.checked_sub(TTL_ROUNDING).filter(|until| now < *until) else {
+            return;
+        };
         let mut by_name = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
         if by_name.len() >= MAX_ANSWERS && !by_name.contains_key(name) {
             by_name.retain(|_, (_, until)| now < *until);
@@ -248,15 +256,26 @@ mod tests {
     }
 
     #[test]
-    fn answers_are_kept_until_their_ttl_runs_out_and_bounded() {
+    fn answers_are_kept_until_their_ttl_runs_out_and_are_bounded() {
         let answers = Answers::default();
         let now = Instant::now();
         let ip: IpAddr = "10.0.0.1".parse().expect("ip");
         answers.put("a.test", &[ip], now + Duration::from_secs(30), now);
         assert_eq!(answers.get("a.test", now), Some(vec![ip]));
         assert_eq!(answers.get("b.test", now), None);
+        let almost = now + Duration::from_secs(29);
+        assert_eq!(
+            answers.get("a.test", almost),
+            None,
+            "expired a second early"
+        );
+        answers.put("brief.test", &[ip], now + TTL_ROUNDING, now);
+        assert_eq!(
+            answers.get("brief.test", now),
+            None,
+            "a TTL of a second is not kept"
+        );
         let later = now + Duration::from_secs(30);
-        assert_eq!(answers.get("a.test", later), None, "expired at its TTL");
         // Full: what expired makes room first.
         let answers = Answers::default();
         for i in 0..MAX_ANSWERS {
