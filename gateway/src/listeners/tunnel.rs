@@ -71,16 +71,14 @@ pub async fn tunnel(
         Ok(plain) => {
             let client = plain.io.into_inner().into_inner().into_inner();
             // Deregistered here, registered again on the relay loop.
-            match (client.into_std(), upstream.into_std()) {
-                (Ok(client), Ok(upstream)) => {
+            match both(client.into_std(), upstream.into_std()) {
+                Ok((client, upstream)) => {
                     let early = plain.read_buf;
                     let tunnel =
                         open_on_loop(gw.clone(), connection, exchange, client, early, upstream);
                     gw.relays.next().spawn(gw.tasks.track_future(tunnel));
                 }
-                (Err(e), _) | (_, Err(e)) => {
-                    gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string()));
-                }
+                Err(e) => gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
             }
             return;
         }
@@ -109,29 +107,32 @@ async fn open_on_loop(
     early: Bytes,
     upstream: std::net::TcpStream,
 ) {
-    let registered = TcpStream::from_std(client).and_then(|client| {
-        let upstream = TcpStream::from_std(upstream)?;
-        Ok((client, upstream))
-    });
-    let (mut client, mut upstream) = match registered {
-        Ok(registered) => registered,
-        Err(e) => return gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
-    };
+    let (mut client, mut upstream) =
+        match both(TcpStream::from_std(client), TcpStream::from_std(upstream)) {
+            Ok(registered) => registered,
+            Err(e) => return gw.fail(exchange, -1, (0, 0), &Error::Upgrade(e.to_string())),
+        };
     let Some(opened) = first_flight(&gw, exchange, &mut client, early, &mut upstream).await else {
         return;
     };
     // Deregistered here, registered again by the splice.
-    match (client.into_std(), upstream.into_std()) {
-        (Ok(client), Ok(upstream)) => {
+    match both(client.into_std(), upstream.into_std()) {
+        Ok((client, upstream)) => {
             let joined = Joined::Spliced { client, upstream };
             let tunnel = relay_and_log(gw.clone(), connection, opened, joined);
             tokio::spawn(gw.tasks.track_future(tunnel));
         }
-        (Err(e), _) | (_, Err(e)) => {
+        Err(e) => {
             let passed = (opened.passed.sent, opened.passed.received);
             gw.fail(opened.exchange, -1, passed, &Error::Upgrade(e.to_string()));
         }
     }
+}
+
+/// Both sockets of a tunnel, or the first error.
+#[cfg(target_os = "linux")]
+fn both<T, U>(client: std::io::Result<T>, upstream: std::io::Result<U>) -> std::io::Result<(T, U)> {
+    Ok((client?, upstream?))
 }
 
 /// What the client of a relayed tunnel sends first, judged
