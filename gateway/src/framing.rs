@@ -89,50 +89,64 @@ impl RequestHeads {
     }
 
     /// Follows the requests through `input`, the next bytes the client sent
-    /// (what each read passes on; public for tests and fuzzing).
+    /// (what each read passes on; public for tests and fuzzing). A head that
+    /// arrives whole in one read is parsed where it lies; only one split
+    /// across reads is copied, until it is complete.
     pub fn feed(&mut self, input: &[u8]) {
-        // Owned so that what follows a head (kept inside the head buffer) can
-        // be fed on without recursion.
-        let mut data = input.to_vec();
-        let mut pos = 0;
-        while pos < data.len() {
-            let bytes = &data[pos..];
+        let mut data = input;
+        while !data.is_empty() {
             match &mut self.state {
                 State::Opaque => return,
+                State::Head(buffer) if buffer.is_empty() => {
+                    match Self::after_head(&self.heads, data) {
+                        Some((next, length)) => {
+                            self.state = next;
+                            data = &data[length..];
+                        }
+                        None if data.len() > MAX_HEAD => {
+                            self.state = State::Opaque;
+                            return;
+                        }
+                        None => {
+                            buffer.extend_from_slice(data);
+                            return;
+                        }
+                    }
+                }
                 State::Head(buffer) => {
-                    buffer.extend_from_slice(bytes);
+                    buffer.extend_from_slice(data);
                     let head = std::mem::take(buffer);
-                    match self.after_head(&head) {
+                    match Self::after_head(&self.heads, &head) {
                         None if head.len() > MAX_HEAD => self.state = State::Opaque,
                         None => self.state = State::Head(head),
                         Some((next, length)) => {
                             self.state = next;
-                            data = head[length..].to_vec();
-                            pos = 0;
-                            continue;
+                            // What followed the head starts with nothing
+                            // buffered, so this goes one call deep at most.
+                            self.feed(&head[length..]);
                         }
                     }
                     return;
                 }
                 State::Body(left) => {
-                    let n = (*left).min(bytes.len() as u64);
+                    let n = (*left).min(data.len() as u64);
                     *left -= n;
-                    pos += n as usize;
+                    data = &data[n as usize..];
                     if *left == 0 {
                         self.state = State::Head(Vec::new());
                     }
                 }
-                State::ChunkSize(line) => match bytes.iter().position(|b| *b == b'\n') {
+                State::ChunkSize(line) => match data.iter().position(|b| *b == b'\n') {
                     None => {
-                        line.extend_from_slice(bytes);
-                        pos = data.len();
+                        line.extend_from_slice(data);
                         if line.len() > MAX_CHUNK_LINE {
                             self.state = State::Opaque;
                         }
+                        return;
                     }
                     Some(end) => {
-                        line.extend_from_slice(&bytes[..end]);
-                        pos += end + 1;
+                        line.extend_from_slice(&data[..end]);
+                        data = &data[end + 1..];
                         self.state = match chunk_size(line) {
                             Some(0) => State::Trailers(0),
                             Some(size) => State::ChunkData(size),
@@ -141,36 +155,36 @@ impl RequestHeads {
                     }
                 },
                 State::ChunkData(left) => {
-                    let n = (*left).min(bytes.len() as u64);
+                    let n = (*left).min(data.len() as u64);
                     *left -= n;
-                    pos += n as usize;
+                    data = &data[n as usize..];
                     if *left == 0 {
                         self.state = State::ChunkEnd;
                     }
                 }
-                State::ChunkEnd => match bytes.iter().position(|b| *b == b'\n') {
-                    None => pos = data.len(),
+                State::ChunkEnd => match data.iter().position(|b| *b == b'\n') {
+                    None => return,
                     Some(end) => {
-                        pos += end + 1;
+                        data = &data[end + 1..];
                         self.state = State::ChunkSize(Vec::new());
                     }
                 },
                 State::Trailers(line) => {
-                    pos += 1;
-                    match bytes[0] {
+                    match data[0] {
                         b'\n' if *line == 0 => self.state = State::Head(Vec::new()),
                         b'\n' => *line = 0,
                         b'\r' => {}
                         _ => *line += 1,
                     }
+                    data = &data[1..];
                 }
             }
         }
     }
 
-    /// Parses a head; when it is complete, queues its flag and returns the
-    /// state of its body and the head's length.
-    fn after_head(&self, head: &[u8]) -> Option<(State, usize)> {
+    /// Parses a head; when it is complete, queues its flag on `heads` and
+    /// returns the state of its body and the head's length.
+    fn after_head(heads: &Heads, head: &[u8]) -> Option<(State, usize)> {
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut request = httparse::Request::new(&mut headers);
         let length = match request.parse(head) {
@@ -180,32 +194,37 @@ impl RequestHeads {
         };
         let method = request.method.unwrap_or_default();
         if method.eq_ignore_ascii_case("CONNECT") {
-            self.heads.push(false);
+            heads.push(false);
             return Some((State::Opaque, length));
         }
-        let named = |name: &'static str| {
-            request
-                .headers
-                .iter()
-                .filter(move |h| h.name.eq_ignore_ascii_case(name))
-                .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
-        };
-        let transfer_encoding: Vec<String> = named("transfer-encoding").collect();
-        let content_length: Vec<String> = named("content-length").collect();
-        self.heads
-            .push(!transfer_encoding.is_empty() && !content_length.is_empty());
-        let upgrade = named("upgrade").next().is_some()
-            && named("connection").any(|c| c.split(',').any(|t| t.trim() == "upgrade"));
-        let body = if upgrade {
+        // The last Transfer-Encoding (its last coding decides), the first
+        // Content-Length, and whether the request asks for an upgrade.
+        let mut transfer_encoding = None;
+        let mut content_length = None;
+        let (mut upgrade, mut connection_upgrade) = (false, false);
+        for header in request.headers.iter() {
+            let name = header.name;
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                transfer_encoding = Some(header.value);
+            } else if name.eq_ignore_ascii_case("content-length") {
+                content_length = content_length.or(Some(header.value));
+            } else if name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            } else if name.eq_ignore_ascii_case("connection") {
+                connection_upgrade |= has_token(header.value, "upgrade");
+            }
+        }
+        heads.push(transfer_encoding.is_some() && content_length.is_some());
+        let body = if upgrade && connection_upgrade {
             State::Opaque
-        } else if let Some(last) = transfer_encoding.last() {
-            if last.split(',').next_back().map(str::trim) == Some("chunked") {
+        } else if let Some(codings) = transfer_encoding {
+            if last_token_is(codings, "chunked") {
                 State::ChunkSize(Vec::new())
             } else {
                 State::Opaque
             }
         } else {
-            match content_length.first().map(|v| v.trim().parse::<u64>()) {
+            match content_length.map(|v| String::from_utf8_lossy(v).trim().parse::<u64>()) {
                 None | Some(Ok(0)) => State::Head(Vec::new()),
                 Some(Ok(length)) => State::Body(length),
                 Some(Err(_)) => State::Opaque,
@@ -213,6 +232,22 @@ impl RequestHeads {
         };
         Some((body, length))
     }
+}
+
+/// Whether one of the comma-separated tokens of a header value is `token`
+/// (ASCII case aside; the value is copied only when it is not UTF-8).
+fn has_token(value: &[u8], token: &str) -> bool {
+    String::from_utf8_lossy(value)
+        .split(',')
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Whether the last comma-separated token of a header value is `token`.
+fn last_token_is(value: &[u8], token: &str) -> bool {
+    String::from_utf8_lossy(value)
+        .split(',')
+        .next_back()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// The size of a chunk-size line (`1a;ext=1\r`).
@@ -260,6 +295,19 @@ POST http://a/ HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: ch
                 [false, false, true],
                 "{pieces} pieces"
             );
+        }
+    }
+
+    #[test]
+    fn a_head_split_anywhere_is_followed_alike() {
+        // Heads whole in one read are parsed in place, split ones buffered:
+        // every split of the stream into two reads must find the same flags.
+        for at in 0..=PIPELINE.len() {
+            let heads = Heads::default();
+            let mut follower = RequestHeads::new(heads.clone());
+            follower.feed(&PIPELINE[..at]);
+            follower.feed(&PIPELINE[at..]);
+            assert_eq!(heads.drain(), [false, false, true], "split at {at}");
         }
     }
 

@@ -1,5 +1,7 @@
 //! Prometheus metrics, served on the admin listener's `/metrics`.
 
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -15,9 +17,9 @@ pub struct DecisionLabels {
     /// Final action.
     pub action: &'static str,
     /// Rule group of the deciding rule (`default` for a phase default).
-    pub group: String,
+    pub group: Arc<str>,
     /// Deciding rule (`default`, `private-destination`).
-    pub rule: String,
+    pub rule: Arc<str>,
 }
 
 /// Labels of what the rules in monitor mode would have decided.
@@ -28,9 +30,9 @@ pub struct WouldLabels {
     /// The action that would have been taken.
     pub would_action: &'static str,
     /// Rule group of the rule that would have decided.
-    pub group: String,
+    pub group: Arc<str>,
     /// That rule (`default` for a phase default).
-    pub rule: String,
+    pub rule: Arc<str>,
 }
 
 /// Labels of an error.

@@ -2,6 +2,7 @@
 //! ([`Client`], on which [`Listener`]), how ([`Protocol`]) and where to
 //! ([`Target`]). Plain data, no behaviour beyond their own formatting.
 
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -109,11 +110,20 @@ impl Target {
         } else {
             path_and_query.split('?').next().unwrap_or("/")
         };
-        format!(
-            "{}://{}{path}",
-            protocol.as_str(),
-            self.host_header(protocol)
-        )
+        // Sized once: `https://`, the host (an IPv6 literal in brackets at
+        // most 47 bytes), `:` and a port.
+        let host_len = match &self.host {
+            Host::Name(name) => name.as_str().len(),
+            Host::Ip(_) => 47,
+        };
+        let mut url = String::with_capacity(8 + host_len + 6 + path.len());
+        let scheme = protocol.as_str();
+        let _ = if self.port == protocol.default_port() {
+            write!(url, "{scheme}://{}{path}", self.host)
+        } else {
+            write!(url, "{scheme}://{}:{}{path}", self.host, self.port)
+        };
+        url
     }
 }
 

@@ -3,6 +3,7 @@
 //! and every subdomain.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 /// Lower-cases a name and drops one trailing dot (`WWW.Example.COM.` ->
 /// `www.example.com`). Borrows when the name is already normal.
@@ -15,9 +16,10 @@ pub fn normalize(name: &str) -> Cow<'_, str> {
     }
 }
 
-/// A normalized destination domain, as evaluation expects it.
+/// A normalized destination domain, as evaluation expects it. Shared, not
+/// copied: a request's name is handed to every phase and its log line.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Domain(Box<str>);
+pub struct Domain(Arc<str>);
 
 impl Domain {
     /// Normalizes `name` (see [`normalize`]).
@@ -33,6 +35,11 @@ impl Domain {
     /// The normalized name.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// The normalized name, shared.
+    pub fn shared(&self) -> Arc<str> {
+        self.0.clone()
     }
 
     /// The name itself, then each parent (`a.b.c`, `b.c`, `c`): the keys

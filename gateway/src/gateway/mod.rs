@@ -151,8 +151,8 @@ impl Gateway {
             .get_or_create(&DecisionLabels {
                 phase: decision.final_phase.as_str(),
                 action: decision.final_action.as_str(),
-                group: decision.final_rule_group_name.to_string(),
-                rule: decision.final_rule_name.to_string(),
+                group: decision.final_rule_group_name.clone(),
+                rule: decision.final_rule_name.clone(),
             })
             .inc();
         if let Some(would) = decision.would() {
@@ -161,8 +161,8 @@ impl Gateway {
                 .get_or_create(&WouldLabels {
                     phase: would.phase.as_str(),
                     would_action: would.action.as_str(),
-                    group: would.group.to_string(),
-                    rule: would.rule.to_string(),
+                    group: would.group.clone(),
+                    rule: would.rule.clone(),
                 })
                 .inc();
         }

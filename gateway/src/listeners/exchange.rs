@@ -83,7 +83,13 @@ pub async fn exchange(
         return reply;
     }
     parts.version = Version::HTTP_11;
-    parts.uri = target.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    // Origin-form upstream: the path and query as the client sent them
+    // (shared with the request, not parsed again).
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .map_or_else(|| Uri::from_static("/"), Uri::from);
     let sent = Arc::new(Progress::default());
     let upstream_request = Request::from_parts(parts, Counted::new(body, sent.clone()).boxed());
 

@@ -9,10 +9,11 @@
 //! up and the buffer passes its bound, lines are dropped and counted
 //! (`egress_decision_log_dropped_lines`) rather than stalling traffic.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use egress_policy::spec::LogFormat;
@@ -23,31 +24,35 @@ use serde::Serialize;
 use crate::metrics::Metrics;
 use crate::request::Client;
 
+/// `default`, shared by every record until its decision names a rule.
+static DEFAULT_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(egress_policy::DEFAULT_RULE));
+
 /// How often the writer takes the buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Bytes buffered before new lines are dropped.
 const MAX_BUFFERED: usize = 16 * 1024 * 1024;
 
-/// One request's log record, filled in as the request progresses.
+/// One request's log record, filled in as the request progresses. What is
+/// the same for many requests (names of the proxy, its rules, the
+/// destination) is shared rather than copied into each record.
 #[derive(Clone, Debug, Serialize)]
 pub struct Record {
-    /// When the request arrived.
-    #[serde(skip)]
+    /// When the request arrived; logged as `event_timestamp` (RFC 3339,
+    /// milliseconds, UTC).
+    #[serde(rename = "event_timestamp", serialize_with = "rfc3339_millis")]
     pub arrived: Timestamp,
-    /// When the request arrived (RFC 3339, milliseconds, UTC).
-    pub event_timestamp: String,
     /// `proxy_name`.
-    pub proxy_name: String,
+    pub proxy_name: Arc<str>,
     /// Client address.
     pub client_src_ip: IpAddr,
     /// Client port.
     pub client_src_port: u16,
     /// Cluster name.
-    pub src_vpc: String,
+    pub src_vpc: Arc<str>,
     /// Listener (`<proxy>-http` / `<proxy>-https`).
-    pub src_vpce: String,
+    pub src_vpce: Arc<str>,
     /// Requested name.
-    pub dest_domain: String,
+    pub dest_domain: Arc<str>,
     /// Address dialed (or that would have been), `null` before resolution.
     pub dest_ip: Option<IpAddr>,
     /// Requested port.
@@ -56,15 +61,15 @@ pub struct Record {
     /// tunnel, `host:port` for a tunnel that is not intercepted.
     pub url: String,
     /// Method, `CONNECT` for tunnels.
-    pub http_method: String,
+    pub http_method: Cow<'static, str>,
     /// Status returned to the client, -1 when there was none (a relayed tunnel).
     pub http_status_code: i32,
     /// Final action.
     pub final_action: Action,
     /// Rule that decided, `default`, or `private-destination`.
-    pub final_rule_name: String,
+    pub final_rule_name: Arc<str>,
     /// Its group, or `default`.
-    pub final_rule_group_name: String,
+    pub final_rule_group_name: Arc<str>,
     /// First alert that matched.
     pub first_alert_match: Option<RuleMatch>,
     /// Every match.
@@ -87,10 +92,10 @@ pub struct Record {
     pub would_action: Option<Action>,
     /// The rule that would have decided (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub would_rule_name: Option<String>,
+    pub would_rule_name: Option<Arc<str>>,
     /// Its group (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub would_rule_group_name: Option<String>,
+    pub would_rule_group_name: Option<Arc<str>>,
     /// The credential added to the request (its name; never its value), or
     /// that could not be (extension).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,32 +119,31 @@ pub struct Record {
 impl Record {
     /// A record for a request from `client` on listener `vpce`, arrived at `arrived`.
     pub fn new(
-        proxy_name: &str,
-        src_vpc: &str,
-        vpce: &str,
+        proxy_name: Arc<str>,
+        src_vpc: Arc<str>,
+        vpce: Arc<str>,
         client: &Client,
         method: &str,
         arrived: Timestamp,
     ) -> Record {
         let identity = client.identity.as_deref();
+        let default_rule = DEFAULT_RULE.clone();
         Record {
             arrived,
-            // jiff prints UTC timestamps as RFC 3339 with a `Z`.
-            event_timestamp: format!("{arrived:.3}"),
-            proxy_name: proxy_name.to_owned(),
+            proxy_name,
             client_src_ip: client.addr.ip().to_canonical(),
             client_src_port: client.addr.port(),
-            src_vpc: src_vpc.to_owned(),
-            src_vpce: vpce.to_owned(),
-            dest_domain: String::new(),
+            src_vpc,
+            src_vpce: vpce,
+            dest_domain: Arc::from(""),
             dest_ip: None,
             dest_port: 0,
             url: String::new(),
-            http_method: method.to_owned(),
+            http_method: method_name(method),
             http_status_code: -1,
             final_action: Action::Allow,
-            final_rule_name: egress_policy::DEFAULT_RULE.to_owned(),
-            final_rule_group_name: egress_policy::DEFAULT_RULE.to_owned(),
+            final_rule_name: default_rule.clone(),
+            final_rule_group_name: default_rule,
             first_alert_match: None,
             all_matches: Vec::new(),
             request_size: 0,
@@ -162,20 +166,37 @@ impl Record {
     /// Copies the decision's fields.
     pub fn set_decision(&mut self, decision: &Decision) {
         self.final_action = decision.final_action;
-        self.final_rule_name = decision.final_rule_name.to_string();
-        self.final_rule_group_name = decision.final_rule_group_name.to_string();
+        self.final_rule_name = decision.final_rule_name.clone();
+        self.final_rule_group_name = decision.final_rule_group_name.clone();
         self.first_alert_match = decision.first_alert_match.clone();
         self.all_matches = decision.all_matches.clone();
         self.decision_phase = decision.final_phase.as_str();
         let would = decision.would();
         self.would_action = would.as_ref().map(|w| w.action);
-        self.would_rule_name = would.as_ref().map(|w| w.rule.to_string());
-        self.would_rule_group_name = would.map(|w| w.group.to_string());
+        self.would_rule_name = would.as_ref().map(|w| w.rule.clone());
+        self.would_rule_group_name = would.map(|w| w.group.clone());
     }
 
     /// The JSON line (without newline).
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Appends the line in `format`, newline included, to `out`.
+    fn write_line(&self, format: LogFormat, out: &mut Vec<u8>) {
+        let start = out.len();
+        let written = match format {
+            LogFormat::Native => serde_json::to_writer(&mut *out, self).is_ok(),
+            LogFormat::Aws => {
+                out.extend_from_slice(self.to_aws_line().as_bytes());
+                true
+            }
+        };
+        if written {
+            out.push(b'\n');
+        } else {
+            out.truncate(start);
+        }
     }
 
     /// The JSON line in AWS Network Firewall Proxy's shape (its proxy
@@ -198,7 +219,7 @@ impl Record {
                 serde_json::json!({"rule_id": &*m.rule, "hook": hook(m.phase), "action": lower(m.action)})
             })
             .collect();
-        let by_default = self.final_rule_name == egress_policy::DEFAULT_RULE;
+        let by_default = *self.final_rule_name == *egress_policy::DEFAULT_RULE;
         let final_hook = aws_hook(self.decision_phase);
         let listed = matches
             .iter()
@@ -212,7 +233,7 @@ impl Record {
             }));
         }
         let dest_domain = if self.dest_domain.is_empty() || self.dest_domain.ends_with('.') {
-            self.dest_domain.clone()
+            self.dest_domain.to_string()
         } else {
             format!("{}.", self.dest_domain)
         };
@@ -234,7 +255,7 @@ impl Record {
             "all_matches": {"matches": matches},
             "final_action": lower(self.final_action),
             "final_rule_name": self.final_rule_name,
-            "final_rule_group_name": if by_default { String::new() } else { self.final_rule_group_name.clone() },
+            "final_rule_group_name": if by_default { String::new() } else { self.final_rule_group_name.to_string() },
             "request_size": self.request_size,
             "response_size": self.response_size,
             "src_namespace": self.src_namespace,
@@ -250,8 +271,8 @@ impl Record {
                 &self.would_rule_group_name,
             ) {
                 object.insert("would_action".to_owned(), lower(action).into());
-                object.insert("would_rule_name".to_owned(), rule.as_str().into());
-                object.insert("would_rule_group_name".to_owned(), group.as_str().into());
+                object.insert("would_rule_name".to_owned(), rule.as_ref().into());
+                object.insert("would_rule_group_name".to_owned(), group.as_ref().into());
             }
             if let Some(credential) = &self.credential {
                 object.insert("credential".to_owned(), credential.as_str().into());
@@ -265,6 +286,23 @@ impl Record {
         }
         line.to_string()
     }
+}
+
+/// The method as logged: the standard ones without a copy.
+fn method_name(method: &str) -> Cow<'static, str> {
+    const STANDARD: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+    ];
+    match STANDARD.iter().find(|m| **m == method) {
+        Some(standard) => Cow::Borrowed(standard),
+        None => Cow::Owned(method.to_owned()),
+    }
+}
+
+/// `event_timestamp`: jiff prints UTC timestamps as RFC 3339 with a `Z`,
+/// here with milliseconds, straight into the line.
+fn rfc3339_millis<S: serde::Serializer>(arrived: &Timestamp, out: S) -> Result<S::Ok, S::Error> {
+    out.collect_str(&format_args!("{arrived:.3}"))
 }
 
 /// `PreDNS` and friends as AWS's `hook` values.
@@ -332,23 +370,23 @@ impl DecisionLog {
         DecisionLog { shared, metrics }
     }
 
-    /// Appends a record's line, in `format`.
+    /// Appends a record's line, in `format`: serialized straight into the
+    /// shared buffer (no line of its own to allocate and copy), unless the
+    /// buffer is already past its bound.
     pub fn write(&self, record: &Record, format: LogFormat) {
-        let mut line = match format {
-            LogFormat::Native => record.to_line(),
-            LogFormat::Aws => record.to_aws_line(),
-        };
-        line.push('\n');
         let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        if buffer.len() + line.len() > MAX_BUFFERED {
+        if buffer.len() >= MAX_BUFFERED {
             drop(buffer);
             self.metrics.log_lines_dropped.inc();
             return;
         }
-        buffer.extend_from_slice(line.as_bytes());
+        let before = buffer.len();
+        record.write_line(format, &mut buffer);
+        let appended = buffer.len() - before;
+        drop(buffer);
         self.shared
             .appended
-            .fetch_add(line.len() as u64, Ordering::SeqCst);
+            .fetch_add(appended as u64, Ordering::SeqCst);
     }
 
     /// Waits until every line appended so far is on stdout, or `timeout`
@@ -384,9 +422,9 @@ mod tests {
     fn record_has_the_cloud_field_names() {
         let client = Client::unidentified("[::ffff:10.1.2.3]:4000");
         let mut record = Record::new(
-            "egress",
-            "prod",
-            "egress-http",
+            "egress".into(),
+            "prod".into(),
+            "egress-http".into(),
             &client,
             "GET",
             Timestamp::now(),
@@ -465,7 +503,14 @@ mod tests {
             })),
         };
         let arrived: Timestamp = "2026-01-10T04:56:45.250Z".parse().expect("time");
-        let mut record = Record::new("egress", "prod", "egress-https", &client, "GET", arrived);
+        let mut record = Record::new(
+            "egress".into(),
+            "prod".into(),
+            "egress-https".into(),
+            &client,
+            "GET",
+            arrived,
+        );
         record.dest_domain = "www.amazon.com".into();
         record.dest_ip = Some("205.251.242.103".parse().expect("ip"));
         record.dest_port = 443;
@@ -543,7 +588,14 @@ mod tests {
             metrics: Arc::new(Metrics::new(&mut registry)),
         };
         let client = Client::unidentified("127.0.0.1:1");
-        let record = Record::new("p", "", "p-http", &client, "GET", Timestamp::now());
+        let record = Record::new(
+            "p".into(),
+            "".into(),
+            "p-http".into(),
+            &client,
+            "GET",
+            Timestamp::now(),
+        );
         for _ in 0..3 {
             log.write(&record, LogFormat::Native);
         }

@@ -106,7 +106,7 @@ pub struct Exchange {
     target: Target,
     domain: Domain,
     protocol: Protocol,
-    vpce: String,
+    vpce: Arc<str>,
     arrived: Timestamp,
     started: Instant,
     dest_ip: Option<IpAddr>,
@@ -129,10 +129,17 @@ impl Exchange {
         arrived: Timestamp,
     ) -> Exchange {
         let proxy_name = policy.proxy().name();
-        let vpce = format!("{proxy_name}-{}", client.listener.as_str());
+        let vpce: Arc<str> = Arc::from(format!("{proxy_name}-{}", client.listener.as_str()));
         let domain = target.host.domain();
-        let mut record = Record::new(proxy_name, &cluster, &vpce, client, method, arrived);
-        record.dest_domain = domain.to_string();
+        let mut record = Record::new(
+            Arc::from(proxy_name),
+            cluster.clone(),
+            vpce.clone(),
+            client,
+            method,
+            arrived,
+        );
+        record.dest_domain = domain.shared();
         record.dest_port = target.port;
         record.url = url;
         Exchange {
@@ -273,7 +280,7 @@ impl Exchange {
             source_ip: Some(self.client.addr.ip()),
             source_port: Some(self.client.addr.port()),
             source_vpc: Some(&*self.cluster).filter(|s| !s.is_empty()),
-            source_vpce: Some(self.vpce.as_str()),
+            source_vpce: Some(&*self.vpce),
             source: self.client.identity.as_deref(),
             protocol: Some(self.protocol.as_str()),
             destination_domain: Some(self.domain.clone()),
