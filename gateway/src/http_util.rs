@@ -87,15 +87,24 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// upgrade keeps `Connection: upgrade` and `Upgrade`, which must reach the peer.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let upgrade = is_upgrade(headers);
-    let named: Vec<HeaderName> = headers
+    // The `Connection` values are taken first (their bytes shared, not
+    // copied); the names they list are then removed, looked up as text
+    // rather than built as header names.
+    let listed: Vec<HeaderValue> = headers
         .get_all(header::CONNECTION)
+        .iter()
+        .cloned()
+        .collect();
+    let named = listed
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
-        .filter(|name| !(upgrade && name == header::UPGRADE))
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        .map(str::trim)
+        .filter(|name| !(upgrade && name.eq_ignore_ascii_case("upgrade")));
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if upgrade {
@@ -197,12 +206,12 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for Counted<B> {
 
 /// Runs `on_done` once, when the body has been sent in full or dropped (the
 /// client went away): that is when a request's log line is complete.
-pub struct OnDone<B> {
+pub struct OnDone<B, F: FnOnce()> {
     inner: B,
-    on_done: Option<Box<dyn FnOnce() + Send + Sync>>,
+    on_done: Option<F>,
 }
 
-impl<B> std::fmt::Debug for OnDone<B> {
+impl<B, F: FnOnce()> std::fmt::Debug for OnDone<B, F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OnDone")
             .field("done", &self.on_done.is_none())
@@ -210,12 +219,12 @@ impl<B> std::fmt::Debug for OnDone<B> {
     }
 }
 
-impl<B> OnDone<B> {
+impl<B, F: FnOnce()> OnDone<B, F> {
     /// Wraps `inner`.
-    pub fn new(inner: B, on_done: impl FnOnce() + Send + Sync + 'static) -> OnDone<B> {
+    pub fn new(inner: B, on_done: F) -> OnDone<B, F> {
         OnDone {
             inner,
-            on_done: Some(Box::new(on_done)),
+            on_done: Some(on_done),
         }
     }
 
@@ -226,13 +235,13 @@ impl<B> OnDone<B> {
     }
 }
 
-impl<B> Drop for OnDone<B> {
+impl<B, F: FnOnce()> Drop for OnDone<B, F> {
     fn drop(&mut self) {
         self.done();
     }
 }
 
-impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for OnDone<B> {
+impl<B: HttpBody<Data = Bytes> + Unpin, F: FnOnce() + Unpin> HttpBody for OnDone<B, F> {
     type Data = Bytes;
     type Error = B::Error;
 

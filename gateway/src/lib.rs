@@ -180,7 +180,11 @@ pub async fn run(args: RunArgs, dev: DevOptions) -> anyhow::Result<()> {
         log: DecisionLog::to_stdout(metrics.clone()),
         metrics: metrics.clone(),
         limits: args.limits.clone(),
-        cluster_name: Arc::from(args.cluster_name.as_str()),
+        // The proxy's name comes with the first policy.
+        names: std::sync::RwLock::new(pipeline::ProxyNames::named(
+            "",
+            Arc::from(args.cluster_name.as_str()),
+        )),
         guard: Guard {
             own_addresses: own_addresses.clone(),
             extra_allowed: dev.private_allow,

@@ -24,7 +24,8 @@ use crate::spec::Action;
 /// Rule and group name reported when a phase default decided.
 pub const DEFAULT_RULE: &str = "default";
 
-static DEFAULT_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(DEFAULT_RULE));
+/// [`DEFAULT_RULE`], shared: what a decision names until a rule decides.
+pub static DEFAULT_RULE_NAME: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(DEFAULT_RULE));
 
 /// A rule ready to evaluate.
 #[derive(Clone, Debug)]
@@ -114,8 +115,8 @@ impl Default for Decision {
     fn default() -> Self {
         Decision {
             final_action: Action::Allow,
-            final_rule_name: DEFAULT_NAME.clone(),
-            final_rule_group_name: DEFAULT_NAME.clone(),
+            final_rule_name: DEFAULT_RULE_NAME.clone(),
+            final_rule_group_name: DEFAULT_RULE_NAME.clone(),
             final_phase: Phase::PreDns,
             first_alert_match: None,
             all_matches: Vec::new(),
@@ -140,7 +141,7 @@ impl Decision {
         }
         self.final_action = Action::Deny;
         self.final_rule_name = Arc::from(rule);
-        self.final_rule_group_name = DEFAULT_NAME.clone();
+        self.final_rule_group_name = DEFAULT_RULE_NAME.clone();
         self.final_phase = phase;
     }
 
@@ -253,14 +254,14 @@ fn run_phase(
                 || decision.final_action != Action::Allow;
             if default != Action::Allow || !earlier_outcome {
                 decision.final_action = default;
-                decision.final_rule_name = DEFAULT_NAME.clone();
-                decision.final_rule_group_name = DEFAULT_NAME.clone();
+                decision.final_rule_name = DEFAULT_RULE_NAME.clone();
+                decision.final_rule_group_name = DEFAULT_RULE_NAME.clone();
                 decision.final_phase = phase;
             }
             if default == Action::Alert {
                 decision.record(RuleMatch {
-                    rule: DEFAULT_NAME.clone(),
-                    group: DEFAULT_NAME.clone(),
+                    rule: DEFAULT_RULE_NAME.clone(),
+                    group: DEFAULT_RULE_NAME.clone(),
                     phase,
                     action: Action::Alert,
                 });

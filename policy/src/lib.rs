@@ -77,7 +77,7 @@ pub use compile::{
 pub use context::{HttpRequest, HttpResponse, RequestContext, SourceIdentity};
 pub use documents::{Documents, compile_documents, parse_documents};
 pub use domain::Domain;
-pub use engine::{DEFAULT_RULE, Decision, RuleMatch, Verdict, WouldBe};
+pub use engine::{DEFAULT_RULE, DEFAULT_RULE_NAME, Decision, RuleMatch, Verdict, WouldBe};
 pub use error::{CompileError, Error};
 pub use host::Host;
 pub use list::validate_list;

@@ -11,10 +11,10 @@ pub mod identity;
 pub mod policy_store;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use egress_policy::Domain;
+use egress_policy::{CompiledPolicy, Domain};
 use http::Response;
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::OwnedSemaphorePermit;
@@ -30,7 +30,7 @@ use crate::gateway::policy_store::PolicyStore;
 use crate::http_util::{Body, denied, text_response};
 use crate::metrics::{DecisionLabels, ListenerLabels, Metrics, WouldLabels};
 use crate::pipeline::decision_log::DecisionLog;
-use crate::pipeline::{Exchange, Finished, Guard, Resolve, Stop, Stopped};
+use crate::pipeline::{Exchange, Finished, Guard, ProxyNames, Resolve, Stop, Stopped};
 use crate::relay::Watch;
 use crate::request::{Client, Protocol, Target};
 use crate::tls::ServingCert;
@@ -73,8 +73,10 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     /// Timeouts and limits.
     pub limits: LimitArgs,
-    /// `request:SourceVpc`.
-    pub cluster_name: Arc<str>,
+    /// The names requests are logged and judged with (the proxy's, its
+    /// listeners', the cluster's), made again only when the proxy's name
+    /// changes.
+    pub names: RwLock<Arc<ProxyNames>>,
     /// What the private-destination guard knows beyond the policy.
     pub guard: Guard,
     /// Tracks every connection and tunnel for graceful shutdown.
@@ -194,9 +196,10 @@ impl Gateway {
             }
             None => target.authority(),
         };
+        let names = self.names_of(&policy);
         Ok(Exchange::new(
             policy,
-            self.cluster_name.clone(),
+            names,
             client,
             method,
             target,
@@ -204,6 +207,18 @@ impl Gateway {
             url,
             jiff::Timestamp::now(),
         ))
+    }
+
+    /// The names of `policy`'s proxy: those of the last request, unless the
+    /// proxy's name changed with the policy.
+    fn names_of(&self, policy: &CompiledPolicy) -> Arc<ProxyNames> {
+        let names = self.names.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if names.are_of(policy) {
+            return names;
+        }
+        let renamed = ProxyNames::of(policy, names.cluster.clone());
+        *self.names.write().unwrap_or_else(|e| e.into_inner()) = renamed.clone();
+        renamed
     }
 
     /// Counts a failure.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use egress_policy::{HttpRequest, HttpResponse, Phase};
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -34,7 +34,7 @@ pub async fn exchange(
     mut req: Request<Incoming>,
 ) -> Response<Body> {
     let http1 = req.version() < Version::HTTP_2;
-    let method = req.method().as_str().to_owned();
+    let method = req.method().clone();
     let client_upgrade = is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
     // Request keys stay visible in PostRESPONSE; keep the headers only if rules
     // there could read them, or an upgraded connection is judged again when
@@ -60,10 +60,10 @@ pub async fn exchange(
         .to_owned();
     strip_hop_by_hop(&mut parts.headers);
     // The canonical host: the URL's userinfo (user:pass@) never goes upstream.
-    if let Ok(host) = HeaderValue::from_str(&exchange.target().host_header(protocol)) {
+    if let Ok(host) = header_value(exchange.target().host_header(protocol)) {
         parts.headers.insert(header::HOST, host);
     }
-    if let Ok(via) = HeaderValue::from_str(&pipeline::via_token(exchange.policy().proxy().name())) {
+    if let Ok(via) = header_value(pipeline::via_token(exchange.policy().proxy().name())) {
         parts.headers.append(header::VIA, via);
     }
     // A credential travels only encrypted: inside an intercepted tunnel,
@@ -83,13 +83,7 @@ pub async fn exchange(
         return reply;
     }
     parts.version = Version::HTTP_11;
-    // Origin-form upstream: the path and query as the client sent them
-    // (shared with the request, not parsed again).
-    parts.uri = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .map_or_else(|| Uri::from_static("/"), Uri::from);
+    parts.uri = origin_form(&parts.uri);
     let sent = Arc::new(Progress::default());
     let upstream_request = Request::from_parts(parts, Counted::new(body, sent.clone()).boxed());
 
@@ -122,7 +116,7 @@ pub async fn exchange(
     let verdict = pipeline::response(
         &mut exchange,
         HttpRequest {
-            method: &method,
+            method: method.as_str(),
             uri: &normalized,
             headers: &request_headers,
         },
@@ -183,10 +177,28 @@ pub async fn exchange(
     Response::from_parts(parts, logged.boxed())
 }
 
+/// The request's target as it goes upstream, in origin form: its path and
+/// query as the client sent them (shared, not parsed again), `/` for none.
+fn origin_form(uri: &Uri) -> Uri {
+    match uri.path_and_query().map(|pq| (pq, pq.as_str())) {
+        Some((pq, text)) if text.starts_with('/') && text != "/" => Uri::from(pq.clone()),
+        // `http://host?query`: the path is `/`.
+        Some((_, text)) if text.starts_with('?') => format!("/{text}")
+            .parse()
+            .unwrap_or_else(|_| Uri::from_static("/")),
+        _ => Uri::from_static("/"),
+    }
+}
+
+/// A header value made of `text` itself, not of a copy of it.
+fn header_value(text: String) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(text))
+}
+
 /// What an upgraded connection is judged by again when the policy changes:
 /// the request that asked for the upgrade and the response that granted it.
 struct UpgradeHeads {
-    method: String,
+    method: Method,
     /// The normalised target.
     uri: String,
     request_headers: HeaderMap,
@@ -234,7 +246,7 @@ async fn relay_upgrade(
         let stop = std::pin::pin!(async {
             let judge = |policy| {
                 let request = HttpRequest {
-                    method: &heads.method,
+                    method: heads.method.as_str(),
                     uri: &heads.uri,
                     headers: &heads.request_headers,
                 };
@@ -251,4 +263,25 @@ async fn relay_upgrade(
         crate::relay::relay(gw.watch(), client, upstream, stop).await
     };
     crate::listeners::tunnel::record_relayed(&gw, exchange, 101, relayed, revoked);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_target_is_the_path_and_query_in_origin_form() {
+        for (client, upstream) in [
+            ("http://a.test/p?q=1", "/p?q=1"),
+            ("http://a.test/p?q=1#frag", "/p?q=1"),
+            ("http://a.test", "/"),
+            ("http://a.test/", "/"),
+            ("http://a.test#frag", "/"),
+            ("http://a.test?q", "/?q"),
+            ("/in/a/tunnel?x", "/in/a/tunnel?x"),
+        ] {
+            let uri: Uri = client.parse().expect("a URI");
+            assert_eq!(origin_form(&uri).to_string(), upstream, "{client}");
+        }
+    }
 }

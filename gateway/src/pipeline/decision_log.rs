@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use egress_policy::spec::LogFormat;
@@ -22,10 +22,8 @@ use jiff::Timestamp;
 use serde::Serialize;
 
 use crate::metrics::Metrics;
+use crate::pipeline::ProxyNames;
 use crate::request::Client;
-
-/// `default`, shared by every record until its decision names a rule.
-static DEFAULT_RULE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(egress_policy::DEFAULT_RULE));
 
 /// How often the writer takes the buffer.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
@@ -117,25 +115,25 @@ pub struct Record {
 }
 
 impl Record {
-    /// A record for a request from `client` on listener `vpce`, arrived at `arrived`.
+    /// A record for a request from `client` through the proxy `names`
+    /// name, to `dest_domain`, arrived at `arrived`.
     pub fn new(
-        proxy_name: Arc<str>,
-        src_vpc: Arc<str>,
-        vpce: Arc<str>,
+        names: &ProxyNames,
         client: &Client,
         method: &str,
+        dest_domain: Arc<str>,
         arrived: Timestamp,
     ) -> Record {
         let identity = client.identity.as_deref();
-        let default_rule = DEFAULT_RULE.clone();
+        let default_rule = egress_policy::DEFAULT_RULE_NAME.clone();
         Record {
             arrived,
-            proxy_name,
+            proxy_name: names.proxy.clone(),
             client_src_ip: client.addr.ip().to_canonical(),
             client_src_port: client.addr.port(),
-            src_vpc,
-            src_vpce: vpce,
-            dest_domain: Arc::from(""),
+            src_vpc: names.cluster.clone(),
+            src_vpce: names.endpoint(client.listener).clone(),
+            dest_domain,
             dest_ip: None,
             dest_port: 0,
             url: String::new(),
@@ -180,23 +178,6 @@ impl Record {
     /// The JSON line (without newline).
     pub fn to_line(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
-    }
-
-    /// Appends the line in `format`, newline included, to `out`.
-    fn write_line(&self, format: LogFormat, out: &mut Vec<u8>) {
-        let start = out.len();
-        let written = match format {
-            LogFormat::Native => serde_json::to_writer(&mut *out, self).is_ok(),
-            LogFormat::Aws => {
-                out.extend_from_slice(self.to_aws_line().as_bytes());
-                true
-            }
-        };
-        if written {
-            out.push(b'\n');
-        } else {
-            out.truncate(start);
-        }
     }
 
     /// The JSON line in AWS Network Firewall Proxy's shape (its proxy
@@ -370,10 +351,13 @@ impl DecisionLog {
         DecisionLog { shared, metrics }
     }
 
-    /// Appends a record's line, in `format`: serialized straight into the
-    /// shared buffer (no line of its own to allocate and copy), unless the
-    /// buffer is already past its bound.
+    /// Appends a record's line, in `format`, unless the buffer has reached
+    /// its bound (the last line may take it past by its own length). A
+    /// native line is serialized straight into the shared buffer, with no
+    /// string of its own to allocate and copy; an AWS line is built first,
+    /// outside the lock.
     pub fn write(&self, record: &Record, format: LogFormat) {
+        let aws = (format == LogFormat::Aws).then(|| record.to_aws_line());
         let mut buffer = self.shared.buffer.lock().unwrap_or_else(|e| e.into_inner());
         if buffer.len() >= MAX_BUFFERED {
             drop(buffer);
@@ -381,12 +365,23 @@ impl DecisionLog {
             return;
         }
         let before = buffer.len();
-        record.write_line(format, &mut buffer);
-        let appended = buffer.len() - before;
-        drop(buffer);
+        let written = match aws {
+            Some(line) => {
+                buffer.extend_from_slice(line.as_bytes());
+                true
+            }
+            None => serde_json::to_writer(&mut *buffer, record).is_ok(),
+        };
+        if written {
+            buffer.push(b'\n');
+        } else {
+            buffer.truncate(before);
+        }
+        // Counted under the lock, so that no line is written out before it
+        // is counted here (`drain` compares the two).
         self.shared
             .appended
-            .fetch_add(appended as u64, Ordering::SeqCst);
+            .fetch_add((buffer.len() - before) as u64, Ordering::SeqCst);
     }
 
     /// Waits until every line appended so far is on stdout, or `timeout`
@@ -422,14 +417,12 @@ mod tests {
     fn record_has_the_cloud_field_names() {
         let client = Client::unidentified("[::ffff:10.1.2.3]:4000");
         let mut record = Record::new(
-            "egress".into(),
-            "prod".into(),
-            "egress-http".into(),
+            &ProxyNames::named("egress", "prod".into()),
             &client,
             "GET",
+            "example.com".into(),
             Timestamp::now(),
         );
-        record.dest_domain = "example.com".into();
         record.dest_port = 80;
         let mut decision = Decision::default();
         decision.deny_by(egress_policy::Phase::PreRequest, "private-destination");
@@ -504,14 +497,12 @@ mod tests {
         };
         let arrived: Timestamp = "2026-01-10T04:56:45.250Z".parse().expect("time");
         let mut record = Record::new(
-            "egress".into(),
-            "prod".into(),
-            "egress-https".into(),
+            &ProxyNames::named("egress", "prod".into()),
             &client,
             "GET",
+            "www.amazon.com".into(),
             arrived,
         );
-        record.dest_domain = "www.amazon.com".into();
         record.dest_ip = Some("205.251.242.103".parse().expect("ip"));
         record.dest_port = 443;
         record.url = "https://www.amazon.com/xyz?crid=U7M9K3I5QT25&dib".into();
@@ -589,11 +580,10 @@ mod tests {
         };
         let client = Client::unidentified("127.0.0.1:1");
         let record = Record::new(
-            "p".into(),
-            "".into(),
-            "p-http".into(),
+            &ProxyNames::named("p", "".into()),
             &client,
             "GET",
+            "".into(),
             Timestamp::now(),
         );
         for _ in 0..3 {

@@ -18,7 +18,7 @@ use jiff::Timestamp;
 
 use crate::error::Error;
 use crate::pipeline::decision_log::Record;
-use crate::request::{Client, Protocol, Target};
+use crate::request::{Client, Listener, Protocol, Target};
 use crate::tls::client_hello::ClientHello;
 
 /// Names to one address: the one checked is the one dialed.
@@ -84,6 +84,51 @@ pub enum Stop {
     Failed(Error),
 }
 
+/// What requests under one proxy are logged and judged as coming through:
+/// the proxy (`proxy_name`), the cluster (`request:SourceVpc`) and each
+/// listener (`request:SourceVpce`, `<proxy>-http`). Made once and shared by
+/// the requests, not built for each.
+#[derive(Debug)]
+pub struct ProxyNames {
+    /// The proxy's name.
+    pub proxy: Arc<str>,
+    /// The cluster's name (empty when none is set).
+    pub cluster: Arc<str>,
+    http: Arc<str>,
+    https: Arc<str>,
+}
+
+impl ProxyNames {
+    /// The names of `policy`'s proxy in `cluster`.
+    pub fn of(policy: &CompiledPolicy, cluster: Arc<str>) -> Arc<ProxyNames> {
+        ProxyNames::named(policy.proxy().name(), cluster)
+    }
+
+    /// The names of the proxy called `proxy` in `cluster`.
+    pub fn named(proxy: &str, cluster: Arc<str>) -> Arc<ProxyNames> {
+        let endpoint = |listener: Listener| Arc::from(format!("{proxy}-{}", listener.as_str()));
+        Arc::new(ProxyNames {
+            proxy: Arc::from(proxy),
+            cluster,
+            http: endpoint(Listener::Http),
+            https: endpoint(Listener::Https),
+        })
+    }
+
+    /// Whether these are the names of `policy`'s proxy.
+    pub fn are_of(&self, policy: &CompiledPolicy) -> bool {
+        *self.proxy == *policy.proxy().name()
+    }
+
+    /// The name of `listener` (`request:SourceVpce`).
+    pub fn endpoint(&self, listener: Listener) -> &Arc<str> {
+        match listener {
+            Listener::Http => &self.http,
+            Listener::Https => &self.https,
+        }
+    }
+}
+
 /// A decided request, ready for the decision log.
 #[derive(Debug)]
 pub struct Finished {
@@ -101,12 +146,11 @@ pub struct Finished {
 #[derive(Clone, Debug)]
 pub struct Exchange {
     policy: Arc<CompiledPolicy>,
-    cluster: Arc<str>,
+    names: Arc<ProxyNames>,
     client: Client,
     target: Target,
     domain: Domain,
     protocol: Protocol,
-    vpce: Arc<str>,
     arrived: Timestamp,
     started: Instant,
     dest_ip: Option<IpAddr>,
@@ -116,11 +160,12 @@ pub struct Exchange {
 
 impl Exchange {
     /// A request that arrived at `arrived` (the value of `request:Time` in
-    /// every phase), evaluated with `policy` from start to end.
+    /// every phase), evaluated with `policy` (whose proxy `names` are) from
+    /// start to end.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         policy: Arc<CompiledPolicy>,
-        cluster: Arc<str>,
+        names: Arc<ProxyNames>,
         client: &Client,
         method: &str,
         target: &Target,
@@ -128,28 +173,17 @@ impl Exchange {
         url: String,
         arrived: Timestamp,
     ) -> Exchange {
-        let proxy_name = policy.proxy().name();
-        let vpce: Arc<str> = Arc::from(format!("{proxy_name}-{}", client.listener.as_str()));
         let domain = target.host.domain();
-        let mut record = Record::new(
-            Arc::from(proxy_name),
-            cluster.clone(),
-            vpce.clone(),
-            client,
-            method,
-            arrived,
-        );
-        record.dest_domain = domain.shared();
+        let mut record = Record::new(&names, client, method, domain.shared(), arrived);
         record.dest_port = target.port;
         record.url = url;
         Exchange {
             policy,
-            cluster,
+            names,
             client: client.clone(),
             target: target.clone(),
             domain,
             protocol,
-            vpce,
             arrived,
             started: Instant::now(),
             dest_ip: None,
@@ -190,9 +224,14 @@ impl Exchange {
 
     /// The same request, as it arrived, to be judged again by `policy`.
     pub(super) fn again(&self, policy: Arc<CompiledPolicy>) -> Exchange {
+        let names = if self.names.are_of(&policy) {
+            self.names.clone()
+        } else {
+            ProxyNames::of(&policy, self.names.cluster.clone())
+        };
         let mut again = Exchange::new(
             policy,
-            self.cluster.clone(),
+            names,
             &self.client,
             &self.record.http_method,
             &self.target,
@@ -216,7 +255,7 @@ impl Exchange {
         };
         let mut named = Exchange::new(
             self.policy.clone(),
-            self.cluster.clone(),
+            self.names.clone(),
             &self.client,
             &self.record.http_method,
             &target,
@@ -279,8 +318,8 @@ impl Exchange {
             time: Some(self.arrived),
             source_ip: Some(self.client.addr.ip()),
             source_port: Some(self.client.addr.port()),
-            source_vpc: Some(&*self.cluster).filter(|s| !s.is_empty()),
-            source_vpce: Some(&*self.vpce),
+            source_vpc: Some(&*self.names.cluster).filter(|s| !s.is_empty()),
+            source_vpce: Some(self.names.endpoint(self.client.listener)),
             source: self.client.identity.as_deref(),
             protocol: Some(self.protocol.as_str()),
             destination_domain: Some(self.domain.clone()),

@@ -26,7 +26,7 @@ use egress_policy::{CompiledPolicy, Host, HttpRequest, HttpResponse, Phase};
 use http::HeaderMap;
 use jiff::Timestamp;
 
-pub use self::exchange::{Exchange, Finished, FixedAddress, Guard, Resolve, Stop};
+pub use self::exchange::{Exchange, Finished, FixedAddress, Guard, ProxyNames, Resolve, Stop};
 use crate::error::Error;
 use crate::request::{Client, Protocol, Target};
 pub use crate::tls::client_hello::{ClientHello, FirstFlight};
@@ -357,10 +357,11 @@ pub async fn evaluate(
         uri: &normalized,
         headers: request.headers,
     };
+    let names = ProxyNames::of(&policy, cluster);
     let new = |method: &str, url: String| {
         Exchange::new(
             policy.clone(),
-            cluster.clone(),
+            names.clone(),
             &request.client,
             method,
             &target,
@@ -481,7 +482,7 @@ mod tests {
         };
         Exchange::new(
             policy.clone(),
-            Arc::from(""),
+            ProxyNames::of(policy, Arc::from("")),
             &client(),
             "CONNECT",
             &target,
@@ -547,6 +548,21 @@ mod tests {
         };
         let finished = refused.finish(-1, 0, 0, None);
         assert_eq!(&*finished.decision.final_rule_name, SNI_MISMATCH_RULE);
+    }
+
+    #[test]
+    fn a_request_judged_again_under_a_renamed_proxy_is_logged_under_the_new_name() {
+        let first = allow_all();
+        let renamed = policy(&format!(
+            "apiVersion: egress.dev/v1alpha1\nkind: ProxyRuleGroup\nmetadata: {{name: g}}\nspec: {{}}\n{CONFIG}---\napiVersion: egress.dev/v1alpha1\nkind: EgressProxy\nmetadata: {{name: renamed}}\nspec: {{configurationRef: {{name: c}}}}\n"
+        ));
+        assert_ne!(first.proxy().name(), "renamed");
+        let exchange = tunnel_to(&first, "a.example");
+        let same = exchange.again(first.clone()).finish(-1, 0, 0, None).record;
+        assert_eq!(&*same.proxy_name, first.proxy().name());
+        let again = exchange.again(renamed).finish(-1, 0, 0, None).record;
+        assert_eq!(&*again.proxy_name, "renamed");
+        assert_eq!(&*again.src_vpce, "renamed-http");
     }
 
     #[test]
