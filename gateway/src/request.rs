@@ -2,11 +2,24 @@
 //! ([`Client`], on which [`Listener`]), how ([`Protocol`]) and where to
 //! ([`Target`]). Plain data, no behaviour beyond their own formatting.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use egress_policy::{Host, SourceIdentity};
+use http::Uri;
+
+/// The target a request is judged, logged and sent by: its path and query
+/// as the client wrote them, with the `/` that `http://host?query` leaves
+/// out (RFC 9112 section 3.2.1: an empty path is `/`); `*` stays `*`.
+pub fn request_target(uri: &Uri) -> Cow<'_, str> {
+    match uri.path_and_query().map(|pq| pq.as_str()) {
+        None => Cow::Borrowed("/"),
+        Some(query) if query.starts_with('?') => Cow::Owned(format!("/{query}")),
+        Some(target) => Cow::Borrowed(target),
+    }
+}
 
 /// Which client-facing listener a connection came in on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +148,21 @@ mod tests {
         Target {
             host: Host::parse(host).expect("host"),
             port,
+        }
+    }
+
+    #[test]
+    fn a_target_without_a_path_has_the_path_slash() {
+        for (uri, target) in [
+            ("http://a.test?q=1", "/?q=1"),
+            ("http://a.test", "/"),
+            ("http://a.test#f", "/"),
+            ("http://a.test/p?q", "/p?q"),
+            ("/p", "/p"),
+            ("*", "*"),
+        ] {
+            let uri: Uri = uri.parse().expect("a URI");
+            assert_eq!(request_target(&uri), target, "{uri}");
         }
     }
 

@@ -3,6 +3,7 @@
 //! request goes upstream as the client sent it (its target untouched, its
 //! `Host` the canonical one); rules saw its normalised target.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use egress_policy::{HttpRequest, HttpResponse, Phase};
@@ -19,7 +20,7 @@ use crate::http_util::{
     Body, Counted, OnDone, Progress, denied, empty, is_upgrade, strip_hop_by_hop, text_response,
 };
 use crate::pipeline::{self, Exchange};
-use crate::request::Protocol;
+use crate::request::{Protocol, request_target};
 use crate::upstream::PoolKey;
 
 /// Sends `req` (cleared by [`pipeline::request`]; its target normalises to
@@ -53,18 +54,14 @@ pub async fn exchange(
         Protocol::Http
     };
     let (mut parts, body) = req.into_parts();
-    let target = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |pq| pq.as_str())
-        .to_owned();
+    let target = request_target(&parts.uri).into_owned();
     strip_hop_by_hop(&mut parts.headers);
     // The canonical host: the URL's userinfo (user:pass@) never goes upstream.
     if let Ok(host) = header_value(exchange.target().host_header(protocol)) {
         parts.headers.insert(header::HOST, host);
     }
-    if let Ok(via) = header_value(pipeline::via_token(exchange.policy().proxy().name())) {
-        parts.headers.append(header::VIA, via);
+    if let Some(via) = &exchange.names().via {
+        parts.headers.append(header::VIA, via.clone());
     }
     // A credential travels only encrypted: inside an intercepted tunnel,
     // to a destination reached over TLS.
@@ -180,13 +177,14 @@ pub async fn exchange(
 /// The request's target as it goes upstream, in origin form: its path and
 /// query as the client sent them (shared, not parsed again), `/` for none.
 fn origin_form(uri: &Uri) -> Uri {
-    match uri.path_and_query().map(|pq| (pq, pq.as_str())) {
-        Some((pq, text)) if text.starts_with('/') && text != "/" => Uri::from(pq.clone()),
-        // `http://host?query`: the path is `/`.
-        Some((_, text)) if text.starts_with('?') => format!("/{text}")
-            .parse()
-            .unwrap_or_else(|_| Uri::from_static("/")),
-        _ => Uri::from_static("/"),
+    match request_target(uri) {
+        // Added a `/` (`http://host?query`): a new target.
+        Cow::Owned(target) => target.parse().unwrap_or_else(|_| Uri::from_static("/")),
+        // An empty path reads as `/` but would print as nothing.
+        Cow::Borrowed("/") => Uri::from_static("/"),
+        Cow::Borrowed(_) => uri
+            .path_and_query()
+            .map_or_else(|| Uri::from_static("/"), |pq| Uri::from(pq.clone())),
     }
 }
 
@@ -279,6 +277,7 @@ mod tests {
             ("http://a.test#frag", "/"),
             ("http://a.test?q", "/?q"),
             ("/in/a/tunnel?x", "/in/a/tunnel?x"),
+            ("*", "*"),
         ] {
             let uri: Uri = client.parse().expect("a URI");
             assert_eq!(origin_form(&uri).to_string(), upstream, "{client}");

@@ -13,7 +13,7 @@ use crate::gateway::{Connection, Gateway};
 use crate::http_util::Body;
 use crate::listeners::exchange::exchange;
 use crate::pipeline::{self, Destination};
-use crate::request::{Protocol, Target};
+use crate::request::{Protocol, Target, request_target};
 use crate::upstream::PoolKey;
 
 /// Forwards an absolute-form request.
@@ -33,8 +33,8 @@ pub async fn forward(
         host,
         port: authority.port_u16().unwrap_or(80),
     };
-    let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-    let normalized = match egress_policy::uri::normalize(path_and_query) {
+    let path_and_query = request_target(req.uri());
+    let normalized = match egress_policy::uri::normalize(&path_and_query) {
         Ok(normalized) => normalized.into_owned(),
         Err(e) => return gw.refuse(Error::InvalidTarget(e), true),
     };
@@ -44,7 +44,7 @@ pub async fn forward(
         method,
         &target,
         Protocol::Http,
-        Some(path_and_query),
+        Some(&path_and_query),
     ) {
         Ok(exchange) => exchange,
         Err(error) => return gw.refuse(error, true),

@@ -26,7 +26,7 @@ use crate::gateway::{Connection, Gateway};
 use crate::http_util::Body;
 use crate::pipeline::{self, Destination};
 use crate::relay::idle::Activity;
-use crate::request::{Protocol, Target};
+use crate::request::{Protocol, Target, request_target};
 use crate::upstream::PoolKey;
 
 /// Serves an intercepted tunnel to `target` (resolved and checked to `ip`)
@@ -150,8 +150,8 @@ impl Tunnel {
         if let Err(error) = self.check_host(&req) {
             return gw.refuse(error, http1);
         }
-        let path_and_query = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let normalized = match egress_policy::uri::normalize(path_and_query) {
+        let path_and_query = request_target(req.uri());
+        let normalized = match egress_policy::uri::normalize(&path_and_query) {
             Ok(normalized) => normalized.into_owned(),
             Err(e) => return gw.refuse(Error::InvalidTarget(e), http1),
         };
@@ -160,7 +160,7 @@ impl Tunnel {
             req.method().as_str(),
             &self.target,
             Protocol::Https,
-            Some(path_and_query),
+            Some(&path_and_query),
         ) {
             Ok(exchange) => exchange,
             Err(error) => return gw.refuse(error, http1),

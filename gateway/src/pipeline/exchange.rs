@@ -13,6 +13,7 @@ use egress_policy::{
     CompiledPolicy, Decision, Domain, Host, HttpRequest, HttpResponse, PRIVATE_DESTINATION_RULE,
     Phase, RequestContext, Verdict,
 };
+use http::HeaderValue;
 use ipnet::IpNet;
 use jiff::Timestamp;
 
@@ -94,6 +95,9 @@ pub struct ProxyNames {
     pub proxy: Arc<str>,
     /// The cluster's name (empty when none is set).
     pub cluster: Arc<str>,
+    /// What the gateway adds to `Via` ([`super::via_token`]), when the
+    /// proxy's name can be a header value.
+    pub via: Option<HeaderValue>,
     http: Arc<str>,
     https: Arc<str>,
 }
@@ -110,6 +114,7 @@ impl ProxyNames {
         Arc::new(ProxyNames {
             proxy: Arc::from(proxy),
             cluster,
+            via: HeaderValue::from_str(&super::via_token(proxy)).ok(),
             http: endpoint(Listener::Http),
             https: endpoint(Listener::Https),
         })
@@ -195,6 +200,11 @@ impl Exchange {
     /// The policy this request is evaluated with.
     pub fn policy(&self) -> &Arc<CompiledPolicy> {
         &self.policy
+    }
+
+    /// The names of the policy's proxy.
+    pub fn names(&self) -> &ProxyNames {
+        &self.names
     }
 
     /// The client.

@@ -349,8 +349,9 @@ pub async fn evaluate(
         host: Host::parse(authority.host()).map_err(Error::InvalidHost)?,
         port: authority.port_u16().unwrap_or(protocol.default_port()),
     };
-    let path_and_query = uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let normalized = egress_policy::uri::normalize(path_and_query).map_err(Error::InvalidTarget)?;
+    let path_and_query = crate::request::request_target(&uri);
+    let normalized =
+        egress_policy::uri::normalize(&path_and_query).map_err(Error::InvalidTarget)?;
     let with_query = policy.proxy().settings().log_query_strings;
     let http = HttpRequest {
         method: request.method,
@@ -377,7 +378,7 @@ pub async fn evaluate(
             exchange.finish(status, 0, 0, Some(&error))
         }
     };
-    let url = target.logged_url(protocol, path_and_query, with_query);
+    let url = target.logged_url(protocol, &path_and_query, with_query);
     let destination = match protocol {
         Protocol::Http => Destination::Resolve,
         Protocol::Https => match connect(new("CONNECT", target.authority()), resolver, guard).await
@@ -395,7 +396,7 @@ pub async fn evaluate(
         };
     // The credential the gateway would add: only inside an intercepted tunnel.
     if protocol == Protocol::Https {
-        let credential_request = exchange.credential_request(path_and_query, &normalized);
+        let credential_request = exchange.credential_request(&path_and_query, &normalized);
         if let Some(credential) = policy.proxy().credential_for(&credential_request) {
             exchange.carries_credential(&credential.name);
         }
